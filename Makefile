@@ -1,0 +1,46 @@
+# ovroot: `make test` is the one test command; it installs what it needs.
+SHELL := /bin/bash
+CACHE ?= $(CURDIR)/.cache
+KERNELS := $(CACHE)/kernels
+OUT ?= $(CURDIR)/out
+DEMO_ARCH ?= x86_64
+GO ?= go
+export OVROOT_KERNEL_CACHE := $(KERNELS)
+
+.PHONY: all deps kernels build test unit integration bench demo demo-images clean
+
+all: build
+
+# Debian packages (QEMU, squashfs-tools, e2fsprogs); no-op when installed.
+deps:
+	scripts/install-deps.sh
+
+# Debian's amd64 and arm64 kernels + modules into $(KERNELS); no-op when there.
+kernels: deps
+	scripts/fetch-kernel.sh amd64 $(KERNELS)
+	scripts/fetch-kernel.sh arm64 $(KERNELS)
+
+build:
+	$(GO) build -o $(OUT)/bin/ ./cmd/...
+
+# Unit tests and the QEMU boot tests for x86_64 and arm64. OVROOT_REQUIRE_TOOLS
+# turns "skip: QEMU missing" into a failure, so this never passes by skipping.
+test: kernels
+	$(GO) vet ./...
+	OVROOT_REQUIRE_TOOLS=1 $(GO) test -count=1 -timeout 40m ./...
+
+# Unit tests only: fast, no root, no QEMU.
+unit:
+	$(GO) test -short -count=1 ./...
+
+bench: kernels
+	OVROOT_REQUIRE_TOOLS=1 $(GO) test -run '^$$' -bench . -benchtime 3x ./...
+
+# Build demo images for both arches, then boot $(DEMO_ARCH) on this terminal.
+demo: kernels build
+	$(OUT)/bin/ovroot demo --kernel-cache $(KERNELS) --out $(OUT)/demo --arch x86_64
+	$(OUT)/bin/ovroot demo --kernel-cache $(KERNELS) --out $(OUT)/demo --arch arm64
+	$(OUT)/bin/ovroot run $(OUT)/demo/$(DEMO_ARCH).img
+
+clean:
+	rm -rf $(OUT)

@@ -1,0 +1,77 @@
+package boot
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Cmdline is what the init takes from the kernel command line.
+type Cmdline struct {
+	// Init overrides the program started after switch_root (init=).
+	Init string
+	// RootWait waits for the root partition without a time limit (rootwait).
+	RootWait bool
+	// RootDelay is slept before looking for partitions (rootdelay=, seconds).
+	RootDelay time.Duration
+	// Params holds every parameter as given, last one wins (flags map to "").
+	Params map[string]string
+}
+
+// ParseCmdline splits a kernel command line the way the kernel does
+// (lib/cmdline.c next_arg: whitespace separates, double quotes group, the
+// quotes themselves are dropped) and picks out what the init uses. Values
+// that do not parse are reported in problems, one per parameter, and
+// ignored, so a typo on the command line never stops a boot.
+func ParseCmdline(s string) (c Cmdline, problems []string) {
+	c.Params = map[string]string{}
+	for _, arg := range splitCmdline(s) {
+		key, val, _ := strings.Cut(arg, "=")
+		c.Params[key] = val
+		switch key {
+		case "init":
+			if !strings.HasPrefix(val, "/") {
+				problems = append(problems, fmt.Sprintf("init=%q: not an absolute path, ignored", val))
+				continue
+			}
+			c.Init = val
+		case "rootwait":
+			c.RootWait = true
+		case "rootdelay":
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 0 {
+				problems = append(problems, fmt.Sprintf("rootdelay=%q: want a whole number of seconds, ignored", val))
+				continue
+			}
+			c.RootDelay = time.Duration(n) * time.Second
+		}
+	}
+	return c, problems
+}
+
+func splitCmdline(s string) []string {
+	var args []string
+	var cur strings.Builder
+	inQuote, have := false, false
+	for _, r := range s {
+		switch {
+		case r == '"':
+			inQuote = !inQuote
+			have = true
+		case !inQuote && (r == ' ' || r == '\t' || r == '\n'):
+			if have {
+				args = append(args, cur.String())
+				cur.Reset()
+				have = false
+			}
+		default:
+			cur.WriteRune(r)
+			have = true
+		}
+	}
+	if have {
+		args = append(args, cur.String())
+	}
+	return args
+}

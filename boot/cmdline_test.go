@@ -1,0 +1,60 @@
+package boot
+
+import (
+	"reflect"
+	"testing"
+	"time"
+)
+
+func TestParseCmdline(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		in       string
+		want     Cmdline
+		problems int
+	}{
+		{name: "empty", in: "", want: Cmdline{Params: map[string]string{}}},
+		{
+			name: "typical",
+			in:   "console=ttyS0 panic=-1 rootwait\n",
+			want: Cmdline{RootWait: true, Params: map[string]string{"console": "ttyS0", "panic": "-1", "rootwait": ""}},
+		},
+		{
+			name: "init and rootdelay",
+			in:   "init=/bin/sh rootdelay=3",
+			want: Cmdline{Init: "/bin/sh", RootDelay: 3 * time.Second, Params: map[string]string{"init": "/bin/sh", "rootdelay": "3"}},
+		},
+		{
+			name: "quoted value keeps spaces",
+			in:   `foo="a b" bar`,
+			want: Cmdline{Params: map[string]string{"foo": "a b", "bar": ""}},
+		},
+		{
+			name: "last one wins",
+			in:   "init=/a init=/b",
+			want: Cmdline{Init: "/b", Params: map[string]string{"init": "/b"}},
+		},
+		{
+			name:     "relative init ignored",
+			in:       "init=sbin/init",
+			want:     Cmdline{Params: map[string]string{"init": "sbin/init"}},
+			problems: 1,
+		},
+		{
+			name:     "bad rootdelay ignored",
+			in:       "rootdelay=soon rootdelay=-2",
+			want:     Cmdline{Params: map[string]string{"rootdelay": "-2"}},
+			problems: 2,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, problems := ParseCmdline(tc.in)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("ParseCmdline(%q) = %+v, want %+v", tc.in, got, tc.want)
+			}
+			if len(problems) != tc.problems {
+				t.Errorf("ParseCmdline(%q) problems = %q, want %d of them", tc.in, problems, tc.problems)
+			}
+		})
+	}
+}

@@ -1,0 +1,321 @@
+package boot
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ovroot/ovroot/layout"
+	"golang.org/x/sys/unix"
+)
+
+// fakeSys records every privileged call in order and answers from its fields.
+type fakeSys struct {
+	calls      []string
+	devs       []BlockDev
+	devsAfter  int // BlockDevices returns nothing for this many calls
+	probe      map[string]Content
+	mountErr   map[string]error // by target
+	moduleErr  map[string]error // by path suffix
+	formatErr  error
+	switchErr  error
+	listCalls  int
+}
+
+func (f *fakeSys) rec(format string, args ...any) { f.calls = append(f.calls, fmt.Sprintf(format, args...)) }
+
+func (f *fakeSys) Mount(source, target, fstype string, flags uintptr, data string) error {
+	f.rec("mount %s %s %s %#x %s", source, target, fstype, flags, data)
+	return f.mountErr[target]
+}
+func (f *fakeSys) Unmount(target string) error { f.rec("umount %s", target); return nil }
+func (f *fakeSys) LoadModule(path string) error {
+	f.rec("load %s", filepath.Base(path))
+	for suffix, err := range f.moduleErr {
+		if strings.HasSuffix(path, suffix) {
+			return err
+		}
+	}
+	return nil
+}
+func (f *fakeSys) BlockDevices() ([]BlockDev, error) {
+	f.listCalls++
+	if f.listCalls <= f.devsAfter {
+		return nil, nil
+	}
+	return f.devs, nil
+}
+func (f *fakeSys) Probe(dev string) (Content, error) {
+	if c, ok := f.probe[dev]; ok {
+		return c, nil
+	}
+	return ContentUnknown, errors.New("no such device")
+}
+func (f *fakeSys) Format(dev, fstype, label string) error {
+	f.rec("format %s %s %s", dev, fstype, label)
+	return f.formatErr
+}
+func (f *fakeSys) SwitchRoot(newRoot, init string) error {
+	f.rec("switch_root %s %s", newRoot, init)
+	return f.switchErr
+}
+
+func standardDisk() []BlockDev {
+	return []BlockDev{disk("vda", 0), part("vda", 1, "boot", 0), part("vda", 2, "rootfs", 0), part("vda", 3, "rootfs_data", 0)}
+}
+
+type bootEnv struct {
+	root     string
+	cmdline  string
+	config   string // init.toml content; "" = no file
+	modules  []string
+	sys      *fakeSys
+	warnings []string
+}
+
+// run sets up a fake initramfs in a temp dir and runs the boot sequence with
+// a fake clock that advances only when the sequence sleeps.
+func (e *bootEnv) run(t *testing.T) (*Boot, error) {
+	t.Helper()
+	e.root = t.TempDir()
+	write := func(p, content string) {
+		t.Helper()
+		full := filepath.Join(e.root, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("/proc/cmdline", e.cmdline+"\n")
+	if e.config != "" {
+		write(layout.InitConfigPath, e.config)
+	}
+	if e.modules != nil {
+		write(layout.ModuleLoadList, strings.Join(e.modules, "\n")+"\n")
+	}
+	clock := time.Unix(1000, 0)
+	b := &Boot{
+		Sys:   e.sys,
+		Root:  e.root,
+		Logf:  t.Logf,
+		Warnf: func(format string, args ...any) { e.warnings = append(e.warnings, fmt.Sprintf(format, args...)); t.Logf("WARN "+format, args...) },
+		Now:   func() time.Time { return clock },
+		Sleep: func(d time.Duration) { clock = clock.Add(d) },
+	}
+	return b, b.Run()
+}
+
+func (e *bootEnv) warned(substr string) bool {
+	for _, w := range e.warnings {
+		if strings.Contains(w, substr) {
+			return true
+		}
+	}
+	return false
+}
+
+const overlayOpts = "lowerdir=/rom,upperdir=/overlay/upper,workdir=/overlay/work"
+
+func TestBootFirstBootFormatsBlankData(t *testing.T) {
+	e := &bootEnv{
+		cmdline: "console=ttyS0",
+		modules: []string{"/lib/modules/6.1/kernel/virtio.ko", "/lib/modules/6.1/kernel/virtio_blk.ko"},
+		sys:     &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentBlank}},
+	}
+	b, err := e.run(t)
+	if err != nil {
+		t.Fatalf("Run() = %v, want nil (switch_root succeeded)", err)
+	}
+	want := []string{
+		fmt.Sprintf("mount proc /proc proc %#x ", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC),
+		fmt.Sprintf("mount sysfs /sys sysfs %#x ", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC),
+		fmt.Sprintf("mount devtmpfs /dev devtmpfs %#x mode=0755", unix.MS_NOSUID),
+		fmt.Sprintf("mount tmpfs /run tmpfs %#x mode=0755", unix.MS_NOSUID|unix.MS_NODEV),
+		"load virtio.ko",
+		"load virtio_blk.ko",
+		fmt.Sprintf("mount /dev/vda2 /rom squashfs %#x ", unix.MS_RDONLY),
+		"format /dev/vda3 ext4 rootfs_data",
+		fmt.Sprintf("mount /dev/vda3 /overlay ext4 %#x ", unix.MS_NOATIME),
+		"mount overlay /newroot overlay 0x0 " + overlayOpts,
+		fmt.Sprintf("mount /rom /newroot/rom  %#x ", unix.MS_MOVE),
+		fmt.Sprintf("mount /overlay /newroot/overlay  %#x ", unix.MS_MOVE),
+		"switch_root /newroot /sbin/init",
+	}
+	if !reflect.DeepEqual(e.sys.calls, want) {
+		t.Errorf("calls:\n%s\nwant:\n%s", strings.Join(e.sys.calls, "\n"), strings.Join(want, "\n"))
+	}
+	st := b.State()
+	if st.Mode != ModePersistent || !st.Formatted || st.RootDevice != "/dev/vda2" || st.DataDevice != "/dev/vda3" {
+		t.Errorf("state = %+v, want persistent, formatted, vda2/vda3", st)
+	}
+	data, err := os.ReadFile(filepath.Join(e.root, StateFile))
+	if err != nil {
+		t.Fatalf("state file not written: %v", err)
+	}
+	if got, err := ParseState(data); err != nil || got.Mode != ModePersistent {
+		t.Errorf("state file = %+v, %v; want mode persistent", got, err)
+	}
+	for _, d := range []string{"overlay/upper", "overlay/work", "newroot"} {
+		if fi, err := os.Stat(filepath.Join(e.root, d)); err != nil || !fi.IsDir() {
+			t.Errorf("directory %s not created: %v", d, err)
+		}
+	}
+}
+
+func TestBootDecisions(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		cmdline    string
+		config     string
+		sys        *fakeSys
+		wantErr    string   // "" = Run succeeds
+		wantMode   string   // state mode
+		wantCalls  []string // each must appear, in this order
+		notCalls   []string // none may appear
+		wantWarned []string
+	}{
+		{
+			name:      "second boot mounts ext4 without formatting",
+			sys:       &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}},
+			wantMode:  ModePersistent,
+			wantCalls: []string{"mount /dev/vda3 /overlay ext4", "switch_root /newroot /sbin/init"},
+			notCalls:  []string{"format"},
+		},
+		{
+			name:       "data partition missing goes volatile",
+			sys:        &fakeSys{devs: []BlockDev{disk("vda", 0), part("vda", 2, "rootfs", 0)}},
+			wantMode:   ModeVolatile,
+			wantCalls:  []string{"mount tmpfs /overlay tmpfs", "mount overlay /newroot overlay 0x0 " + overlayOpts, "switch_root"},
+			notCalls:   []string{"format"},
+			wantWarned: []string{"VOLATILE: no partition labelled rootfs_data"},
+		},
+		{
+			name:       "unknown content is never formatted",
+			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentUnknown}},
+			wantMode:   ModeVolatile,
+			wantCalls:  []string{"mount tmpfs /overlay tmpfs", "switch_root"},
+			notCalls:   []string{"format", "mount /dev/vda3"},
+			wantWarned: []string{"VOLATILE: data partition /dev/vda3 (PARTLABEL=rootfs_data) holds unknown content"},
+		},
+		{
+			name:       "ext4 that does not mount goes volatile and is not formatted",
+			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, mountErr: map[string]error{"/overlay": unix.EUCLEAN}},
+			wantMode:   ModeVolatile,
+			wantCalls:  []string{"mount /dev/vda3 /overlay ext4", "mount tmpfs /overlay tmpfs", "switch_root"},
+			notCalls:   []string{"format"},
+			wantWarned: []string{"VOLATILE: mount data /dev/vda3"},
+		},
+		{
+			name:       "format failure goes volatile",
+			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentBlank}, formatErr: unix.EIO},
+			wantMode:   ModeVolatile,
+			wantCalls:  []string{"format /dev/vda3", "mount tmpfs /overlay tmpfs", "switch_root"},
+			wantWarned: []string{"VOLATILE: format /dev/vda3"},
+		},
+		{
+			name:      "root missing is an error naming the label and the devices",
+			sys:       &fakeSys{devs: []BlockDev{disk("sda", 0), part("sda", 1, "foo", 0)}},
+			wantErr:   "no partition labelled rootfs after 15s; block devices: /dev/sda, /dev/sda1 (PARTLABEL=foo)",
+			wantCalls: []string{"load"},
+			notCalls:  []string{"mount /dev", "switch_root"},
+		},
+		{
+			name:      "lower that does not mount is an error",
+			sys:       &fakeSys{devs: standardDisk(), mountErr: map[string]error{"/rom": unix.EINVAL}},
+			wantErr:   "mount lower /dev/vda2 (PARTLABEL=rootfs) on /rom: invalid argument",
+			notCalls:  []string{"switch_root", "format"},
+			wantCalls: []string{"mount /dev/vda2 /rom squashfs"},
+		},
+		{
+			name:       "persistent overlay failure falls back to volatile",
+			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, mountErr: map[string]error{"/newroot": unix.EINVAL}},
+			wantErr:    "mount overlay",
+			wantCalls:  []string{"mount overlay /newroot", "umount /overlay", "mount tmpfs /overlay tmpfs", "mount overlay /newroot"},
+			wantWarned: []string{"VOLATILE: mount overlay"},
+		},
+		{
+			name:      "init= on the command line wins over the config",
+			cmdline:   "init=/bin/sh",
+			config:    "init = \"/sbin/procd\"\n",
+			sys:       &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}},
+			wantMode:  ModePersistent,
+			wantCalls: []string{"switch_root /newroot /bin/sh"},
+		},
+		{
+			name:      "config labels are used",
+			config:    "root_label = \"sysroot\"\ndata_label = \"userdata\"\n",
+			sys:       &fakeSys{devs: []BlockDev{disk("vda", 0), part("vda", 1, "sysroot", 0), part("vda", 2, "userdata", 0)}, probe: map[string]Content{"/dev/vda2": ContentExt4}},
+			wantMode:  ModePersistent,
+			wantCalls: []string{"mount /dev/vda1 /rom", "mount /dev/vda2 /overlay ext4"},
+		},
+		{
+			name:       "broken config boots with defaults and says where",
+			config:     "root_label = \"rootfs\"\ndevice_timeout = \"soon\"\n",
+			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}},
+			wantMode:   ModePersistent,
+			wantCalls:  []string{"switch_root /newroot /sbin/init"},
+			wantWarned: []string{"init.toml:2", "booting with defaults"},
+		},
+		{
+			name:      "devices that appear late are waited for",
+			sys:       &fakeSys{devs: standardDisk(), devsAfter: 40, probe: map[string]Content{"/dev/vda3": ContentExt4}},
+			wantMode:  ModePersistent,
+			wantCalls: []string{"switch_root"},
+		},
+		{
+			name:      "switch_root failure is returned and mounts undone",
+			sys:       &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, switchErr: unix.ENOENT},
+			wantErr:   "switch_root to /newroot, init /sbin/init",
+			wantCalls: []string{"switch_root", "umount /newroot"},
+		},
+		{
+			name:       "a module that fails to load does not stop the boot",
+			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, moduleErr: map[string]error{"crc32c_intel.ko": unix.ENODEV}},
+			wantMode:   ModePersistent,
+			wantCalls:  []string{"load crc32c_intel.ko", "load ext4.ko", "switch_root"},
+			wantWarned: []string{"load module /lib/modules/x/crc32c_intel.ko: no such device"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &bootEnv{cmdline: tc.cmdline, config: tc.config, sys: tc.sys,
+				modules: []string{"/lib/modules/x/crc32c_intel.ko", "/lib/modules/x/ext4.ko"}}
+			b, err := e.run(t)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Run() = %v, want error containing %q", err, tc.wantErr)
+				}
+			} else if err != nil {
+				t.Fatalf("Run() = %v, want nil", err)
+			}
+			if tc.wantMode != "" && b.State().Mode != tc.wantMode {
+				t.Errorf("state mode = %q, want %q", b.State().Mode, tc.wantMode)
+			}
+			next := 0
+			for _, c := range e.sys.calls {
+				if next < len(tc.wantCalls) && strings.HasPrefix(c, tc.wantCalls[next]) {
+					next++
+				}
+				for _, bad := range tc.notCalls {
+					if strings.HasPrefix(c, bad) {
+						t.Errorf("unexpected call %q", c)
+					}
+				}
+			}
+			if next < len(tc.wantCalls) {
+				t.Errorf("call %q not made (in order); calls:\n%s", tc.wantCalls[next], strings.Join(e.sys.calls, "\n"))
+			}
+			for _, w := range tc.wantWarned {
+				if !e.warned(w) {
+					t.Errorf("no warning containing %q; warnings:\n%s", w, strings.Join(e.warnings, "\n"))
+				}
+			}
+		})
+	}
+}

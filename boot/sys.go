@@ -1,0 +1,22 @@
+package boot
+
+// Sys is the seam between the boot decisions and the privileged operations
+// that carry them out. The Linux implementation is LinuxSys; tests use a
+// recording fake.
+type Sys interface {
+	// Mount is mount(2).
+	Mount(source, target, fstype string, flags uintptr, data string) error
+	// Unmount detaches target (lazily: used only to undo a failed attempt).
+	Unmount(target string) error
+	// LoadModule loads a kernel module file; already loaded is not an error.
+	LoadModule(path string) error
+	// BlockDevices lists the block devices the kernel knows now.
+	BlockDevices() ([]BlockDev, error)
+	// Probe tells what a block device holds.
+	Probe(dev string) (Content, error)
+	// Format makes a filesystem of type fstype labelled label on dev.
+	Format(dev, fstype, label string) error
+	// SwitchRoot makes newRoot the root and executes init in it as PID 1.
+	// It returns only on failure.
+	SwitchRoot(newRoot, init string) error
+}

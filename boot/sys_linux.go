@@ -1,0 +1,145 @@
+package boot
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/diskfs/go-diskfs/backend/file"
+	"github.com/diskfs/go-diskfs/filesystem/ext4"
+	"github.com/u-root/u-root/pkg/kmodule"
+	"github.com/u-root/u-root/pkg/mount"
+	"golang.org/x/sys/unix"
+)
+
+// LinuxSys is the real Sys: it runs as PID 1 in the initramfs.
+type LinuxSys struct{}
+
+var _ Sys = LinuxSys{}
+
+// Mount is mount(2).
+func (LinuxSys) Mount(source, target, fstype string, flags uintptr, data string) error {
+	return unix.Mount(source, target, fstype, flags, data)
+}
+
+// Unmount detaches target; not mounted is not an error.
+func (LinuxSys) Unmount(target string) error {
+	err := unix.Unmount(target, unix.MNT_DETACH)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	return err
+}
+
+// LoadModule loads a module file with finit_module(2). EEXIST means it is
+// loaded already (or built in under another name): fine.
+func (LinuxSys) LoadModule(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := kmodule.FileInit(f, "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
+		return err
+	}
+	return nil
+}
+
+// BlockDevices reads /sys/class/block. A partition's disk is the directory
+// its sysfs node sits in (…/block/vda/vda3).
+func (LinuxSys) BlockDevices() ([]BlockDev, error) {
+	const dir = "/sys/class/block"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var devs []BlockDev
+	for _, e := range entries {
+		uevent, err := os.ReadFile(filepath.Join(dir, e.Name(), "uevent"))
+		if err != nil {
+			continue // gone since ReadDir
+		}
+		target, _ := os.Readlink(filepath.Join(dir, e.Name()))
+		d, err := ParseUevent(uevent, filepath.Base(filepath.Dir(target)))
+		if err != nil {
+			continue
+		}
+		devs = append(devs, d)
+	}
+	sort.Slice(devs, func(i, j int) bool { return devs[i].Name < devs[j].Name })
+	return devs, nil
+}
+
+// Probe reads the start of dev (see Probe).
+func (LinuxSys) Probe(dev string) (Content, error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return ContentUnknown, err
+	}
+	defer f.Close()
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return ContentUnknown, err
+	}
+	return Probe(f, size)
+}
+
+// Format makes an ext4 filesystem with go-diskfs, so the initramfs needs no
+// mke2fs and no C libraries. The result is checked by the QEMU tests with the
+// host's e2fsck -fn after the guest powers off.
+func (LinuxSys) Format(dev, fstype, label string) error {
+	if fstype != "ext4" {
+		return fmt.Errorf("formatting %s is not supported", fstype)
+	}
+	f, err := os.OpenFile(dev, os.O_RDWR|unix.O_EXCL, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return err
+	}
+	if _, err := ext4.Create(file.New(f, false), size, 0, 512, &ext4.Params{VolumeName: label}); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// SwitchRoot checks that init exists in the new root before anything is
+// torn down (after the old root is deleted there is no way back), then uses
+// u-root's switch_root: move /dev /proc /sys /run, chroot, free the
+// initramfs, exec init.
+func (LinuxSys) SwitchRoot(newRoot, init string) error {
+	if err := checkInit(newRoot, init); err != nil {
+		return err
+	}
+	return mount.SwitchRoot(newRoot, init)
+}
+
+// checkInit resolves init inside newRoot (RESOLVE_IN_ROOT, so an absolute
+// symlink such as /sbin/init -> /bin/busybox resolves in the new root, not
+// in the initramfs) and requires an executable regular file.
+func checkInit(newRoot, init string) error {
+	root, err := os.Open(newRoot)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	fd, err := unix.Openat2(int(root.Fd()), init, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT})
+	if err != nil {
+		return fmt.Errorf("init %s in the new root: %w", init, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("init %s in the new root: %w", init, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Mode&0o111 == 0 {
+		return fmt.Errorf("init %s in the new root is not an executable file (mode %o)", init, st.Mode)
+	}
+	return nil
+}

@@ -1,0 +1,237 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ovroot/ovroot/config"
+	"github.com/ovroot/ovroot/imagebuild"
+	"github.com/ovroot/ovroot/initramfs"
+	"github.com/ovroot/ovroot/layout"
+)
+
+// imageFlags are the image.toml keys that can be given (or overridden) on
+// the command line.
+type imageFlags struct {
+	file, arch, kernel, modulesDir, rootfs, cmdline, compression string
+	dataSize, bootSize, rootSize                               string
+	modules                                                     stringList
+	initBinary                                                  string
+}
+
+func (f *imageFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.file, "f", "", "image.toml to read (flags override its keys)")
+	fs.StringVar(&f.arch, "arch", "", "target architecture: x86_64 or arm64 (image.toml: arch)")
+	fs.StringVar(&f.kernel, "kernel", "", "kernel image (image.toml: kernel)")
+	fs.StringVar(&f.modulesDir, "modules", "", "kernel modules tree, lib/modules/<release> (image.toml: modules_dir)")
+	fs.Var(&f.modules, "module", "module to carry, repeatable or comma-separated; replaces the default list (image.toml: modules)")
+	fs.StringVar(&f.rootfs, "rootfs", "", "root filesystem: a directory or a tarball (image.toml: rootfs)")
+	fs.StringVar(&f.cmdline, "cmdline", "", "kernel command line (image.toml: cmdline)")
+	fs.StringVar(&f.compression, "compression", "", "squashfs compression (image.toml: squashfs_compression)")
+	fs.StringVar(&f.dataSize, "data-size", "", "data partition size, e.g. 256MiB (image.toml: data_size)")
+	fs.StringVar(&f.bootSize, "boot-size", "", "boot partition size (image.toml: boot_size)")
+	fs.StringVar(&f.rootSize, "root-size", "", "root partition size, 0 = fit (image.toml: root_size)")
+	fs.StringVar(&f.initBinary, "init-binary", "", "prebuilt /init for the arch (default: cross-compile ./cmd/init)")
+}
+
+// image loads image.toml (if -f) and applies the flags over it.
+func (f *imageFlags) image() (*config.Image, error) {
+	var im *config.Image
+	if f.file != "" {
+		var err error
+		if im, err = config.LoadImage(f.file); err != nil {
+			return nil, err
+		}
+	}
+	if f.arch != "" {
+		a, err := layout.ParseArch(f.arch)
+		if err != nil {
+			return nil, fmt.Errorf("--arch: %w", err)
+		}
+		if im == nil {
+			im = config.DefaultImage(a)
+		} else if im.Arch != a {
+			// Defaults that depend on the arch follow the flag.
+			def, old := config.DefaultImage(a), config.DefaultImage(im.Arch)
+			if im.Cmdline == old.Cmdline {
+				im.Cmdline = def.Cmdline
+			}
+			im.Arch = a
+		}
+	}
+	if im == nil {
+		return nil, fmt.Errorf("%w: give -f image.toml or --arch", ErrUsage)
+	}
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&im.Kernel, f.kernel)
+	set(&im.ModulesDir, f.modulesDir)
+	set(&im.Rootfs, f.rootfs)
+	set(&im.Cmdline, f.cmdline)
+	set(&im.Compression, f.compression)
+	if len(f.modules) > 0 {
+		im.Modules = f.modules
+	}
+	for _, s := range []struct {
+		flag string
+		val  string
+		dst  *config.Size
+	}{{"--data-size", f.dataSize, &im.DataSize}, {"--boot-size", f.bootSize, &im.BootSize}, {"--root-size", f.rootSize, &im.RootSize}} {
+		if s.val == "" {
+			continue
+		}
+		n, err := config.ParseSize(s.val)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.flag, err)
+		}
+		*s.dst = n
+	}
+	if err := im.Validate(); err != nil {
+		return nil, err
+	}
+	return im, nil
+}
+
+func runBuild(c Context, ctx context.Context, args []string) error {
+	fs := c.flagSet("build", "[-f image.toml] [flags] -o disk.img",
+		"ovroot build --arch arm64 --kernel vmlinuz --modules lib/modules/6.1.0-56-arm64 --rootfs rootfs.tar.gz -o disk.img")
+	var f imageFlags
+	f.register(fs)
+	out := fs.String("o", "", "disk image to write (required)")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return fmt.Errorf("%w: -o disk.img is required", ErrUsage)
+	}
+	im, err := f.image()
+	if err != nil {
+		return err
+	}
+	res, err := BuildImage(ctx, im, f.initBinary, *out, c.logf)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.Stdout, "%s: %s image, %d rootfs entries, squashfs %d bytes, modules %v\n",
+		*out, im.Arch, res.Entries, res.SquashfsBytes, res.Modules)
+	return nil
+}
+
+// BuildResult summarizes BuildImage.
+type BuildResult struct {
+	*imagebuild.Result
+	Modules []string
+}
+
+// BuildImage builds the initramfs for im and assembles the disk image.
+func BuildImage(ctx context.Context, im *config.Image, initBinary, out string, logf func(string, ...any)) (*BuildResult, error) {
+	initCfg, err := im.Init.Encode()
+	if err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp("", "ovroot-build-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	initrd := filepath.Join(tmp, layout.InitrdFile)
+	w, err := os.Create(initrd)
+	if err != nil {
+		return nil, err
+	}
+	t := time.Now()
+	rep, err := initramfs.Build(ctx, initramfs.Options{
+		Arch:       im.Arch,
+		InitBinary: initBinary,
+		ModulesDir: im.ModulesDir,
+		Modules:    im.Modules,
+		InitConfig: initCfg,
+	}, w)
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("initramfs: %w", err)
+	}
+	logf("initramfs: %d modules, %d bytes in %s", len(rep.Modules), rep.Bytes, time.Since(t).Round(time.Millisecond))
+	t = time.Now()
+	res, err := imagebuild.Build(ctx, imagebuild.Spec{
+		Arch:          im.Arch,
+		Kernel:        im.Kernel,
+		Initramfs:     initrd,
+		Cmdline:       im.Cmdline,
+		Rootfs:        im.Rootfs,
+		Compression:   im.Compression,
+		BootSize:      int64(im.BootSize),
+		RootSize:      int64(im.RootSize),
+		DataSize:      int64(im.DataSize),
+		KernelRelease: rep.Release,
+		Log:           logf,
+	}, out)
+	if err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	logf("image: %s in %s", out, time.Since(t).Round(time.Millisecond))
+	return &BuildResult{Result: res, Modules: rep.Modules}, nil
+}
+
+func (c Context) logf(format string, args ...any) {
+	fmt.Fprintf(c.Stderr, "ovroot: "+format+"\n", args...)
+}
+
+func runInitramfs(c Context, ctx context.Context, args []string) error {
+	fs := c.flagSet("initramfs", "--arch A [--modules DIR] [--module m,...] [--init-config init.toml] -o initrd.img",
+		"ovroot initramfs --arch x86_64 --modules .cache/kernels/amd64/modules -o initrd.img")
+	arch := fs.String("arch", "", "target architecture: x86_64 or arm64 (required)")
+	modulesDir := fs.String("modules", "", "kernel modules tree, lib/modules/<release>")
+	var modules stringList
+	fs.Var(&modules, "module", "module to carry, repeatable or comma-separated (default: the image defaults for the arch)")
+	initConfig := fs.String("init-config", "", "init config (init.toml) to carry; default: built-in defaults")
+	initBinary := fs.String("init-binary", "", "prebuilt /init (default: cross-compile ./cmd/init)")
+	out := fs.String("o", "", "file to write (required)")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if *arch == "" || *out == "" {
+		return fmt.Errorf("%w: --arch and -o are required", ErrUsage)
+	}
+	a, err := layout.ParseArch(*arch)
+	if err != nil {
+		return fmt.Errorf("--arch: %w", err)
+	}
+	if len(modules) == 0 && *modulesDir != "" {
+		modules = config.DefaultModules(a)
+	}
+	var cfg []byte
+	if *initConfig != "" {
+		data, err := os.ReadFile(*initConfig)
+		if err != nil {
+			return err
+		}
+		if _, err := config.ParseInit(*initConfig, data); err != nil {
+			return err
+		}
+		cfg = data
+	}
+	w, err := os.Create(*out)
+	if err != nil {
+		return err
+	}
+	rep, err := initramfs.Build(ctx, initramfs.Options{Arch: a, InitBinary: *initBinary, ModulesDir: *modulesDir, Modules: modules, InitConfig: cfg}, w)
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(*out)
+		return err
+	}
+	fmt.Fprintf(c.Stdout, "%s: %d bytes, modules in load order: %v\n", *out, rep.Bytes, rep.Modules)
+	return nil
+}

@@ -1,0 +1,52 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/ovroot/ovroot/config"
+	"github.com/ovroot/ovroot/demo"
+	"github.com/ovroot/ovroot/gobuild"
+	"github.com/ovroot/ovroot/layout"
+)
+
+func runDemo(c Context, ctx context.Context, args []string) error {
+	fs := c.flagSet("demo", "--arch A --kernel-cache DIR --out DIR",
+		"ovroot demo --arch arm64 --kernel-cache .cache/kernels --out out/demo && ovroot run out/demo/arm64.img")
+	arch := fs.String("arch", "x86_64", "target architecture: x86_64 or arm64")
+	cache := fs.String("kernel-cache", ".cache/kernels", "where `make kernels` put Debian's kernels (<debarch>/vmlinuz, <debarch>/modules)")
+	out := fs.String("out", "out/demo", "output directory: <arch>.img and rootfs-<arch>/")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	a, err := layout.ParseArch(*arch)
+	if err != nil {
+		return fmt.Errorf("--arch: %w", err)
+	}
+	src, err := gobuild.FindSource(".")
+	if err != nil {
+		return err
+	}
+	rootfs := filepath.Join(*out, "rootfs-"+string(a))
+	os.RemoveAll(rootfs)
+	c.logf("demo: building the %s rootfs (u-root userland) in %s", a, rootfs)
+	if err := demo.BuildRootfs(ctx, a, src, rootfs); err != nil {
+		return err
+	}
+	im := config.DefaultImage(a)
+	k := filepath.Join(*cache, a.DebianArch())
+	im.Kernel = filepath.Join(k, "vmlinuz")
+	im.ModulesDir = filepath.Join(k, "modules")
+	im.Rootfs = rootfs
+	if err := im.Validate(); err != nil {
+		return err
+	}
+	img := filepath.Join(*out, string(a)+".img")
+	if _, err := BuildImage(ctx, im, "", img, c.logf); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.Stdout, "%s\n", img)
+	return nil
+}

@@ -1,0 +1,26 @@
+// Command ovroot is the host tool: it builds initramfs and disk images and
+// boots them in QEMU. See package cli.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+
+	"github.com/ovroot/ovroot/cli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	err := cli.Context{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Args: os.Args[1:]}.Execute(ctx)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ovroot: %v\n", err)
+		if errors.Is(err, cli.ErrUsage) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,109 @@
+// Package ctl is ovrootctl, the on-device tool: it reports what the init
+// did at boot (status) and what the running system changed compared with
+// the factory root (changes). It reads state; it mounts and formats nothing.
+package ctl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ovroot/ovroot/boot"
+	"github.com/ovroot/ovroot/layout"
+)
+
+// Context is one invocation of ovrootctl.
+type Context struct {
+	Stdout, Stderr io.Writer
+	Args           []string
+	// Root prefixes every path read (tests use a temp dir); "" is "/".
+	Root string
+}
+
+const usage = `usage: ovrootctl <command> [flags]
+
+commands:
+  status [--json]   how the root was built at boot (persistent or VOLATILE, devices, timings)
+  changes [--json]  what differs from the factory root: added, modified, deleted paths
+`
+
+// Execute runs the command in c.Args.
+func (c Context) Execute(ctx context.Context) error {
+	if len(c.Args) == 0 {
+		fmt.Fprint(c.Stderr, usage)
+		return errors.New("no command given")
+	}
+	switch c.Args[0] {
+	case "status":
+		return c.status(c.Args[1:])
+	case "changes":
+		return c.changes(c.Args[1:])
+	case "-h", "--help", "help":
+		fmt.Fprint(c.Stdout, usage)
+		return nil
+	}
+	fmt.Fprint(c.Stderr, usage)
+	return fmt.Errorf("unknown command %q", c.Args[0])
+}
+
+func (c Context) path(p string) string {
+	if c.Root == "" {
+		return p
+	}
+	return filepath.Join(c.Root, p)
+}
+
+func (c Context) flags(name, example string) (*flag.FlagSet, *bool) {
+	fs := flag.NewFlagSet("ovrootctl "+name, flag.ContinueOnError)
+	fs.SetOutput(c.Stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	fs.Usage = func() {
+		fmt.Fprintf(c.Stderr, "usage: ovrootctl %s [--json]\nexample: %s\n", name, example)
+		fs.PrintDefaults()
+	}
+	return fs, asJSON
+}
+
+func (c Context) status(args []string) error {
+	fs, asJSON := c.flags("status", "ovrootctl status")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	data, err := os.ReadFile(c.path(boot.StateFile))
+	if err != nil {
+		return fmt.Errorf("no boot record (%w): was this system booted by ovroot's init?", err)
+	}
+	st, err := boot.ParseState(data)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(c.Stdout).Encode(st)
+	}
+	w := c.Stdout
+	if st.Mode == boot.ModeVolatile {
+		fmt.Fprintf(w, "VOLATILE: %s\n", st.Reason)
+		fmt.Fprintln(w, "  changes are kept in RAM and lost at power-off")
+	} else {
+		fmt.Fprintf(w, "%s\n", strings.ToUpper(st.Mode))
+	}
+	fmt.Fprintf(w, "root:      %s on %s (read-only)\n", st.RootDevice, layout.RomDir)
+	if st.DataDevice != "" {
+		fmt.Fprintf(w, "data:      %s on %s\n", st.DataDevice, layout.OverlayDir)
+	}
+	if st.Formatted {
+		fmt.Fprintln(w, "first boot: the data partition was blank and was formatted")
+	}
+	for _, warn := range st.Warnings {
+		fmt.Fprintf(w, "warning:   %s\n", warn)
+	}
+	t := st.Timings
+	fmt.Fprintf(w, "boot:      root ready in %d ms (modules %d ms, devices %d ms, mounts %d ms)\n", t.Total, t.Modules, t.Devices, t.Mounts)
+	return nil
+}

@@ -1,0 +1,74 @@
+// Package demo builds the demo device's root filesystem: u-root's Go
+// userland (a shell and core commands, no C toolchain needed for any arch),
+// u-root's init as /sbin/init, and ovrootctl. It is what `make demo` boots;
+// it is an example of a rootfs, not part of what a device needs.
+package demo
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/ovroot/ovroot/gobuild"
+	"github.com/ovroot/ovroot/layout"
+)
+
+const uroot = "github.com/u-root/u-root/cmds/core/"
+
+// Commands are the u-root commands put in /bin (listed as tools in go.mod,
+// so their dependencies are pinned by go.sum).
+var Commands = []string{
+	"gosh", "ls", "cat", "echo", "mount", "umount", "mkdir", "rm", "cp", "mv", "ln", "sync",
+	"dmesg", "ps", "uname", "poweroff", "shutdown", "df", "touch", "grep", "find", "sleep",
+	"tail", "head", "wc", "hexdump",
+}
+
+const motd = `Welcome to the ovroot demo.
+  ovrootctl status     how the root was built (persistent or VOLATILE)
+  ovrootctl changes    what you changed compared with the factory root
+  cat /proc/mounts     / is an overlay of /rom (squashfs) and /overlay (ext4)
+  poweroff             power off (your changes to / persist across boots)
+`
+
+// BuildRootfs writes the demo root filesystem for arch into dir.
+func BuildRootfs(ctx context.Context, arch layout.Arch, sourceDir, dir string) error {
+	var pkgs []string
+	for _, c := range Commands {
+		pkgs = append(pkgs, uroot+c)
+	}
+	bin := filepath.Join(dir, "bin")
+	for _, d := range []string{bin, filepath.Join(dir, "sbin"), filepath.Join(dir, "usr/bin"), filepath.Join(dir, "etc"), filepath.Join(dir, "tmp"), filepath.Join(dir, "root")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := gobuild.Build(ctx, arch, sourceDir, bin+"/", pkgs...); err != nil {
+		return err
+	}
+	if err := gobuild.Build(ctx, arch, sourceDir, filepath.Join(dir, "sbin/init"), uroot+"init"); err != nil {
+		return err
+	}
+	if err := gobuild.Build(ctx, arch, sourceDir, filepath.Join(dir, "usr/bin/ovrootctl"), "./cmd/ovrootctl"); err != nil {
+		return err
+	}
+	// u-root's init runs /bin/defaultsh; sh is what people type.
+	for _, l := range []struct{ name, target string }{{"bin/defaultsh", "gosh"}, {"bin/sh", "gosh"}} {
+		p := filepath.Join(dir, l.name)
+		os.Remove(p)
+		if err := os.Symlink(l.target, p); err != nil {
+			return err
+		}
+	}
+	files := map[string]string{
+		"etc/hostname": "ovroot-demo\n",
+		"etc/motd":     motd,
+		"etc/profile":  "cat /etc/motd\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,172 @@
+// Command guest is the /sbin/init of the QEMU test images: a tiny agent
+// that reads one command per line from the console, runs it, and frames the
+// answer so the host test can read it back:
+//
+//	GUEST-OUT
+//	...output...
+//	GUEST-DONE rc=0
+//
+// It is built for the target arch by the integration tests and never ships
+// on a device.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/ovroot/ovroot/manifest"
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	quietConsole()
+	fmt.Printf("GUEST: ready pid=%d\n", os.Getpid())
+	in := bufio.NewScanner(os.Stdin)
+	in.Buffer(make([]byte, 1<<20), 1<<20)
+	for in.Scan() {
+		line := strings.TrimSpace(in.Text())
+		if line == "" {
+			continue
+		}
+		fmt.Println("GUEST-OUT")
+		if err := run(os.Stdout, strings.Fields(line)); err != nil {
+			fmt.Printf("\nGUEST-DONE rc=1 err=%v\n", err)
+			continue
+		}
+		fmt.Println("\nGUEST-DONE rc=0")
+	}
+	// The console closed: nothing more will come. Power off rather than
+	// exit, which would panic the kernel.
+	powerOff()
+}
+
+// quietConsole turns off the tty echo so commands the host types do not
+// come back mixed into the answers.
+func quietConsole() {
+	t, err := unix.IoctlGetTermios(0, unix.TCGETS)
+	if err != nil {
+		return
+	}
+	t.Lflag &^= unix.ECHO | unix.ECHONL
+	unix.IoctlSetTermios(0, unix.TCSETS, t)
+}
+
+func run(w io.Writer, args []string) error {
+	arg := func(i int) string {
+		if i < len(args) {
+			return args[i]
+		}
+		return ""
+	}
+	switch args[0] {
+	case "cat":
+		data, err := os.ReadFile(arg(1))
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(data)
+		return err
+	case "mounts":
+		data, err := os.ReadFile("/proc/mounts")
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(data)
+		return err
+	case "write": // write PATH TEXT...: durable (file and directory fsync'd)
+		return writeDurably(arg(1), strings.Join(args[2:], " ")+"\n")
+	case "rm":
+		return os.RemoveAll(arg(1))
+	case "stat": // stat PATH: type and device numbers, without following links
+		var st unix.Stat_t
+		if err := unix.Lstat(arg(1), &st); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "%s type=%s perm=%04o rdev=%d:%d size=%d\n", arg(1), typeName(st.Mode),
+			st.Mode&0o7777, unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev)), st.Size)
+		return nil
+	case "exists":
+		_, err := os.Lstat(arg(1))
+		fmt.Fprintf(w, "%s exists=%v\n", arg(1), err == nil)
+		return nil
+	case "manifest": // manifest DIR: entry count and digest
+		entries, err := manifest.Walk(arg(1), nil)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "manifest entries=%d digest=%s\n", len(entries), manifest.Digest(entries))
+		return nil
+	case "manifest-full":
+		entries, err := manifest.Walk(arg(1), nil)
+		if err != nil {
+			return err
+		}
+		_, err = io.WriteString(w, manifest.Text(entries))
+		return err
+	case "exec": // exec PROGRAM ARGS...: run a program of the image
+		cmd := exec.Command(arg(1), args[2:]...)
+		cmd.Stdout, cmd.Stderr = w, w
+		return cmd.Run()
+	case "poweroff":
+		powerOff()
+		return nil
+	}
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func writeDurably(path, content string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(content); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func typeName(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "file"
+	case unix.S_IFDIR:
+		return "dir"
+	case unix.S_IFLNK:
+		return "symlink"
+	case unix.S_IFCHR:
+		return "char"
+	case unix.S_IFBLK:
+		return "block"
+	case unix.S_IFIFO:
+		return "fifo"
+	}
+	return "other"
+}
+
+func powerOff() {
+	unix.Sync()
+	fmt.Println("GUEST: powering off")
+	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	select {}
+}

@@ -1,0 +1,264 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ovroot/ovroot/cli"
+	"github.com/ovroot/ovroot/config"
+	"github.com/ovroot/ovroot/gobuild"
+	"github.com/ovroot/ovroot/imagebuild"
+	"github.com/ovroot/ovroot/layout"
+	"github.com/ovroot/ovroot/qemu"
+)
+
+// Timeouts are generous: TCG on a shared two-core machine is slow and noisy.
+const (
+	bootTimeout    = 3 * time.Minute
+	commandTimeout = 2 * time.Minute
+)
+
+// requireTools skips (or, under `make test`, fails) when the tests cannot run.
+func requireTools(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("QEMU boot test: skipped with -short")
+	}
+	var missing []string
+	for _, tool := range []string{"qemu-system-x86_64", "qemu-system-aarch64", "mksquashfs", "e2fsck"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	for _, a := range layout.Arches {
+		if _, err := os.Stat(filepath.Join(kernelCache(), a.DebianArch(), "vmlinuz")); err != nil {
+			missing = append(missing, "kernel "+a.DebianArch()+" in "+kernelCache())
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := fmt.Sprintf("QEMU boot test needs %s (run `make kernels`, or `make test`)", strings.Join(missing, ", "))
+	if os.Getenv("OVROOT_REQUIRE_TOOLS") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+func kernelCache() string {
+	if d := os.Getenv("OVROOT_KERNEL_CACHE"); d != "" {
+		return d
+	}
+	abs, _ := filepath.Abs("../.cache/kernels")
+	return abs
+}
+
+func sourceDir(t *testing.T) string {
+	t.Helper()
+	d, err := gobuild.FindSource(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// guestBinaries builds the guest agent and ovrootctl once per arch.
+var (
+	guestOnce sync.Map // arch -> *guestBuild
+)
+
+type guestBuild struct {
+	once        sync.Once
+	dir         string
+	err         error
+}
+
+func buildGuest(t *testing.T, arch layout.Arch) (agent, ctl string) {
+	t.Helper()
+	v, _ := guestOnce.LoadOrStore(arch, &guestBuild{})
+	g := v.(*guestBuild)
+	g.once.Do(func() {
+		g.dir, g.err = os.MkdirTemp("", "ovroot-guest-"+string(arch)+"-")
+		if g.err != nil {
+			return
+		}
+		ctx := context.Background()
+		if g.err = gobuild.Build(ctx, arch, sourceDir(t), filepath.Join(g.dir, "guest"), "./integration/guest"); g.err != nil {
+			return
+		}
+		g.err = gobuild.Build(ctx, arch, sourceDir(t), filepath.Join(g.dir, "ovrootctl"), "./cmd/ovrootctl")
+	})
+	if g.err != nil {
+		t.Fatalf("build guest programs for %s: %v", arch, g.err)
+	}
+	return filepath.Join(g.dir, "guest"), filepath.Join(g.dir, "ovrootctl")
+}
+
+// image describes a disk image built for a test.
+type image struct {
+	arch layout.Arch
+	path string
+}
+
+// buildImage builds a disk image of rootfs with the host tool's own code
+// path (cli.BuildImage: initramfs + GPT image), with Debian's kernel.
+func buildImage(t *testing.T, arch layout.Arch, rootfs string, edit func(*config.Image)) image {
+	t.Helper()
+	k := filepath.Join(kernelCache(), arch.DebianArch())
+	im := config.DefaultImage(arch)
+	im.Kernel = filepath.Join(k, "vmlinuz")
+	im.ModulesDir = filepath.Join(k, "modules")
+	im.Rootfs = rootfs
+	im.DataSize = 128 << 20
+	if edit != nil {
+		edit(im)
+	}
+	if err := im.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "disk.img")
+	if _, err := cli.BuildImage(context.Background(), im, "", out, t.Logf); err != nil {
+		t.Fatalf("build image: %v", err)
+	}
+	return image{arch: arch, path: out}
+}
+
+// boot starts QEMU on the image with its recorded kernel, initramfs and
+// command line, logging the console to a file kept on failure.
+func boot(t *testing.T, img image) *qemu.VM {
+	t.Helper()
+	cfg, cleanup, err := cli.VMConfig(img.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cleanup)
+	if cfg.Arch != img.arch {
+		t.Fatalf("image records arch %s, built for %s", cfg.Arch, img.arch)
+	}
+	logf, err := os.CreateTemp("", "ovroot-console-"+string(img.arch)+"-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := qemu.Start(context.Background(), cfg, qemu.Options{Console: logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		vm.Kill()
+		logf.Close()
+		if t.Failed() {
+			t.Logf("console log kept in %s; QEMU: %s", logf.Name(), cfg.CommandLine())
+		} else {
+			os.Remove(logf.Name())
+		}
+	})
+	return vm
+}
+
+// expect waits for a console line or fails the test with the console tail.
+func expect(t *testing.T, vm *qemu.VM, substr string) string {
+	t.Helper()
+	line, err := vm.Expect(bootTimeout, substr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return line
+}
+
+var doneRE = regexp.MustCompile(`(\d+)(?: err=([^\n]*))?\n`)
+
+// guest runs one agent command in the VM and returns its output; a command
+// that fails in the guest fails the test.
+func guest(t *testing.T, vm *qemu.VM, command string) string {
+	t.Helper()
+	out, err := guestErr(vm, command)
+	if err != nil {
+		t.Fatalf("guest %q: %v", command, err)
+	}
+	return out
+}
+
+func guestErr(vm *qemu.VM, command string) (string, error) {
+	if err := vm.Send(command); err != nil {
+		return "", err
+	}
+	if _, err := vm.Expect(commandTimeout, "GUEST-OUT"); err != nil {
+		return "", err
+	}
+	body, err := vm.ReadUntil(commandTimeout, "GUEST-DONE rc=")
+	if err != nil {
+		return "", err
+	}
+	m, err := vm.ExpectRegexp(commandTimeout, doneRE)
+	if err != nil {
+		return "", err
+	}
+	body = strings.TrimPrefix(strings.TrimSuffix(body, "\n"), "\n")
+	if m[1] != "0" {
+		return body, fmt.Errorf("failed in the guest: %s", m[2])
+	}
+	return body, nil
+}
+
+// powerOff asks the guest to power off and waits for QEMU to exit.
+func powerOff(t *testing.T, vm *qemu.VM) {
+	t.Helper()
+	if err := vm.Send("poweroff"); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.Wait(bootTimeout); err != nil {
+		t.Fatalf("guest did not power off: %v", err)
+	}
+}
+
+// partition copies one partition of an image into its own file.
+func partition(t *testing.T, img image, label string) string {
+	t.Helper()
+	parts, err := imagebuild.ListPartitions(img.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range parts {
+		if p.Label != label {
+			continue
+		}
+		src, err := os.Open(img.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		out := filepath.Join(t.TempDir(), label+".img")
+		dst, err := os.Create(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dst.Close()
+		if _, err := io.Copy(dst, io.NewSectionReader(src, p.Start, p.Size)); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	t.Fatalf("no partition labelled %s in %s: %+v", label, img.path, parts)
+	return ""
+}
+
+// fsck runs the host's e2fsck read-only on a partition and fails on any
+// finding.
+func fsck(t *testing.T, img image, label string) {
+	t.Helper()
+	p := partition(t, img, label)
+	out, err := exec.Command("e2fsck", "-fn", p).CombinedOutput()
+	if err != nil {
+		t.Fatalf("e2fsck -fn on %s of %s: %v\n%s", label, img.path, err, out)
+	}
+	t.Logf("e2fsck -fn %s: clean\n%s", label, out)
+}

@@ -1,0 +1,109 @@
+// Package layout holds the facts that the host tools and the device's init
+// must agree on: partition labels, mount points, file names inside the
+// initramfs and the boot partition, and per-architecture constants.
+//
+// It is imported by both sides (boot/ on the device, imagebuild/, initramfs/
+// and qemu/ on the host) so each fact is defined exactly once. It holds no
+// logic beyond lookups.
+package layout
+
+import "fmt"
+
+// Partition labels (GPT PARTLABEL). The data label is OpenWRT's.
+const (
+	BootLabel = "boot"
+	RootLabel = "rootfs"
+	DataLabel = "rootfs_data"
+)
+
+// Mount points on the device, as on OpenWRT: the squashfs at /rom, the data
+// filesystem at /overlay holding upper/ and work/.
+const (
+	RomDir     = "/rom"
+	OverlayDir = "/overlay"
+	UpperName  = "upper"
+	WorkName   = "work"
+	// NewRootDir is where the init assembles the overlay root before switch_root.
+	NewRootDir = "/newroot"
+	// RunDir holds the init's runtime state (tmpfs /run, carried into the real root).
+	RunDir = "/run/ovroot"
+)
+
+// Files inside the initramfs.
+const (
+	// InitConfigPath is the init's TOML config.
+	InitConfigPath = "/etc/ovroot/init.toml"
+	// ModuleLoadList lists module files (paths inside the initramfs), one per
+	// line, in the order the init must load them (dependencies first).
+	ModuleLoadList = "/lib/modules/ovroot.load"
+)
+
+// Files inside the boot partition (FAT).
+const (
+	KernelFile   = "vmlinuz"
+	InitrdFile   = "initrd.img"
+	BootInfoFile = "ovroot.json"
+)
+
+// Well-known GPT partition type GUIDs (Discoverable Partitions Specification).
+const (
+	ESPTypeGUID       = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+	LinuxDataTypeGUID = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+)
+
+// Arch is a target architecture as users spell it in image.toml.
+type Arch string
+
+const (
+	X86_64 Arch = "x86_64"
+	ARM64  Arch = "arm64"
+)
+
+// Arches lists the supported architectures in a stable order.
+var Arches = []Arch{X86_64, ARM64}
+
+type archInfo struct {
+	goarch     string
+	debianArch string
+	rootType   string // DPS root partition type GUID
+	console    string // serial console device for the kernel cmdline
+}
+
+var archTable = map[Arch]archInfo{
+	X86_64: {goarch: "amd64", debianArch: "amd64", rootType: "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", console: "ttyS0"},
+	ARM64:  {goarch: "arm64", debianArch: "arm64", rootType: "B921B045-1DF0-41C3-AF44-4C6F280D3FAE", console: "ttyAMA0"},
+}
+
+// ParseArch accepts the names users type (x86_64, amd64, arm64, aarch64).
+func ParseArch(s string) (Arch, error) {
+	switch s {
+	case "x86_64", "amd64":
+		return X86_64, nil
+	case "arm64", "aarch64":
+		return ARM64, nil
+	}
+	return "", fmt.Errorf("unknown arch %q (want x86_64 or arm64)", s)
+}
+
+func (a Arch) info() archInfo {
+	i, ok := archTable[a]
+	if !ok {
+		panic(fmt.Sprintf("layout: unknown arch %q", string(a)))
+	}
+	return i
+}
+
+// GOARCH is the Go toolchain's name for the arch.
+func (a Arch) GOARCH() string { return a.info().goarch }
+
+// DebianArch is Debian's name for the arch (package suffix).
+func (a Arch) DebianArch() string { return a.info().debianArch }
+
+// RootTypeGUID is the DPS root partition type for the arch.
+func (a Arch) RootTypeGUID() string { return a.info().rootType }
+
+// Console is the serial console the kernel should use (console=...).
+func (a Arch) Console() string { return a.info().console }
+
+// Valid reports whether a is a supported architecture.
+func (a Arch) Valid() bool { _, ok := archTable[a]; return ok }

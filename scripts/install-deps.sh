@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install the Debian packages ovroot's build and tests need, when missing.
+# Idempotent: does nothing (and needs no network) when all are there.
+#
+# apt-get update may exit non-zero because one foreign-arch index is
+# mid-sync on the mirror; that is not fatal: what matters is whether the
+# packages we need are installable afterwards, which apt-get install and the
+# kernel fetch check themselves.
+set -euo pipefail
+packages=(qemu-system-x86 qemu-system-arm squashfs-tools e2fsprogs cpio)
+
+sudo=()
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps: not root and no sudo; install: ${packages[*]}" >&2; exit 1; }
+  sudo=(sudo)
+fi
+
+updated=0
+update() {
+  [ "$updated" = 1 ] && return 0
+  "${sudo[@]}" apt-get update -q || echo "install-deps: apt-get update reported errors; going on and checking packages" >&2
+  updated=1
+}
+
+# The arm64 kernel is a foreign-arch package.
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  "${sudo[@]}" dpkg --add-architecture arm64
+  update
+fi
+if ! apt-cache show linux-image-arm64:arm64 >/dev/null 2>&1 || ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
+  update
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  update
+  echo "install-deps: installing ${missing[*]}" >&2
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+for tool in qemu-system-x86_64 qemu-system-aarch64 mksquashfs unsquashfs e2fsck; do
+  command -v "$tool" >/dev/null || { echo "install-deps: $tool still missing after install" >&2; exit 1; }
+done
