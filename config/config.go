@@ -1,0 +1,312 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/ovroot/ovroot/layout"
+)
+
+// Init is the device init's config: /etc/ovroot/init.toml in the initramfs
+// (layout.InitConfigPath), and the [init] table of image.toml.
+type Init struct {
+	RootLabel     string   `toml:"root_label"`     // PARTLABEL of the squashfs root
+	DataLabel     string   `toml:"data_label"`     // PARTLABEL of the data partition
+	DeviceTimeout Duration `toml:"device_timeout"` // how long to wait for the partitions
+	Init          string   `toml:"init"`           // program to run after switch_root
+	DataFSType    string   `toml:"data_fstype"`    // filesystem of the data partition
+}
+
+// DefaultInit is the config of an initramfs that carries none.
+func DefaultInit() Init {
+	return Init{
+		RootLabel:     layout.RootLabel,
+		DataLabel:     layout.DataLabel,
+		DeviceTimeout: Duration(15 * time.Second),
+		Init:          "/sbin/init",
+		DataFSType:    "ext4",
+	}
+}
+
+var dataFSTypes = []string{"ext4"}
+
+// Validate checks values; the error names the key.
+func (c Init) Validate() error { return c.validate("", "") }
+
+func (c Init) validate(file, prefix string) error {
+	bad := func(key, format string, args ...any) error {
+		return &Error{File: file, Key: prefix + key, Msg: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case c.RootLabel == "":
+		return bad("root_label", "must not be empty")
+	case c.DataLabel == "":
+		return bad("data_label", "must not be empty")
+	case c.RootLabel == c.DataLabel:
+		return bad("data_label", "must differ from root_label (%q)", c.RootLabel)
+	case c.DeviceTimeout.D() <= 0 || c.DeviceTimeout.D() > 10*time.Minute:
+		return bad("device_timeout", "%s is out of range (want more than 0 and at most 10m)", c.DeviceTimeout)
+	case !strings.HasPrefix(c.Init, "/"):
+		return bad("init", "%q is not an absolute path", c.Init)
+	case !contains(dataFSTypes, c.DataFSType):
+		return bad("data_fstype", "%q is not supported (want one of %s)", c.DataFSType, strings.Join(dataFSTypes, ", "))
+	}
+	return nil
+}
+
+// ParseInit parses init.toml. On any error it returns DefaultInit() with
+// the error, so the device boots with defaults and says which line was wrong.
+func ParseInit(name string, data []byte) (Init, error) {
+	c := DefaultInit()
+	if err := decode(name, data, &c); err != nil {
+		return DefaultInit(), err
+	}
+	if err := c.validate(name, ""); err != nil {
+		return DefaultInit(), withLine(err, data)
+	}
+	return c, nil
+}
+
+// LoadInit reads an init config; a missing file means defaults.
+func LoadInit(path string) (Init, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return DefaultInit(), nil
+	}
+	if err != nil {
+		return DefaultInit(), err
+	}
+	return ParseInit(path, data)
+}
+
+// Encode writes the config as TOML that ParseInit reads back.
+func (c Init) Encode() ([]byte, error) {
+	var b bytes.Buffer
+	if err := toml.NewEncoder(&b).Encode(c); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// Image is image.toml: what `ovroot build` assembles.
+type Image struct {
+	Arch        layout.Arch `toml:"arch"`
+	Kernel      string      `toml:"kernel"`
+	ModulesDir  string      `toml:"modules_dir"`
+	Modules     []string    `toml:"modules"`
+	Rootfs      string      `toml:"rootfs"`
+	Cmdline     string      `toml:"cmdline"`
+	Compression string      `toml:"squashfs_compression"`
+	BootSize    Size        `toml:"boot_size"`
+	RootSize    Size        `toml:"root_size"`
+	DataSize    Size        `toml:"data_size"`
+	Init        Init        `toml:"init"`
+
+	file string // where it was read from, for errors
+	src  []byte
+}
+
+// DefaultModules are the modules an image carries unless it says otherwise:
+// the QEMU machines' disks are virtio-blk-pci on both arches; the closure
+// adds dependencies (virtio, virtio_ring, crc32c for ext4, ...).
+func DefaultModules(a layout.Arch) []string {
+	return []string{"virtio_pci", "virtio_blk", "squashfs", "overlay", "ext4"}
+}
+
+var compressions = []string{"gzip", "xz", "zstd", "lz4", "lzo"}
+
+// DefaultImage is an image spec with every default for the arch.
+func DefaultImage(a layout.Arch) *Image {
+	im := &Image{
+		Arch:        a,
+		Compression: "gzip",
+		BootSize:    128 << 20,
+		DataSize:    256 << 20,
+		Init:        DefaultInit(),
+	}
+	im.applyArchDefaults()
+	return im
+}
+
+func (im *Image) applyArchDefaults() {
+	if !im.Arch.Valid() {
+		return
+	}
+	if im.Modules == nil {
+		im.Modules = DefaultModules(im.Arch)
+	}
+	if im.Cmdline == "" {
+		im.Cmdline = "console=" + im.Arch.Console() + " panic=-1"
+	}
+}
+
+// archText decodes the arch key with the names ParseArch accepts.
+type archText layout.Arch
+
+func (a *archText) UnmarshalText(b []byte) error {
+	v, err := layout.ParseArch(string(b))
+	*a = archText(v)
+	return err
+}
+
+// ParseImage parses image.toml and applies defaults. Required keys are
+// checked by Validate, after command-line flags have been applied.
+func ParseImage(name string, data []byte) (*Image, error) {
+	var raw struct {
+		Arch archText `toml:"arch"`
+	}
+	im := DefaultImage("")
+	if err := decode(name, data, im); err != nil {
+		return nil, err
+	}
+	// Decoded again on its own so that "aarch64" becomes "arm64" and a bad
+	// value is reported with its line.
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		return nil, tomlError(name, data, err)
+	}
+	im.Arch = layout.Arch(raw.Arch)
+	im.file, im.src = name, data
+	im.applyArchDefaults()
+	return im, nil
+}
+
+// LoadImage reads image.toml and resolves relative paths against its
+// directory.
+func LoadImage(path string) (*Image, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	im, err := ParseImage(path, data)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Dir(path)
+	for _, p := range []*string{&im.Kernel, &im.ModulesDir, &im.Rootfs} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	return im, nil
+}
+
+// Validate checks the whole spec after flags have been applied.
+func (im *Image) Validate() error {
+	file := im.file
+	if file == "" {
+		file = "image spec"
+	}
+	bad := func(key, format string, args ...any) error {
+		return withLine(&Error{File: file, Key: key, Msg: fmt.Sprintf(format, args...)}, im.src)
+	}
+	if im.Arch == "" {
+		return bad("arch", "required key missing (x86_64 or arm64)")
+	}
+	if !im.Arch.Valid() {
+		return bad("arch", "unknown arch %q (want x86_64 or arm64)", im.Arch)
+	}
+	for _, k := range []struct{ key, val string }{{"kernel", im.Kernel}, {"modules_dir", im.ModulesDir}, {"rootfs", im.Rootfs}} {
+		if k.val == "" {
+			return bad(k.key, "required key missing")
+		}
+	}
+	if !contains(compressions, im.Compression) {
+		return bad("squashfs_compression", "%q is not supported (want one of %s)", im.Compression, strings.Join(compressions, ", "))
+	}
+	if im.BootSize < 34<<20 {
+		return bad("boot_size", "%s is too small (FAT32 needs at least 34MiB)", im.BootSize)
+	}
+	if im.DataSize < 16<<20 {
+		return bad("data_size", "%s is too small (at least 16MiB)", im.DataSize)
+	}
+	for i, m := range im.Modules {
+		if strings.TrimSpace(m) == "" || strings.ContainsAny(m, " /") {
+			return bad("modules", "entry %d (%q) is not a module name", i+1, m)
+		}
+	}
+	if err := im.Init.validate(file, "init."); err != nil {
+		return withLine(err, im.src)
+	}
+	return nil
+}
+
+var typeErrRE = regexp.MustCompile(`line (\d+) \(last key "([^"]*)"\): (.*)`)
+
+// decode strictly decodes data into v: unknown keys are errors.
+func decode(name string, data []byte, v any) error {
+	md, err := toml.Decode(string(data), v)
+	if err != nil {
+		return tomlError(name, data, err)
+	}
+	known := knownKeys(v)
+	for _, k := range md.Undecoded() {
+		key := k.String()
+		e := &Error{File: name, Key: key, Msg: "unknown key"}
+		if c := closest(key, known); c != "" {
+			e.Msg += fmt.Sprintf(" (did you mean %s?)", c)
+		}
+		return withLine(e, data)
+	}
+	return nil
+}
+
+// tomlError turns BurntSushi's errors into an *Error with line and key.
+func tomlError(name string, data []byte, err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		return &Error{File: name, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}
+	}
+	if m := typeErrRE.FindStringSubmatch(err.Error()); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &Error{File: name, Line: line, Key: m[2], Msg: m[3]}
+	}
+	return &Error{File: name, Msg: err.Error()}
+}
+
+// withLine fills in the line of an *Error's key from the source.
+func withLine(err error, src []byte) error {
+	var e *Error
+	if errors.As(err, &e) && e.Line == 0 && src != nil {
+		e.Line = keyLines(string(src))[e.Key]
+	}
+	return err
+}
+
+// knownKeys lists the dotted keys a config struct accepts.
+func knownKeys(v any) []string {
+	switch v.(type) {
+	case *Init:
+		return initKeys("")
+	case *Image:
+		return append([]string{"arch", "kernel", "modules_dir", "modules", "rootfs", "cmdline", "squashfs_compression",
+			"boot_size", "root_size", "data_size"}, initKeys("init.")...)
+	}
+	return nil
+}
+
+func initKeys(prefix string) []string {
+	keys := []string{"root_label", "data_label", "device_timeout", "init", "data_fstype"}
+	for i := range keys {
+		keys[i] = prefix + keys[i]
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,309 @@
+package imagebuild
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	diskfs "github.com/diskfs/go-diskfs"
+	"github.com/diskfs/go-diskfs/disk"
+	"github.com/diskfs/go-diskfs/filesystem"
+	"github.com/diskfs/go-diskfs/partition/gpt"
+	"github.com/google/uuid"
+	"github.com/ovroot/ovroot/layout"
+)
+
+// Spec is what goes into an image.
+type Spec struct {
+	Arch          layout.Arch
+	Kernel        string // host path; copied as layout.KernelFile
+	Initramfs     string // host path; copied as layout.InitrdFile
+	Cmdline       string
+	Rootfs        string // directory or tarball
+	Compression   string // mksquashfs -comp
+	BootSize      int64
+	RootSize      int64 // 0 = the squashfs rounded up to 1 MiB
+	DataSize      int64
+	KernelRelease string
+	Log           func(format string, args ...any)
+}
+
+// BootInfo is layout.BootInfoFile in the boot partition: what `ovroot run`
+// needs to boot the image.
+type BootInfo struct {
+	Arch          layout.Arch `json:"arch"`
+	Cmdline       string      `json:"cmdline"`
+	Kernel        string      `json:"kernel"`
+	Initrd        string      `json:"initrd"`
+	KernelRelease string      `json:"kernel_release,omitempty"`
+}
+
+// Partition is one partition of an image.
+type Partition struct {
+	Index    int
+	Label    string
+	TypeGUID string
+	Start    int64 // bytes
+	Size     int64 // bytes
+}
+
+// Result describes a built image.
+type Result struct {
+	Partitions    []Partition
+	SquashfsBytes int64
+	Entries       int // rootfs entries, the root directory included
+}
+
+const (
+	mib        = 1 << 20
+	sectorSize = 512
+	// gptReserve is left free at both ends for the primary and backup GPT.
+	gptReserve = mib
+)
+
+func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
+
+// Build writes the image to out.
+func Build(ctx context.Context, s Spec, out string) (*Result, error) {
+	logf := s.Log
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	if !s.Arch.Valid() {
+		return nil, fmt.Errorf("unknown arch %q", s.Arch)
+	}
+	for _, f := range []struct{ what, path string }{{"kernel", s.Kernel}, {"initramfs", s.Initramfs}} {
+		if fi, err := os.Stat(f.path); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.what, err)
+		} else if !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("%s %s is not a regular file", f.what, f.path)
+		}
+	}
+	tmp, err := os.MkdirTemp("", "ovroot-image-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	sqfs := filepath.Join(tmp, "root.squashfs")
+	entries, err := MakeSquashfs(ctx, s.Rootfs, sqfs, s.Compression)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(sqfs)
+	if err != nil {
+		return nil, err
+	}
+	sqSize := fi.Size()
+	logf("squashfs: %d entries, %d bytes", entries, sqSize)
+	rootSize := s.RootSize
+	if rootSize == 0 {
+		rootSize = roundUp(sqSize, mib)
+	} else if rootSize < sqSize {
+		return nil, fmt.Errorf("root_size %d bytes is smaller than the squashfs (%d bytes)", rootSize, sqSize)
+	}
+	parts := []Partition{
+		{Index: 1, Label: layout.BootLabel, TypeGUID: layout.ESPTypeGUID, Size: roundUp(s.BootSize, mib)},
+		{Index: 2, Label: layout.RootLabel, TypeGUID: s.Arch.RootTypeGUID(), Size: roundUp(rootSize, mib)},
+		{Index: 3, Label: layout.DataLabel, TypeGUID: layout.LinuxDataTypeGUID, Size: roundUp(s.DataSize, mib)},
+	}
+	off := int64(gptReserve)
+	for i := range parts {
+		parts[i].Start = off
+		off += parts[i].Size
+	}
+	total := off + gptReserve
+
+	// GUIDs derived from the inputs, so the same inputs give the same bytes.
+	seed := sha256.New()
+	fmt.Fprintf(seed, "%s\x00%s\x00%d\x00%d\x00%d\x00", s.Arch, s.Cmdline, s.BootSize, rootSize, s.DataSize)
+	for _, p := range []string{s.Kernel, s.Initramfs, sqfs} {
+		if err := hashFile(seed, p); err != nil {
+			return nil, err
+		}
+	}
+	sum := seed.Sum(nil)
+	guid := func(n byte) string {
+		return uuid.NewSHA1(uuid.UUID(sum[:16]), []byte{n}).String()
+	}
+
+	os.Remove(out)
+	d, err := diskfs.Create(out, total, diskfs.SectorSize512)
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", out, err)
+	}
+	defer d.Close()
+	table := &gpt.Table{LogicalSectorSize: sectorSize, PhysicalSectorSize: sectorSize, ProtectiveMBR: true, GUID: guid(0)}
+	for _, p := range parts {
+		table.Partitions = append(table.Partitions, &gpt.Partition{
+			Index: p.Index,
+			Start: uint64(p.Start / sectorSize),
+			End:   uint64((p.Start+p.Size)/sectorSize - 1),
+			Type:  gpt.Type(p.TypeGUID),
+			Name:  p.Label,
+			GUID:  guid(byte(p.Index)),
+		})
+	}
+	if err := d.Partition(table); err != nil {
+		return nil, fmt.Errorf("write GPT: %w", err)
+	}
+	if err := writeBoot(d, s); err != nil {
+		return nil, fmt.Errorf("boot partition: %w", err)
+	}
+	if err := d.Close(); err != nil {
+		return nil, err
+	}
+	// Written directly: go-diskfs insists on filling the whole partition.
+	if err := copyAt(out, sqfs, parts[1].Start); err != nil {
+		return nil, fmt.Errorf("write squashfs into partition %d (%s): %w", parts[1].Index, layout.RootLabel, err)
+	}
+	return &Result{Partitions: parts, SquashfsBytes: sqSize, Entries: entries}, nil
+}
+
+func copyAt(dst, src string, off int64) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(io.NewOffsetWriter(out, off), in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func hashFile(w io.Writer, p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(w, f)
+	return err
+}
+
+func writeBoot(d *disk.Disk, s Spec) error {
+	fs, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 1, FSType: filesystem.TypeFat32, VolumeLabel: "OVROOTBOOT", Reproducible: true})
+	if err != nil {
+		return err
+	}
+	info, err := json.MarshalIndent(BootInfo{Arch: s.Arch, Cmdline: s.Cmdline, Kernel: layout.KernelFile, Initrd: layout.InitrdFile, KernelRelease: s.KernelRelease}, "", "  ")
+	if err != nil {
+		return err
+	}
+	copyIn := func(name string, r io.Reader) error {
+		f, err := fs.OpenFile("/"+name, os.O_CREATE|os.O_RDWR)
+		if err != nil {
+			return fmt.Errorf("create %s: %w", name, err)
+		}
+		if _, err := io.Copy(f, r); err != nil {
+			return fmt.Errorf("write %s: %w", name, err)
+		}
+		return f.Close()
+	}
+	for _, c := range []struct{ name, src string }{{layout.KernelFile, s.Kernel}, {layout.InitrdFile, s.Initramfs}} {
+		src, err := os.Open(c.src)
+		if err != nil {
+			return err
+		}
+		err = copyIn(c.name, src)
+		src.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return copyIn(layout.BootInfoFile, strings.NewReader(string(info)+"\n"))
+}
+
+// ListPartitions reads an image's GPT.
+func ListPartitions(image string) ([]Partition, error) {
+	d, err := diskfs.Open(image, diskfs.WithOpenMode(diskfs.ReadOnly))
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	t, err := d.GetPartitionTable()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", image, err)
+	}
+	gt, ok := t.(*gpt.Table)
+	if !ok {
+		return nil, fmt.Errorf("%s: not a GPT disk", image)
+	}
+	var out []Partition
+	for i, p := range gt.Partitions {
+		if p.Type == gpt.Unused {
+			continue
+		}
+		out = append(out, Partition{Index: i + 1, Label: p.Name, TypeGUID: strings.ToUpper(string(p.Type)),
+			Start: int64(p.Start) * sectorSize, Size: int64(p.End-p.Start+1) * sectorSize})
+	}
+	return out, nil
+}
+
+// ReadBoot reads the boot info of an image and extracts its kernel and
+// initramfs into dir.
+func ReadBoot(image, dir string) (*BootInfo, string, string, error) {
+	parts, err := ListPartitions(image)
+	if err != nil {
+		return nil, "", "", err
+	}
+	idx := 0
+	for _, p := range parts {
+		if p.Label == layout.BootLabel {
+			idx = p.Index
+		}
+	}
+	if idx == 0 {
+		return nil, "", "", fmt.Errorf("%s has no partition labelled %s", image, layout.BootLabel)
+	}
+	d, err := diskfs.Open(image, diskfs.WithOpenMode(diskfs.ReadOnly))
+	if err != nil {
+		return nil, "", "", err
+	}
+	defer d.Close()
+	fs, err := d.GetFilesystem(idx)
+	if err != nil {
+		return nil, "", "", fmt.Errorf("boot partition %d of %s: %w", idx, image, err)
+	}
+	read := func(name string) ([]byte, error) {
+		f, err := fs.OpenFile("/"+name, os.O_RDONLY)
+		if err != nil {
+			return nil, fmt.Errorf("%s in the boot partition of %s: %w", name, image, err)
+		}
+		defer f.Close()
+		return io.ReadAll(f)
+	}
+	data, err := read(layout.BootInfoFile)
+	if err != nil {
+		return nil, "", "", err
+	}
+	var info BootInfo
+	if err := json.Unmarshal(data, &info); err != nil {
+		return nil, "", "", fmt.Errorf("%s in the boot partition of %s: %w", layout.BootInfoFile, image, err)
+	}
+	if !info.Arch.Valid() {
+		return nil, "", "", fmt.Errorf("%s in %s names unknown arch %q", layout.BootInfoFile, image, info.Arch)
+	}
+	var paths [2]string
+	for i, name := range []string{info.Kernel, info.Initrd} {
+		data, err := read(name)
+		if err != nil {
+			return nil, "", "", err
+		}
+		paths[i] = filepath.Join(dir, filepath.Base(name))
+		if err := os.WriteFile(paths[i], data, 0o644); err != nil {
+			return nil, "", "", err
+		}
+	}
+	return &info, paths[0], paths[1], nil
+}

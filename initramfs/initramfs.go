@@ -1,0 +1,187 @@
+// Package initramfs builds ovroot's initramfs: a gzip-compressed newc cpio
+// (u-root's pkg/cpio) holding /init (the cross-compiled cmd/init), the
+// kernel modules the image asks for with their dependency closure (package
+// kmod), the order to load them in, and the init's config.
+//
+// The same inputs give the same bytes: records are sorted, timestamps and
+// owners zeroed, and the gzip header carries no name or time. It does not
+// decide which modules a board needs (the image spec does) and runs nothing
+// on the device.
+package initramfs
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/ovroot/ovroot/gobuild"
+	"github.com/ovroot/ovroot/kmod"
+	"github.com/ovroot/ovroot/layout"
+	"github.com/u-root/u-root/pkg/cpio"
+)
+
+// Options say what goes into the initramfs.
+type Options struct {
+	Arch       layout.Arch
+	InitBinary string   // prebuilt /init; "" = cross-compile ./cmd/init of SourceDir
+	SourceDir  string   // the ovroot module root; "" = found above the working directory
+	ModulesDir string   // lib/modules/<release>; "" = no modules
+	Modules    []string // module names or aliases; their closure is carried
+	InitConfig []byte   // layout.InitConfigPath; nil = none (the init uses defaults)
+	Files      []File   // anything else to carry
+}
+
+// File is an extra file to carry.
+type File struct {
+	Path   string // absolute path in the initramfs
+	Source string // host path
+	Mode   os.FileMode
+}
+
+// Report says what was built.
+type Report struct {
+	Modules []string // load order
+	Release string   // kernel release of the modules
+	Bytes   int64    // compressed size
+}
+
+// dirs always present: the init's mount points and its config directory.
+var dirs = []string{"/dev", "/proc", "/sys", "/run", "/tmp", layout.RomDir, layout.OverlayDir, layout.NewRootDir, "/etc/ovroot", "/lib/modules"}
+
+// BuildInit cross-compiles ./cmd/init for arch into out.
+func BuildInit(ctx context.Context, arch layout.Arch, sourceDir, out string) error {
+	return gobuild.Build(ctx, arch, sourceDir, out, "./cmd/init")
+}
+
+// Build writes the compressed archive to w.
+func Build(ctx context.Context, o Options, w io.Writer) (*Report, error) {
+	if !o.Arch.Valid() {
+		return nil, fmt.Errorf("unknown arch %q", o.Arch)
+	}
+	initBin := o.InitBinary
+	if initBin == "" {
+		src := o.SourceDir
+		if src == "" {
+			var err error
+			if src, err = gobuild.FindSource("."); err != nil {
+				return nil, fmt.Errorf("%w; pass --init-binary", err)
+			}
+		}
+		tmp, err := os.MkdirTemp("", "ovroot-init-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(tmp)
+		initBin = filepath.Join(tmp, "init")
+		if err := BuildInit(ctx, o.Arch, src, initBin); err != nil {
+			return nil, err
+		}
+	}
+	files := map[string]cpio.Record{}
+	add := func(r cpio.Record) { files[r.Name] = r }
+	addFile := func(name, src string, perm uint64) error {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		add(cpio.StaticFile(name, string(data), perm))
+		return nil
+	}
+	if err := addFile("init", initBin, 0o755); err != nil {
+		return nil, fmt.Errorf("init binary: %w", err)
+	}
+	// The kernel opens /dev/console for PID 1's stdio before devtmpfs exists.
+	add(cpio.CharDev("dev/console", 0o600, 5, 1))
+	rep := &Report{}
+	var load bytes.Buffer
+	if o.ModulesDir != "" {
+		ix, err := kmod.LoadIndex(o.ModulesDir)
+		if err != nil {
+			return nil, err
+		}
+		mods, err := ix.Closure(o.Modules...)
+		if err != nil {
+			return nil, err
+		}
+		rep.Release = ix.Release()
+		for _, m := range mods {
+			name := path.Join("lib/modules", rep.Release, m.Path)
+			if err := addFile(name, filepath.Join(o.ModulesDir, filepath.FromSlash(m.Path)), 0o644); err != nil {
+				return nil, fmt.Errorf("module %s: %w", m.Name, err)
+			}
+			fmt.Fprintf(&load, "/%s\n", name)
+			rep.Modules = append(rep.Modules, m.Name)
+		}
+	} else if len(o.Modules) > 0 {
+		return nil, fmt.Errorf("modules %v asked for but no modules directory given", o.Modules)
+	}
+	add(cpio.StaticFile(strings.TrimPrefix(layout.ModuleLoadList, "/"), load.String(), 0o644))
+	if o.InitConfig != nil {
+		add(cpio.StaticFile(strings.TrimPrefix(layout.InitConfigPath, "/"), string(o.InitConfig), 0o644))
+	}
+	for _, f := range o.Files {
+		if !strings.HasPrefix(f.Path, "/") {
+			return nil, fmt.Errorf("extra file %s: path in the initramfs must be absolute", f.Path)
+		}
+		if err := addFile(strings.TrimPrefix(f.Path, "/"), f.Source, uint64(f.Mode.Perm())); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range dirs {
+		add(cpio.Directory(strings.TrimPrefix(d, "/"), 0o755))
+	}
+	// Every parent directory, exactly once.
+	for name := range files {
+		for d := path.Dir(name); d != "." && d != "/"; d = path.Dir(d) {
+			if _, ok := files[d]; !ok {
+				add(cpio.Directory(d, 0o755))
+			}
+		}
+	}
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	records := make([]cpio.Record, 0, len(names))
+	for i, n := range names {
+		r := cpio.MakeReproducible(files[n])
+		r.Ino = uint64(i + 1) // deterministic and distinct: no accidental hard links
+		records = append(records, r)
+	}
+	cw := &countWriter{w: w}
+	gz, err := gzip.NewWriterLevel(cw, gzip.BestCompression)
+	if err != nil {
+		return nil, err
+	}
+	rw := cpio.Newc.Writer(gz)
+	if err := cpio.WriteRecords(rw, records); err != nil {
+		return nil, err
+	}
+	if err := cpio.WriteTrailer(rw); err != nil {
+		return nil, err
+	}
+	if err := gz.Close(); err != nil {
+		return nil, err
+	}
+	rep.Bytes = cw.n
+	return rep, nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
