@@ -16,18 +16,20 @@ import (
 
 // fakeSys records every privileged call in order and answers from its fields.
 type fakeSys struct {
-	calls      []string
-	devs       []BlockDev
-	devsAfter  int // BlockDevices returns nothing for this many calls
-	probe      map[string]Content
-	mountErr   map[string]error // by target
-	moduleErr  map[string]error // by path suffix
-	formatErr  error
-	switchErr  error
-	listCalls  int
+	calls     []string
+	devs      []BlockDev
+	devsAfter int // BlockDevices returns nothing for this many calls
+	probe     map[string]Content
+	mountErr  map[string]error // by target
+	moduleErr map[string]error // by path suffix
+	formatErr error
+	switchErr error
+	listCalls int
 }
 
-func (f *fakeSys) rec(format string, args ...any) { f.calls = append(f.calls, fmt.Sprintf(format, args...)) }
+func (f *fakeSys) rec(format string, args ...any) {
+	f.calls = append(f.calls, fmt.Sprintf(format, args...))
+}
 
 func (f *fakeSys) Mount(source, target, fstype string, flags uintptr, data string) error {
 	f.rec("mount %s %s %s %#x %s", source, target, fstype, flags, data)
@@ -102,10 +104,13 @@ func (e *bootEnv) run(t *testing.T) (*Boot, error) {
 	}
 	clock := time.Unix(1000, 0)
 	b := &Boot{
-		Sys:   e.sys,
-		Root:  e.root,
-		Logf:  t.Logf,
-		Warnf: func(format string, args ...any) { e.warnings = append(e.warnings, fmt.Sprintf(format, args...)); t.Logf("WARN "+format, args...) },
+		Sys:  e.sys,
+		Root: e.root,
+		Logf: t.Logf,
+		Warnf: func(format string, args ...any) {
+			e.warnings = append(e.warnings, fmt.Sprintf(format, args...))
+			t.Logf("WARN "+format, args...)
+		},
 		Now:   func() time.Time { return clock },
 		Sleep: func(d time.Duration) { clock = clock.Add(d) },
 	}

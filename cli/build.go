@@ -18,9 +18,9 @@ import (
 // the command line.
 type imageFlags struct {
 	file, arch, kernel, modulesDir, rootfs, cmdline, compression string
-	dataSize, bootSize, rootSize                               string
-	modules                                                     stringList
-	initBinary                                                  string
+	dataSize, bootSize, rootSize                                 string
+	modules                                                      stringList
+	initBinary                                                   string
 }
 
 func (f *imageFlags) register(fs *flag.FlagSet) {

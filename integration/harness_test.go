@@ -77,9 +77,9 @@ var (
 )
 
 type guestBuild struct {
-	once        sync.Once
-	dir         string
-	err         error
+	once sync.Once
+	dir  string
+	err  error
 }
 
 func buildGuest(t *testing.T, arch layout.Arch) (agent, ctl string) {

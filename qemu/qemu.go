@@ -27,7 +27,7 @@ import (
 // Config is one VM.
 type Config struct {
 	Arch     layout.Arch
-	Binary   string   // default qemu-system-x86_64 / qemu-system-aarch64
+	Binary   string // default qemu-system-x86_64 / qemu-system-aarch64
 	Kernel   string
 	Initrd   string
 	Cmdline  string
