@@ -1,0 +1,238 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ovroot/ovroot/layout"
+)
+
+func TestParseImageGood(t *testing.T) {
+	src := `# a device image
+arch = "aarch64"          # alias of arm64
+kernel = "k/vmlinuz"
+modules_dir = "k/modules"
+modules = ["virtio_blk", "squashfs"]
+rootfs = "root.tar.gz"
+cmdline = "console=ttyAMA0 quiet"
+squashfs_compression = "xz"
+boot_size = "64MiB"
+data_size = 536870912
+
+[init]
+device_timeout = "30s"
+data_label = "data"
+`
+	dir := t.TempDir()
+	path := filepath.Join(dir, "image.toml")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	im, err := LoadImage(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"arch", im.Arch, layout.ARM64},
+		{"kernel", im.Kernel, filepath.Join(dir, "k/vmlinuz")},
+		{"modules_dir", im.ModulesDir, filepath.Join(dir, "k/modules")},
+		{"rootfs", im.Rootfs, filepath.Join(dir, "root.tar.gz")},
+		{"modules", strings.Join(im.Modules, ","), "virtio_blk,squashfs"},
+		{"cmdline", im.Cmdline, "console=ttyAMA0 quiet"},
+		{"compression", im.Compression, "xz"},
+		{"boot_size", im.BootSize, Size(64 << 20)},
+		{"data_size", im.DataSize, Size(512 << 20)},
+		{"init.device_timeout", im.Init.DeviceTimeout.D(), 30 * time.Second},
+		{"init.data_label", im.Init.DataLabel, "data"},
+		{"init.root_label (default)", im.Init.RootLabel, layout.RootLabel},
+		{"init.init (default)", im.Init.Init, "/sbin/init"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestParseImageDefaults(t *testing.T) {
+	im, err := ParseImage("image.toml", []byte("arch = \"x86_64\"\nkernel=\"/k\"\nmodules_dir=\"/m\"\nrootfs=\"/r\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if im.Cmdline != "console=ttyS0 panic=-1" {
+		t.Errorf("default cmdline = %q", im.Cmdline)
+	}
+	if strings.Join(im.Modules, ",") != strings.Join(DefaultModules(layout.X86_64), ",") {
+		t.Errorf("default modules = %v", im.Modules)
+	}
+	if im.Compression != "gzip" || im.BootSize != 128<<20 || im.DataSize != 256<<20 || im.RootSize != 0 {
+		t.Errorf("defaults: %+v", im)
+	}
+	// An explicitly empty module list is kept empty (a kernel with
+	// everything built in), not replaced by the defaults.
+	im, err = ParseImage("image.toml", []byte("arch = \"x86_64\"\nmodules = []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im.Modules == nil || len(im.Modules) != 0 {
+		t.Errorf("modules = [] gave %#v", im.Modules)
+	}
+}
+
+// Every bad file names the file, the line and the key.
+func TestParseImageBad(t *testing.T) {
+	base := "kernel = \"/k\"\nmodules_dir = \"/m\"\nrootfs = \"/r\"\n"
+	cases := []struct {
+		name     string
+		src      string
+		line     int
+		key      string
+		contains string
+	}{
+		{"unknown key", "arch = \"x86_64\"\n" + base + "dat_size = \"1GiB\"\n", 5, "dat_size", "did you mean data_size"},
+		{"unknown init key", "arch = \"x86_64\"\n" + base + "[init]\nroot_lable = \"x\"\n", 6, "init.root_lable", "did you mean init.root_label"},
+		{"bad arch", base + "\narch = \"mips\"\n", 5, "arch", "mips"},
+		{"bad size", "arch = \"x86_64\"\n" + base + "data_size = \"12 parsecs\"\n", 5, "data_size", "invalid size"},
+		{"negative size", "arch = \"x86_64\"\n" + base + "boot_size = -5\n", 5, "boot_size", "negative"},
+		{"wrong type", "arch = \"x86_64\"\n" + base + "modules = \"ext4\"\n", 5, "modules", ""},
+		{"syntax", "arch = \"x86_64\"\nkernel = \"/k\n", 2, "kernel", ""},
+		{"bad duration", "arch = \"x86_64\"\n" + base + "[init]\n\ndevice_timeout = \"soon\"\n", 7, "init.device_timeout", "invalid duration"},
+		{"missing arch", base, 0, "arch", "required"},
+		{"missing rootfs", "arch = \"arm64\"\nkernel = \"/k\"\nmodules_dir = \"/m\"\n", 0, "rootfs", "required"},
+		{"bad compression", "arch = \"x86_64\"\n" + base + "squashfs_compression = \"rar\"\n", 5, "squashfs_compression", "rar"},
+		{"boot too small", "arch = \"x86_64\"\n" + base + "boot_size = \"8MiB\"\n", 5, "boot_size", "too small"},
+		{"bad module name", "arch = \"x86_64\"\n" + base + "modules = [\n  \"ext4\",\n  \"a/b\",\n]\n", 5, "modules", "entry 2"},
+		{"same labels", "arch = \"x86_64\"\n" + base + "[init]\nroot_label = \"x\"\ndata_label = \"x\"\n", 7, "init.data_label", "must differ"},
+		{"relative init", "arch = \"x86_64\"\n" + base + "[init]\ninit = \"sbin/init\"\n", 6, "init.init", "absolute"},
+		{"zero timeout", "arch = \"x86_64\"\n" + base + "[init]\ndevice_timeout = \"0s\"\n", 6, "init.device_timeout", "out of range"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			im, err := ParseImage("spec/image.toml", []byte(c.src))
+			if err == nil {
+				err = im.Validate()
+			}
+			if err == nil {
+				t.Fatal("no error")
+			}
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("%v: not a *config.Error", err)
+			}
+			if e.File != "spec/image.toml" || e.Line != c.line || e.Key != c.key {
+				t.Errorf("got file %q line %d key %q, want spec/image.toml line %d key %q (%v)", e.File, e.Line, e.Key, c.line, c.key, err)
+			}
+			if !strings.Contains(err.Error(), c.contains) {
+				t.Errorf("%q does not mention %q", err, c.contains)
+			}
+			want := "spec/image.toml:"
+			if c.line == 0 {
+				want = "spec/image.toml: "
+			}
+			if !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("%q does not start with %q", err, want)
+			}
+		})
+	}
+}
+
+func TestParseInit(t *testing.T) {
+	c, err := ParseInit("init.toml", []byte("root_label = \"sys\"\ninit = \"/bin/sh\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RootLabel != "sys" || c.Init != "/bin/sh" || c.DataLabel != layout.DataLabel {
+		t.Errorf("got %+v", c)
+	}
+	// A bad file boots with the defaults, and the error says which line.
+	c, err = ParseInit("/etc/ovroot/init.toml", []byte("root_label = \"sys\"\n\ndevice_timeout = 5\n"))
+	var e *Error
+	if !errors.As(err, &e) || e.Line != 3 || e.Key != "device_timeout" {
+		t.Fatalf("err = %v", err)
+	}
+	if c != DefaultInit() {
+		t.Errorf("bad config gave %+v, want defaults", c)
+	}
+}
+
+func TestInitEncodeRoundTrip(t *testing.T) {
+	in := DefaultInit()
+	in.DeviceTimeout = Duration(1500 * time.Millisecond)
+	in.DataLabel = "my data"
+	b, err := in.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := ParseInit("x", b)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	if out != in {
+		t.Errorf("round trip: %+v != %+v", out, in)
+	}
+}
+
+func TestLoadInitMissingIsDefault(t *testing.T) {
+	c, err := LoadInit(filepath.Join(t.TempDir(), "none.toml"))
+	if err != nil || c != DefaultInit() {
+		t.Errorf("got %+v, %v", c, err)
+	}
+}
+
+func TestSize(t *testing.T) {
+	good := map[string]Size{"0": 0, "4096": 4096, "64MiB": 64 << 20, "1G": 1 << 30, "2 GiB": 2 << 30, "512KiB": 512 << 10, "3T": 3 << 40, "7B": 7}
+	for s, want := range good {
+		got, err := ParseSize(s)
+		if err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %v, %v; want %v", s, got, err, want)
+		}
+		if back, err := ParseSize(got.String()); err != nil || back != got {
+			t.Errorf("String round trip of %q: %q", s, got.String())
+		}
+	}
+	for _, s := range []string{"", "MiB", "1.5GiB", "-1M", "10 furlongs", "99999999999T", "1e9"} {
+		if _, err := ParseSize(s); err == nil {
+			t.Errorf("ParseSize(%q) accepted", s)
+		}
+	}
+}
+
+func TestKeyLines(t *testing.T) {
+	src := `a = 1
+"b.c" = 2 # comment with x = 3
+s = """
+fake = 1
+"""
+arr = [
+  "y = 2",
+]
+[t . u]
+d.e = { f = 1, g = 2 }
+last = 'z'
+`
+	got := keyLines(src)
+	want := map[string]int{"a": 1, "b.c": 2, "s": 3, "arr": 6, "t.u": 9, "t.u.d.e": 10, "t.u.d.e.f": 10, "t.u.d.e.g": 10, "t.u.last": 11}
+	for k, l := range want {
+		if got[k] != l {
+			t.Errorf("line of %q = %d, want %d", k, got[k], l)
+		}
+	}
+	for _, k := range []string{"fake", "x", "y"} {
+		if _, ok := got[k]; ok {
+			t.Errorf("%q inside a value was taken for a key", k)
+		}
+	}
+}
