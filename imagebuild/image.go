@@ -136,7 +136,12 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", out, err)
 	}
-	defer d.Close()
+	closed := false
+	defer func() {
+		if !closed {
+			d.Close()
+		}
+	}()
 	table := &gpt.Table{LogicalSectorSize: sectorSize, PhysicalSectorSize: sectorSize, ProtectiveMBR: true, GUID: guid(0)}
 	for _, p := range parts {
 		table.Partitions = append(table.Partitions, &gpt.Partition{
@@ -154,6 +159,7 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 	if err := writeBoot(d, s); err != nil {
 		return nil, fmt.Errorf("boot partition: %w", err)
 	}
+	closed = true
 	if err := d.Close(); err != nil {
 		return nil, err
 	}

@@ -69,8 +69,8 @@ func testBoot(t *testing.T, arch layout.Arch) {
 		t.Errorf("second boot formatted the data partition again:\n%s", vm.Tail(60))
 	}
 	checkMounts(t, guest(t, vm, "mounts"))
-	if got := guest(t, vm, "cat /etc/persist.txt"); got != "written-on-first-boot" {
-		t.Errorf("after a power-off, /etc/persist.txt = %q, want %q", got, "written-on-first-boot")
+	if got := guest(t, vm, "cat /etc/persist.txt"); got != "written-on-first-boot\n" {
+		t.Errorf("after a power-off, /etc/persist.txt = %q, want %q", got, "written-on-first-boot\n")
 	}
 	checkWhiteout(t, vm)
 	status = guest(t, vm, "exec /usr/bin/ovrootctl status")
@@ -117,7 +117,7 @@ func checkMounts(t *testing.T, mounts string) {
 // difference.
 func checkRom(t *testing.T, vm *qemu.VM, want []manifest.Entry) {
 	t.Helper()
-	got := guest(t, vm, "manifest /rom")
+	got := strings.TrimSpace(guest(t, vm, "manifest /rom"))
 	wantLine := "manifest entries=" + strconv.Itoa(len(want)) + " digest=" + manifest.Digest(want)
 	if got == wantLine {
 		return
@@ -147,7 +147,7 @@ func checkWhiteout(t *testing.T, vm *qemu.VM) {
 	if got := guest(t, vm, "exists "+factoryConf); !strings.Contains(got, "exists=false") {
 		t.Errorf("deleted %s still visible: %q", factoryConf, got)
 	}
-	if got := guest(t, vm, "cat /rom"+factoryConf); got+"\n" != factoryContent {
+	if got := guest(t, vm, "cat /rom"+factoryConf); got != factoryContent {
 		t.Errorf("/rom%s = %q, want the factory content %q", factoryConf, got, factoryContent)
 	}
 	st := guest(t, vm, "stat /overlay/upper"+factoryConf)

@@ -254,13 +254,13 @@ func (vm *VM) Expect(timeout time.Duration, substr string) (string, error) {
 		if i < 0 {
 			return 0, false
 		}
-		start := strings.LastIndex(s[:i], "\n") + 1
+		// Wait for the whole line: the rest of it may still be on its way.
 		end := strings.Index(s[i:], "\n")
 		if end < 0 {
-			line = s[start:]
-		} else {
-			line = s[start : i+end]
+			return 0, false
 		}
+		start := strings.LastIndex(s[:i], "\n") + 1
+		line = strings.TrimSuffix(s[start:i+end], "\r")
 		return i + len(substr), true
 	})
 	return line, err

@@ -164,7 +164,16 @@ func typeName(mode uint32) string {
 	return "other"
 }
 
+// powerOff shuts down as a system init does: write everything back, make
+// the root and the data filesystem read-only so the journal is clean (the
+// host runs e2fsck -fn on it afterwards), then power off.
 func powerOff() {
+	unix.Sync()
+	for _, m := range []string{"/", "/overlay"} {
+		if err := unix.Mount("", m, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			fmt.Printf("GUEST: remount %s read-only: %v\n", m, err)
+		}
+	}
 	unix.Sync()
 	fmt.Println("GUEST: powering off")
 	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
