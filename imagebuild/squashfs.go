@@ -296,10 +296,34 @@ func unpackTarball(tarball, dir string) ([]string, int, error) {
 			os.Chtimes(filepath.Join(dir, e.name), e.hdr.ModTime, e.hdr.ModTime)
 		}
 	}
-	n := len(entries)
 	if !haveRoot {
-		n++
 		pseudo = append([]string{"/ m 755 0 0"}, pseudo...)
+	}
+	// Directories the archive implies but does not list (a/b of "a/b/c")
+	// are root's, 0755, as tar would make them; without a line they would
+	// be stored as the unpacking user's.
+	named := make(map[string]bool, len(entries))
+	n := 0 // entries of the image: what is unpacked, and the pseudo-only nodes
+	for _, e := range entries {
+		named[e.name] = true
+		switch e.hdr.Typeflag {
+		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+			n++
+		}
+	}
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		n++
+		rel, _ := filepath.Rel(dir, p)
+		if rel = filepath.ToSlash(rel); rel != "." && d.IsDir() && !named[rel] {
+			pseudo = append(pseudo, pseudoName(rel)+" m 755 0 0")
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
 	}
 	return pseudo, n, nil
 }
