@@ -89,7 +89,8 @@ func (c Config) Args() (string, []string, error) {
 		args = append(args, "-append", c.Cmdline)
 	}
 	for i, d := range c.Disks {
-		args = append(args, "-drive", fmt.Sprintf("if=none,id=d%d,file=%s,format=raw", i, d),
+		// QEMU's option syntax escapes a comma by doubling it.
+		args = append(args, "-drive", fmt.Sprintf("if=none,id=d%d,file=%s,format=raw", i, strings.ReplaceAll(d, ",", ",,")),
 			"-device", fmt.Sprintf("virtio-blk-pci,drive=d%d", i))
 	}
 	if c.QMP != "" {
