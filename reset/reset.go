@@ -1,0 +1,471 @@
+// Package reset is the factory reset of an ovroot data partition: a
+// durable request (written by ovrootctl, or by the init for the cmdline and
+// button triggers), and the reset itself, which the init performs on the
+// mounted data filesystem before it stacks the overlay.
+//
+// On the data filesystem (mounted at /overlay):
+//
+//	upper/                  overlayfs upper: every change to the factory root
+//	work/                   overlayfs workdir
+//	.ovroot/reset-request   JSON: a pending reset (trigger, time)
+//	.ovroot/last-reset      JSON: the last completed reset (ovrootctl status)
+//	.ovroot/keep.new/       kept paths being copied (discarded if a crash interrupts)
+//	.ovroot/keep/           kept paths, copied and synced: the future upper
+//	.ovroot/trash/          retired uppers and workdirs, deleted in the background
+//
+// The reset never deletes the old upper in the boot path: it renames it into
+// the trash, which costs the same for ten files or a million. Every step is
+// idempotent and the state is read back from what exists, so a power cut at
+// any moment leaves a request that the next boot finishes:
+//
+//	request present, no keep/      copy the keep-list out of the upper into keep.new/,
+//	                                sync, rename keep.new/ -> keep/
+//	upper/ or work/ present         rename them into trash/
+//	keep/ present, no upper/        rename keep/ -> upper/, create work/
+//	then                            write last-reset, remove the request
+//
+// A reset interrupted after keep/ became upper/ runs again from the top on
+// the next boot; it copies the kept paths out of the new upper, which holds
+// only them, so the result is the same.
+package reset
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ovroot/ovroot/layout"
+)
+
+// Names on the data filesystem.
+const (
+	MetaDir     = ".ovroot"
+	RequestFile = "reset-request"
+	LastFile    = "last-reset"
+	keepName    = "keep"
+	keepNewName = "keep.new"
+	TrashDir    = "trash"
+)
+
+// Triggers.
+const (
+	TriggerCmdline = "cmdline"
+	TriggerCtl     = "ovrootctl"
+	TriggerButton  = "button"
+)
+
+// Request is a pending reset.
+type Request struct {
+	Trigger string    `json:"trigger"`
+	Time    time.Time `json:"time"`
+}
+
+// Record is a completed reset.
+type Record struct {
+	Trigger     string    `json:"trigger"`
+	RequestedAt time.Time `json:"requested_at"`
+	DoneAt      time.Time `json:"done_at"`
+	Kept        []string  `json:"kept,omitempty"` // keep-list paths that existed and were carried over
+	DurationMS  int64     `json:"duration_ms"`
+	Resumed     bool      `json:"resumed,omitempty"` // finished a reset a power cut interrupted
+}
+
+func meta(dir string) string { return filepath.Join(dir, MetaDir) }
+
+// Schedule records a reset request durably: written to a temporary file,
+// synced, renamed over the request, and the directory synced. A request
+// already pending is replaced (its trigger updated).
+func Schedule(dir, trigger string, now time.Time) error {
+	if err := os.MkdirAll(meta(dir), 0o700); err != nil {
+		return err
+	}
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	data, _ := json.Marshal(Request{Trigger: trigger, Time: now.UTC()})
+	return writeAtomic(meta(dir), RequestFile, data)
+}
+
+// Cancel withdraws a pending request; it reports whether there was one.
+func Cancel(dir string) (bool, error) {
+	err := os.Remove(filepath.Join(meta(dir), RequestFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, syncDir(meta(dir))
+}
+
+// Pending returns the pending request, or nil.
+func Pending(dir string) (*Request, error) {
+	data, err := os.ReadFile(filepath.Join(meta(dir), RequestFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var r Request
+	if err := json.Unmarshal(data, &r); err != nil || r.Trigger == "" {
+		// A request that exists is a request, even if its content was
+		// damaged: resetting is what the owner asked for.
+		return &Request{Trigger: "unknown (unreadable request file)"}, nil
+	}
+	return &r, nil
+}
+
+// Last returns the record of the last completed reset, or nil.
+func Last(dir string) (*Record, error) {
+	data, err := os.ReadFile(filepath.Join(meta(dir), LastFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var r Record
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(meta(dir), LastFile), err)
+	}
+	return &r, nil
+}
+
+// Resetter performs a pending reset on a mounted data filesystem.
+type Resetter struct {
+	Dir  string   // the data filesystem's mount point (/overlay)
+	Keep []string // absolute paths of the merged root to carry over
+	Now  func() time.Time
+	// Before runs before each step that changes the disk, named; an error
+	// stops the reset there, as a power cut would. The init uses it for the
+	// test-only step delay; unit tests inject crashes with it.
+	Before func(step string) error
+}
+
+// ValidateKeep checks a keep-list: absolute, clean, not the root, not
+// climbing out.
+func ValidateKeep(keep []string) error {
+	for _, k := range keep {
+		if !strings.HasPrefix(k, "/") || path.Clean(k) != k || k == "/" || strings.Contains(k, "/../") {
+			return fmt.Errorf("keep path %q: want an absolute, clean path below / (e.g. /etc/dropbear)", k)
+		}
+	}
+	return nil
+}
+
+func (r *Resetter) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *Resetter) step(name string) error {
+	if r.Before != nil {
+		return r.Before(name)
+	}
+	return nil
+}
+
+// Perform carries out the pending request. It returns the record it wrote;
+// with no request pending it does nothing and returns nil, nil.
+func (r *Resetter) Perform() (*Record, error) {
+	start := r.now()
+	req, err := Pending(r.Dir)
+	if err != nil || req == nil {
+		return nil, err
+	}
+	if err := ValidateKeep(r.Keep); err != nil {
+		return nil, err
+	}
+	m := meta(r.Dir)
+	upper := filepath.Join(r.Dir, layout.UpperName)
+	work := filepath.Join(r.Dir, layout.WorkName)
+	keep := filepath.Join(m, keepName)
+	keepNew := filepath.Join(m, keepNewName)
+	trash := filepath.Join(m, TrashDir)
+	resumed := exists(keep) || !exists(upper)
+
+	if err := r.step("prepare"); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(trash, 0o700); err != nil {
+		return nil, err
+	}
+	if err := syncDirs(m, r.Dir); err != nil {
+		return nil, err
+	}
+
+	if !exists(keep) {
+		if err := r.step("stage-keep"); err != nil {
+			return nil, err
+		}
+		if err := os.RemoveAll(keepNew); err != nil {
+			return nil, fmt.Errorf("discard %s: %w", keepNew, err)
+		}
+		if err := os.Mkdir(keepNew, 0o755); err != nil {
+			return nil, err
+		}
+		for _, k := range r.Keep {
+			if err := stageKept(upper, keepNew, strings.TrimPrefix(k, "/")); err != nil {
+				return nil, fmt.Errorf("keep %s: %w", k, err)
+			}
+		}
+		if err := syncTree(keepNew); err != nil {
+			return nil, err
+		}
+		if err := r.step("commit-keep"); err != nil {
+			return nil, err
+		}
+		if err := os.Rename(keepNew, keep); err != nil {
+			return nil, err
+		}
+		if err := syncDir(m); err != nil {
+			return nil, err
+		}
+	}
+
+	for _, d := range []string{upper, work} {
+		if !exists(d) {
+			continue
+		}
+		if err := r.step("retire-" + filepath.Base(d)); err != nil {
+			return nil, err
+		}
+		dst, err := trashName(trash, filepath.Base(d))
+		if err != nil {
+			return nil, err
+		}
+		if err := os.Rename(d, dst); err != nil {
+			return nil, fmt.Errorf("move %s into the trash: %w", d, err)
+		}
+		if err := syncDirs(trash, r.Dir); err != nil {
+			return nil, err
+		}
+	}
+
+	if err := r.step("new-upper"); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(keep, upper); err != nil {
+		return nil, fmt.Errorf("install the new upper: %w", err)
+	}
+	if err := syncDirs(m, r.Dir); err != nil {
+		return nil, err
+	}
+	if err := r.step("new-work"); err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(work, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, err
+	}
+	if err := syncDir(r.Dir); err != nil {
+		return nil, err
+	}
+
+	rec := &Record{Trigger: req.Trigger, RequestedAt: req.Time, Resumed: resumed}
+	for _, k := range r.Keep {
+		if _, err := os.Lstat(filepath.Join(upper, k)); err == nil {
+			rec.Kept = append(rec.Kept, k)
+		}
+	}
+	rec.DoneAt = r.now().UTC()
+	rec.DurationMS = rec.DoneAt.Sub(start).Milliseconds()
+	if err := r.step("record"); err != nil {
+		return nil, err
+	}
+	data, _ := json.Marshal(rec)
+	if err := writeAtomic(m, LastFile, data); err != nil {
+		return nil, err
+	}
+	if err := r.step("clear-request"); err != nil {
+		return nil, err
+	}
+	if _, err := Cancel(r.Dir); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// trashName picks an unused name in the trash.
+func trashName(trash, base string) (string, error) {
+	for i := 0; i < 1000; i++ {
+		p := filepath.Join(trash, fmt.Sprintf("%s.%d.%d", base, time.Now().UnixNano(), i))
+		if !exists(p) {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no free name in %s", trash)
+}
+
+// stageKept copies upper/rel into keepNew/rel. Parent directories are
+// created with the upper's owner, mode and times but no overlay xattrs: a
+// parent that was opaque in the old upper must not hide the factory
+// content around the kept path. The kept entry itself is copied whole,
+// xattrs included (an opaque directory or a whiteout stays what it was).
+func stageKept(upper, keepNew, rel string) error {
+	src := filepath.Join(upper, rel)
+	if _, err := os.Lstat(src); errors.Is(err, fs.ErrNotExist) {
+		return nil // not changed since the factory: nothing to carry
+	} else if err != nil {
+		return err
+	}
+	// Parents, outermost first.
+	parts := strings.Split(rel, "/")
+	for i := 1; i < len(parts); i++ {
+		p := strings.Join(parts[:i], "/")
+		dst := filepath.Join(keepNew, p)
+		if exists(dst) {
+			continue
+		}
+		st, err := os.Lstat(filepath.Join(upper, p))
+		if err != nil {
+			return err
+		}
+		if !st.IsDir() {
+			return nil // the kept path cannot exist below a non-directory
+		}
+		if err := os.Mkdir(dst, 0o700); err != nil {
+			return err
+		}
+		if err := copyMeta(filepath.Join(upper, p), dst, false); err != nil {
+			return err
+		}
+	}
+	dst := filepath.Join(keepNew, rel)
+	if exists(dst) {
+		return nil // inside a kept directory already copied
+	}
+	return copyTree(src, dst)
+}
+
+func exists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}
+
+// writeAtomic replaces dir/name with data durably.
+func writeAtomic(dir, name string, data []byte) error {
+	tmp := filepath.Join(dir, "."+name+".tmp")
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+func syncDirs(dirs ...string) error {
+	for _, d := range dirs {
+		if err := syncDir(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncTree fsyncs every regular file and directory below root, deepest
+// first, so a rename of root publishes only complete content.
+func syncTree(root string) error {
+	var dirs []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			dirs = append(dirs, p)
+		case d.Type().IsRegular():
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			err = f.Sync()
+			f.Close()
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := syncDir(dirs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CollectTrash deletes everything in a trash directory and returns the
+// number of retired trees removed. The init's background collector passes
+// "." after fchdir to the trash, so it keeps working after switch_root
+// moves the mount.
+func CollectTrash(trash string) (int, error) {
+	entries, err := os.ReadDir(trash)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		if err := removeAll(filepath.Join(trash, e.Name())); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// removeAll is os.RemoveAll that first makes directories writable (the
+// overlay's work/work is mode 000).
+func removeAll(p string) error {
+	err := os.RemoveAll(p)
+	if err == nil {
+		return nil
+	}
+	filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
+		if d != nil && d.IsDir() {
+			os.Chmod(q, 0o700)
+		}
+		return nil
+	})
+	return os.RemoveAll(p)
+}
+
+// TrashCount is how many retired trees wait in the trash.
+func TrashCount(dir string) int {
+	entries, _ := os.ReadDir(filepath.Join(meta(dir), TrashDir))
+	return len(entries)
+}

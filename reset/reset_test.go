@@ -1,0 +1,336 @@
+package reset
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var isRoot = os.Geteuid() == 0
+
+// fill makes a data filesystem as a device leaves it: an upper with
+// changes (hidden ones, a kept directory, a whiteout and an opaque
+// directory when root), and a work dir with overlayfs's mode-000 work/work.
+func fill(t testing.TB, dir string, extra int) {
+	t.Helper()
+	files := map[string]string{
+		"upper/etc/dropbear/dropbear_ed25519_host_key": "host key",
+		"upper/etc/dropbear/authorized_keys":           "ssh-ed25519 AAAA user",
+		"upper/etc/config/network":                     "changed network config",
+		"upper/root/.ssh/authorized_keys":              "hidden, must go",
+		"upper/.hidden-at-top":                         "must go",
+		"upper/var/lib/app/db":                         strings.Repeat("x", 5000),
+	}
+	for p, c := range files {
+		mustWrite(t, filepath.Join(dir, p), c)
+	}
+	os.Chmod(filepath.Join(dir, "upper/etc/dropbear/dropbear_ed25519_host_key"), 0o600)
+	for i := 0; i < extra; i++ {
+		mustWrite(t, filepath.Join(dir, fmt.Sprintf("upper/data/d%03d/f%06d", i/1000, i)), "x")
+	}
+	if isRoot {
+		if err := unix.Mknod(filepath.Join(dir, "upper/etc/config/firewall"), unix.S_IFCHR, 0); err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Join(dir, "upper/usr/share/opaque"), 0o755)
+		if err := unix.Setxattr(filepath.Join(dir, "upper/usr/share/opaque"), "trusted.overlay.opaque", []byte("y"), 0); err != nil {
+			t.Logf("no trusted xattrs here: %v", err)
+		}
+		// The kept directory's parent is opaque in the old upper: the new
+		// upper's /etc must not be.
+		unix.Setxattr(filepath.Join(dir, "upper/etc"), "trusted.overlay.opaque", []byte("y"), 0)
+		unix.Setxattr(filepath.Join(dir, "upper/etc/dropbear"), "trusted.overlay.opaque", []byte("y"), 0)
+	}
+	os.MkdirAll(filepath.Join(dir, "work/work"), 0o755)
+	os.Chmod(filepath.Join(dir, "work/work"), 0)
+}
+
+func mustWrite(t testing.TB, p, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tree lists every path below root with its type, mode and content.
+func tree(t testing.TB, root string) []string {
+	t.Helper()
+	var out []string
+	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel, _ := filepath.Rel(root, p)
+		line := fmt.Sprintf("%s %v", rel, fi.Mode())
+		if fi.Mode().IsRegular() {
+			b, _ := os.ReadFile(p)
+			line += " " + string(b)
+		}
+		if v, err := getxattr(p, "trusted.overlay.opaque"); err == nil {
+			line += " opaque=" + v
+		}
+		out = append(out, line)
+		return nil
+	})
+	sort.Strings(out)
+	return out
+}
+
+func getxattr(p, name string) (string, error) {
+	buf := make([]byte, 64)
+	n, err := unix.Lgetxattr(p, name, buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
+var keepList = []string{"/etc/dropbear", "/etc/not-there"}
+
+// wantUpper is the upper after a reset of fill's data with keepList.
+func wantUpper(t *testing.T) []string {
+	want := []string{
+		". drwxr-xr-x",
+		"etc drwxr-xr-x",
+		"etc/dropbear drwxr-xr-x",
+		"etc/dropbear/authorized_keys -rw-r--r-- ssh-ed25519 AAAA user",
+		"etc/dropbear/dropbear_ed25519_host_key -rw------- host key",
+	}
+	probe := t.TempDir()
+	if unix.Setxattr(probe, "trusted.overlay.opaque", []byte("y"), 0) == nil {
+		want[2] += " opaque=y" // the kept directory keeps its own mark; its parent does not
+	}
+	return want
+}
+
+func checkReset(t *testing.T, dir string, rec *Record, trigger string) {
+	t.Helper()
+	if got, want := tree(t, filepath.Join(dir, "upper")), wantUpper(t); !reflect.DeepEqual(got, want) {
+		t.Errorf("upper after reset:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if got := tree(t, filepath.Join(dir, "work")); len(got) != 1 {
+		t.Errorf("work not empty: %v", got)
+	}
+	if p, _ := Pending(dir); p != nil {
+		t.Errorf("request still pending: %+v", p)
+	}
+	last, err := Last(dir)
+	if err != nil || last == nil || last.Trigger != trigger || !reflect.DeepEqual(last.Kept, []string{"/etc/dropbear"}) {
+		t.Errorf("last reset = %+v, %v", last, err)
+	}
+	if rec != nil && !reflect.DeepEqual(rec, last) {
+		t.Errorf("returned record %+v, stored %+v", rec, last)
+	}
+	for _, left := range []string{keepName, keepNewName} {
+		if exists(filepath.Join(dir, MetaDir, left)) {
+			t.Errorf("%s left behind", left)
+		}
+	}
+}
+
+func TestPerform(t *testing.T) {
+	dir := t.TempDir()
+	fill(t, dir, 0)
+	if err := Schedule(dir, TriggerCtl, time.Unix(1700000000, 0)); err != nil {
+		t.Fatal(err)
+	}
+	r := &Resetter{Dir: dir, Keep: keepList}
+	rec, err := r.Perform()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkReset(t, dir, rec, TriggerCtl)
+	if rec.Resumed || !rec.RequestedAt.Equal(time.Unix(1700000000, 0)) {
+		t.Errorf("record %+v", rec)
+	}
+	if n := TrashCount(dir); n != 2 {
+		t.Errorf("trash holds %d trees, want the old upper and work", n)
+	}
+	if n, err := CollectTrash(filepath.Join(dir, MetaDir, TrashDir)); err != nil || n != 2 {
+		t.Errorf("CollectTrash = %d, %v", n, err)
+	}
+	if n := TrashCount(dir); n != 0 {
+		t.Errorf("trash holds %d after collection", n)
+	}
+	// Nothing pending: nothing done.
+	if rec, err := r.Perform(); rec != nil || err != nil {
+		t.Errorf("Perform without a request = %+v, %v", rec, err)
+	}
+}
+
+var errCrash = errors.New("power cut")
+
+// crashAt returns a Before hook that fails at the n-th step (0-based) and
+// counts steps.
+func crashAt(n int, count *int) func(string) error {
+	return func(step string) error {
+		i := *count
+		*count++
+		if i == n {
+			return fmt.Errorf("%w before step %d (%s)", errCrash, i, step)
+		}
+		return nil
+	}
+}
+
+// TestCrashAtEveryStep cuts the power before every step of a reset, and
+// again before every step of the resumed reset; the boot after always
+// finishes with the same result.
+func TestCrashAtEveryStep(t *testing.T) {
+	total := 0
+	{
+		dir := t.TempDir()
+		fill(t, dir, 0)
+		Schedule(dir, TriggerButton, time.Now())
+		if _, err := (&Resetter{Dir: dir, Keep: keepList, Before: crashAt(-1, &total)}).Perform(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if total < 8 {
+		t.Fatalf("only %d steps counted", total)
+	}
+	for first := 0; first < total; first++ {
+		for second := -1; second < total; second++ {
+			dir := t.TempDir()
+			fill(t, dir, 0)
+			Schedule(dir, TriggerButton, time.Now())
+			n := 0
+			_, err := (&Resetter{Dir: dir, Keep: keepList, Before: crashAt(first, &n)}).Perform()
+			if !errors.Is(err, errCrash) {
+				t.Fatalf("crash at %d: %v", first, err)
+			}
+			if second >= 0 {
+				n = 0
+				_, err := (&Resetter{Dir: dir, Keep: keepList, Before: crashAt(second, &n)}).Perform()
+				if err != nil && !errors.Is(err, errCrash) {
+					t.Fatalf("crash at %d then %d: %v", first, second, err)
+				}
+			}
+			rec, err := (&Resetter{Dir: dir, Keep: keepList}).Perform()
+			if err != nil {
+				t.Fatalf("crash at %d then %d: resume: %v", first, second, err)
+			}
+			// A second crash after the request was cleared leaves nothing to do.
+			if rec == nil {
+				rec, _ = Last(dir)
+			}
+			checkReset(t, dir, nil, TriggerButton)
+			if t.Failed() {
+				t.Fatalf("crash at step %d then %d", first, second)
+			}
+		}
+	}
+}
+
+// A copy of the keep-list cut short by a power cut is discarded and redone.
+func TestPartialKeepCopyDiscarded(t *testing.T) {
+	dir := t.TempDir()
+	fill(t, dir, 0)
+	Schedule(dir, TriggerCmdline, time.Now())
+	mustWrite(t, filepath.Join(dir, MetaDir, keepNewName, "etc/dropbear/half-written"), "junk")
+	rec, err := (&Resetter{Dir: dir, Keep: keepList}).Perform()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkReset(t, dir, rec, TriggerCmdline)
+}
+
+func TestScheduleCancelPending(t *testing.T) {
+	dir := t.TempDir()
+	if p, err := Pending(dir); p != nil || err != nil {
+		t.Fatalf("fresh: %+v %v", p, err)
+	}
+	if had, err := Cancel(dir); had || err != nil {
+		t.Errorf("cancel with nothing pending: %v %v", had, err)
+	}
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	if err := Schedule(dir, TriggerCtl, now); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Pending(dir)
+	if err != nil || p == nil || p.Trigger != TriggerCtl || !p.Time.Equal(now) {
+		t.Errorf("pending = %+v, %v", p, err)
+	}
+	if had, err := Cancel(dir); !had || err != nil {
+		t.Errorf("cancel: %v %v", had, err)
+	}
+	if p, _ := Pending(dir); p != nil {
+		t.Errorf("still pending after cancel: %+v", p)
+	}
+	// A damaged request file is still a request.
+	os.WriteFile(filepath.Join(dir, MetaDir, RequestFile), []byte("{trunc"), 0o600)
+	if p, _ := Pending(dir); p == nil || !strings.Contains(p.Trigger, "unreadable") {
+		t.Errorf("damaged request = %+v", p)
+	}
+	// No temporary files left behind by the atomic write.
+	entries, _ := os.ReadDir(filepath.Join(dir, MetaDir))
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".tmp") {
+			t.Errorf("left %s", e.Name())
+		}
+	}
+}
+
+func TestValidateKeep(t *testing.T) {
+	if err := ValidateKeep([]string{"/etc/dropbear", "/root/.ssh"}); err != nil {
+		t.Error(err)
+	}
+	for _, bad := range []string{"etc", "/", "/etc/../x", "/etc/", "//etc", ""} {
+		if err := ValidateKeep([]string{bad}); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// BenchmarkResetScaling times the boot-path part of a reset (everything
+// before the background trash collection) with 1k, 10k and 100k files in
+// the upper, in one run, and reports each size's time and the ratio of
+// 100k to the 1k baseline. The reset renames the upper aside, so the ratio
+// stays near 1.
+func BenchmarkResetScaling(b *testing.B) {
+	sizes := []int{1000, 10000, 100000}
+	dirs := make([]string, len(sizes))
+	for i, n := range sizes {
+		dirs[i] = b.TempDir()
+		fill(b, dirs[i], n)
+	}
+	total := make([]time.Duration, len(sizes))
+	b.ResetTimer()
+	for it := 0; it < b.N; it++ {
+		for i, dir := range dirs {
+			Schedule(dir, TriggerCtl, time.Now())
+			start := time.Now()
+			if _, err := (&Resetter{Dir: dir, Keep: keepList}).Perform(); err != nil {
+				b.Fatal(err)
+			}
+			total[i] += time.Since(start)
+			b.StopTimer()
+			// Put the full upper back for the next round (O(1), untimed).
+			trash := filepath.Join(dir, MetaDir, TrashDir)
+			entries, _ := os.ReadDir(trash)
+			os.RemoveAll(filepath.Join(dir, "upper"))
+			os.RemoveAll(filepath.Join(dir, "work"))
+			for _, e := range entries {
+				name := strings.SplitN(e.Name(), ".", 2)[0]
+				os.Rename(filepath.Join(trash, e.Name()), filepath.Join(dir, name))
+			}
+			b.StartTimer()
+		}
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
+	b.ReportMetric(ms(total[0]), "ms/reset-1k")
+	b.ReportMetric(ms(total[1]), "ms/reset-10k")
+	b.ReportMetric(ms(total[2]), "ms/reset-100k")
+	b.ReportMetric(float64(total[2])/float64(total[0]), "ratio-100k/1k")
+}
