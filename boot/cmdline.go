@@ -15,6 +15,13 @@ type Cmdline struct {
 	RootWait bool
 	// RootDelay is slept before looking for partitions (rootdelay=, seconds).
 	RootDelay time.Duration
+	// Reset asks for a factory reset on this boot (ovroot.reset=1, or
+	// ovroot.reset alone).
+	Reset bool
+	// ResetStepDelay slows each step of a factory reset down
+	// (ovroot.reset_step_delay=300ms): a test aid, so a power cut can be
+	// aimed at every moment of a reset that otherwise takes milliseconds.
+	ResetStepDelay time.Duration
 	// Params holds every parameter as given, last one wins (flags map to "").
 	Params map[string]string
 }
@@ -45,6 +52,22 @@ func ParseCmdline(s string) (c Cmdline, problems []string) {
 				continue
 			}
 			c.RootDelay = time.Duration(n) * time.Second
+		case "ovroot.reset":
+			switch strings.ToLower(val) {
+			case "", "1", "y", "yes", "true", "on":
+				c.Reset = true
+			case "0", "n", "no", "false", "off":
+				c.Reset = false
+			default:
+				problems = append(problems, fmt.Sprintf("ovroot.reset=%q: want 1 or 0, ignored", val))
+			}
+		case "ovroot.reset_step_delay":
+			d, err := time.ParseDuration(val)
+			if err != nil || d < 0 || d > time.Minute {
+				problems = append(problems, fmt.Sprintf("ovroot.reset_step_delay=%q: want a duration up to 1m, ignored", val))
+				continue
+			}
+			c.ResetStepDelay = d
 		}
 	}
 	return c, problems

@@ -46,6 +46,27 @@ func TestParseCmdline(t *testing.T) {
 			want:     Cmdline{Params: map[string]string{"rootdelay": "-2"}},
 			problems: 2,
 		},
+		{
+			name: "factory reset",
+			in:   "ovroot.reset=1 ovroot.reset_step_delay=250ms",
+			want: Cmdline{Reset: true, ResetStepDelay: 250 * time.Millisecond, Params: map[string]string{"ovroot.reset": "1", "ovroot.reset_step_delay": "250ms"}},
+		},
+		{
+			name: "factory reset as a flag",
+			in:   "quiet ovroot.reset",
+			want: Cmdline{Reset: true, Params: map[string]string{"quiet": "", "ovroot.reset": ""}},
+		},
+		{
+			name: "factory reset off",
+			in:   "ovroot.reset=1 ovroot.reset=0",
+			want: Cmdline{Params: map[string]string{"ovroot.reset": "0"}},
+		},
+		{
+			name:     "bad reset values ignored",
+			in:       "ovroot.reset=maybe ovroot.reset_step_delay=forever",
+			want:     Cmdline{Params: map[string]string{"ovroot.reset": "maybe", "ovroot.reset_step_delay": "forever"}},
+			problems: 2,
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, problems := ParseCmdline(tc.in)

@@ -12,6 +12,9 @@ const retryDelay = 5 * time.Second
 // built, say why and try again rather than exit (PID 1 exiting is a kernel
 // panic). It never returns.
 func Main() {
+	if os.Getenv(collectorEnv) == "1" && os.Getpid() != 1 {
+		collectTrashChild()
+	}
 	log := NewLogger(os.Stdout)
 	b := &Boot{Sys: LinuxSys{}, Logf: log.Infof, Warnf: log.Errorf, OnPseudoFS: func() { attachKmsg(log) }}
 	b.Logf("init starting (pid %d)", os.Getpid())

@@ -25,6 +25,7 @@ type fakeSys struct {
 	formatErr error
 	switchErr error
 	listCalls int
+	keyHeld   bool
 }
 
 func (f *fakeSys) rec(format string, args ...any) {
@@ -62,6 +63,14 @@ func (f *fakeSys) Format(dev, fstype, label string) error {
 	f.rec("format %s %s %s", dev, fstype, label)
 	return f.formatErr
 }
+func (f *fakeSys) WaitForKey(device string, code int, hold, window time.Duration) (bool, error) {
+	f.rec("wait-key %q %d %s %s", device, code, hold, window)
+	return f.keyHeld, nil
+}
+func (f *fakeSys) StartTrashCollector(trash string) error {
+	f.rec("collect-trash %s", filepath.Base(filepath.Dir(filepath.Dir(trash)))+"/"+filepath.Base(filepath.Dir(trash))+"/"+filepath.Base(trash))
+	return nil
+}
 func (f *fakeSys) SwitchRoot(newRoot, init string) error {
 	f.rec("switch_root %s %s", newRoot, init)
 	return f.switchErr
@@ -78,6 +87,7 @@ type bootEnv struct {
 	modules  []string
 	sys      *fakeSys
 	warnings []string
+	setup    func(root string) // prepares files (the data fs at root/overlay)
 }
 
 // run sets up a fake initramfs in a temp dir and runs the boot sequence with
@@ -101,6 +111,9 @@ func (e *bootEnv) run(t *testing.T) (*Boot, error) {
 	}
 	if e.modules != nil {
 		write(layout.ModuleLoadList, strings.Join(e.modules, "\n")+"\n")
+	}
+	if e.setup != nil {
+		e.setup(e.root)
 	}
 	clock := time.Unix(1000, 0)
 	b := &Boot{

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/ovroot/ovroot/layout"
+	"github.com/ovroot/ovroot/reset"
 )
 
 // Modes of the root the init handed over.
@@ -25,7 +26,9 @@ type State struct {
 	DataDevice string   `json:"data_device,omitempty"`
 	Formatted  bool     `json:"formatted"` // the data partition was blank and was formatted this boot
 	Warnings   []string `json:"warnings,omitempty"`
-	Timings    Timings  `json:"timings_ms"`
+	// Reset is the factory reset performed on this boot, if any.
+	Reset   *reset.Record `json:"reset,omitempty"`
+	Timings Timings       `json:"timings_ms"`
 }
 
 // Timings of the boot phases in milliseconds.

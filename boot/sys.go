@@ -1,5 +1,7 @@
 package boot
 
+import "time"
+
 // Sys is the seam between the boot decisions and the privileged operations
 // that carry them out. The Linux implementation is LinuxSys; tests use a
 // recording fake.
@@ -16,6 +18,13 @@ type Sys interface {
 	Probe(dev string) (Content, error)
 	// Format makes a filesystem of type fstype labelled label on dev.
 	Format(dev, fstype, label string) error
+	// WaitForKey watches the evdev device (all /dev/input/event* when "")
+	// for key code during window, and reports whether it was held for hold.
+	// A press that starts inside the window may finish its hold after it.
+	WaitForKey(device string, code int, hold, window time.Duration) (bool, error)
+	// StartTrashCollector deletes the contents of the trash directory in a
+	// background process that outlives switch_root.
+	StartTrashCollector(trash string) error
 	// SwitchRoot makes newRoot the root and executes init in it as PID 1.
 	// It returns only on failure.
 	SwitchRoot(newRoot, init string) error

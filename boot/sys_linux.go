@@ -5,11 +5,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
+	"syscall"
+	"time"
 
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/ext4"
+	"github.com/ovroot/ovroot/reset"
 	"github.com/u-root/u-root/pkg/kmodule"
 	"github.com/u-root/u-root/pkg/mount"
 	"golang.org/x/sys/unix"
@@ -142,4 +146,48 @@ func checkInit(newRoot, init string) error {
 		return fmt.Errorf("init %s in the new root is not an executable file (mode %o)", init, st.Mode)
 	}
 	return nil
+}
+
+// StartTrashCollector runs this program again as a background child with
+// the trash directory as its working directory (fd 3, fchdir'd), so it
+// keeps deleting after switch_root has moved the mount; it exits when done.
+func (LinuxSys) StartTrashCollector(trash string) error {
+	dir, err := os.Open(trash)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = []string{collectorEnv + "=1"}
+	cmd.ExtraFiles = []*os.File{dir}
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	return cmd.Process.Release()
+}
+
+const collectorEnv = "OVROOT_COLLECT_TRASH"
+
+// collectTrashChild is the background collector's whole life.
+func collectTrashChild() {
+	start := time.Now()
+	unix.Setpriority(unix.PRIO_PROCESS, 0, 19)
+	if err := unix.Fchdir(3); err != nil {
+		fmt.Fprintf(os.Stderr, "ovroot: trash collector: %v\n", err)
+		os.Exit(1)
+	}
+	n, err := reset.CollectTrash(".")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ovroot: trash collector: removed %d retired upper and work trees, then: %v (tried again next boot)\n", n, err)
+		os.Exit(1)
+	}
+	unix.Sync()
+	fmt.Fprintf(os.Stderr, "ovroot: removed %d retired upper and work trees from the data partition in %d ms\n", n, time.Since(start).Milliseconds())
+	os.Exit(0)
 }

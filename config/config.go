@@ -14,6 +14,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/ovroot/ovroot/layout"
+	"github.com/ovroot/ovroot/reset"
 )
 
 // Init is the device init's config: /etc/ovroot/init.toml in the initramfs
@@ -24,6 +25,25 @@ type Init struct {
 	DeviceTimeout Duration `toml:"device_timeout"` // how long to wait for the partitions
 	Init          string   `toml:"init"`           // program to run after switch_root
 	DataFSType    string   `toml:"data_fstype"`    // filesystem of the data partition
+	Reset         Reset    `toml:"reset"`          // factory reset
+}
+
+// Reset is the [reset] table of the init config: what a factory reset
+// keeps, and the reset button.
+type Reset struct {
+	// Keep lists paths of the root carried over into the fresh upper.
+	Keep []string `toml:"keep"`
+	// ButtonKey is the evdev key of the reset button: a name from
+	// linux/input-event-codes.h (KEY_RESTART, as OpenWRT's gpio-keys reset
+	// button) or a number.
+	ButtonKey string `toml:"button_key"`
+	// ButtonDevice is the /dev/input/event* device to watch; "" watches all.
+	ButtonDevice string `toml:"button_device"`
+	// ButtonHold is how long the key must be held.
+	ButtonHold Duration `toml:"button_hold"`
+	// ButtonWindow is how long the init watches for the key at boot; 0
+	// (the default) turns the button off and costs no boot time.
+	ButtonWindow Duration `toml:"button_window"`
 }
 
 // DefaultInit is the config of an initramfs that carries none.
@@ -34,6 +54,11 @@ func DefaultInit() Init {
 		DeviceTimeout: Duration(15 * time.Second),
 		Init:          "/sbin/init",
 		DataFSType:    "ext4",
+		Reset: Reset{
+			Keep:       []string{},
+			ButtonKey:  "KEY_RESTART",
+			ButtonHold: Duration(2 * time.Second),
+		},
 	}
 }
 
@@ -59,6 +84,21 @@ func (c Init) validate(file, prefix string) error {
 		return bad("init", "%q is not an absolute path", c.Init)
 	case !contains(dataFSTypes, c.DataFSType):
 		return bad("data_fstype", "%q is not supported (want one of %s)", c.DataFSType, strings.Join(dataFSTypes, ", "))
+	}
+	r := c.Reset
+	if err := reset.ValidateKeep(r.Keep); err != nil {
+		return bad("reset.keep", "%v", err)
+	}
+	if _, err := KeyCode(r.ButtonKey); err != nil {
+		return bad("reset.button_key", "%v", err)
+	}
+	switch {
+	case r.ButtonDevice != "" && !strings.HasPrefix(r.ButtonDevice, "/dev/"):
+		return bad("reset.button_device", "%q is not a /dev/input/event* path", r.ButtonDevice)
+	case r.ButtonWindow.D() > time.Minute:
+		return bad("reset.button_window", "%s is too long (at most 1m: it delays every boot)", r.ButtonWindow)
+	case r.ButtonWindow > 0 && r.ButtonHold > r.ButtonWindow:
+		return bad("reset.button_hold", "%s is longer than button_window (%s)", r.ButtonHold, r.ButtonWindow)
 	}
 	return nil
 }
@@ -294,7 +334,8 @@ func knownKeys(v any) []string {
 }
 
 func initKeys(prefix string) []string {
-	keys := []string{"root_label", "data_label", "device_timeout", "init", "data_fstype"}
+	keys := []string{"root_label", "data_label", "device_timeout", "init", "data_fstype",
+		"reset", "reset.keep", "reset.button_key", "reset.button_device", "reset.button_hold", "reset.button_window"}
 	for i := range keys {
 		keys[i] = prefix + keys[i]
 	}

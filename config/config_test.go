@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -117,6 +118,10 @@ func TestParseImageBad(t *testing.T) {
 		{"bad module name", "arch = \"x86_64\"\n" + base + "modules = [\n  \"ext4\",\n  \"a/b\",\n]\n", 5, "modules", "entry 2"},
 		{"same labels", "arch = \"x86_64\"\n" + base + "[init]\nroot_label = \"x\"\ndata_label = \"x\"\n", 7, "init.data_label", "must differ"},
 		{"relative init", "arch = \"x86_64\"\n" + base + "[init]\ninit = \"sbin/init\"\n", 6, "init.init", "absolute"},
+		{"relative keep", "arch = \"x86_64\"\n" + base + "[init.reset]\nkeep = [\"/etc/x\", \"etc/y\"]\n", 6, "init.reset.keep", "etc/y"},
+		{"unknown key name", "arch = \"x86_64\"\n" + base + "[init.reset]\nbutton_key = \"KEY_BANANA\"\n", 6, "init.reset.button_key", "unknown key"},
+		{"hold past window", "arch = \"x86_64\"\n" + base + "[init.reset]\nbutton_window = \"1s\"\nbutton_hold = \"3s\"\n", 7, "init.reset.button_hold", "longer than button_window"},
+		{"reset typo", "arch = \"x86_64\"\n" + base + "[init.reset]\nkeeps = []\n", 6, "init.reset.keeps", "did you mean init.reset.keep"},
 		{"zero timeout", "arch = \"x86_64\"\n" + base + "[init]\ndevice_timeout = \"0s\"\n", 6, "init.device_timeout", "out of range"},
 	}
 	for _, c := range cases {
@@ -163,7 +168,7 @@ func TestParseInit(t *testing.T) {
 	if !errors.As(err, &e) || e.Line != 3 || e.Key != "device_timeout" {
 		t.Fatalf("err = %v", err)
 	}
-	if c != DefaultInit() {
+	if !reflect.DeepEqual(c, DefaultInit()) {
 		t.Errorf("bad config gave %+v, want defaults", c)
 	}
 }
@@ -172,6 +177,8 @@ func TestInitEncodeRoundTrip(t *testing.T) {
 	in := DefaultInit()
 	in.DeviceTimeout = Duration(1500 * time.Millisecond)
 	in.DataLabel = "my data"
+	in.Reset.Keep = []string{"/etc/dropbear", "/root/.ssh"}
+	in.Reset.ButtonWindow = Duration(3 * time.Second)
 	b, err := in.Encode()
 	if err != nil {
 		t.Fatal(err)
@@ -180,14 +187,14 @@ func TestInitEncodeRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, b)
 	}
-	if out != in {
+	if !reflect.DeepEqual(out, in) {
 		t.Errorf("round trip: %+v != %+v", out, in)
 	}
 }
 
 func TestLoadInitMissingIsDefault(t *testing.T) {
 	c, err := LoadInit(filepath.Join(t.TempDir(), "none.toml"))
-	if err != nil || c != DefaultInit() {
+	if err != nil || !reflect.DeepEqual(c, DefaultInit()) {
 		t.Errorf("got %+v, %v", c, err)
 	}
 }
@@ -233,6 +240,33 @@ last = 'z'
 	for _, k := range []string{"fake", "x", "y"} {
 		if _, ok := got[k]; ok {
 			t.Errorf("%q inside a value was taken for a key", k)
+		}
+	}
+}
+
+func TestResetConfig(t *testing.T) {
+	c, err := ParseInit("init.toml", []byte("[reset]\nkeep = [\"/etc/dropbear\"]\nbutton_key = \"0x198\"\nbutton_window = \"3s\"\nbutton_hold = \"1s\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c.Reset.Keep, []string{"/etc/dropbear"}) || c.Reset.ButtonWindow.D() != 3*time.Second || c.Reset.ButtonHold.D() != time.Second {
+		t.Errorf("reset = %+v", c.Reset)
+	}
+	if code, _ := KeyCode(c.Reset.ButtonKey); code != 408 {
+		t.Errorf("0x198 = %d", code)
+	}
+	d := DefaultInit().Reset
+	if d.ButtonWindow != 0 || d.ButtonKey != "KEY_RESTART" || len(d.Keep) != 0 {
+		t.Errorf("defaults: %+v (the button must be off by default: it delays every boot)", d)
+	}
+	for name, want := range map[string]int{"KEY_RESTART": 408, "key_f12": 88, "KEY_WPS_BUTTON": 529, "30": 30} {
+		if got, err := KeyCode(name); err != nil || got != want {
+			t.Errorf("KeyCode(%s) = %d, %v", name, got, err)
+		}
+	}
+	for _, bad := range []string{"", "KEY_NOPE", "0", "-1", "100000"} {
+		if _, err := KeyCode(bad); err == nil {
+			t.Errorf("KeyCode(%q) accepted", bad)
 		}
 	}
 }

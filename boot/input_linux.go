@@ -1,0 +1,90 @@
+package boot
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// keyBytes is the size of the key state bitmap: KEY_MAX/8 + 1.
+const keyBytes = 0x2ff/8 + 1
+
+// eviocgkey is EVIOCGKEY(len): _IOC(_IOC_READ, 'E', 0x18, len).
+const eviocgkey = 2<<30 | keyBytes<<16 | 'E'<<8 | 0x18
+
+// keyDown reports whether code is down on the open evdev device.
+func keyDown(f *os.File, code int) (bool, error) {
+	var bits [keyBytes]byte
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), uintptr(eviocgkey), uintptr(unsafe.Pointer(&bits[0])))
+	if errno != 0 {
+		return false, errno
+	}
+	return bits[code/8]&(1<<(code%8)) != 0, nil
+}
+
+// WaitForKey polls the key state (EVIOCGKEY) of the device, or of every
+// /dev/input/event* as they appear, every 20 ms. Polling the state rather
+// than reading events sees a button already held when the window opens,
+// which is how a person holds a reset button while powering a device on.
+func (LinuxSys) WaitForKey(device string, code int, hold, window time.Duration) (bool, error) {
+	const poll = 20 * time.Millisecond
+	open := map[string]*os.File{}
+	defer func() {
+		for _, f := range open {
+			f.Close()
+		}
+	}()
+	var lastErr error
+	start := time.Now()
+	var since time.Time // when the key was first seen down, zero when up
+	for {
+		paths := []string{device}
+		if device == "" {
+			paths, _ = filepath.Glob("/dev/input/event*")
+			sort.Strings(paths)
+		}
+		down := false
+		for _, p := range paths {
+			f, ok := open[p]
+			if !ok {
+				var err error
+				if f, err = os.Open(p); err != nil {
+					lastErr = err
+					continue
+				}
+				open[p] = f
+			}
+			d, err := keyDown(f, code)
+			if err != nil {
+				lastErr = fmt.Errorf("%s: %w", p, err)
+				continue
+			}
+			down = down || d
+		}
+		now := time.Now()
+		switch {
+		case down && since.IsZero():
+			since = now
+		case !down:
+			since = time.Time{}
+		}
+		if !since.IsZero() && now.Sub(since) >= hold {
+			return true, nil
+		}
+		if since.IsZero() && now.Sub(start) >= window {
+			if len(open) == 0 && lastErr == nil {
+				lastErr = fmt.Errorf("no input device (/dev/input/event*): is the evdev module in the image's modules?")
+			}
+			if len(open) > 0 {
+				lastErr = nil
+			}
+			return false, lastErr
+		}
+		time.Sleep(poll)
+	}
+}

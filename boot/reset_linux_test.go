@@ -1,0 +1,154 @@
+package boot
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ovroot/ovroot/reset"
+)
+
+// usedData is a data filesystem after some use: changes in the upper.
+func usedData(t *testing.T, root string) {
+	for p, c := range map[string]string{
+		"overlay/upper/etc/dropbear/key": "kept",
+		"overlay/upper/root/.ssh/id":     "hidden, must go",
+		"overlay/upper/etc/passwd":       "changed",
+	} {
+		full := filepath.Join(root, p)
+		os.MkdirAll(filepath.Dir(full), 0o755)
+		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.MkdirAll(filepath.Join(root, "overlay/work/work"), 0o755)
+}
+
+func upperList(t *testing.T, root string) string {
+	var out []string
+	filepath.Walk(filepath.Join(root, "overlay/upper"), func(p string, fi os.FileInfo, err error) error {
+		rel, _ := filepath.Rel(filepath.Join(root, "overlay/upper"), p)
+		out = append(out, rel)
+		return nil
+	})
+	return strings.Join(out, " ")
+}
+
+func TestBootFactoryReset(t *testing.T) {
+	ext4Disk := func() *fakeSys {
+		return &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}}
+	}
+	for _, tc := range []struct {
+		name        string
+		cmdline     string
+		config      string
+		sys         *fakeSys
+		request     string // trigger of a request ovrootctl left; "" = none
+		dataMissing bool
+		wantTrigger string // "" = no reset
+		wantUpper   string
+		wantCalls   []string
+		wantWarned  []string
+	}{
+		{
+			name: "no trigger: the upper is kept", sys: ext4Disk(),
+			wantUpper: ". etc etc/dropbear etc/dropbear/key etc/passwd root root/.ssh root/.ssh/id",
+			wantCalls: []string{"switch_root"},
+		},
+		{
+			name: "request from ovrootctl", sys: ext4Disk(), request: reset.TriggerCtl,
+			wantTrigger: reset.TriggerCtl, wantUpper: ".",
+			wantCalls:  []string{"mount /dev/vda3 /overlay", "mount overlay /newroot", "collect-trash overlay/.ovroot/trash", "mount /rom /newroot/rom", "switch_root"},
+			wantWarned: []string{"factory reset (trigger=ovrootctl): starting", "factory reset (trigger=ovrootctl, kept 0 paths) in"},
+		},
+		{
+			name: "kernel command line, with a keep-list", sys: ext4Disk(), cmdline: "ovroot.reset=1",
+			config:      "[reset]\nkeep = [\"/etc/dropbear\", \"/etc/absent\"]\n",
+			wantTrigger: reset.TriggerCmdline, wantUpper: ". etc etc/dropbear etc/dropbear/key",
+			wantWarned: []string{"factory reset (trigger=cmdline, kept 1 paths)"},
+		},
+		{
+			name: "button held", sys: &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, keyHeld: true},
+			config:      "[reset]\nbutton_window = \"3s\"\nbutton_hold = \"1s\"\nbutton_key = \"KEY_F12\"\n",
+			wantTrigger: reset.TriggerButton, wantUpper: ".",
+			wantCalls:  []string{"wait-key \"\" 88 1s 3s", "mount /dev/vda2 /rom", "switch_root"},
+			wantWarned: []string{"reset button held", "factory reset (trigger=button, kept 0 paths)"},
+		},
+		{
+			name: "button not held", sys: ext4Disk(),
+			config:    "[reset]\nbutton_window = \"3s\"\n",
+			wantUpper: ". etc etc/dropbear etc/dropbear/key etc/passwd root root/.ssh root/.ssh/id",
+			wantCalls: []string{"wait-key \"\" 408 2s 3s", "switch_root"},
+		},
+		{
+			name: "reset asked for while the data partition is missing", cmdline: "ovroot.reset",
+			sys:         &fakeSys{devs: standardDisk()[:3]},
+			dataMissing: true,
+			wantWarned:  []string{"factory reset (trigger=cmdline) not stored: the data partition is not in use"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &bootEnv{cmdline: tc.cmdline, config: tc.config, sys: tc.sys, setup: func(root string) {
+				usedData(t, root)
+				if tc.request != "" {
+					if err := reset.Schedule(filepath.Join(root, "overlay"), tc.request, time.Unix(5, 0)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}}
+			b, err := e.run(t)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := b.State()
+			if tc.wantTrigger == "" && st.Reset != nil || tc.wantTrigger != "" && (st.Reset == nil || st.Reset.Trigger != tc.wantTrigger) {
+				t.Errorf("state reset = %+v, want trigger %q", st.Reset, tc.wantTrigger)
+			}
+			if !tc.dataMissing {
+				if got := upperList(t, e.root); got != tc.wantUpper {
+					t.Errorf("upper = %q, want %q", got, tc.wantUpper)
+				}
+				if p, _ := reset.Pending(filepath.Join(e.root, "overlay")); p != nil {
+					t.Errorf("request still pending: %+v", p)
+				}
+			}
+			next := 0
+			for _, c := range e.sys.calls {
+				if next < len(tc.wantCalls) && strings.HasPrefix(c, tc.wantCalls[next]) {
+					next++
+				}
+			}
+			if next < len(tc.wantCalls) {
+				t.Errorf("call %q not made (in order); calls:\n%s", tc.wantCalls[next], strings.Join(e.sys.calls, "\n"))
+			}
+			for _, w := range tc.wantWarned {
+				if !e.warned(w) {
+					t.Errorf("no warning containing %q; warnings:\n%s", w, strings.Join(e.warnings, "\n"))
+				}
+			}
+		})
+	}
+}
+
+// A reset that cannot be recorded or performed leaves the device booting,
+// volatile, and says why; the data is not touched.
+func TestBootFactoryResetFailureGoesVolatile(t *testing.T) {
+	e := &bootEnv{cmdline: "ovroot.reset=1", sys: &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}},
+		setup: func(root string) {
+			usedData(t, root)
+			// .ovroot is a file: the request cannot be stored.
+			os.WriteFile(filepath.Join(root, "overlay", reset.MetaDir), []byte("in the way"), 0o644)
+		}}
+	b, err := e.run(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.State().Mode != ModeVolatile || !strings.Contains(b.State().Reason, "factory reset (trigger=cmdline): record the request") {
+		t.Errorf("state = %+v", b.State())
+	}
+	if !strings.Contains(strings.Join(e.sys.calls, "\n"), "umount /overlay") {
+		t.Errorf("data partition not unmounted before going volatile: %v", e.sys.calls)
+	}
+}
