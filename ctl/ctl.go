@@ -10,9 +10,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/ovroot/ovroot/boot"
 	"github.com/ovroot/ovroot/layout"
@@ -24,6 +24,9 @@ type Context struct {
 	Args           []string
 	// Root prefixes every path read (tests use a temp dir); "" is "/".
 	Root string
+	// Now and Reboot replace the clock and the reboot in tests.
+	Now    func() time.Time
+	Reboot func() error
 }
 
 const usage = `usage: ovrootctl <command> [flags]
@@ -31,6 +34,8 @@ const usage = `usage: ovrootctl <command> [flags]
 commands:
   status [--json]   how the root was built at boot (persistent or VOLATILE, devices, timings)
   changes [--json]  what differs from the factory root: added, modified, deleted paths
+  factory-reset [--reboot] [--cancel]
+                    erase every change at the next boot (or withdraw the request)
 `
 
 // Execute runs the command in c.Args.
@@ -44,6 +49,8 @@ func (c Context) Execute(ctx context.Context) error {
 		return c.status(c.Args[1:])
 	case "changes":
 		return c.changes(c.Args[1:])
+	case "factory-reset":
+		return c.factoryReset(c.Args[1:])
 	case "-h", "--help", "help":
 		fmt.Fprint(c.Stdout, usage)
 		return nil
@@ -75,16 +82,19 @@ func (c Context) status(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	data, err := os.ReadFile(c.path(boot.StateFile))
+	st, err := c.readState()
 	if err != nil {
-		return fmt.Errorf("no boot record (%w): was this system booted by ovroot's init?", err)
+		return err
 	}
-	st, err := boot.ParseState(data)
+	rs, err := c.readResetStatus(st)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		return json.NewEncoder(c.Stdout).Encode(st)
+		return json.NewEncoder(c.Stdout).Encode(struct {
+			boot.State
+			resetStatus
+		}{st, rs})
 	}
 	w := c.Stdout
 	if st.Mode == boot.ModeVolatile {
@@ -102,6 +112,9 @@ func (c Context) status(args []string) error {
 	}
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "warning:   %s\n", warn)
+	}
+	for _, l := range rs.lines() {
+		fmt.Fprintln(w, l)
 	}
 	t := st.Timings
 	fmt.Fprintf(w, "boot:      root ready in %d ms (modules %d ms, devices %d ms, mounts %d ms)\n", t.Total, t.Modules, t.Devices, t.Mounts)

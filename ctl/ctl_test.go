@@ -3,13 +3,16 @@ package ctl
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ovroot/ovroot/boot"
+	"github.com/ovroot/ovroot/reset"
 )
 
 func TestStatus(t *testing.T) {
@@ -90,5 +93,77 @@ func TestChanges(t *testing.T) {
 	want = append(want, Change{"/etc/new.conf", "added"}, Change{"/root", "added"})
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Changes() = %v, want %v", got, want)
+	}
+}
+
+func writeState(t *testing.T, root, state string) {
+	t.Helper()
+	p := filepath.Join(root, boot.StateFile)
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	if err := os.WriteFile(p, []byte(state), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFactoryReset(t *testing.T) {
+	root := t.TempDir()
+	writeState(t, root, `{"mode":"persistent","root_device":"/dev/vda2","data_device":"/dev/vda3","timings_ms":{}}`)
+	os.MkdirAll(filepath.Join(root, "overlay/upper"), 0o755)
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	rebooted := false
+	run := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := Context{Stdout: &out, Stderr: &out, Args: args, Root: root, Now: func() time.Time { return now },
+			Reboot: func() error { rebooted = true; return nil }}.Execute(context.Background())
+		return out.String(), err
+	}
+	out, err := run("status")
+	if err != nil || strings.Contains(out, "PENDING") {
+		t.Fatalf("status before: %v\n%s", err, out)
+	}
+	if out, err = run("factory-reset"); err != nil || !strings.Contains(out, "factory reset scheduled") || rebooted {
+		t.Fatalf("factory-reset: %v (rebooted %v)\n%s", err, rebooted, out)
+	}
+	if p, _ := reset.Pending(filepath.Join(root, "overlay")); p == nil || p.Trigger != reset.TriggerCtl || !p.Time.Equal(now) {
+		t.Errorf("request = %+v", p)
+	}
+	out, _ = run("status")
+	if !strings.Contains(out, "PENDING factory reset (trigger=ovrootctl, requested 2026-11-23T10:00:00Z)") {
+		t.Errorf("status lacks the pending reset:\n%s", out)
+	}
+	out, _ = run("status", "--json")
+	if !strings.Contains(out, `"reset_pending":{"trigger":"ovrootctl"`) || !strings.Contains(out, `"mode":"persistent"`) {
+		t.Errorf("status --json: %s", out)
+	}
+	if out, err = run("factory-reset", "--cancel"); err != nil || !strings.Contains(out, "factory reset cancelled") {
+		t.Errorf("cancel: %v %s", err, out)
+	}
+	if out, _ = run("status"); strings.Contains(out, "PENDING") {
+		t.Errorf("still pending after cancel:\n%s", out)
+	}
+	if out, _ = run("factory-reset", "--cancel"); !strings.Contains(out, "no factory reset was pending") {
+		t.Errorf("second cancel: %s", out)
+	}
+	if _, err = run("factory-reset", "--reboot"); err != nil || !rebooted {
+		t.Errorf("--reboot: %v, rebooted %v", err, rebooted)
+	}
+
+	// The record of a reset the init performed.
+	os.WriteFile(filepath.Join(root, "overlay", reset.MetaDir, reset.LastFile),
+		[]byte(`{"trigger":"button","done_at":"2026-11-23T09:00:00Z","kept":["/etc/dropbear"],"duration_ms":12}`), 0o600)
+	if out, _ = run("status"); !strings.Contains(out, "last reset: 2026-11-23T09:00:00Z (trigger=button, kept: /etc/dropbear, 12 ms)") {
+		t.Errorf("status lacks the last reset:\n%s", out)
+	}
+}
+
+func TestFactoryResetVolatile(t *testing.T) {
+	root := t.TempDir()
+	writeState(t, root, `{"mode":"volatile","reason":"no partition labelled rootfs_data","timings_ms":{}}`)
+	err := Context{Stdout: io.Discard, Stderr: io.Discard, Args: []string{"factory-reset"}, Root: root}.Execute(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "not in use (VOLATILE: no partition labelled rootfs_data)") {
+		t.Errorf("error = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "overlay", reset.MetaDir)); err == nil {
+		t.Error("a request was written to the tmpfs upper")
 	}
 }
