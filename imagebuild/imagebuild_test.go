@@ -161,6 +161,8 @@ func TestTarballToSquashfs(t *testing.T) {
 				"/deep":                   "drwxr-xr-x 0/0",
 				"/deep/a/b":               "drwxr-xr-x 0/0",
 				"/deep/a/b/c.txt":         "-r--r--r-- 0/0 16",
+				"/rom":                    "drwxr-xr-x 0/0",
+				"/overlay":                "drwxr-xr-x 0/0",
 			}
 			for p, w := range want {
 				g, ok := got[p]
@@ -236,8 +238,8 @@ func TestLargeTreeComplete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 1+60+6000 {
-		t.Errorf("counted %d entries, want %d", n, 1+60+6000)
+	if n != 1+60+6000+2 {
+		t.Errorf("counted %d entries, want %d (the tree, /rom and /overlay)", n, 1+60+6000+2)
 	}
 	if got := len(listing(t, img)); got != n {
 		t.Errorf("image lists %d entries, tree has %d", got, n)
@@ -286,7 +288,7 @@ func TestBuildImage(t *testing.T) {
 			t.Errorf("partition %d = %+v, want %s type %s size %d, 1MiB-aligned", i+1, p, w.label, w.typ, w.size)
 		}
 	}
-	if res.Entries != 3 {
+	if res.Entries != 5 { // /, /sbin, /sbin/init, and the /rom and /overlay mount points
 		t.Errorf("entries = %d", res.Entries)
 	}
 	// The squashfs sits at the root partition's start; the data partition is blank.

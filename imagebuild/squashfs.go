@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/ovroot/ovroot/layout"
 )
 
 // MakeSquashfs makes a squashfs image of a directory or a tarball with
@@ -45,6 +47,16 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string) (int, er
 			return 0, err
 		}
 		args = append(args, "-all-root")
+		// The mount points the init moves /rom and /overlay to: when the
+		// rootfs lacks them they are added here, so the init never has to
+		// create them in the upper (where a factory reset would not find
+		// an empty upper).
+		for _, m := range mountPoints {
+			if _, err := os.Lstat(filepath.Join(rootfs, m)); errors.Is(err, fs.ErrNotExist) {
+				args = append(args, "-p", "/"+m+" d 755 0 0")
+				entries++
+			}
+		}
 	} else {
 		tmp, err := os.MkdirTemp("", "ovroot-rootfs-")
 		if err != nil {
@@ -96,6 +108,10 @@ func checkReadable(root string) (int, error) {
 	})
 	return n, err
 }
+
+// mountPoints are directories every image's root gets (layout.RomDir and
+// layout.OverlayDir without the slash).
+var mountPoints = []string{strings.TrimPrefix(layout.RomDir, "/"), strings.TrimPrefix(layout.OverlayDir, "/")}
 
 // entry is one tar header, made safe: a clean relative name.
 type entry struct {
@@ -298,6 +314,11 @@ func unpackTarball(tarball, dir string) ([]string, int, error) {
 	}
 	if !haveRoot {
 		pseudo = append([]string{"/ m 755 0 0"}, pseudo...)
+	}
+	for _, m := range mountPoints { // see MakeSquashfs
+		if err := os.MkdirAll(filepath.Join(dir, m), 0o755); err != nil {
+			return nil, 0, err
+		}
 	}
 	// Directories the archive implies but does not list (a/b of "a/b/c")
 	// are root's, 0755, as tar would make them; without a line they would

@@ -134,13 +134,16 @@ func buildImage(t *testing.T, arch layout.Arch, rootfs string, edit func(*config
 
 // boot starts QEMU on the image with its recorded kernel, initramfs and
 // command line, logging the console to a file kept on failure.
-func boot(t *testing.T, img image) *qemu.VM {
+func boot(t *testing.T, img image, opts ...bootOpt) *qemu.VM {
 	t.Helper()
 	cfg, cleanup, err := cli.VMConfig(img.path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(cleanup)
+	for _, o := range opts {
+		o(&cfg)
+	}
 	if cfg.Arch != img.arch {
 		t.Fatalf("image records arch %s, built for %s", cfg.Arch, img.arch)
 	}
@@ -162,6 +165,22 @@ func boot(t *testing.T, img image) *qemu.VM {
 		}
 	})
 	return vm
+}
+
+// bootOpt changes how one boot runs.
+type bootOpt func(*qemu.Config)
+
+// withCmdline appends kernel parameters for this boot only.
+func withCmdline(params string) bootOpt {
+	return func(c *qemu.Config) { c.Cmdline += " " + params }
+}
+
+// withKeyboard adds a virtio keyboard the test presses through QMP at sock.
+func withKeyboard(sock string) bootOpt {
+	return func(c *qemu.Config) {
+		c.Extra = append(c.Extra, "-device", "virtio-keyboard-pci")
+		c.QMP = sock
+	}
 }
 
 // expect waits for a console line or fails the test with the console tail.

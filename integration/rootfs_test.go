@@ -51,7 +51,7 @@ func makeRootfs(t *testing.T, arch layout.Arch) string {
 	if err := os.Chmod(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []string{"/proc", "/sys", "/dev", "/run", "/tmp", "/var/empty"} {
+	for _, d := range []string{"/proc", "/sys", "/dev", "/run", "/tmp", "/var/empty", "/rom", "/overlay"} {
 		mkdir(d)
 	}
 	copyFile(agent, "/sbin/init")

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/ovroot/ovroot/manifest"
@@ -115,6 +116,52 @@ func run(w io.Writer, args []string) error {
 	case "poweroff":
 		powerOff()
 		return nil
+	case "diff-root": // the merged root against /rom, mount points left out
+		skip := func(rel string) bool { return mountPoint[strings.SplitN(rel, "/", 2)[0]] }
+		merged, err := manifest.Walk("/", skip)
+		if err != nil {
+			return err
+		}
+		rom, err := manifest.Walk("/rom", skip)
+		if err != nil {
+			return err
+		}
+		diff := manifest.Diff(rom, merged)
+		if len(diff) == 0 {
+			fmt.Fprintf(w, "root equals rom: %d entries\n", len(rom))
+			return nil
+		}
+		fmt.Fprintf(w, "root differs from rom in %d entries:\n%s\n", len(diff), strings.Join(diff, "\n"))
+		return nil
+	case "fill": // fill N: N files in a new directory tree, synced
+		n, err := strconv.Atoi(arg(1))
+		if err != nil {
+			return err
+		}
+		for i := 0; i < n; i++ {
+			p := fmt.Sprintf("/var/fill/d%02d/f%04d.txt", i/100, i)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(p, []byte(p), 0o644); err != nil {
+				return err
+			}
+		}
+		unix.Sync()
+		return nil
+	case "setxattr": // setxattr PATH NAME VALUE
+		return unix.Setxattr(arg(1), arg(2), []byte(arg(3)), 0)
+	case "getxattr": // getxattr PATH NAME: the value, or "none"
+		buf := make([]byte, 256)
+		n, err := unix.Getxattr(arg(1), arg(2), buf)
+		if err != nil {
+			fmt.Fprintf(w, "none (%v)\n", err)
+			return nil
+		}
+		fmt.Fprintf(w, "%s\n", buf[:n])
+		return nil
+	case "mkdir":
+		return os.MkdirAll(arg(1), 0o755)
 	}
 	return fmt.Errorf("unknown command %q", args[0])
 }
@@ -145,6 +192,10 @@ func writeDurably(path, content string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// mountPoint are the top-level directories where the merged root shows
+// other filesystems.
+var mountPoint = map[string]bool{"proc": true, "sys": true, "dev": true, "run": true, "tmp": true, "rom": true, "overlay": true}
 
 func typeName(mode uint32) string {
 	switch mode & unix.S_IFMT {

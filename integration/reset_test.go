@@ -1,0 +1,273 @@
+package integration
+
+import (
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ovroot/ovroot/config"
+	"github.com/ovroot/ovroot/layout"
+	"github.com/ovroot/ovroot/manifest"
+	"github.com/ovroot/ovroot/qemu"
+)
+
+const (
+	keptDir     = "/etc/dropbear"
+	keptFile    = "/etc/dropbear/host_key"
+	factoryKeys = "ssh-ed25519 AAAA factory\n"
+)
+
+// dirty makes the changes a factory reset must undo: hidden files and
+// directories, a changed factory file, a whiteout, an opaque directory, an
+// xattr on a copied-up file, many new files, and a file in the keep-list.
+func dirty(t *testing.T, vm *qemu.VM, tag string) {
+	t.Helper()
+	for _, c := range []string{
+		"write " + keptFile + " key-" + tag,
+		"write /root/.ssh/authorized_keys user-key-" + tag,
+		"write /root/.config/.hidden/secret " + tag,
+		"write /.top-level-dotfile " + tag,
+		"rm " + factoryConf,
+		"rm /data/d05",
+		"write /data/d05/only-this.txt " + tag,
+		"setxattr /etc/hostname user.changed " + tag,
+		"fill 150",
+	} {
+		guest(t, vm, c)
+	}
+}
+
+// checkFactory asserts the merged root equals the factory root except for
+// the kept path, and the upper holds the kept path and nothing else.
+func checkFactory(t *testing.T, vm *qemu.VM, tag string) {
+	t.Helper()
+	upper := guest(t, vm, "manifest-full /overlay/upper")
+	var paths []string
+	for _, l := range strings.Split(strings.TrimSpace(upper), "\n") {
+		paths = append(paths, strings.Fields(l)[0])
+	}
+	if got, want := strings.Join(paths, " "), ". etc etc/dropbear etc/dropbear/host_key"; got != want {
+		t.Errorf("upper after reset holds %q, want only the kept path: %q\n%s", got, want, upper)
+	}
+	// Other console output (the background trash collector) may be mixed
+	// in: only the diff's own lines count.
+	diff := guest(t, vm, "diff-root")
+	var diffLines []string
+	for _, l := range strings.Split(diff, "\n") {
+		if strings.HasPrefix(l, "+ ") || strings.HasPrefix(l, "- ") {
+			diffLines = append(diffLines, strings.Join(strings.Fields(l)[:2], " "))
+		}
+	}
+	if got, want := strings.Join(diffLines, ", "), "+ etc/dropbear, + etc/dropbear/host_key"; got != want ||
+		!strings.Contains(diff, "root differs from rom in 2 entries") {
+		t.Errorf("merged root against /rom: %q, want only the kept path %q\n%s", got, want, diff)
+	}
+	checks := []struct{ cmd, want string }{
+		{"cat " + keptFile, "key-" + tag + "\n"},
+		{"cat /root/.ssh/authorized_keys", factoryKeys},
+		{"cat " + factoryConf, factoryContent},
+		{"exists /root/.config", "/root/.config exists=false\n"},
+		{"exists /.top-level-dotfile", "/.top-level-dotfile exists=false\n"},
+		{"exists /var/fill", "/var/fill exists=false\n"},
+		{"exists /data/d05/f042.txt", "/data/d05/f042.txt exists=true\n"},
+		{"exists /data/d05/only-this.txt", "/data/d05/only-this.txt exists=false\n"},
+	}
+	for _, c := range checks {
+		if got := guest(t, vm, c.cmd); got != c.want {
+			t.Errorf("after reset, %s = %q, want %q", c.cmd, got, c.want)
+		}
+	}
+	if got := guest(t, vm, "getxattr /etc/hostname user.changed"); !strings.HasPrefix(got, "none") {
+		t.Errorf("xattr set before the reset survived: %q", got)
+	}
+}
+
+// TestFactoryReset resets through each trigger in turn on one disk:
+// ovrootctl (after a cancelled request), the kernel command line, and the
+// reset button pressed through a virtio keyboard.
+func TestFactoryReset(t *testing.T) {
+	requireTools(t)
+	for _, arch := range layout.Arches {
+		t.Run(string(arch), func(t *testing.T) {
+			t.Parallel()
+			testFactoryReset(t, arch)
+		})
+	}
+}
+
+func testFactoryReset(t *testing.T, arch layout.Arch) {
+	rootfs := makeRootfs(t, arch)
+	want, err := manifest.Walk(rootfs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := buildImage(t, arch, rootfs, func(im *config.Image) {
+		im.Modules = append(im.Modules, "virtio_input", "evdev")
+		im.Init.Reset.Keep = []string{keptDir}
+		im.Init.Reset.ButtonKey = "KEY_F12"
+		im.Init.Reset.ButtonWindow = config.Duration(8 * time.Second)
+		im.Init.Reset.ButtonHold = config.Duration(time.Second)
+	})
+	kbd := func() (bootOpt, string) {
+		sock := filepath.Join(t.TempDir(), "qmp.sock")
+		return withKeyboard(sock), sock
+	}
+
+	// 1: use the device, then ask for a reset, change our mind, ask again.
+	opt, _ := kbd()
+	vm := boot(t, img, opt)
+	expect(t, vm, "GUEST: ready")
+	dirty(t, vm, "1")
+	guest(t, vm, "exec /usr/bin/ovrootctl factory-reset")
+	if st := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(st, "PENDING factory reset (trigger=ovrootctl") {
+		t.Errorf("status after factory-reset:\n%s", st)
+	}
+	if out := guest(t, vm, "exec /usr/bin/ovrootctl factory-reset --cancel"); !strings.Contains(out, "cancelled") {
+		t.Errorf("cancel: %s", out)
+	}
+	if st := guest(t, vm, "exec /usr/bin/ovrootctl status"); strings.Contains(st, "PENDING") {
+		t.Errorf("status after --cancel still pending:\n%s", st)
+	}
+	// --reboot: the guest reboots, which ends QEMU (-no-reboot).
+	if err := vm.Send("exec /usr/bin/ovrootctl factory-reset --reboot"); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.Wait(bootTimeout); err != nil {
+		t.Fatalf("ovrootctl factory-reset --reboot did not reboot: %v", err)
+	}
+
+	// 2: the request is honoured before the overlay is mounted.
+	opt, _ = kbd()
+	vm = boot(t, img, opt)
+	expect(t, vm, "ovroot: factory reset (trigger=ovrootctl, kept 1 paths) in")
+	expect(t, vm, "GUEST: ready")
+	checkFactory(t, vm, "1")
+	if st := guest(t, vm, "exec /usr/bin/ovrootctl status"); !regexp.MustCompile(`last reset: \S+ \(trigger=ovrootctl, kept: /etc/dropbear, \d+ ms\)`).MatchString(st) {
+		t.Errorf("status lacks the last reset:\n%s", st)
+	}
+	dirty(t, vm, "2")
+	powerOff(t, vm)
+
+	// 3: the kernel command line.
+	opt, _ = kbd()
+	vm = boot(t, img, opt, withCmdline("ovroot.reset=1"))
+	expect(t, vm, "ovroot: factory reset (trigger=cmdline, kept 1 paths) in")
+	expect(t, vm, "GUEST: ready")
+	checkFactory(t, vm, "2")
+	dirty(t, vm, "3")
+	powerOff(t, vm)
+
+	// 4: the reset button, pressed once the init watches it and held.
+	opt, sock := kbd()
+	vm = boot(t, img, opt)
+	expect(t, vm, "ovroot: reset button: hold KEY_F12")
+	q, err := qemu.DialQMP(sock, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if err := q.KeyDown("f12", true); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, vm, "ovroot: reset button held")
+	expect(t, vm, "ovroot: factory reset (trigger=button, kept 1 paths) in")
+	expect(t, vm, "GUEST: ready")
+	q.KeyDown("f12", false)
+	checkFactory(t, vm, "3")
+	// The factory root itself was never touched.
+	if got := strings.TrimSpace(guest(t, vm, "manifest /rom")); got != "manifest entries="+strconv.Itoa(len(want))+" digest="+manifest.Digest(want) {
+		t.Errorf("/rom changed: %s", got)
+	}
+	powerOff(t, vm)
+	fsck(t, img, layout.DataLabel)
+
+	// 5: the next boot does not reset again.
+	opt, _ = kbd()
+	vm = boot(t, img, opt)
+	expect(t, vm, "GUEST: ready")
+	if strings.Contains(vm.Console(), "factory reset (trigger=") {
+		t.Errorf("a boot without a trigger reset the device:\n%s", vm.Tail(60))
+	}
+	powerOff(t, vm)
+}
+
+// TestResetPowerCut fills the upper, requests a reset, and cuts the power
+// (kills QEMU) at seeded random moments of the reset, slowed down with
+// ovroot.reset_step_delay so the moments spread over every step. Every
+// boot after a cut must come up with the factory root and the kept path.
+// OVROOT_RESET_SEED replays a run; OVROOT_RESET_CUTS sets the number of cuts.
+func TestResetPowerCut(t *testing.T) {
+	requireTools(t)
+	seed := time.Now().UnixNano()
+	if s := os.Getenv("OVROOT_RESET_SEED"); s != "" {
+		seed, _ = strconv.ParseInt(s, 10, 64)
+	}
+	cuts := 10
+	if s := os.Getenv("OVROOT_RESET_CUTS"); s != "" {
+		cuts, _ = strconv.Atoi(s)
+	}
+	t.Logf("power-cut seed %d, %d cuts per arch (replay: OVROOT_RESET_SEED=%d)", seed, cuts, seed)
+	for _, arch := range layout.Arches {
+		t.Run(string(arch), func(t *testing.T) {
+			t.Parallel()
+			testResetPowerCut(t, arch, seed, cuts)
+		})
+	}
+}
+
+const stepDelay = 150 * time.Millisecond
+
+func testResetPowerCut(t *testing.T, arch layout.Arch, seed int64, cuts int) {
+	rng := rand.New(rand.NewSource(seed))
+	img := buildImage(t, arch, makeRootfs(t, arch), func(im *config.Image) {
+		im.Init.Reset.Keep = []string{keptDir}
+	})
+	// The reset takes about 10 delayed steps; cut anywhere in them, and a
+	// little after (the trash collector).
+	window := 11 * stepDelay
+	vm := boot(t, img)
+	expect(t, vm, "GUEST: ready")
+	stepRE := regexp.MustCompile(`factory reset step (\S+)`)
+	var table []string
+	for i := 1; i <= cuts; i++ {
+		tag := fmt.Sprintf("cut%d", i)
+		dirty(t, vm, tag)
+		guest(t, vm, "exec /usr/bin/ovrootctl factory-reset")
+		powerOff(t, vm)
+
+		vm = boot(t, img, withCmdline("ovroot.reset_step_delay="+stepDelay.String()))
+		expect(t, vm, "ovroot: factory reset (trigger=ovrootctl): starting")
+		at := time.Duration(rng.Int63n(int64(window)))
+		time.Sleep(at)
+		vm.Kill()
+		vm.Wait(time.Minute)
+		last := "before the first step"
+		if m := stepRE.FindAllStringSubmatch(vm.Console(), -1); len(m) > 0 {
+			last = "in or after step " + m[len(m)-1][1]
+		}
+		if strings.Contains(vm.Console(), "ovroot: factory reset (trigger=ovrootctl, kept") {
+			last = "after the reset finished"
+		}
+		table = append(table, fmt.Sprintf("cut %2d at +%4d ms: %s", i, at.Milliseconds(), last))
+
+		vm = boot(t, img)
+		expect(t, vm, "ovroot: root ready in")
+		expect(t, vm, "GUEST: ready")
+		checkFactory(t, vm, tag)
+		if st := guest(t, vm, "exec /usr/bin/ovrootctl status"); strings.Contains(st, "PENDING") || !strings.Contains(st, "PERSISTENT") {
+			t.Errorf("status after cut %d:\n%s", i, st)
+		}
+		if t.Failed() {
+			t.Fatalf("cut %d at +%s (%s) left a device that is not factory-fresh; seed %d\n%s", i, at, last, seed, strings.Join(table, "\n"))
+		}
+	}
+	powerOff(t, vm)
+	fsck(t, img, layout.DataLabel)
+	t.Logf("%s: %d power cuts during factory resets, every following boot factory-fresh (seed %d):\n%s", arch, cuts, seed, strings.Join(table, "\n"))
+}
