@@ -15,10 +15,13 @@ all: build
 deps:
 	scripts/install-deps.sh
 
-# Debian's amd64 and arm64 kernels + modules into $(KERNELS); no-op when there.
+# Debian's amd64 and arm64 kernels + modules, and e2fsck-static, into
+# $(KERNELS); no-op when there.
 kernels: deps
 	scripts/fetch-kernel.sh amd64 $(KERNELS)
 	scripts/fetch-kernel.sh arm64 $(KERNELS)
+	scripts/fetch-e2fsck.sh amd64 $(KERNELS)
+	scripts/fetch-e2fsck.sh arm64 $(KERNELS)
 
 build:
 	$(GO) build -o $(OUT)/bin/ ./cmd/...

@@ -16,7 +16,37 @@ const (
 	ContentExt4     Content = "ext4"     // an ext2/3/4 superblock
 	ContentSquashfs Content = "squashfs" // a squashfs superblock
 	ContentUnknown  Content = "unknown"  // data of a kind we do not know: never formatted silently
+	// ContentExt4Damaged is an ext4 whose primary superblock is gone but a
+	// backup superblock remains: a filesystem to repair, never "blank".
+	ContentExt4Damaged Content = "ext4 (primary superblock damaged)"
 )
+
+// Ext4Backup is where a backup superblock of an ext4 was found: the
+// arguments of e2fsck -b BLOCK -B BLOCKSIZE.
+type Ext4Backup struct {
+	Block, BlockSize int64
+}
+
+// FindExt4Backup looks for the backup superblock of block group 1 for each
+// block size mke2fs and go-diskfs use (8*blocksize blocks per group; with
+// 1 KiB blocks the first data block is 1).
+func FindExt4Backup(r io.ReaderAt, size int64) (Ext4Backup, bool) {
+	for _, bs := range []int64{4096, 1024, 2048} {
+		block := 8 * bs
+		if bs == 1024 {
+			block++
+		}
+		off := block * bs
+		if off+0x3a > size {
+			continue
+		}
+		magic := make([]byte, 2)
+		if _, err := r.ReadAt(magic, off+0x38); err == nil && binary.LittleEndian.Uint16(magic) == 0xEF53 {
+			return Ext4Backup{Block: block, BlockSize: bs}, true
+		}
+	}
+	return Ext4Backup{}, false
+}
 
 // blankProbeBytes is how much of a partition must be erased for it to count
 // as blank. Every filesystem we might meet keeps a superblock or a table in
@@ -41,7 +71,13 @@ func Probe(r io.ReaderAt, size int64) (Content, error) {
 		return ContentSquashfs, nil
 	case len(buf) >= 1082 && binary.LittleEndian.Uint16(buf[1080:1082]) == 0xEF53:
 		return ContentExt4, nil
-	case allBytes(buf, 0x00), allBytes(buf, 0xFF):
+	}
+	// No superblock where it belongs, but a backup one further on: an ext4
+	// whose start was damaged or wiped. Never blank, never "unknown".
+	if _, ok := FindExt4Backup(r, size); ok {
+		return ContentExt4Damaged, nil
+	}
+	if allBytes(buf, 0x00) || allBytes(buf, 0xFF) {
 		return ContentBlank, nil
 	}
 	return ContentUnknown, nil

@@ -16,11 +16,24 @@ func TestProbe(t *testing.T) {
 	dataLate[mib-1] = 1
 	dataBeyond := make([]byte, 2*mib)
 	dataBeyond[mib+5] = 1
+	// An ext4 with 4 KiB blocks whose first MiB was wiped: the backup
+	// superblock of group 1 (block 32768, at 128 MiB) remains.
+	wipedExt4 := make([]byte, 129*mib)
+	binary.LittleEndian.PutUint16(wipedExt4[32768*4096+0x38:], 0xEF53)
+	wiped1k := make([]byte, 10*mib)
+	binary.LittleEndian.PutUint16(wiped1k[8193*1024+0x38:], 0xEF53)
 	for _, tc := range []struct {
 		name string
 		data []byte
 		want Content
 	}{
+		{name: "wiped ext4 with a backup superblock is not blank", data: wipedExt4, want: ContentExt4Damaged},
+		{name: "wiped 1k-block ext4", data: wiped1k, want: ContentExt4Damaged},
+		{name: "ext4 with only its superblock zeroed", data: func() []byte {
+			b := append([]byte{}, wiped1k...)
+			b[4096+17] = 0x42 // group descriptors still there
+			return b
+		}(), want: ContentExt4Damaged},
 		{name: "zeros", data: make([]byte, 2*mib), want: ContentBlank},
 		{name: "erased flash", data: bytes.Repeat([]byte{0xFF}, 2*mib), want: ContentBlank},
 		{name: "small zero partition", data: make([]byte, 4096), want: ContentBlank},
@@ -40,5 +53,17 @@ func TestProbe(t *testing.T) {
 				t.Errorf("Probe(%s) = %s, want %s", tc.name, got, tc.want)
 			}
 		})
+	}
+}
+
+func TestFindExt4Backup(t *testing.T) {
+	data := make([]byte, 40<<20)
+	binary.LittleEndian.PutUint16(data[16384*2048+0x38:], 0xEF53)
+	b, ok := FindExt4Backup(bytes.NewReader(data), int64(len(data)))
+	if !ok || b != (Ext4Backup{Block: 16384, BlockSize: 2048}) {
+		t.Errorf("FindExt4Backup = %+v, %v", b, ok)
+	}
+	if _, ok := FindExt4Backup(bytes.NewReader(data[:1<<20]), 1<<20); ok {
+		t.Error("found a backup in a partition too small to hold one")
 	}
 }

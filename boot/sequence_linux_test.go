@@ -26,6 +26,8 @@ type fakeSys struct {
 	switchErr error
 	listCalls int
 	keyHeld   bool
+	mountFail map[string]int // by target: fail this many times with EUCLEAN, then succeed
+	repairErr error
 }
 
 func (f *fakeSys) rec(format string, args ...any) {
@@ -34,6 +36,10 @@ func (f *fakeSys) rec(format string, args ...any) {
 
 func (f *fakeSys) Mount(source, target, fstype string, flags uintptr, data string) error {
 	f.rec("mount %s %s %s %#x %s", source, target, fstype, flags, data)
+	if f.mountFail[target] > 0 {
+		f.mountFail[target]--
+		return unix.EUCLEAN
+	}
 	return f.mountErr[target]
 }
 func (f *fakeSys) Unmount(target string) error { f.rec("umount %s", target); return nil }
@@ -70,6 +76,10 @@ func (f *fakeSys) WaitForKey(device string, code int, hold, window time.Duration
 func (f *fakeSys) StartTrashCollector(trash string) error {
 	f.rec("collect-trash %s", filepath.Base(filepath.Dir(filepath.Dir(trash)))+"/"+filepath.Base(filepath.Dir(trash))+"/"+filepath.Base(trash))
 	return nil
+}
+func (f *fakeSys) Repair(dev, fstype string) (string, error) {
+	f.rec("repair %s %s", dev, fstype)
+	return "rootfs_data: 11/16384 files (0.0% non-contiguous)\n", f.repairErr
 }
 func (f *fakeSys) SwitchRoot(newRoot, init string) error {
 	f.rec("switch_root %s %s", newRoot, init)
@@ -223,12 +233,36 @@ func TestBootDecisions(t *testing.T) {
 			wantWarned: []string{"VOLATILE: data partition /dev/vda3 (PARTLABEL=rootfs_data) holds unknown content"},
 		},
 		{
-			name:       "ext4 that does not mount goes volatile and is not formatted",
-			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, mountErr: map[string]error{"/overlay": unix.EUCLEAN}},
+			name:       "ext4 that does not mount and cannot be repaired goes volatile and is not formatted",
+			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, mountErr: map[string]error{"/overlay": unix.EUCLEAN}, repairErr: errors.New("e2fsck exited 4")},
 			wantMode:   ModeVolatile,
-			wantCalls:  []string{"mount /dev/vda3 /overlay ext4", "mount tmpfs /overlay tmpfs", "switch_root"},
+			wantCalls:  []string{"mount /dev/vda3 /overlay ext4", "repair /dev/vda3 ext4", "mount tmpfs /overlay tmpfs", "switch_root"},
 			notCalls:   []string{"format"},
-			wantWarned: []string{"VOLATILE: mount data /dev/vda3"},
+			wantWarned: []string{"VOLATILE: mount data /dev/vda3", "repair failed: e2fsck exited 4: leaving it untouched (on_corrupt = keep)"},
+		},
+		{
+			name:       "ext4 that mounts after a repair stays persistent",
+			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, mountFail: map[string]int{"/overlay": 1}},
+			wantMode:   ModePersistent,
+			wantCalls:  []string{"mount /dev/vda3 /overlay ext4", "repair /dev/vda3 ext4", "mount /dev/vda3 /overlay ext4", "mount overlay /newroot", "switch_root"},
+			notCalls:   []string{"format", "mount tmpfs /overlay"},
+			wantWarned: []string{"repairing /dev/vda3 (ext4)", "repaired /dev/vda3 in"},
+		},
+		{
+			name:       "ext4 with a wiped superblock is repaired, never formatted as blank",
+			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4Damaged}},
+			wantMode:   ModePersistent,
+			wantCalls:  []string{"repair /dev/vda3 ext4", "mount /dev/vda3 /overlay ext4", "switch_root"},
+			notCalls:   []string{"format"},
+			wantWarned: []string{"primary superblock damaged"},
+		},
+		{
+			name:       "on_corrupt = format formats what cannot be mounted or repaired",
+			config:     "on_corrupt = \"format\"\n",
+			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentUnknown}},
+			wantMode:   ModePersistent,
+			wantCalls:  []string{"format /dev/vda3 ext4 rootfs_data", "mount /dev/vda3 /overlay ext4", "switch_root"},
+			wantWarned: []string{"holds unknown content, not ext4: formatting it ext4 because on_corrupt = format"},
 		},
 		{
 			name:       "format failure goes volatile",

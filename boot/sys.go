@@ -18,6 +18,9 @@ type Sys interface {
 	Probe(dev string) (Content, error)
 	// Format makes a filesystem of type fstype labelled label on dev.
 	Format(dev, fstype, label string) error
+	// Repair runs the filesystem checker in preen mode on dev (from the
+	// backup superblock when the primary is gone) and returns its output.
+	Repair(dev, fstype string) (string, error)
 	// WaitForKey watches the evdev device (all /dev/input/event* when "")
 	// for key code during window, and reports whether it was held for hold.
 	// A press that starts inside the window may finish its hold after it.

@@ -8,11 +8,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/ext4"
+	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/reset"
 	"github.com/u-root/u-root/pkg/kmodule"
 	"github.com/u-root/u-root/pkg/mount"
@@ -190,4 +193,57 @@ func collectTrashChild() {
 	unix.Sync()
 	fmt.Fprintf(os.Stderr, "ovroot: removed %d retired upper and work trees from the data partition in %d ms\n", n, time.Since(start).Milliseconds())
 	os.Exit(0)
+}
+
+// Repair runs e2fsck -p; when it cannot open the filesystem (exit code 8,
+// e.g. a wiped primary superblock) and a backup superblock exists, it runs
+// again from that backup. Exit codes below 4 mean the filesystem is clean
+// or was fixed (e2fsck(8)).
+func (LinuxSys) Repair(dev, fstype string) (string, error) {
+	if fstype != "ext4" {
+		return "", fmt.Errorf("no repair tool for %s", fstype)
+	}
+	if _, err := os.Stat(layout.E2fsckPath); err != nil {
+		return "", fmt.Errorf("no e2fsck in the initramfs (image key e2fsck): %w", err)
+	}
+	var out strings.Builder
+	for _, args := range repairAttempts(dev, func() (Ext4Backup, bool) {
+		f, err := os.Open(dev)
+		if err != nil {
+			return Ext4Backup{}, false
+		}
+		defer f.Close()
+		size, _ := f.Seek(0, io.SeekEnd)
+		return FindExt4Backup(f, size)
+	}) {
+		cmd := exec.Command(layout.E2fsckPath, args...)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		cmd.Env = []string{"PATH=/sbin:/bin"}
+		err := cmd.Run()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			return out.String(), err
+		}
+		if code < 4 {
+			return out.String(), nil
+		}
+		if code&8 == 0 {
+			return out.String(), fmt.Errorf("e2fsck %s exited %d: errors left uncorrected", strings.Join(args, " "), code)
+		}
+		fmt.Fprintf(&out, "e2fsck %s exited %d\n", strings.Join(args, " "), code)
+	}
+	return out.String(), fmt.Errorf("e2fsck could not repair %s", dev)
+}
+
+// repairAttempts are the e2fsck runs to try in order: preen mode, then
+// preen mode from a backup superblock if one is found.
+func repairAttempts(dev string, backup func() (Ext4Backup, bool)) [][]string {
+	attempts := [][]string{{"-p", dev}}
+	if b, ok := backup(); ok {
+		attempts = append(attempts, []string{"-p", "-b", strconv.FormatInt(b.Block, 10), "-B", strconv.FormatInt(b.BlockSize, 10), dev})
+	}
+	return attempts
 }

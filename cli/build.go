@@ -20,7 +20,7 @@ type imageFlags struct {
 	file, arch, kernel, modulesDir, rootfs, cmdline, compression string
 	dataSize, bootSize, rootSize                                 string
 	modules                                                      stringList
-	initBinary                                                   string
+	initBinary, e2fsck                                           string
 }
 
 func (f *imageFlags) register(fs *flag.FlagSet) {
@@ -36,6 +36,7 @@ func (f *imageFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.bootSize, "boot-size", "", "boot partition size (image.toml: boot_size)")
 	fs.StringVar(&f.rootSize, "root-size", "", "root partition size, 0 = fit (image.toml: root_size)")
 	fs.StringVar(&f.initBinary, "init-binary", "", "prebuilt /init for the arch (default: cross-compile ./cmd/init)")
+	fs.StringVar(&f.e2fsck, "e2fsck", "", "static e2fsck for the arch, carried to repair the data partition (image.toml: e2fsck)")
 }
 
 // image loads image.toml (if -f) and applies the flags over it.
@@ -76,6 +77,7 @@ func (f *imageFlags) image() (*config.Image, error) {
 	set(&im.Rootfs, f.rootfs)
 	set(&im.Cmdline, f.cmdline)
 	set(&im.Compression, f.compression)
+	set(&im.E2fsck, f.e2fsck)
 	if len(f.modules) > 0 {
 		im.Modules = f.modules
 	}
@@ -146,6 +148,10 @@ func BuildImage(ctx context.Context, im *config.Image, initBinary, out string, l
 	if err != nil {
 		return nil, err
 	}
+	var extra []initramfs.File
+	if im.E2fsck != "" {
+		extra = append(extra, initramfs.File{Path: layout.E2fsckPath, Source: im.E2fsck, Mode: 0o755})
+	}
 	t := time.Now()
 	rep, err := initramfs.Build(ctx, initramfs.Options{
 		Arch:       im.Arch,
@@ -153,6 +159,7 @@ func BuildImage(ctx context.Context, im *config.Image, initBinary, out string, l
 		ModulesDir: im.ModulesDir,
 		Modules:    im.Modules,
 		InitConfig: initCfg,
+		Files:      extra,
 	}, w)
 	if cerr := w.Close(); err == nil {
 		err = cerr

@@ -40,6 +40,9 @@ func runDemo(c Context, ctx context.Context, args []string) error {
 	im.Kernel = filepath.Join(k, "vmlinuz")
 	im.ModulesDir = filepath.Join(k, "modules")
 	im.Rootfs = rootfs
+	if _, err := os.Stat(filepath.Join(k, "e2fsck")); err == nil {
+		im.E2fsck = filepath.Join(k, "e2fsck") // from make kernels: repairs the data partition
+	}
 	if err := im.Validate(); err != nil {
 		return err
 	}

@@ -25,6 +25,7 @@ type Init struct {
 	DeviceTimeout Duration `toml:"device_timeout"` // how long to wait for the partitions
 	Init          string   `toml:"init"`           // program to run after switch_root
 	DataFSType    string   `toml:"data_fstype"`    // filesystem of the data partition
+	OnCorrupt     string   `toml:"on_corrupt"`     // "keep" or "format": a data partition that cannot be mounted or repaired
 	Reset         Reset    `toml:"reset"`          // factory reset
 }
 
@@ -54,6 +55,7 @@ func DefaultInit() Init {
 		DeviceTimeout: Duration(15 * time.Second),
 		Init:          "/sbin/init",
 		DataFSType:    "ext4",
+		OnCorrupt:     "keep",
 		Reset: Reset{
 			Keep:       []string{},
 			ButtonKey:  "KEY_RESTART",
@@ -84,6 +86,9 @@ func (c Init) validate(file, prefix string) error {
 		return bad("init", "%q is not an absolute path", c.Init)
 	case !contains(dataFSTypes, c.DataFSType):
 		return bad("data_fstype", "%q is not supported (want one of %s)", c.DataFSType, strings.Join(dataFSTypes, ", "))
+	}
+	if c.OnCorrupt != "keep" && c.OnCorrupt != "format" {
+		return bad("on_corrupt", "%q is not one of keep, format", c.OnCorrupt)
 	}
 	r := c.Reset
 	if err := reset.ValidateKeep(r.Keep); err != nil {
@@ -149,6 +154,7 @@ type Image struct {
 	BootSize    Size        `toml:"boot_size"`
 	RootSize    Size        `toml:"root_size"`
 	DataSize    Size        `toml:"data_size"`
+	E2fsck      string      `toml:"e2fsck"` // static e2fsck for the arch, carried as /sbin/e2fsck
 	Init        Init        `toml:"init"`
 
 	file string // where it was read from, for errors
@@ -231,7 +237,7 @@ func LoadImage(path string) (*Image, error) {
 		return nil, err
 	}
 	dir := filepath.Dir(path)
-	for _, p := range []*string{&im.Kernel, &im.ModulesDir, &im.Rootfs} {
+	for _, p := range []*string{&im.Kernel, &im.ModulesDir, &im.Rootfs, &im.E2fsck} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
@@ -328,13 +334,13 @@ func knownKeys(v any) []string {
 		return initKeys("")
 	case *Image:
 		return append([]string{"arch", "kernel", "modules_dir", "modules", "rootfs", "cmdline", "squashfs_compression",
-			"boot_size", "root_size", "data_size"}, initKeys("init.")...)
+			"boot_size", "root_size", "data_size", "e2fsck"}, initKeys("init.")...)
 	}
 	return nil
 }
 
 func initKeys(prefix string) []string {
-	keys := []string{"root_label", "data_label", "device_timeout", "init", "data_fstype",
+	keys := []string{"root_label", "data_label", "device_timeout", "init", "data_fstype", "on_corrupt",
 		"reset", "reset.keep", "reset.button_key", "reset.button_device", "reset.button_hold", "reset.button_window"}
 	for i := range keys {
 		keys[i] = prefix + keys[i]

@@ -43,6 +43,9 @@ func requireTools(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(kernelCache(), a.DebianArch(), "vmlinuz")); err != nil {
 			missing = append(missing, "kernel "+a.DebianArch()+" in "+kernelCache())
 		}
+		if _, err := os.Stat(filepath.Join(kernelCache(), a.DebianArch(), "e2fsck")); err != nil {
+			missing = append(missing, "e2fsck-static "+a.DebianArch()+" in "+kernelCache())
+		}
 	}
 	if len(missing) == 0 {
 		return
@@ -118,6 +121,7 @@ func buildImage(t *testing.T, arch layout.Arch, rootfs string, edit func(*config
 	im.Kernel = filepath.Join(k, "vmlinuz")
 	im.ModulesDir = filepath.Join(k, "modules")
 	im.Rootfs = rootfs
+	im.E2fsck = filepath.Join(k, "e2fsck")
 	im.DataSize = 128 << 20
 	if edit != nil {
 		edit(im)

@@ -36,6 +36,9 @@ const (
 	// ModuleLoadList lists module files (paths inside the initramfs), one per
 	// line, in the order the init must load them (dependencies first).
 	ModuleLoadList = "/lib/modules/ovroot.load"
+	// E2fsckPath is where the initramfs carries a static e2fsck (Debian's
+	// e2fsck-static) to repair the data partition, when the image has one.
+	E2fsckPath = "/sbin/e2fsck"
 )
 
 // Files inside the boot partition (FAT).
