@@ -22,6 +22,9 @@ type Cmdline struct {
 	// (ovroot.reset_step_delay=300ms): a test aid, so a power cut can be
 	// aimed at every moment of a reset that otherwise takes milliseconds.
 	ResetStepDelay time.Duration
+	// Failsafe boots the factory root with a RAM upper and the data
+	// partition read-only (ovroot.failsafe=1).
+	Failsafe bool
 	// Params holds every parameter as given, last one wins (flags map to "").
 	Params map[string]string
 }
@@ -60,6 +63,15 @@ func ParseCmdline(s string) (c Cmdline, problems []string) {
 				c.Reset = false
 			default:
 				problems = append(problems, fmt.Sprintf("ovroot.reset=%q: want 1 or 0, ignored", val))
+			}
+		case "ovroot.failsafe":
+			switch strings.ToLower(val) {
+			case "", "1", "y", "yes", "true", "on":
+				c.Failsafe = true
+			case "0", "n", "no", "false", "off":
+				c.Failsafe = false
+			default:
+				problems = append(problems, fmt.Sprintf("ovroot.failsafe=%q: want 1 or 0, ignored", val))
 			}
 		case "ovroot.reset_step_delay":
 			d, err := time.ParseDuration(val)

@@ -62,6 +62,11 @@ func TestParseCmdline(t *testing.T) {
 			want: Cmdline{Params: map[string]string{"ovroot.reset": "0"}},
 		},
 		{
+			name: "failsafe",
+			in:   "ovroot.failsafe=1",
+			want: Cmdline{Failsafe: true, Params: map[string]string{"ovroot.failsafe": "1"}},
+		},
+		{
 			name:     "bad reset values ignored",
 			in:       "ovroot.reset=maybe ovroot.reset_step_delay=forever",
 			want:     Cmdline{Params: map[string]string{"ovroot.reset": "maybe", "ovroot.reset_step_delay": "forever"}},

@@ -88,3 +88,32 @@ func (LinuxSys) WaitForKey(device string, code int, hold, window time.Duration) 
 		time.Sleep(poll)
 	}
 }
+
+// ReadConsoleLine waits up to timeout for a line on standard input (the
+// console). Input is left in canonical mode, so the line arrives on Enter.
+func (LinuxSys) ReadConsoleLine(timeout time.Duration) (string, error) {
+	fds := []unix.PollFd{{Fd: 0, Events: unix.POLLIN}}
+	deadline := time.Now().Add(timeout)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return "", nil
+		}
+		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		if n == 0 {
+			return "", nil
+		}
+		buf := make([]byte, 256)
+		m, err := unix.Read(0, buf)
+		if err != nil {
+			return "", err
+		}
+		return string(buf[:m]), nil
+	}
+}

@@ -35,6 +35,7 @@ type Boot struct {
 	cmdline      Cmdline
 	state        State
 	resetTrigger string // cmdline or button: asked for on this boot
+	failsafe     string // why this boot is in failsafe mode; "" = it is not
 }
 
 // mountItem is one entry of a fixed mount table.
@@ -74,6 +75,12 @@ func (b *Boot) Run() error {
 		b.Warnf("factory reset asked for on the kernel command line (ovroot.reset)")
 	}
 	b.watchResetButton()
+	b.failsafe = ""
+	if b.cmdline.Failsafe {
+		b.failsafe = "ovroot.failsafe on the kernel command line"
+	} else {
+		b.watchFailsafeKey()
+	}
 
 	t = b.now()
 	root, data, err := b.waitForPartitions()
@@ -86,9 +93,12 @@ func (b *Boot) Run() error {
 	if err := b.mountLower(root); err != nil {
 		return err
 	}
-	// The one place that decides between a persistent and a volatile upper.
+	// The one place that decides between a persistent, a volatile and a
+	// failsafe upper.
 	persistent := false
-	if data == nil {
+	if b.failsafe != "" {
+		b.goFailsafe(data)
+	} else if data == nil {
 		b.goVolatile(fmt.Sprintf("no partition labelled %s", b.cfg.DataLabel))
 	} else if err := b.mountData(*data); err != nil {
 		b.goVolatile(err.Error())
@@ -428,6 +438,62 @@ func (b *Boot) collectTrash() {
 	b.Logf("deleting %d retired upper and work trees in %s in the background", n, trash)
 }
 
+// watchFailsafeKey offers failsafe mode on the console for the configured
+// window (off by default), as OpenWRT's preinit does.
+func (b *Boot) watchFailsafeKey() {
+	w := b.cfg.FailsafeWindow.D()
+	if w <= 0 {
+		return
+	}
+	b.Logf("press f and Enter within %s for failsafe mode", w)
+	line, err := b.Sys.ReadConsoleLine(w)
+	if err != nil {
+		b.Warnf("failsafe prompt: %v", err)
+		return
+	}
+	if strings.TrimSpace(line) == "f" {
+		b.failsafe = "f pressed on the console"
+	}
+}
+
+// goFailsafe boots the factory root with a tmpfs upper and, for rescue,
+// the data partition read-only at /overlay (when it holds the data
+// filesystem): nothing on it is formatted, repaired, reset or changed.
+func (b *Boot) goFailsafe(data *BlockDev) {
+	b.state.Mode = ModeFailsafe
+	b.state.Reason = b.failsafe
+	b.Warnf("**********************************************************")
+	b.Warnf("FAILSAFE: %s", b.failsafe)
+	b.Warnf("factory root with a RAM upper; data partition read-only at %s", layout.OverlayDir)
+	b.Warnf("**********************************************************")
+	b.mkdir(layout.OverlayDir)
+	if data == nil {
+		b.Warnf("failsafe: no partition labelled %s to mount for rescue", b.cfg.DataLabel)
+		return
+	}
+	content, err := b.Sys.Probe(data.Path())
+	if err != nil || content != Content(b.cfg.DataFSType) {
+		b.Warnf("failsafe: data partition %s not mounted (holds %s content, %v)", data, content, err)
+		return
+	}
+	if err := b.Sys.Mount(data.Path(), layout.OverlayDir, b.cfg.DataFSType, unix.MS_RDONLY|unix.MS_NOATIME, ""); err != nil {
+		b.Warnf("failsafe: mount %s read-only on %s: %v", data, layout.OverlayDir, err)
+		return
+	}
+	b.state.DataDevice = data.Path()
+	b.Logf("failsafe: mounted %s (%s, ro) on %s", data.Path(), b.cfg.DataFSType, layout.OverlayDir)
+}
+
+// upperDirs are the overlay's upper and work directories: on /overlay,
+// except in failsafe mode, where they are on the /run tmpfs.
+func (b *Boot) upperDirs() (upper, work string) {
+	base := layout.OverlayDir
+	if b.state.Mode == ModeFailsafe {
+		base = filepath.Join(layout.RunDir, "failsafe")
+	}
+	return filepath.Join(base, layout.UpperName), filepath.Join(base, layout.WorkName)
+}
+
 // goVolatile puts a tmpfs at /overlay: the device boots, but nothing written
 // survives a power-off. Said loudly, and recorded for ovrootctl status.
 func (b *Boot) goVolatile(reason string) {
@@ -447,8 +513,7 @@ func (b *Boot) goVolatile(reason string) {
 // workdir must be an empty directory on the same filesystem as upperdir,
 // which is why both live on /overlay.
 func (b *Boot) mountOverlay() error {
-	upper := filepath.Join(layout.OverlayDir, layout.UpperName)
-	work := filepath.Join(layout.OverlayDir, layout.WorkName)
+	upper, work := b.upperDirs()
 	for _, d := range []string{upper, work, layout.NewRootDir} {
 		if err := os.MkdirAll(b.path(d), 0o755); err != nil {
 			return fmt.Errorf("create %s: %w", d, err)

@@ -28,6 +28,7 @@ type fakeSys struct {
 	keyHeld   bool
 	mountFail map[string]int // by target: fail this many times with EUCLEAN, then succeed
 	repairErr error
+	console   string // what ReadConsoleLine returns
 }
 
 func (f *fakeSys) rec(format string, args ...any) {
@@ -80,6 +81,10 @@ func (f *fakeSys) StartTrashCollector(trash string) error {
 func (f *fakeSys) Repair(dev, fstype string) (string, error) {
 	f.rec("repair %s %s", dev, fstype)
 	return "rootfs_data: 11/16384 files (0.0% non-contiguous)\n", f.repairErr
+}
+func (f *fakeSys) ReadConsoleLine(timeout time.Duration) (string, error) {
+	f.rec("read-console %s", timeout)
+	return f.console, nil
 }
 func (f *fakeSys) SwitchRoot(newRoot, init string) error {
 	f.rec("switch_root %s %s", newRoot, init)
@@ -255,6 +260,31 @@ func TestBootDecisions(t *testing.T) {
 			wantCalls:  []string{"repair /dev/vda3 ext4", "mount /dev/vda3 /overlay ext4", "switch_root"},
 			notCalls:   []string{"format"},
 			wantWarned: []string{"primary superblock damaged"},
+		},
+		{
+			name:       "failsafe from the command line: RAM upper, data read-only, nothing formatted",
+			cmdline:    "ovroot.failsafe=1",
+			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}},
+			wantMode:   ModeFailsafe,
+			wantCalls:  []string{fmt.Sprintf("mount /dev/vda3 /overlay ext4 %#x", unix.MS_RDONLY|unix.MS_NOATIME), "mount overlay /newroot overlay 0x0 lowerdir=/rom,upperdir=/run/ovroot/failsafe/upper,workdir=/run/ovroot/failsafe/work", "switch_root"},
+			notCalls:   []string{"format", "repair", "read-console", fmt.Sprintf("mount /dev/vda3 /overlay ext4 %#x", unix.MS_NOATIME)},
+			wantWarned: []string{"FAILSAFE: ovroot.failsafe on the kernel command line"},
+		},
+		{
+			name:       "failsafe from the console key; a blank data partition is not formatted",
+			config:     "failsafe_window = \"2s\"\n",
+			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentBlank}, console: "f\n"},
+			wantMode:   ModeFailsafe,
+			wantCalls:  []string{"read-console 2s", "mount overlay /newroot overlay 0x0 lowerdir=/rom,upperdir=/run/ovroot/failsafe/upper", "switch_root"},
+			notCalls:   []string{"format", "mount /dev/vda3"},
+			wantWarned: []string{"FAILSAFE: f pressed on the console", "failsafe: data partition /dev/vda3 (PARTLABEL=rootfs_data) not mounted (holds blank content"},
+		},
+		{
+			name:      "another key on the console boots normally",
+			config:    "failsafe_window = \"2s\"\n",
+			sys:       &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, console: "x\n"},
+			wantMode:  ModePersistent,
+			wantCalls: []string{"read-console 2s", "mount /dev/vda3 /overlay ext4", "switch_root"},
 		},
 		{
 			name:       "on_corrupt = format formats what cannot be mounted or repaired",

@@ -13,6 +13,7 @@ import (
 const (
 	ModePersistent = "persistent" // upper on the data partition
 	ModeVolatile   = "volatile"   // upper on tmpfs: changes are lost at power-off
+	ModeFailsafe   = "failsafe"   // asked for: upper on tmpfs, data partition read-only
 )
 
 // StateFile is where the init records what it did, for ovrootctl status.

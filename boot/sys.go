@@ -25,6 +25,9 @@ type Sys interface {
 	// for key code during window, and reports whether it was held for hold.
 	// A press that starts inside the window may finish its hold after it.
 	WaitForKey(device string, code int, hold, window time.Duration) (bool, error)
+	// ReadConsoleLine reads one line typed on the console within timeout
+	// ("" when none was).
+	ReadConsoleLine(timeout time.Duration) (string, error)
 	// StartTrashCollector deletes the contents of the trash directory in a
 	// background process that outlives switch_root.
 	StartTrashCollector(trash string) error

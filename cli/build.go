@@ -138,6 +138,12 @@ func BuildImage(ctx context.Context, im *config.Image, initBinary, out string, l
 	if err != nil {
 		return nil, err
 	}
+	return BuildImageWithInitConfig(ctx, im, initBinary, initCfg, out, logf)
+}
+
+// BuildImageWithInitConfig is BuildImage with the init config's bytes given
+// as they are (the tests use it to carry a broken one).
+func BuildImageWithInitConfig(ctx context.Context, im *config.Image, initBinary string, initCfg []byte, out string, logf func(string, ...any)) (*BuildResult, error) {
 	tmp, err := os.MkdirTemp("", "ovroot-build-")
 	if err != nil {
 		return nil, err

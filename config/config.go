@@ -26,7 +26,10 @@ type Init struct {
 	Init          string   `toml:"init"`           // program to run after switch_root
 	DataFSType    string   `toml:"data_fstype"`    // filesystem of the data partition
 	OnCorrupt     string   `toml:"on_corrupt"`     // "keep" or "format": a data partition that cannot be mounted or repaired
-	Reset         Reset    `toml:"reset"`          // factory reset
+	// FailsafeWindow is how long the init offers failsafe mode on the
+	// console ("press f and Enter"); 0, the default, does not ask.
+	FailsafeWindow Duration `toml:"failsafe_window"`
+	Reset          Reset    `toml:"reset"` // factory reset
 }
 
 // Reset is the [reset] table of the init config: what a factory reset
@@ -86,6 +89,9 @@ func (c Init) validate(file, prefix string) error {
 		return bad("init", "%q is not an absolute path", c.Init)
 	case !contains(dataFSTypes, c.DataFSType):
 		return bad("data_fstype", "%q is not supported (want one of %s)", c.DataFSType, strings.Join(dataFSTypes, ", "))
+	}
+	if c.FailsafeWindow.D() > time.Minute {
+		return bad("failsafe_window", "%s is too long (at most 1m: it delays every boot)", c.FailsafeWindow)
 	}
 	if c.OnCorrupt != "keep" && c.OnCorrupt != "format" {
 		return bad("on_corrupt", "%q is not one of keep, format", c.OnCorrupt)
@@ -340,7 +346,7 @@ func knownKeys(v any) []string {
 }
 
 func initKeys(prefix string) []string {
-	keys := []string{"root_label", "data_label", "device_timeout", "init", "data_fstype", "on_corrupt",
+	keys := []string{"root_label", "data_label", "device_timeout", "init", "data_fstype", "on_corrupt", "failsafe_window",
 		"reset", "reset.keep", "reset.button_key", "reset.button_device", "reset.button_hold", "reset.button_window"}
 	for i := range keys {
 		keys[i] = prefix + keys[i]

@@ -100,6 +100,9 @@ func (c Context) status(args []string) error {
 	if st.Mode == boot.ModeVolatile {
 		fmt.Fprintf(w, "VOLATILE: %s\n", st.Reason)
 		fmt.Fprintln(w, "  changes are kept in RAM and lost at power-off")
+	} else if st.Mode == boot.ModeFailsafe {
+		fmt.Fprintf(w, "FAILSAFE: %s\n", st.Reason)
+		fmt.Fprintf(w, "  changes are kept in RAM; the data partition is read-only at %s for rescue\n", layout.OverlayDir)
 	} else {
 		fmt.Fprintf(w, "%s\n", strings.ToUpper(st.Mode))
 	}

@@ -26,7 +26,7 @@ func (c Context) factoryReset(args []string) error {
 		return err
 	}
 	if st.Mode != boot.ModePersistent {
-		return fmt.Errorf("the data partition is not in use (VOLATILE: %s): there is nothing to reset, and a request could not be stored", st.Reason)
+		return fmt.Errorf("the data partition is not in use (%s: %s): there is nothing to reset, and a request could not be stored", strings.ToUpper(st.Mode), st.Reason)
 	}
 	dir := c.path(layout.OverlayDir)
 	if *cancel {

@@ -1,0 +1,295 @@
+package integration
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ovroot/ovroot/cli"
+	"github.com/ovroot/ovroot/config"
+	"github.com/ovroot/ovroot/imagebuild"
+	"github.com/ovroot/ovroot/layout"
+	"github.com/ovroot/ovroot/qemu"
+)
+
+// partRange is where a partition of an image lies, in bytes.
+func partRange(t *testing.T, img image, label string) (start, size int64) {
+	t.Helper()
+	parts, err := imagebuild.ListPartitions(img.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range parts {
+		if p.Label == label {
+			return p.Start, p.Size
+		}
+	}
+	t.Fatalf("no partition %s in %s", label, img.path)
+	return 0, 0
+}
+
+// writePart overwrites bytes of a partition on the host, as a fault would.
+func writePart(t *testing.T, img image, label string, off int64, data []byte) {
+	t.Helper()
+	start, size := partRange(t, img, label)
+	if off+int64(len(data)) > size {
+		t.Fatalf("write past the end of %s", label)
+	}
+	f, err := os.OpenFile(img.path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(data, start+off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readPart(t *testing.T, img image, label string, off, n int64) []byte {
+	t.Helper()
+	start, _ := partRange(t, img, label)
+	f, err := os.Open(img.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, start+off); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func sumPart(t *testing.T, img image, label string) string {
+	t.Helper()
+	start, size := partRange(t, img, label)
+	f, err := os.Open(img.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	io.Copy(h, io.NewSectionReader(f, start, size))
+	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+// expectVolatile checks a boot that went volatile for reason: the console
+// warning, ovrootctl status, a tmpfs at /overlay.
+func expectVolatile(t *testing.T, vm *qemu.VM, reason string) {
+	t.Helper()
+	expect(t, vm, "ovroot: VOLATILE: "+reason)
+	expect(t, vm, "changes made on this boot will be LOST at power-off")
+	expect(t, vm, "GUEST: ready")
+	if st := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(st, "VOLATILE: "+reason) {
+		t.Errorf("ovrootctl status does not say VOLATILE: %s:\n%s", reason, st)
+	}
+	mounts := guest(t, vm, "mounts")
+	if !strings.Contains(mounts, "tmpfs /overlay tmpfs") {
+		t.Errorf("/overlay is not a tmpfs in volatile mode:\n%s", mounts)
+	}
+	if !strings.Contains(mounts, "overlay / overlay") {
+		t.Errorf("no overlay root in volatile mode:\n%s", mounts)
+	}
+}
+
+// TestNeverBricked builds broken disks on purpose and checks the device
+// still boots, in the best state it can, and says which.
+func TestNeverBricked(t *testing.T) {
+	requireTools(t)
+	for _, arch := range layout.Arches {
+		t.Run(string(arch), func(t *testing.T) {
+			t.Parallel()
+			rootfs := makeRootfs(t, arch)
+			t.Run("repair", func(t *testing.T) { testRepair(t, arch, rootfs) })
+			t.Run("missing-data-partition", func(t *testing.T) { testMissingData(t, arch, rootfs) })
+			t.Run("bad-config", func(t *testing.T) { testBadConfig(t, arch, rootfs) })
+			t.Run("missing-root", func(t *testing.T) { testMissingRoot(t, arch, rootfs) })
+			t.Run("on-corrupt-format", func(t *testing.T) { testOnCorruptFormat(t, arch, rootfs) })
+			t.Run("failsafe", func(t *testing.T) { testFailsafe(t, arch, rootfs) })
+		})
+	}
+}
+
+// testRepair: a data partition whose superblock was destroyed is repaired
+// from its backup and keeps its files; one holding another filesystem is
+// left untouched and the boot is volatile.
+func testRepair(t *testing.T, arch layout.Arch, rootfs string) {
+	img := buildImage(t, arch, rootfs, func(im *config.Image) {
+		im.DataSize = 256 << 20 // room for a backup superblock (group 1, at 128 MiB)
+	})
+	vm := boot(t, img)
+	expect(t, vm, "GUEST: ready")
+	guest(t, vm, "write /etc/precious.txt written-before-the-damage")
+	powerOff(t, vm)
+
+	// Destroy the primary superblock (bytes 1024..2047 of the partition).
+	writePart(t, img, layout.DataLabel, 1024, make([]byte, 1024))
+	vm = boot(t, img)
+	expect(t, vm, "primary superblock damaged")
+	expect(t, vm, "ovroot: repairing")
+	expect(t, vm, "ovroot: repaired")
+	expect(t, vm, "GUEST: ready")
+	if strings.Contains(vm.Console(), "formatting") || strings.Contains(vm.Console(), "VOLATILE") {
+		t.Errorf("a repairable partition was formatted or given up on:\n%s", vm.Tail(60))
+	}
+	if got := guest(t, vm, "cat /etc/precious.txt"); got != "written-before-the-damage\n" {
+		t.Errorf("after the repair /etc/precious.txt = %q", got)
+	}
+	if st := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(st, "PERSISTENT") || !strings.Contains(st, "repaired at boot") {
+		t.Errorf("status after a repair:\n%s", st)
+	}
+	powerOff(t, vm)
+	fsck(t, img, layout.DataLabel)
+
+	// Another filesystem where the data should be: never formatted over.
+	rom := readPart(t, img, layout.RootLabel, 0, 4<<20)
+	writePart(t, img, layout.DataLabel, 0, rom)
+	before := sumPart(t, img, layout.DataLabel)
+	vm = boot(t, img)
+	expectVolatile(t, vm, "data partition /dev/vda3 (PARTLABEL=rootfs_data) holds squashfs content, not ext4")
+	guest(t, vm, "write /etc/lost-at-power-off.txt x")
+	powerOff(t, vm)
+	if sumPart(t, img, layout.DataLabel) != before {
+		t.Error("the init changed a data partition it could not use")
+	}
+}
+
+// testMissingData: no partition with the data label (and rootdelay=).
+func testMissingData(t *testing.T, arch layout.Arch, rootfs string) {
+	img := buildImage(t, arch, rootfs, func(im *config.Image) {
+		im.Init.DataLabel = "userdata"
+		im.Init.DeviceTimeout = config.Duration(2 * time.Second)
+	})
+	vm := boot(t, img, withCmdline("rootdelay=1"))
+	expect(t, vm, "ovroot: rootdelay: waiting 1s")
+	expect(t, vm, "ovroot: no partition labelled userdata after 2s; block devices: /dev/vda, /dev/vda1 (PARTLABEL=boot), /dev/vda2 (PARTLABEL=rootfs), /dev/vda3 (PARTLABEL=rootfs_data)")
+	expectVolatile(t, vm, "no partition labelled userdata")
+	guest(t, vm, "write /etc/volatile.txt gone-after-power-off")
+	powerOff(t, vm)
+	vm = boot(t, img)
+	expect(t, vm, "GUEST: ready")
+	if got := guest(t, vm, "exists /etc/volatile.txt"); !strings.Contains(got, "exists=false") {
+		t.Errorf("a file written in volatile mode survived: %s", got)
+	}
+	powerOff(t, vm)
+}
+
+// testBadConfig: an init config that does not parse boots with the
+// defaults and names the line.
+func testBadConfig(t *testing.T, arch layout.Arch, rootfs string) {
+	im := config.DefaultImage(arch)
+	k := filepath.Join(kernelCache(), arch.DebianArch())
+	im.Kernel, im.ModulesDir, im.Rootfs = filepath.Join(k, "vmlinuz"), filepath.Join(k, "modules"), rootfs
+	out := filepath.Join(t.TempDir(), "disk.img")
+	bad := []byte("root_label = \"rootfs\"\ndevice_timeout = \"soon\"\n")
+	if _, err := cli.BuildImageWithInitConfig(context.Background(), im, "", bad, out, t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	vm := boot(t, image{arch: arch, path: out})
+	expect(t, vm, `ovroot: config: /etc/ovroot/init.toml:2: device_timeout: invalid duration "soon"`)
+	expect(t, vm, "booting with defaults")
+	expect(t, vm, "ovroot: root ready in")
+	expect(t, vm, "GUEST: ready")
+	if st := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(st, "PERSISTENT") {
+		t.Errorf("status with a bad config:\n%s", st)
+	}
+	powerOff(t, vm)
+}
+
+// testMissingRoot: no root partition is an error that names the label and
+// the devices, and the init tries again instead of panicking the kernel.
+func testMissingRoot(t *testing.T, arch layout.Arch, rootfs string) {
+	img := buildImage(t, arch, rootfs, func(im *config.Image) {
+		im.Init.RootLabel = "sysroot"
+		im.Init.DeviceTimeout = config.Duration(2 * time.Second)
+	})
+	vm := boot(t, img)
+	expect(t, vm, "ovroot: cannot build a root (attempt 1): no partition labelled sysroot after 2s; block devices: /dev/vda, /dev/vda1 (PARTLABEL=boot), /dev/vda2 (PARTLABEL=rootfs), /dev/vda3 (PARTLABEL=rootfs_data)")
+	expect(t, vm, "ovroot: cannot build a root (attempt 2)")
+	if strings.Contains(vm.Console(), "Kernel panic") {
+		t.Errorf("kernel panic:\n%s", vm.Tail(40))
+	}
+	vm.Kill()
+}
+
+// testOnCorruptFormat: with on_corrupt = "format", garbage is formatted.
+func testOnCorruptFormat(t *testing.T, arch layout.Arch, rootfs string) {
+	img := buildImage(t, arch, rootfs, func(im *config.Image) { im.Init.OnCorrupt = "format" })
+	garbage := make([]byte, 2<<20)
+	rand.New(rand.NewSource(1)).Read(garbage)
+	writePart(t, img, layout.DataLabel, 0, garbage)
+	vm := boot(t, img)
+	expect(t, vm, "holds unknown content, not ext4: formatting it ext4 because on_corrupt = format")
+	expect(t, vm, "ovroot: root ready in")
+	expect(t, vm, "GUEST: ready")
+	checkMounts(t, guest(t, vm, "mounts"))
+	powerOff(t, vm)
+	fsck(t, img, layout.DataLabel)
+}
+
+// testFailsafe: f + Enter on the console, or ovroot.failsafe=1, boots the
+// factory root with a RAM upper and the data partition read-only at
+// /overlay; the next normal boot finds the data as it was.
+func testFailsafe(t *testing.T, arch layout.Arch, rootfs string) {
+	img := buildImage(t, arch, rootfs, func(im *config.Image) {
+		im.Init.FailsafeWindow = config.Duration(4 * time.Second)
+	})
+	vm := boot(t, img)
+	expect(t, vm, "ovroot: press f and Enter within 4s for failsafe mode")
+	expect(t, vm, "GUEST: ready")
+	guest(t, vm, "write /etc/persist.txt kept-data")
+	powerOff(t, vm)
+
+	for _, c := range []struct {
+		why  string
+		opts []bootOpt
+	}{
+		{"f pressed on the console", nil},
+		{"ovroot.failsafe on the kernel command line", []bootOpt{withCmdline("ovroot.failsafe=1")}},
+	} {
+		vm = boot(t, img, c.opts...)
+		if c.opts == nil {
+			expect(t, vm, "ovroot: press f and Enter")
+			if err := vm.Send("f"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		expect(t, vm, "ovroot: FAILSAFE: "+c.why)
+		expect(t, vm, "GUEST: ready")
+		mounts := guest(t, vm, "mounts")
+		if !regexp.MustCompile(`(?m)^/dev/vda3 /overlay ext4 ro[,\s]`).MatchString(mounts) ||
+			!strings.Contains(mounts, "upperdir=/run/ovroot/failsafe/upper") {
+			t.Errorf("failsafe mounts:\n%s", mounts)
+		}
+		if got := guest(t, vm, "exists /etc/persist.txt"); !strings.Contains(got, "exists=false") {
+			t.Errorf("failsafe root shows the data partition's changes: %s", got)
+		}
+		if got := guest(t, vm, "cat /overlay/upper/etc/persist.txt"); got != "kept-data\n" {
+			t.Errorf("data partition not readable for rescue at /overlay: %q", got)
+		}
+		if st := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(st, "FAILSAFE: "+c.why) {
+			t.Errorf("status in failsafe:\n%s", st)
+		}
+		guest(t, vm, "write /etc/failsafe-only.txt x")
+		powerOff(t, vm)
+	}
+
+	vm = boot(t, img)
+	expect(t, vm, "GUEST: ready")
+	if got := guest(t, vm, "cat /etc/persist.txt"); got != "kept-data\n" {
+		t.Errorf("after failsafe boots, /etc/persist.txt = %q", got)
+	}
+	if got := guest(t, vm, "exists /etc/failsafe-only.txt"); !strings.Contains(got, "exists=false") {
+		t.Errorf("a file written in failsafe mode persisted: %s", got)
+	}
+	powerOff(t, vm)
+	fsck(t, img, layout.DataLabel)
+}
