@@ -2,6 +2,8 @@ package boot
 
 import (
 	"os"
+	"os/exec"
+	"syscall"
 	"time"
 )
 
@@ -21,9 +23,42 @@ func Main() {
 	for attempt := 1; ; attempt++ {
 		err := b.Run()
 		log.Errorf("cannot build a root (attempt %d): %v", attempt, err)
-		log.Errorf("trying again in %s", retryDelay)
-		time.Sleep(retryDelay)
+		devs, _ := b.Sys.BlockDevices()
+		log.Errorf("block devices: %s", DescribeDevices(devs))
+		if !emergencyShell(log) {
+			log.Errorf("trying again in %s", retryDelay)
+			time.Sleep(retryDelay)
+		}
 	}
+}
+
+// EmergencyShell is where the initramfs carries a shell for when no root
+// can be built (u-root's gosh; ls, cat, dmesg and mount beside it).
+const EmergencyShell = "/bin/sh"
+
+// emergencyShell runs the initramfs's shell on the console until it exits;
+// it reports false when there is none.
+func emergencyShell(log *Logger) bool {
+	if _, err := os.Stat(EmergencyShell); err != nil {
+		return false
+	}
+	log.Errorf("starting an emergency shell on the console; exit it to try booting again")
+	cmd := exec.Command(EmergencyShell)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = []string{"PATH=/bin:/sbin", "HOME=/", "TERM=linux"}
+	// Its own session with the console as controlling terminal, so Ctrl-C
+	// reaches what runs in it, not PID 1.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		log.Errorf("emergency shell: %v", err)
+	}
+	log.Errorf("emergency shell exited: trying to boot again")
+	// A shell that cannot run (no console input) must not make a busy loop.
+	if d := time.Since(start); d < retryDelay {
+		time.Sleep(retryDelay - d)
+	}
+	return true
 }
 
 // attachKmsg sends the log to /dev/kmsg too, once devtmpfs is mounted.

@@ -13,8 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/diskfs/go-diskfs/backend/file"
-	"github.com/diskfs/go-diskfs/filesystem/ext4"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/reset"
 	"github.com/u-root/u-root/pkg/kmodule"
@@ -110,10 +108,7 @@ func (LinuxSys) Format(dev, fstype, label string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := ext4.Create(file.New(f, false), size, 0, 512, &ext4.Params{VolumeName: label}); err != nil {
-		return err
-	}
-	return f.Sync()
+	return FormatExt4(f, size, label)
 }
 
 // SwitchRoot checks that init exists in the new root before anything is

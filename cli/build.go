@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ovroot/ovroot/config"
+	"github.com/ovroot/ovroot/gobuild"
 	"github.com/ovroot/ovroot/imagebuild"
 	"github.com/ovroot/ovroot/initramfs"
 	"github.com/ovroot/ovroot/layout"
@@ -158,6 +159,13 @@ func BuildImageWithInitConfig(ctx context.Context, im *config.Image, initBinary 
 	if im.E2fsck != "" {
 		extra = append(extra, initramfs.File{Path: layout.E2fsckPath, Source: im.E2fsck, Mode: 0o755})
 	}
+	if im.EmergencyShell {
+		files, err := buildEmergencyShell(ctx, im.Arch, filepath.Join(tmp, "shell"))
+		if err != nil {
+			return nil, fmt.Errorf("emergency shell: %w", err)
+		}
+		extra = append(extra, files...)
+	}
 	t := time.Now()
 	rep, err := initramfs.Build(ctx, initramfs.Options{
 		Arch:       im.Arch,
@@ -247,4 +255,35 @@ func runInitramfs(c Context, ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(c.Stdout, "%s: %d bytes, modules in load order: %v\n", *out, rep.Bytes, rep.Modules)
 	return nil
+}
+
+// emergencyCommands are carried in /bin of the initramfs when
+// emergency_shell is on: a shell, and enough to look around.
+var emergencyCommands = []string{"gosh", "ls", "cat", "dmesg", "mount"}
+
+// buildEmergencyShell cross-compiles u-root's gosh and a few commands.
+func buildEmergencyShell(ctx context.Context, arch layout.Arch, dir string) ([]initramfs.File, error) {
+	src, err := gobuild.FindSource(".")
+	if err != nil {
+		return nil, err
+	}
+	var pkgs []string
+	for _, c := range emergencyCommands {
+		pkgs = append(pkgs, "github.com/u-root/u-root/cmds/core/"+c)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := gobuild.Build(ctx, arch, src, dir+"/", pkgs...); err != nil {
+		return nil, err
+	}
+	var files []initramfs.File
+	for _, c := range emergencyCommands {
+		name := "/bin/" + c
+		if c == "gosh" {
+			name = "/bin/sh"
+		}
+		files = append(files, initramfs.File{Path: name, Source: filepath.Join(dir, c), Mode: 0o755})
+	}
+	return files, nil
 }

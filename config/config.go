@@ -161,7 +161,10 @@ type Image struct {
 	RootSize    Size        `toml:"root_size"`
 	DataSize    Size        `toml:"data_size"`
 	E2fsck      string      `toml:"e2fsck"` // static e2fsck for the arch, carried as /sbin/e2fsck
-	Init        Init        `toml:"init"`
+	// EmergencyShell carries u-root's gosh and a few commands in the
+	// initramfs, started on the console when no root can be built.
+	EmergencyShell bool `toml:"emergency_shell"`
+	Init           Init `toml:"init"`
 
 	file string // where it was read from, for errors
 	src  []byte
@@ -179,11 +182,12 @@ var compressions = []string{"gzip", "xz", "zstd", "lz4", "lzo"}
 // DefaultImage is an image spec with every default for the arch.
 func DefaultImage(a layout.Arch) *Image {
 	im := &Image{
-		Arch:        a,
-		Compression: "gzip",
-		BootSize:    128 << 20,
-		DataSize:    256 << 20,
-		Init:        DefaultInit(),
+		Arch:           a,
+		Compression:    "gzip",
+		BootSize:       128 << 20,
+		DataSize:       256 << 20,
+		Init:           DefaultInit(),
+		EmergencyShell: true,
 	}
 	im.applyArchDefaults()
 	return im
@@ -340,7 +344,7 @@ func knownKeys(v any) []string {
 		return initKeys("")
 	case *Image:
 		return append([]string{"arch", "kernel", "modules_dir", "modules", "rootfs", "cmdline", "squashfs_compression",
-			"boot_size", "root_size", "data_size", "e2fsck"}, initKeys("init.")...)
+			"boot_size", "root_size", "data_size", "e2fsck", "emergency_shell"}, initKeys("init.")...)
 	}
 	return nil
 }

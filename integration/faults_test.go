@@ -114,6 +114,7 @@ func TestNeverBricked(t *testing.T) {
 			t.Run("missing-root", func(t *testing.T) { testMissingRoot(t, arch, rootfs) })
 			t.Run("on-corrupt-format", func(t *testing.T) { testOnCorruptFormat(t, arch, rootfs) })
 			t.Run("failsafe", func(t *testing.T) { testFailsafe(t, arch, rootfs) })
+			t.Run("emergency-shell", func(t *testing.T) { testEmergencyShell(t, arch, rootfs) })
 		})
 	}
 }
@@ -292,4 +293,30 @@ func testFailsafe(t *testing.T, arch layout.Arch, rootfs string) {
 	}
 	powerOff(t, vm)
 	fsck(t, img, layout.DataLabel)
+}
+
+// testEmergencyShell: a factory root that cannot be read leaves no root to
+// boot; the init says why, lists the block devices, and starts a shell on
+// the console; exiting it tries again.
+func testEmergencyShell(t *testing.T, arch layout.Arch, rootfs string) {
+	img := buildImage(t, arch, rootfs, nil)
+	writePart(t, img, layout.RootLabel, 0, make([]byte, 64<<10)) // the squashfs superblock and more
+	vm := boot(t, img)
+	expect(t, vm, "ovroot: cannot build a root (attempt 1): mount lower /dev/vda2 (PARTLABEL=rootfs) on /rom")
+	expect(t, vm, "ovroot: block devices: /dev/vda, /dev/vda1 (PARTLABEL=boot), /dev/vda2 (PARTLABEL=rootfs), /dev/vda3 (PARTLABEL=rootfs_data)")
+	expect(t, vm, "ovroot: starting an emergency shell on the console")
+	time.Sleep(2 * time.Second) // the shell sets up its line editor
+	if err := vm.Send("echo shell-works-$((6*7))"); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, vm, "shell-works-42")
+	vm.Send("ls /lib/modules")
+	expect(t, vm, "ovroot.load")
+	vm.Send("exit")
+	expect(t, vm, "ovroot: emergency shell exited: trying to boot again")
+	expect(t, vm, "ovroot: cannot build a root (attempt 2)")
+	if strings.Contains(vm.Console(), "Kernel panic") {
+		t.Errorf("kernel panic:\n%s", vm.Tail(40))
+	}
+	vm.Kill()
 }

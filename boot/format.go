@@ -1,0 +1,151 @@
+package boot
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/diskfs/go-diskfs/backend"
+	"github.com/diskfs/go-diskfs/backend/file"
+	"github.com/diskfs/go-diskfs/filesystem/ext4"
+)
+
+// FormatExt4 makes an ext4 filesystem labelled label on the open device
+// (go-diskfs: no mke2fs in the initramfs), so that a power cut at any
+// moment of it leaves a partition that the next boot still finds blank:
+// everything Probe looks at (the first MiB, and the magic of the backup
+// superblocks) is held back in memory and written only after the rest of
+// the filesystem is on the disk and synced. A cut during those last few
+// writes is the only window, and what it leaves is a filesystem whose
+// backup superblocks lack their magic, which mounts.
+func FormatExt4(f *os.File, size int64, label string) error {
+	return formatExt4(f, size, label, 0)
+}
+
+// errPowerCut is what the test-only write limit returns.
+var errPowerCut = errors.New("power cut (test)")
+
+func formatExt4(f *os.File, size int64, label string, failAfter int) error {
+	d, err := newDeferred(file.New(f, false), f, size)
+	if err != nil {
+		return err
+	}
+	d.failAfter = failAfter
+	if _, err := ext4.Create(d, size, 0, 512, &ext4.Params{VolumeName: label}); err != nil {
+		return err
+	}
+	return d.commit()
+}
+
+// deferred is a go-diskfs backend that holds back the writes to the bytes
+// Probe reads, until commit.
+type deferred struct {
+	backend.Storage
+	f         *os.File
+	w         backend.WritableFile
+	head      []byte           // the first blankProbeBytes, as written so far
+	magicAt   []int64          // offsets of the 2-byte backup superblock magics Probe reads
+	magic     map[int64][]byte // their held-back bytes
+	writes    int
+	failAfter int // tests: fail every write after this many (0 = never)
+}
+
+func newDeferred(s backend.Storage, f *os.File, size int64) (*deferred, error) {
+	w, err := s.Writable()
+	if err != nil {
+		return nil, err
+	}
+	n := int64(blankProbeBytes)
+	if size < n {
+		n = size
+	}
+	d := &deferred{Storage: s, f: f, w: w, head: make([]byte, n), magic: map[int64][]byte{}}
+	if _, err := f.ReadAt(d.head, 0); err != nil {
+		return nil, fmt.Errorf("read the start of the partition: %w", err)
+	}
+	for _, bs := range []int64{4096, 1024, 2048} {
+		block := 8 * bs
+		if bs == 1024 {
+			block++
+		}
+		if off := block*bs + 0x38; off+2 <= size {
+			d.magicAt = append(d.magicAt, off)
+		}
+	}
+	return d, nil
+}
+
+// Writable returns d itself: every write goes through WriteAt below.
+func (d *deferred) Writable() (backend.WritableFile, error) { return d, nil }
+
+// WriteAt keeps writes to the head and to the magic bytes in memory.
+func (d *deferred) WriteAt(p []byte, off int64) (int, error) {
+	d.writes++
+	if d.failAfter > 0 && d.writes > d.failAfter {
+		return 0, errPowerCut
+	}
+	n := len(p)
+	headLen := int64(len(d.head))
+	if off < headLen {
+		end := off + int64(len(p))
+		if end > headLen {
+			end = headLen
+		}
+		copy(d.head[off:end], p[:end-off])
+		p, off = p[end-off:], end
+		if len(p) == 0 {
+			return n, nil
+		}
+	}
+	var patched []byte
+	for _, m := range d.magicAt {
+		for i := int64(0); i < 2; i++ {
+			pos := m + i
+			if pos < off || pos >= off+int64(len(p)) {
+				continue
+			}
+			if patched == nil {
+				patched = append([]byte(nil), p...)
+			}
+			d.magic[pos] = []byte{p[pos-off]}
+			patched[pos-off] = 0
+		}
+	}
+	if patched != nil {
+		p = patched
+	}
+	if _, err := d.w.WriteAt(p, off); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// ReadAt reads what was written, held-back bytes included.
+func (d *deferred) ReadAt(p []byte, off int64) (int, error) {
+	n, err := d.Storage.ReadAt(p, off)
+	for i := 0; i < n; i++ {
+		pos := off + int64(i)
+		if pos < int64(len(d.head)) {
+			p[i] = d.head[pos]
+		} else if b, ok := d.magic[pos]; ok {
+			p[i] = b[0]
+		}
+	}
+	return n, err
+}
+
+// commit syncs the filesystem, then writes the held-back bytes and syncs.
+func (d *deferred) commit() error {
+	if err := d.f.Sync(); err != nil {
+		return err
+	}
+	if _, err := d.f.WriteAt(d.head, 0); err != nil {
+		return err
+	}
+	for pos, b := range d.magic {
+		if _, err := d.f.WriteAt(b, pos); err != nil {
+			return err
+		}
+	}
+	return d.f.Sync()
+}

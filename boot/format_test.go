@@ -1,0 +1,104 @@
+package boot
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func formatTarget(t *testing.T, size int64) *os.File {
+	t.Helper()
+	f, err := os.Create(filepath.Join(t.TempDir(), "data.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func probeFile(t *testing.T, f *os.File, size int64) Content {
+	t.Helper()
+	c, err := Probe(f, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func e2fsckClean(t *testing.T, path string) {
+	t.Helper()
+	if _, err := exec.LookPath("e2fsck"); err != nil {
+		if os.Getenv("OVROOT_REQUIRE_TOOLS") == "1" {
+			t.Fatal("e2fsck not installed (make deps)")
+		}
+		t.Skip("e2fsck not installed")
+	}
+	if out, err := exec.Command("e2fsck", "-fn", path).CombinedOutput(); err != nil {
+		t.Fatalf("e2fsck -fn: %v\n%s", err, out)
+	}
+}
+
+const formatSize = 200 << 20 // past 128 MiB: group 1 holds a backup superblock
+
+func TestFormatExt4(t *testing.T) {
+	f := formatTarget(t, formatSize)
+	if err := FormatExt4(f, formatSize, "rootfs_data"); err != nil {
+		t.Fatal(err)
+	}
+	if c := probeFile(t, f, formatSize); c != ContentExt4 {
+		t.Fatalf("after format: %s", c)
+	}
+	if _, ok := FindExt4Backup(f, formatSize); !ok {
+		t.Error("no backup superblock where Probe looks for one")
+	}
+	e2fsckClean(t, f.Name())
+}
+
+// A power cut at any write of the format leaves a partition the next boot
+// still takes for blank, and formats again.
+func TestFormatExt4PowerCut(t *testing.T) {
+	// Cut after 1, 2, 4, ... writes until a run completes, then at 16 more
+	// points spread over the last doubling (the end of the format).
+	var cuts []int
+	total := 0
+	for k := 1; total == 0; k *= 2 {
+		f := formatTarget(t, formatSize)
+		if err := formatExt4(f, formatSize, "rootfs_data", k); err == nil {
+			total = k
+		} else {
+			cuts = append(cuts, k)
+		}
+	}
+	for k := total / 2; k < total; k += max(1, total/32) {
+		cuts = append(cuts, k)
+	}
+	for _, k := range cuts {
+		f := formatTarget(t, formatSize)
+		err := formatExt4(f, formatSize, "rootfs_data", k)
+		if err == nil {
+			continue // the format needs no more writes than this
+		}
+		if !strings.Contains(err.Error(), errPowerCut.Error()) { // go-diskfs does not wrap errors
+			t.Fatalf("cut after %d writes: %v", k, err)
+		}
+		if c := probeFile(t, f, formatSize); c != ContentBlank {
+			t.Fatalf("cut after %d writes left %s, want blank", k, c)
+		}
+		if err := FormatExt4(f, formatSize, "rootfs_data"); err != nil {
+			t.Fatal(err)
+		}
+		if c := probeFile(t, f, formatSize); c != ContentExt4 {
+			t.Fatalf("format after a cut: %s", c)
+		}
+		e2fsckClean(t, f.Name())
+	}
+	if total < 4 {
+		t.Errorf("the format made only %d writes: the cuts tested nothing", total)
+	}
+	t.Logf("format: %d power cuts (after %v writes) each left a blank partition", len(cuts), cuts)
+}
