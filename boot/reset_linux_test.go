@@ -152,3 +152,34 @@ func TestBootFactoryResetFailureGoesVolatile(t *testing.T) {
 		t.Errorf("data partition not unmounted before going volatile: %v", e.sys.calls)
 	}
 }
+
+// A full data partition: the reserve is released so the overlay can mount
+// read-write, and said; with room again it is put back.
+func TestBootDataFull(t *testing.T) {
+	reserve := func(root string) string { return filepath.Join(root, "overlay", reset.MetaDir, "reserve") }
+	e := &bootEnv{sys: &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}}}
+	if _, err := e.run(t); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(reserve(e.root)); err != nil || fi.Size() != reserveBytes {
+		t.Fatalf("reserve not created: %v", err)
+	}
+	full := &bootEnv{sys: &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, free: 4096},
+		setup: func(root string) {
+			os.MkdirAll(filepath.Dir(reserve(root)), 0o700)
+			os.WriteFile(reserve(root), make([]byte, reserveBytes), 0o600)
+		}}
+	b, err := full.run(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(reserve(full.root)); err == nil {
+		t.Error("reserve kept on a full partition")
+	}
+	if b.State().Mode != ModePersistent || !full.warned("data partition full (4 KiB free): released the 1024 KiB reserve") {
+		t.Errorf("mode %s, warnings %v", b.State().Mode, full.warnings)
+	}
+	if !strings.Contains(strings.Join(b.State().Warnings, "\n"), "data partition full") {
+		t.Errorf("state warnings %v", b.State().Warnings)
+	}
+}

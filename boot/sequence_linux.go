@@ -107,6 +107,7 @@ func (b *Boot) Run() error {
 		b.goVolatile(err.Error())
 	} else {
 		persistent = true
+		b.keepHeadroom()
 	}
 	if !persistent && b.resetTrigger != "" {
 		b.Warnf("factory reset (trigger=%s) not stored: the data partition is not in use; this boot starts from the factory root anyway", b.resetTrigger)
@@ -422,6 +423,68 @@ func (b *Boot) factoryReset() error {
 	b.Warnf("factory reset (trigger=%s, kept %d paths%s) in %d ms", rec.Trigger, len(rec.Kept), resumed, rec.DurationMS)
 	b.state.Reset = rec
 	return nil
+}
+
+// reserveBytes is the size of the reserve file kept on the data
+// filesystem, released when the filesystem is full so the overlay still
+// mounts read-write (it needs room for its work directory).
+const reserveBytes = 1 << 20
+
+// keepHeadroom releases the reserve when the data filesystem is full and
+// puts it back when there is room again.
+func (b *Boot) keepHeadroom() {
+	dir := b.path(layout.OverlayDir)
+	reserve := filepath.Join(dir, reset.MetaDir, "reserve")
+	free, err := b.Sys.FreeBytes(dir)
+	if err != nil {
+		b.Warnf("free space of %s: %v", layout.OverlayDir, err)
+		return
+	}
+	_, statErr := os.Stat(reserve)
+	haveReserve := statErr == nil
+	switch {
+	case free < reserveBytes/2 && haveReserve:
+		if err := os.Remove(reserve); err != nil {
+			b.Warnf("data partition full: release the reserve: %v", err)
+			return
+		}
+		msg := fmt.Sprintf("data partition full (%d KiB free): released the %d KiB reserve so the root stays writable; delete files to make room", free>>10, reserveBytes>>10)
+		b.Warnf("%s", msg)
+		b.state.Warnings = append(b.state.Warnings, msg)
+	case free < reserveBytes/2:
+		msg := fmt.Sprintf("data partition full (%d KiB free) and no reserve left to release; delete files to make room", free>>10)
+		b.Warnf("%s", msg)
+		b.state.Warnings = append(b.state.Warnings, msg)
+	case !haveReserve && free > 8*reserveBytes:
+		if err := writeReserve(reserve); err != nil {
+			b.Warnf("create the reserve %s: %v", reserve, err)
+		}
+	}
+}
+
+func writeReserve(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	// Written, not fallocated: the blocks must really be taken.
+	if _, err := f.Write(make([]byte, reserveBytes)); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // collectTrash starts the background deletion of uppers retired by resets.

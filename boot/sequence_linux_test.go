@@ -29,6 +29,7 @@ type fakeSys struct {
 	mountFail map[string]int // by target: fail this many times with EUCLEAN, then succeed
 	repairErr error
 	console   string // what ReadConsoleLine returns
+	free      int64  // what FreeBytes returns; 0 = plenty
 }
 
 func (f *fakeSys) rec(format string, args ...any) {
@@ -81,6 +82,12 @@ func (f *fakeSys) StartTrashCollector(trash string) error {
 func (f *fakeSys) Repair(dev, fstype string) (string, error) {
 	f.rec("repair %s %s", dev, fstype)
 	return "rootfs_data: 11/16384 files (0.0% non-contiguous)\n", f.repairErr
+}
+func (f *fakeSys) FreeBytes(path string) (int64, error) {
+	if f.free == 0 {
+		return 1 << 30, nil
+	}
+	return f.free, nil
 }
 func (f *fakeSys) ReadConsoleLine(timeout time.Duration) (string, error) {
 	f.rec("read-console %s", timeout)

@@ -25,6 +25,9 @@ type Sys interface {
 	// for key code during window, and reports whether it was held for hold.
 	// A press that starts inside the window may finish its hold after it.
 	WaitForKey(device string, code int, hold, window time.Duration) (bool, error)
+	// FreeBytes is the free space of the filesystem holding path (as root
+	// sees it: reserved blocks included).
+	FreeBytes(path string) (int64, error)
 	// ReadConsoleLine reads one line typed on the console within timeout
 	// ("" when none was).
 	ReadConsoleLine(timeout time.Duration) (string, error)

@@ -242,3 +242,12 @@ func repairAttempts(dev string, backup func() (Ext4Backup, bool)) [][]string {
 	}
 	return attempts
 }
+
+// FreeBytes is statfs's free blocks times the block size.
+func (LinuxSys) FreeBytes(path string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bfree) * st.Bsize, nil
+}

@@ -115,6 +115,7 @@ func TestNeverBricked(t *testing.T) {
 			t.Run("on-corrupt-format", func(t *testing.T) { testOnCorruptFormat(t, arch, rootfs) })
 			t.Run("failsafe", func(t *testing.T) { testFailsafe(t, arch, rootfs) })
 			t.Run("emergency-shell", func(t *testing.T) { testEmergencyShell(t, arch, rootfs) })
+			t.Run("data-full", func(t *testing.T) { testDataFull(t, arch, rootfs) })
 		})
 	}
 }
@@ -319,4 +320,44 @@ func testEmergencyShell(t *testing.T, arch layout.Arch, rootfs string) {
 		t.Errorf("kernel panic:\n%s", vm.Tail(40))
 	}
 	vm.Kill()
+}
+
+// testDataFull: a data partition filled to the last block still gives a
+// writable overlay root on the next boot.
+func testDataFull(t *testing.T, arch layout.Arch, rootfs string) {
+	img := buildImage(t, arch, rootfs, func(im *config.Image) { im.DataSize = 64 << 20 })
+	vm := boot(t, img)
+	expect(t, vm, "GUEST: ready")
+	guest(t, vm, "write /etc/before-full.txt durable")
+	guest(t, vm, "fill-disk /var/big.bin")
+	powerOff(t, vm)
+
+	vm = boot(t, img)
+	expect(t, vm, "ovroot: data partition full")
+	expect(t, vm, "released the 1024 KiB reserve")
+	expect(t, vm, "GUEST: ready")
+	mounts := guest(t, vm, "mounts")
+	if !regexp.MustCompile(`(?m)^overlay / overlay rw,`).MatchString(mounts) {
+		t.Errorf("root not a read-write overlay on a full data partition:\n%s", mounts)
+	}
+	guest(t, vm, "write /etc/after-full.txt room-again")
+	if got := guest(t, vm, "cat /etc/before-full.txt"); got != "durable\n" {
+		t.Errorf("/etc/before-full.txt = %q", got)
+	}
+	if st := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(st, "data partition full") {
+		t.Errorf("status does not warn of the full partition:\n%s", st)
+	}
+	guest(t, vm, "rm /var/big.bin")
+	powerOff(t, vm)
+	fsck(t, img, layout.DataLabel)
+
+	vm = boot(t, img)
+	expect(t, vm, "GUEST: ready")
+	if strings.Contains(vm.Console(), "data partition full") {
+		t.Errorf("still full after the big file was deleted:\n%s", vm.Tail(40))
+	}
+	if got := guest(t, vm, "cat /etc/after-full.txt"); got != "room-again\n" {
+		t.Errorf("/etc/after-full.txt = %q", got)
+	}
+	powerOff(t, vm)
 }

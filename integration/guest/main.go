@@ -160,6 +160,32 @@ func run(w io.Writer, args []string) error {
 		}
 		fmt.Fprintf(w, "%s\n", buf[:n])
 		return nil
+	case "fill-disk": // fill-disk PATH: write PATH until the filesystem is full
+		f, err := os.OpenFile(arg(1), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return err
+		}
+		chunk := make([]byte, 1<<20)
+		var n int64
+		for {
+			m, err := f.Write(chunk)
+			n += int64(m)
+			if err != nil {
+				break
+			}
+		}
+		// Then small writes, to use the last blocks too.
+		for {
+			if _, err := f.Write(chunk[:4096]); err != nil {
+				break
+			}
+			n += 4096
+		}
+		f.Sync()
+		f.Close()
+		unix.Sync()
+		fmt.Fprintf(w, "filled %d bytes\n", n)
+		return nil
 	case "mkdir":
 		return os.MkdirAll(arg(1), 0o755)
 	}
