@@ -7,7 +7,7 @@ DEMO_ARCH ?= x86_64
 GO ?= go
 export OVROOT_KERNEL_CACHE := $(KERNELS)
 
-.PHONY: all deps kernels build test unit integration bench demo demo-images clean
+.PHONY: all deps kernels build test soak unit integration bench demo demo-images clean
 
 all: build
 
@@ -30,7 +30,14 @@ build:
 # turns "skip: QEMU missing" into a failure, so this never passes by skipping.
 test: kernels
 	$(GO) vet ./...
-	OVROOT_REQUIRE_TOOLS=1 $(GO) test -count=1 -timeout 40m ./...
+	OVROOT_REQUIRE_TOOLS=1 OVROOT_CAMPAIGN_SUMMARY=$(OUT)/powercut-campaign.txt $(GO) test -count=1 -timeout 40m ./...
+	@cat $(OUT)/powercut-campaign.txt
+
+# The long power-cut campaign: 25 kills per scenario and arch, 200 in all.
+soak: kernels
+	OVROOT_REQUIRE_TOOLS=1 OVROOT_CAMPAIGN_KILLS=25 OVROOT_CAMPAIGN_SUMMARY=$(OUT)/powercut-soak.txt \
+		$(GO) test -count=1 -timeout 6h -run TestPowerCutCampaign ./integration/
+	@cat $(OUT)/powercut-soak.txt
 
 # Unit tests only: fast, no root, no QEMU.
 unit:

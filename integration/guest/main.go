@@ -12,6 +12,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -186,6 +187,66 @@ func run(w io.Writer, args []string) error {
 		unix.Sync()
 		fmt.Fprintf(w, "filled %d bytes\n", n)
 		return nil
+	case "writer": // writer DIR sync|nosync: write f000000, f000001, ... until killed
+		dir, durable := arg(1), arg(2) == "sync"
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		d, err := os.Open(dir)
+		if err != nil {
+			return err
+		}
+		for i := 0; ; i++ {
+			name := filepath.Join(dir, fmt.Sprintf("f%06d", i))
+			f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+			if err != nil {
+				return err
+			}
+			if _, err := f.Write(pattern(i)); err != nil {
+				return err
+			}
+			if durable {
+				if err := f.Sync(); err != nil {
+					return err
+				}
+			}
+			f.Close()
+			if durable {
+				if err := d.Sync(); err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "DURABLE %d\n", i)
+			}
+		}
+	case "verify-writer": // verify-writer DIR N: files 0..N-1 must be whole; others a prefix or empty
+		dir := arg(1)
+		n, err := strconv.Atoi(arg(2))
+		if err != nil {
+			return err
+		}
+		entries, err := os.ReadDir(dir)
+		if err != nil && n > 0 {
+			return err
+		}
+		var lost, garbage []string
+		for i := 0; i < n; i++ {
+			data, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("f%06d", i)))
+			if err != nil || !bytes.Equal(data, pattern(i)) {
+				lost = append(lost, fmt.Sprintf("f%06d", i))
+			}
+		}
+		for _, e := range entries {
+			var i int
+			if _, err := fmt.Sscanf(e.Name(), "f%06d", &i); err != nil {
+				continue
+			}
+			data, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+			if !bytes.HasPrefix(pattern(i), data) {
+				garbage = append(garbage, e.Name())
+			}
+		}
+		fmt.Fprintf(w, "checked %d lost %d garbage %d files %d %s %s\n", n, len(lost), len(garbage), len(entries), strings.Join(lost, ","), strings.Join(garbage, ","))
+		return nil
 	case "mkdir":
 		return os.MkdirAll(arg(1), 0o755)
 	}
@@ -217,6 +278,12 @@ func writeDurably(path, content string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// pattern is the content of the writer's file i: 16 KiB that differ per file.
+func pattern(i int) []byte {
+	line := fmt.Sprintf("file %06d of the power-cut writer\n", i)
+	return bytes.Repeat([]byte(line), 16384/len(line))
 }
 
 // mountPoint are the top-level directories where the merged root shows
