@@ -107,7 +107,7 @@ func TestNeverBricked(t *testing.T) {
 	for _, arch := range layout.Arches {
 		t.Run(string(arch), func(t *testing.T) {
 			t.Parallel()
-			rootfs := makeRootfs(t, arch)
+			rootfs := makeSmallRootfs(t, arch)
 			t.Run("repair", func(t *testing.T) { testRepair(t, arch, rootfs) })
 			t.Run("missing-data-partition", func(t *testing.T) { testMissingData(t, arch, rootfs) })
 			t.Run("bad-config", func(t *testing.T) { testBadConfig(t, arch, rootfs) })
@@ -300,7 +300,7 @@ func testFailsafe(t *testing.T, arch layout.Arch, rootfs string) {
 // boot; the init says why, lists the block devices, and starts a shell on
 // the console; exiting it tries again.
 func testEmergencyShell(t *testing.T, arch layout.Arch, rootfs string) {
-	img := buildImage(t, arch, rootfs, nil)
+	img := buildImage(t, arch, rootfs, func(im *config.Image) { im.EmergencyShell = true })
 	writePart(t, img, layout.RootLabel, 0, make([]byte, 64<<10)) // the squashfs superblock and more
 	vm := boot(t, img)
 	expect(t, vm, "ovroot: cannot build a root (attempt 1): mount lower /dev/vda2 (PARTLABEL=rootfs) on /rom")

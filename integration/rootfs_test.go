@@ -24,6 +24,18 @@ const (
 // a 12 MB file, hidden files, symlinks, a hard link and an empty directory.
 func makeRootfs(t *testing.T, arch layout.Arch) string {
 	t.Helper()
+	return writeRootfs(t, arch, 60, true)
+}
+
+// makeSmallRootfs is the same root with 10 directories and no big file:
+// for the tests that boot many times and do not check completeness.
+func makeSmallRootfs(t *testing.T, arch layout.Arch) string {
+	t.Helper()
+	return writeRootfs(t, arch, 10, false)
+}
+
+func writeRootfs(t *testing.T, arch layout.Arch, dirs int, withBig bool) string {
+	t.Helper()
 	agent, ctl := buildGuest(t, arch)
 	root := filepath.Join(t.TempDir(), "rootfs")
 	mkdir := func(p string) {
@@ -60,16 +72,18 @@ func makeRootfs(t *testing.T, arch layout.Arch) string {
 	write("/etc/hostname", []byte("ovroot-test\n"), 0o644)
 	write("/root/.ssh/authorized_keys", []byte("ssh-ed25519 AAAA factory\n"), 0o600)
 	write("/etc/.hidden", []byte("dotfile\n"), 0o600)
-	for d := 0; d < 60; d++ {
+	for d := 0; d < dirs; d++ {
 		for f := 0; f < 90; f++ {
 			write(fmt.Sprintf("/data/d%02d/f%03d.txt", d, f), []byte(fmt.Sprintf("dir %d file %d\n", d, f)), 0o644)
 		}
 	}
-	big := make([]byte, bigFileSize)
-	if _, err := io.ReadFull(rand.New(rand.NewSource(42)), big); err != nil {
-		t.Fatal(err)
+	if withBig {
+		big := make([]byte, bigFileSize)
+		if _, err := io.ReadFull(rand.New(rand.NewSource(42)), big); err != nil {
+			t.Fatal(err)
+		}
+		write(bigFile, big, 0o644)
 	}
-	write(bigFile, big, 0o644)
 	for _, l := range []struct{ target, name string }{
 		{"/etc/hostname", "/etc/hostname.link"},
 		{"../d01/f001.txt", "/data/d00/rel.link"},
