@@ -76,4 +76,5 @@ tool (
 	github.com/u-root/u-root/cmds/core/umount
 	github.com/u-root/u-root/cmds/core/uname
 	github.com/u-root/u-root/cmds/core/wc
+	github.com/u-root/u-root/cmds/exp/rush
 )

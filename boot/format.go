@@ -31,7 +31,11 @@ func formatExt4(f *os.File, size int64, label string, failAfter int) error {
 		return err
 	}
 	d.failAfter = failAfter
-	if _, err := ext4.Create(d, size, 0, 512, &ext4.Params{VolumeName: label}); err != nil {
+	// Without reserved GDT blocks: go-diskfs v1.9.4 writes a resize inode
+	// that e2fsck calls invalid ("Resize inode not valid. Recreate?"), which
+	// also stops e2fsck -p. Online resize of the data partition is not used.
+	params := &ext4.Params{VolumeName: label, Features: []ext4.FeatureOpt{ext4.WithFeatureReservedGDTBlocksForExpansion(false)}}
+	if _, err := ext4.Create(d, size, 0, 512, params); err != nil {
 		return err
 	}
 	return d.commit()

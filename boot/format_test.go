@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -38,7 +39,8 @@ func e2fsckClean(t *testing.T, path string) {
 		}
 		t.Skip("e2fsck not installed")
 	}
-	if out, err := exec.Command("e2fsck", "-fn", path).CombinedOutput(); err != nil {
+	out, err := exec.Command("e2fsck", "-fn", path).CombinedOutput()
+	if err != nil || regexp.MustCompile(`(?m)\? no$`).Match(out) {
 		t.Fatalf("e2fsck -fn: %v\n%s", err, out)
 	}
 }

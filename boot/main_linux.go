@@ -33,7 +33,7 @@ func Main() {
 }
 
 // EmergencyShell is where the initramfs carries a shell for when no root
-// can be built (u-root's gosh; ls, cat, dmesg and mount beside it).
+// can be built (u-root's rush; ls, cat, dmesg and mount beside it).
 const EmergencyShell = "/bin/sh"
 
 // emergencyShell runs the initramfs's shell on the console until it exits;
@@ -42,7 +42,7 @@ func emergencyShell(log *Logger) bool {
 	if _, err := os.Stat(EmergencyShell); err != nil {
 		return false
 	}
-	log.Errorf("starting an emergency shell on the console; exit it to try booting again")
+	log.Errorf("starting an emergency shell on the console; leave it (Ctrl-D) to try booting again")
 	cmd := exec.Command(EmergencyShell)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = []string{"PATH=/bin:/sbin", "HOME=/", "TERM=linux"}

@@ -190,7 +190,7 @@ func collectTrashChild() {
 	os.Exit(0)
 }
 
-// Repair runs e2fsck -p; when it cannot open the filesystem (exit code 8,
+// Repair runs e2fsck -f -p; when it cannot open the filesystem (exit code 8,
 // e.g. a wiped primary superblock) and a backup superblock exists, it runs
 // again from that backup. Exit codes below 4 mean the filesystem is clean
 // or was fixed (e2fsck(8)).
@@ -236,9 +236,11 @@ func (LinuxSys) Repair(dev, fstype string) (string, error) {
 // repairAttempts are the e2fsck runs to try in order: preen mode, then
 // preen mode from a backup superblock if one is found.
 func repairAttempts(dev string, backup func() (Ext4Backup, bool)) [][]string {
-	attempts := [][]string{{"-p", dev}}
+	// -f: the kernel refused the filesystem, so a superblock that says
+	// "clean" (a backup one always does) must not end the check early.
+	attempts := [][]string{{"-f", "-p", dev}}
 	if b, ok := backup(); ok {
-		attempts = append(attempts, []string{"-p", "-b", strconv.FormatInt(b.Block, 10), "-B", strconv.FormatInt(b.BlockSize, 10), dev})
+		attempts = append(attempts, []string{"-f", "-p", "-b", strconv.FormatInt(b.Block, 10), "-B", strconv.FormatInt(b.BlockSize, 10), dev})
 	}
 	return attempts
 }

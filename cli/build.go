@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"time"
 
@@ -258,8 +259,10 @@ func runInitramfs(c Context, ctx context.Context, args []string) error {
 }
 
 // emergencyCommands are carried in /bin of the initramfs when
-// emergency_shell is on: a shell, and enough to look around.
-var emergencyCommands = []string{"gosh", "ls", "cat", "dmesg", "mount"}
+// emergency_shell is on: a shell, and enough to look around. The shell is
+// u-root's rush, which reads plain lines: gosh's full-screen editor queries
+// the terminal and waits for answers a serial console may never send.
+var emergencyCommands = []string{"exp/rush", "core/ls", "core/cat", "core/dmesg", "core/mount"}
 
 // buildEmergencyShell cross-compiles u-root's gosh and a few commands.
 func buildEmergencyShell(ctx context.Context, arch layout.Arch, dir string) ([]initramfs.File, error) {
@@ -269,7 +272,7 @@ func buildEmergencyShell(ctx context.Context, arch layout.Arch, dir string) ([]i
 	}
 	var pkgs []string
 	for _, c := range emergencyCommands {
-		pkgs = append(pkgs, "github.com/u-root/u-root/cmds/core/"+c)
+		pkgs = append(pkgs, "github.com/u-root/u-root/cmds/"+c)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -279,11 +282,12 @@ func buildEmergencyShell(ctx context.Context, arch layout.Arch, dir string) ([]i
 	}
 	var files []initramfs.File
 	for _, c := range emergencyCommands {
-		name := "/bin/" + c
-		if c == "gosh" {
+		bin := path.Base(c)
+		name := "/bin/" + bin
+		if bin == "rush" {
 			name = "/bin/sh"
 		}
-		files = append(files, initramfs.File{Path: name, Source: filepath.Join(dir, c), Mode: 0o755})
+		files = append(files, initramfs.File{Path: name, Source: filepath.Join(dir, bin), Mode: 0o755})
 	}
 	return files, nil
 }

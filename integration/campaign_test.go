@@ -149,7 +149,7 @@ func runCampaign(t *testing.T, arch layout.Arch, rng *rand.Rand, kills map[strin
 		defer os.Remove(p)
 		exec.Command("e2fsck", "-E", "journal_only", "-y", p).Run()
 		out, err := exec.Command("e2fsck", "-fn", p).CombinedOutput()
-		if err != nil || regexp.MustCompile(`Fix\? no|Clear\? no`).Match(out) {
+		if err != nil || fsckFindings.Match(out) {
 			r.fsErrors++
 			t.Errorf("%s: data filesystem inconsistent after the cut:\n%s", what, out)
 		}

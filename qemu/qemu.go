@@ -301,6 +301,12 @@ func (vm *VM) Send(line string) error {
 	return err
 }
 
+// SendRaw types bytes on the guest console as they are (e.g. "\x04", Ctrl-D).
+func (vm *VM) SendRaw(s string) error {
+	_, err := io.WriteString(vm.stdin, s)
+	return err
+}
+
 // Wait waits for QEMU to exit; on timeout it kills QEMU. A non-zero exit
 // is an error.
 func (vm *VM) Wait(timeout time.Duration) error {
@@ -340,9 +346,21 @@ func (vm *VM) Console() string {
 	return vm.buf.String()
 }
 
-// Tail is the last n lines of the console.
+// ansiRE matches terminal control sequences (CSI and OSC), which would
+// make a failure message erase itself when printed.
+var ansiRE = regexp.MustCompile(`\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)?`)
+
+// Tail is the last n lines of the console, with terminal control
+// sequences removed.
 func (vm *VM) Tail(n int) string {
-	lines := strings.Split(strings.TrimRight(vm.Console(), "\n"), "\n")
+	text := ansiRE.ReplaceAllString(vm.Console(), "")
+	text = strings.Map(func(r rune) rune {
+		if r < ' ' && r != '\n' && r != '\t' {
+			return '?'
+		}
+		return r
+	}, text)
+	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}

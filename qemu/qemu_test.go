@@ -155,3 +155,11 @@ func TestRunTimeout(t *testing.T) {
 		t.Errorf("Run output %q", out.String())
 	}
 }
+
+func TestTailStripsTerminalControl(t *testing.T) {
+	vm := &VM{}
+	vm.buf.WriteString("ok line\n\x1b]10;?\x1b\\\x1b[6n\x1b[2K\x1b[1A\x1b[40m> prompt\x1b[0m\x07\n")
+	if got := vm.Tail(5); got != "ok line\n> prompt?" {
+		t.Errorf("Tail = %q", got)
+	}
+}
