@@ -113,4 +113,3 @@ func (rs resetStatus) lines() []string {
 	}
 	return out
 }
-
