@@ -176,7 +176,7 @@ func TestBootDataFull(t *testing.T) {
 	if _, err := os.Stat(reserve(full.root)); err == nil {
 		t.Error("reserve kept on a full partition")
 	}
-	if b.State().Mode != ModePersistent || !full.warned("data partition full (4 KiB free): released the 1024 KiB reserve") {
+	if b.State().Mode != ModePersistent || !full.warned("data partition full: released the 1024 KiB reserve") {
 		t.Errorf("mode %s, warnings %v", b.State().Mode, full.warnings)
 	}
 	if !strings.Contains(strings.Join(b.State().Warnings, "\n"), "data partition full") {

@@ -435,31 +435,42 @@ const reserveBytes = 1 << 20
 func (b *Boot) keepHeadroom() {
 	dir := b.path(layout.OverlayDir)
 	reserve := filepath.Join(dir, reset.MetaDir, "reserve")
+	_, statErr := os.Stat(reserve)
+	haveReserve := statErr == nil
 	free, err := b.Sys.FreeBytes(dir)
 	if err != nil {
 		b.Warnf("free space of %s: %v", layout.OverlayDir, err)
 		return
 	}
-	_, statErr := os.Stat(reserve)
-	haveReserve := statErr == nil
-	switch {
-	case free < reserveBytes/2 && haveReserve:
+	if free >= 8*reserveBytes {
+		if !haveReserve {
+			if err := writeReserve(reserve); err != nil {
+				b.Warnf("create the reserve %s: %v", reserve, err)
+			}
+		}
+		return
+	}
+	// Little room by statfs: does what the overlay needs still fit?
+	room, err := b.Sys.CanWrite(dir, reserveBytes/4)
+	if err != nil {
+		b.Warnf("free space of %s: %v", layout.OverlayDir, err)
+		return
+	}
+	if room {
+		return
+	}
+	var msg string
+	if haveReserve {
 		if err := os.Remove(reserve); err != nil {
 			b.Warnf("data partition full: release the reserve: %v", err)
 			return
 		}
-		msg := fmt.Sprintf("data partition full (%d KiB free): released the %d KiB reserve so the root stays writable; delete files to make room", free>>10, reserveBytes>>10)
-		b.Warnf("%s", msg)
-		b.state.Warnings = append(b.state.Warnings, msg)
-	case free < reserveBytes/2:
-		msg := fmt.Sprintf("data partition full (%d KiB free) and no reserve left to release; delete files to make room", free>>10)
-		b.Warnf("%s", msg)
-		b.state.Warnings = append(b.state.Warnings, msg)
-	case !haveReserve && free > 8*reserveBytes:
-		if err := writeReserve(reserve); err != nil {
-			b.Warnf("create the reserve %s: %v", reserve, err)
-		}
+		msg = fmt.Sprintf("data partition full: released the %d KiB reserve so the root stays writable; delete files to make room", reserveBytes>>10)
+	} else {
+		msg = "data partition full and no reserve left to release; delete files to make room"
 	}
+	b.Warnf("%s", msg)
+	b.state.Warnings = append(b.state.Warnings, msg)
 }
 
 func writeReserve(path string) error {

@@ -89,6 +89,10 @@ func (f *fakeSys) FreeBytes(path string) (int64, error) {
 	}
 	return f.free, nil
 }
+func (f *fakeSys) CanWrite(dir string, n int64) (bool, error) {
+	f.rec("can-write %d", n)
+	return f.free == 0 || f.free > n, nil
+}
 func (f *fakeSys) ReadConsoleLine(timeout time.Duration) (string, error) {
 	f.rec("read-console %s", timeout)
 	return f.console, nil

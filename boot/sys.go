@@ -25,9 +25,12 @@ type Sys interface {
 	// for key code during window, and reports whether it was held for hold.
 	// A press that starts inside the window may finish its hold after it.
 	WaitForKey(device string, code int, hold, window time.Duration) (bool, error)
-	// FreeBytes is the free space of the filesystem holding path (as root
-	// sees it: reserved blocks included).
+	// FreeBytes is the space of the filesystem holding path that is
+	// available to unprivileged writers (statfs f_bavail): conservative.
 	FreeBytes(path string) (int64, error)
+	// CanWrite reports whether n bytes can be written and synced in dir now
+	// (it writes a scratch file and removes it).
+	CanWrite(dir string, n int64) (bool, error)
 	// ReadConsoleLine reads one line typed on the console within timeout
 	// ("" when none was).
 	ReadConsoleLine(timeout time.Duration) (string, error)

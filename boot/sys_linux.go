@@ -245,11 +245,39 @@ func repairAttempts(dev string, backup func() (Ext4Backup, bool)) [][]string {
 	return attempts
 }
 
-// FreeBytes is statfs's free blocks times the block size.
+// FreeBytes is statfs's available blocks times the block size.
 func (LinuxSys) FreeBytes(path string) (int64, error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(path, &st); err != nil {
 		return 0, err
 	}
-	return int64(st.Bfree) * st.Bsize, nil
+	return int64(st.Bavail) * st.Bsize, nil
+}
+
+// CanWrite writes n bytes to a scratch file in dir, syncs and removes it.
+// statfs alone cannot tell: ext4 keeps clusters back that even root's
+// writes cannot use, and counts them as free.
+func (LinuxSys) CanWrite(dir string, n int64) (bool, error) {
+	p := filepath.Join(dir, ".ovroot-space-probe")
+	defer os.Remove(p)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if errors.Is(err, unix.ENOSPC) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	if _, err := f.Write(make([]byte, n)); err != nil {
+		if errors.Is(err, unix.ENOSPC) {
+			return false, nil
+		}
+		return false, err
+	}
+	if err := f.Sync(); err != nil {
+		if errors.Is(err, unix.ENOSPC) {
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
 }
