@@ -149,7 +149,7 @@ func runCampaign(t *testing.T, arch layout.Arch, rng *rand.Rand, kills map[strin
 		defer os.Remove(p)
 		exec.Command("e2fsck", "-E", "journal_only", "-y", p).Run()
 		out, err := exec.Command("e2fsck", "-fn", p).CombinedOutput()
-		if err != nil || fsckFindings.Match(out) {
+		if problems := crashFsckProblems(string(out)); err != nil || len(problems) > 0 {
 			r.fsErrors++
 			t.Errorf("%s: data filesystem inconsistent after the cut:\n%s", what, out)
 		}
@@ -225,6 +225,35 @@ func runCampaign(t *testing.T, arch layout.Arch, rng *rand.Rand, kills map[strin
 	}
 	powerOff(t, vm)
 	fsck(t, img, layout.DataLabel)
+}
+
+// crashFsckProblems lists what e2fsck -n would fix after a power cut, less
+// the superblock's global free block and inode counts: the kernel does not
+// keep those up to date on the disk (only the per-group counters, which
+// stay checked), recomputes them at mount, and e2fsck -p fixes them
+// without calling it an error.
+func crashFsckProblems(out string) []string {
+	var problems []string
+	prev := ""
+	for _, l := range strings.Split(out, "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasSuffix(l, "? no") {
+			what := strings.TrimSpace(strings.TrimSuffix(l, "? no"))
+			if !strings.Contains(what, " ") { // "Fix? no" on its own line
+				what = prev
+			}
+			if !regexp.MustCompile(`^Free (blocks|inodes) count wrong \(`).MatchString(what) {
+				problems = append(problems, what)
+			}
+		}
+		if l != "" {
+			prev = l
+		}
+	}
+	if strings.Contains(out, "skipping journal recovery") {
+		problems = append(problems, "journal not replayed")
+	}
+	return problems
 }
 
 // zeroPartition blanks a partition, as a fresh image has it.
