@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ovroot/ovroot/manifest"
 	"golang.org/x/sys/unix"
@@ -312,6 +313,12 @@ func typeName(mode uint32) string {
 // the root and the data filesystem read-only so the journal is clean (the
 // host runs e2fsck -fn on it afterwards), then power off.
 func powerOff() {
+	// As a system init does: stop every other process first (the init's
+	// background trash collector may be writing), so the remounts succeed.
+	unix.Kill(-1, unix.SIGTERM)
+	time.Sleep(200 * time.Millisecond)
+	unix.Kill(-1, unix.SIGKILL)
+	time.Sleep(100 * time.Millisecond)
 	unix.Sync()
 	for _, m := range []string{"/", "/overlay"} {
 		if err := unix.Mount("", m, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
