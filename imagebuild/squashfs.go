@@ -16,8 +16,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/ovroot/ovroot/layout"
+	"golang.org/x/sys/unix"
 )
 
 // MakeSquashfs makes a squashfs image of a directory or a tarball with
@@ -53,7 +55,8 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string) (int, er
 		// an empty upper).
 		for _, m := range mountPoints {
 			if _, err := os.Lstat(filepath.Join(rootfs, m)); errors.Is(err, fs.ErrNotExist) {
-				args = append(args, "-p", "/"+m+" d 755 0 0")
+				// D: with a timestamp; "d" would take the build's clock.
+				args = append(args, "-p", "/"+m+" D 0 755 0 0")
 				entries++
 			}
 		}
@@ -150,7 +153,11 @@ func pseudoName(rel string) string {
 
 // pseudoLines says, for one entry, what mksquashfs must set or create that
 // an unprivileged unpack cannot: owner, group and full mode for files,
-// directories and symlinks; whole definitions for devices and fifos.
+// directories and symlinks ("m", which keeps the unpacked entry's time,
+// set from the tar), whole definitions for devices and fifos (the
+// timestamped forms C, B, I: the plain ones take the build's clock, and the
+// same tarball must give the same image). mksquashfs 4.5.1 ignores "M" on
+// directories, hence "m" and times set on disk.
 func pseudoLines(e entry) []string {
 	h := e.hdr
 	name := pseudoName(e.name)
@@ -158,13 +165,14 @@ func pseudoLines(e entry) []string {
 		name = "/"
 	}
 	mode := h.Mode & 0o7777
+	ts := max(h.ModTime.Unix(), 0)
 	switch h.Typeflag {
 	case tar.TypeChar:
-		return []string{fmt.Sprintf("%s c %o %d %d %d %d", name, mode, h.Uid, h.Gid, h.Devmajor, h.Devminor)}
+		return []string{fmt.Sprintf("%s C %d %o %d %d %d %d", name, ts, mode, h.Uid, h.Gid, h.Devmajor, h.Devminor)}
 	case tar.TypeBlock:
-		return []string{fmt.Sprintf("%s b %o %d %d %d %d", name, mode, h.Uid, h.Gid, h.Devmajor, h.Devminor)}
+		return []string{fmt.Sprintf("%s B %d %o %d %d %d %d", name, ts, mode, h.Uid, h.Gid, h.Devmajor, h.Devminor)}
 	case tar.TypeFifo:
-		return []string{fmt.Sprintf("%s i %o %d %d f", name, mode, h.Uid, h.Gid)}
+		return []string{fmt.Sprintf("%s I %d %o %d %d f", name, ts, mode, h.Uid, h.Gid)}
 	case tar.TypeSymlink:
 		return []string{fmt.Sprintf("%s m %o %d %d", name, 0o777, h.Uid, h.Gid)}
 	case tar.TypeLink:
@@ -306,12 +314,7 @@ func unpackTarball(tarball, dir string) ([]string, int, error) {
 		}
 		pseudo = append(pseudo, pseudoLines(e)...)
 	}
-	// Times last: creating entries touches their directories.
-	for _, e := range entries {
-		if e.hdr.Typeflag == tar.TypeReg || e.hdr.Typeflag == tar.TypeDir {
-			os.Chtimes(filepath.Join(dir, e.name), e.hdr.ModTime, e.hdr.ModTime)
-		}
-	}
+
 	if !haveRoot {
 		pseudo = append([]string{"/ m 755 0 0"}, pseudo...)
 	}
@@ -325,6 +328,7 @@ func unpackTarball(tarball, dir string) ([]string, int, error) {
 	// be stored as the unpacking user's.
 	named := make(map[string]bool, len(entries))
 	n := 0 // entries of the image: what is unpacked, and the pseudo-only nodes
+	var implied []string
 	for _, e := range entries {
 		named[e.name] = true
 		switch e.hdr.Typeflag {
@@ -340,11 +344,35 @@ func unpackTarball(tarball, dir string) ([]string, int, error) {
 		rel, _ := filepath.Rel(dir, p)
 		if rel = filepath.ToSlash(rel); rel != "." && d.IsDir() && !named[rel] {
 			pseudo = append(pseudo, pseudoName(rel)+" m 755 0 0")
+			implied = append(implied, p)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, 0, err
 	}
+	// Times last (creating entries touches their directories), so the same
+	// tarball gives the same image: the tar's for what it lists, the epoch
+	// for the directories it only implies and the mount points.
+	epoch := time.Unix(0, 0)
+	for _, p := range implied {
+		setTime(p, epoch)
+	}
+	if !haveRoot {
+		setTime(dir, epoch)
+	}
+	for _, e := range entries {
+		switch e.hdr.Typeflag {
+		case tar.TypeReg, tar.TypeDir, tar.TypeSymlink:
+			setTime(filepath.Join(dir, e.name), e.hdr.ModTime)
+		}
+	}
 	return pseudo, n, nil
+}
+
+// setTime sets the access and modification times of p, a symlink itself
+// rather than its target.
+func setTime(p string, t time.Time) {
+	ts := unix.NsecToTimespec(t.UnixNano())
+	unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
 }
