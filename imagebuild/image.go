@@ -1,6 +1,7 @@
 package imagebuild
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/disk"
@@ -65,6 +67,47 @@ const (
 	// gptReserve is left free at both ends for the primary and backup GPT.
 	gptReserve = mib
 )
+
+// fatEpoch is the time of every file in the boot partition (FAT's own epoch).
+var fatEpoch = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
+
+const bootVolumeLabel = "OVROOTBOOT"
+
+// fixFATLabelTime gives the volume label entry of the FAT root directory
+// the FAT epoch as its times: go-diskfs v1.9.4 stamps it with the clock
+// even when asked for a reproducible filesystem, and offers no call to
+// change it. The entry is found by its name and attribute (0x08) in the
+// partition's first 16 MiB (FATs, then the root directory).
+func fixFATLabelTime(image string, start, size int64) error {
+	f, err := os.OpenFile(image, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	n := min(size, 16<<20)
+	buf := make([]byte, n)
+	if _, err := f.ReadAt(buf, start); err != nil && err != io.EOF {
+		return err
+	}
+	name := []byte(fmt.Sprintf("%-11s", bootVolumeLabel))
+	for off := int64(0); off+32 <= n; off += 32 {
+		e := buf[off : off+32]
+		if e[11] != 0x08 || !bytes.Equal(e[:11], name) {
+			continue
+		}
+		// Creation time (13-17), access date (18-19), write time and date
+		// (22-25): 00:00:00 on 1980-01-01 (date 0x0021).
+		fixed := []byte{0, 0, 0, 0x21, 0, 0x21, 0}
+		copy(e[13:20], fixed)
+		copy(e[22:26], []byte{0, 0, 0x21, 0})
+		_, err := f.WriteAt(e, start+off)
+		if err != nil {
+			return err
+		}
+		return f.Sync()
+	}
+	return fmt.Errorf("no volume label entry %q in the FAT root directory", bootVolumeLabel)
+}
 
 func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
 
@@ -163,6 +206,9 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 	if err := d.Close(); err != nil {
 		return nil, err
 	}
+	if err := fixFATLabelTime(out, parts[0].Start, parts[0].Size); err != nil {
+		return nil, fmt.Errorf("boot partition: %w", err)
+	}
 	// Written directly: go-diskfs insists on filling the whole partition.
 	if err := copyAt(out, sqfs, parts[1].Start); err != nil {
 		return nil, fmt.Errorf("write squashfs into partition %d (%s): %w", parts[1].Index, layout.RootLabel, err)
@@ -198,7 +244,7 @@ func hashFile(w io.Writer, p string) error {
 }
 
 func writeBoot(d *disk.Disk, s Spec) error {
-	fs, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 1, FSType: filesystem.TypeFat32, VolumeLabel: "OVROOTBOOT", Reproducible: true})
+	fs, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 1, FSType: filesystem.TypeFat32, VolumeLabel: bootVolumeLabel, Reproducible: true})
 	if err != nil {
 		return err
 	}
@@ -214,7 +260,12 @@ func writeBoot(d *disk.Disk, s Spec) error {
 		if _, err := io.Copy(f, r); err != nil {
 			return fmt.Errorf("write %s: %w", name, err)
 		}
-		return f.Close()
+		if err := f.Close(); err != nil {
+			return err
+		}
+		// go-diskfs stamps new FAT entries with the clock even when
+		// Reproducible: fixed times keep the same inputs the same bytes.
+		return fs.Chtimes("/"+name, fatEpoch, fatEpoch, fatEpoch)
 	}
 	for _, c := range []struct{ name, src string }{{layout.KernelFile, s.Kernel}, {layout.InitrdFile, s.Initramfs}} {
 		src, err := os.Open(c.src)
