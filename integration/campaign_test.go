@@ -176,6 +176,9 @@ func runCampaign(t *testing.T, arch layout.Arch, rng *rand.Rand, kills map[strin
 				vm.Expect(commandTimeout, "GUEST-OUT")
 				at = cut(500*time.Millisecond, 4*time.Second)
 				durable = len(regexp.MustCompile(`DURABLE \d+`).FindAllString(vm.Console(), -1))
+				if m := regexp.MustCompile(`GUEST-DONE rc=1 err=(.*)`).FindStringSubmatch(vm.Console()); m != nil {
+					t.Errorf("%s: the writer stopped before the cut: %s", what, m[1])
+				}
 				fsckAfterCut(r, what)
 			case scenFormat:
 				powerOff(t, vm)
@@ -218,6 +221,8 @@ func runCampaign(t *testing.T, arch layout.Arch, rng *rand.Rand, kills map[strin
 				if lost > 0 || garbage > 0 {
 					t.Errorf("%s: %s", what, out)
 				}
+				// Room for the next run: a long campaign would fill the partition.
+				guest(t, vm, "rm "+dir)
 			case scenReset:
 				checkFactoryQuick(t, vm, fmt.Sprintf("d%d", i))
 			}
