@@ -56,22 +56,12 @@ func ParseCmdline(s string) (c Cmdline, problems []string) {
 			}
 			c.RootDelay = time.Duration(n) * time.Second
 		case "ovroot.reset":
-			switch strings.ToLower(val) {
-			case "", "1", "y", "yes", "true", "on":
-				c.Reset = true
-			case "0", "n", "no", "false", "off":
-				c.Reset = false
-			default:
-				problems = append(problems, fmt.Sprintf("ovroot.reset=%q: want 1 or 0, ignored", val))
+			if p := parseFlag(key, val, &c.Reset); p != "" {
+				problems = append(problems, p)
 			}
 		case "ovroot.failsafe":
-			switch strings.ToLower(val) {
-			case "", "1", "y", "yes", "true", "on":
-				c.Failsafe = true
-			case "0", "n", "no", "false", "off":
-				c.Failsafe = false
-			default:
-				problems = append(problems, fmt.Sprintf("ovroot.failsafe=%q: want 1 or 0, ignored", val))
+			if p := parseFlag(key, val, &c.Failsafe); p != "" {
+				problems = append(problems, p)
 			}
 		case "ovroot.reset_step_delay":
 			d, err := time.ParseDuration(val)
@@ -83,6 +73,21 @@ func ParseCmdline(s string) (c Cmdline, problems []string) {
 		}
 	}
 	return c, problems
+}
+
+// parseFlag reads an on/off parameter: given alone or as 1/y/yes/true/on
+// it is on, as 0/n/no/false/off off; anything else leaves *dst alone and
+// is returned as a problem.
+func parseFlag(key, val string, dst *bool) (problem string) {
+	switch strings.ToLower(val) {
+	case "", "1", "y", "yes", "true", "on":
+		*dst = true
+	case "0", "n", "no", "false", "off":
+		*dst = false
+	default:
+		return fmt.Sprintf("%s=%q: want 1 or 0, ignored", key, val)
+	}
+	return ""
 }
 
 func splitCmdline(s string) []string {
