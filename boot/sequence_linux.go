@@ -434,7 +434,8 @@ const reserveBytes = 1 << 20
 // puts it back when there is room again.
 func (b *Boot) keepHeadroom() {
 	dir := b.path(layout.OverlayDir)
-	reserve := filepath.Join(dir, reset.MetaDir, "reserve")
+	meta := filepath.Join(dir, reset.MetaDir)
+	reserve := filepath.Join(meta, "reserve")
 	_, statErr := os.Stat(reserve)
 	haveReserve := statErr == nil
 	free, err := b.Sys.FreeBytes(dir)
@@ -444,7 +445,12 @@ func (b *Boot) keepHeadroom() {
 	}
 	if free >= 8*reserveBytes {
 		if !haveReserve {
-			if err := writeReserve(reserve); err != nil {
+			// Written, not fallocated: the blocks must really be taken.
+			err := os.MkdirAll(meta, 0o700)
+			if err == nil {
+				err = reset.WriteAtomic(meta, "reserve", make([]byte, reserveBytes))
+			}
+			if err != nil {
 				b.Warnf("create the reserve %s: %v", reserve, err)
 			}
 		}
@@ -471,31 +477,6 @@ func (b *Boot) keepHeadroom() {
 	}
 	b.Warnf("%s", msg)
 	b.state.Warnings = append(b.state.Warnings, msg)
-}
-
-func writeReserve(path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	// Written, not fallocated: the blocks must really be taken.
-	if _, err := f.Write(make([]byte, reserveBytes)); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // collectTrash starts the background deletion of uppers retired by resets.

@@ -89,7 +89,7 @@ func Schedule(dir, trigger string, now time.Time) error {
 		return err
 	}
 	data, _ := json.Marshal(Request{Trigger: trigger, Time: now.UTC()})
-	return writeAtomic(meta(dir), RequestFile, data)
+	return WriteAtomic(meta(dir), RequestFile, data)
 }
 
 // Cancel withdraws a pending request; it reports whether there was one.
@@ -282,7 +282,7 @@ func (r *Resetter) Perform() (*Record, error) {
 		return nil, err
 	}
 	data, _ := json.Marshal(rec)
-	if err := writeAtomic(m, LastFile, data); err != nil {
+	if err := WriteAtomic(m, LastFile, data); err != nil {
 		return nil, err
 	}
 	if err := r.step("clear-request"); err != nil {
@@ -351,25 +351,28 @@ func exists(p string) bool {
 	return err == nil
 }
 
-// writeAtomic replaces dir/name with data durably.
-func writeAtomic(dir, name string, data []byte) error {
+// WriteAtomic replaces dir/name with data durably: a temporary file,
+// written and synced, renamed over the name, and the directory synced. On
+// failure the temporary file is removed (it may hold the space that was
+// short).
+func WriteAtomic(dir, name string, data []byte) error {
 	tmp := filepath.Join(dir, "."+name+".tmp")
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	if err := f.Close(); err != nil {
-		return err
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, name))
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+	if err != nil {
+		os.Remove(tmp)
 		return err
 	}
 	return syncDir(dir)
