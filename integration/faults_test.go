@@ -15,26 +15,9 @@ import (
 
 	"github.com/ovroot/ovroot/cli"
 	"github.com/ovroot/ovroot/config"
-	"github.com/ovroot/ovroot/imagebuild"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/qemu"
 )
-
-// partRange is where a partition of an image lies, in bytes.
-func partRange(t *testing.T, img image, label string) (start, size int64) {
-	t.Helper()
-	parts, err := imagebuild.ListPartitions(img.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range parts {
-		if p.Label == label {
-			return p.Start, p.Size
-		}
-	}
-	t.Fatalf("no partition %s in %s", label, img.path)
-	return 0, 0
-}
 
 // writePart overwrites bytes of a partition on the host, as a fault would.
 func writePart(t *testing.T, img image, label string, off int64, data []byte) {

@@ -245,35 +245,41 @@ func powerOff(t *testing.T, vm *qemu.VM) {
 	}
 }
 
-// partition copies one partition of an image into its own file.
-func partition(t *testing.T, img image, label string) string {
+// partRange is where a partition of an image lies, in bytes.
+func partRange(t *testing.T, img image, label string) (start, size int64) {
 	t.Helper()
 	parts, err := imagebuild.ListPartitions(img.path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range parts {
-		if p.Label != label {
-			continue
+		if p.Label == label {
+			return p.Start, p.Size
 		}
-		src, err := os.Open(img.path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer src.Close()
-		out := filepath.Join(t.TempDir(), label+".img")
-		dst, err := os.Create(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer dst.Close()
-		if _, err := io.Copy(dst, io.NewSectionReader(src, p.Start, p.Size)); err != nil {
-			t.Fatal(err)
-		}
-		return out
 	}
-	t.Fatalf("no partition labelled %s in %s: %+v", label, img.path, parts)
-	return ""
+	t.Fatalf("no partition %s in %s", label, img.path)
+	return 0, 0
+}
+
+// partition copies one partition of an image into its own file.
+func partition(t *testing.T, img image, label string) string {
+	t.Helper()
+	start, size := partRange(t, img, label)
+	src, err := os.Open(img.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	out := filepath.Join(t.TempDir(), label+".img")
+	dst, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	if _, err := io.Copy(dst, io.NewSectionReader(src, start, size)); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // fsckFindings are e2fsck -n answers to questions it would fix ("Fix? no",
