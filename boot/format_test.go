@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"github.com/ovroot/ovroot/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,10 +35,7 @@ func probeFile(t *testing.T, f *os.File, size int64) Content {
 func e2fsckClean(t *testing.T, path string) {
 	t.Helper()
 	if _, err := exec.LookPath("e2fsck"); err != nil {
-		if os.Getenv("OVROOT_REQUIRE_TOOLS") == "1" {
-			t.Fatal("e2fsck not installed (make deps)")
-		}
-		t.Skip("e2fsck not installed")
+		testenv.Missing(t, "e2fsck not installed (make deps)")
 	}
 	out, err := exec.Command("e2fsck", "-fn", path).CombinedOutput()
 	if err != nil || regexp.MustCompile(`(?m)\? no$`).Match(out) {

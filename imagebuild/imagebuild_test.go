@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovroot/ovroot/internal/testenv"
 	"github.com/ovroot/ovroot/layout"
 )
 
@@ -22,10 +23,7 @@ func needTools(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("OVROOT_REQUIRE_TOOLS") == "1" {
-				t.Fatalf("%s not installed (make deps)", tool)
-			}
-			t.Skipf("%s not installed (make deps)", tool)
+			testenv.Missing(t, tool+" not installed (make deps)")
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ovroot/ovroot/internal/testenv"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/u-root/u-root/pkg/cpio"
 )
@@ -121,16 +122,9 @@ func TestBuildErrors(t *testing.T) {
 // TestBuildModules uses a real Debian modules tree: only the closure goes
 // in, in load order, and the same inputs give the same bytes.
 func TestBuildModules(t *testing.T) {
-	cache := os.Getenv("OVROOT_KERNEL_CACHE")
-	if cache == "" {
-		cache = "../.cache/kernels"
-	}
-	dir := filepath.Join(cache, "arm64", "modules")
+	dir := filepath.Join(testenv.KernelCache(), "arm64", "modules")
 	if _, err := os.Stat(dir); err != nil {
-		if os.Getenv("OVROOT_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("no kernel in %s (run make kernels)", dir)
-		}
-		t.Skipf("no kernel in %s (run make kernels)", dir)
+		testenv.Missing(t, "no kernel in "+dir+" (run make kernels)")
 	}
 	o := Options{Arch: layout.ARM64, InitBinary: fakeInit(t), ModulesDir: dir, Modules: []string{"ext4", "virtio_blk"}}
 	var a, b bytes.Buffer

@@ -17,6 +17,7 @@ import (
 	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/gobuild"
 	"github.com/ovroot/ovroot/imagebuild"
+	"github.com/ovroot/ovroot/internal/testenv"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/qemu"
 )
@@ -50,20 +51,10 @@ func requireTools(t *testing.T) {
 	if len(missing) == 0 {
 		return
 	}
-	msg := fmt.Sprintf("QEMU boot test needs %s (run `make kernels`, or `make test`)", strings.Join(missing, ", "))
-	if os.Getenv("OVROOT_REQUIRE_TOOLS") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	testenv.Missing(t, fmt.Sprintf("QEMU boot test needs %s (run `make kernels`, or `make test`)", strings.Join(missing, ", ")))
 }
 
-func kernelCache() string {
-	if d := os.Getenv("OVROOT_KERNEL_CACHE"); d != "" {
-		return d
-	}
-	abs, _ := filepath.Abs("../.cache/kernels")
-	return abs
-}
+func kernelCache() string { return testenv.KernelCache() }
 
 func sourceDir(t *testing.T) string {
 	t.Helper()

@@ -1,6 +1,7 @@
 package kmod
 
 import (
+	"github.com/ovroot/ovroot/internal/testenv"
 	"os"
 	"path/filepath"
 	"strings"
@@ -126,18 +127,12 @@ func TestLoadIndexErrors(t *testing.T) {
 // TestDebianClosure reads a real Debian modules tree (from `make kernels`)
 // and checks the closure the default image config needs.
 func TestDebianClosure(t *testing.T) {
-	cache := os.Getenv("OVROOT_KERNEL_CACHE")
-	if cache == "" {
-		cache = "../.cache/kernels"
-	}
+	cache := testenv.KernelCache()
 	for _, arch := range []string{"amd64", "arm64"} {
 		t.Run(arch, func(t *testing.T) {
 			dir := filepath.Join(cache, arch, "modules")
 			if _, err := os.Stat(dir); err != nil {
-				if os.Getenv("OVROOT_REQUIRE_TOOLS") == "1" {
-					t.Fatalf("no kernel in %s (run make kernels)", dir)
-				}
-				t.Skipf("no kernel in %s (run make kernels)", dir)
+				testenv.Missing(t, "no kernel in "+dir+" (run make kernels)")
 			}
 			ix, err := LoadIndex(dir)
 			if err != nil {
