@@ -21,8 +21,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/ovroot/ovroot/gobuild"
-	"github.com/ovroot/ovroot/kmod"
+	"github.com/ovroot/ovroot/internal/gobuild"
+	"github.com/ovroot/ovroot/internal/kmod"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/u-root/u-root/pkg/cpio"
 )

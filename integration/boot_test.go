@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ovroot/ovroot/internal/manifest"
 	"github.com/ovroot/ovroot/layout"
-	"github.com/ovroot/ovroot/manifest"
 	"github.com/ovroot/ovroot/qemu"
 )
 

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ovroot/ovroot/cli"
 	"github.com/ovroot/ovroot/config"
+	"github.com/ovroot/ovroot/imagebuild"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/qemu"
 )
@@ -175,7 +175,7 @@ func testBadConfig(t *testing.T, arch layout.Arch, rootfs string) {
 	im.Kernel, im.ModulesDir, im.Rootfs = filepath.Join(k, "vmlinuz"), filepath.Join(k, "modules"), rootfs
 	out := filepath.Join(t.TempDir(), "disk.img")
 	bad := []byte("root_label = \"rootfs\"\ndevice_timeout = \"soon\"\n")
-	if _, err := cli.BuildImageWithInitConfig(context.Background(), im, "", bad, out, t.Logf); err != nil {
+	if _, err := imagebuild.BuildImage(context.Background(), im, out, imagebuild.Options{InitConfig: bad, Log: t.Logf}); err != nil {
 		t.Fatal(err)
 	}
 	vm := boot(t, image{arch: arch, path: out})

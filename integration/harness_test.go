@@ -13,10 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ovroot/ovroot/cli"
 	"github.com/ovroot/ovroot/config"
-	"github.com/ovroot/ovroot/gobuild"
 	"github.com/ovroot/ovroot/imagebuild"
+	"github.com/ovroot/ovroot/internal/gobuild"
 	"github.com/ovroot/ovroot/internal/testenv"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/qemu"
@@ -104,7 +103,7 @@ type image struct {
 }
 
 // buildImage builds a disk image of rootfs with the host tool's own code
-// path (cli.BuildImage: initramfs + GPT image), with Debian's kernel.
+// path (imagebuild.BuildImage: initramfs + GPT image), with Debian's kernel.
 func buildImage(t *testing.T, arch layout.Arch, rootfs string, edit func(*config.Image)) image {
 	t.Helper()
 	k := filepath.Join(kernelCache(), arch.DebianArch())
@@ -122,7 +121,7 @@ func buildImage(t *testing.T, arch layout.Arch, rootfs string, edit func(*config
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "disk.img")
-	if _, err := cli.BuildImage(context.Background(), im, "", out, t.Logf); err != nil {
+	if _, err := imagebuild.BuildImage(context.Background(), im, out, imagebuild.Options{Log: t.Logf}); err != nil {
 		t.Fatalf("build image: %v", err)
 	}
 	return image{arch: arch, path: out}
@@ -132,7 +131,7 @@ func buildImage(t *testing.T, arch layout.Arch, rootfs string, edit func(*config
 // command line, logging the console to a file kept on failure.
 func boot(t *testing.T, img image, opts ...bootOpt) *qemu.VM {
 	t.Helper()
-	cfg, cleanup, err := cli.VMConfig(img.path)
+	cfg, cleanup, err := qemu.ForImage(img.path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/ovroot/ovroot/config"
+	"github.com/ovroot/ovroot/internal/manifest"
 	"github.com/ovroot/ovroot/layout"
-	"github.com/ovroot/ovroot/manifest"
 	"github.com/ovroot/ovroot/qemu"
 )
 

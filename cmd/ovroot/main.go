@@ -9,7 +9,7 @@ import (
 	"os"
 	"os/signal"
 
-	"github.com/ovroot/ovroot/cli"
+	"github.com/ovroot/ovroot/internal/cli"
 )
 
 func main() {

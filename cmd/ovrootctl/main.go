@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/ovroot/ovroot/ctl"
+	"github.com/ovroot/ovroot/internal/ctl"
 )
 
 func main() {

@@ -22,7 +22,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ovroot/ovroot/manifest"
+	"github.com/ovroot/ovroot/internal/manifest"
 	"golang.org/x/sys/unix"
 )
 

@@ -7,8 +7,9 @@ import (
 	"path/filepath"
 
 	"github.com/ovroot/ovroot/config"
-	"github.com/ovroot/ovroot/demo"
-	"github.com/ovroot/ovroot/gobuild"
+	"github.com/ovroot/ovroot/imagebuild"
+	"github.com/ovroot/ovroot/internal/demo"
+	"github.com/ovroot/ovroot/internal/gobuild"
 	"github.com/ovroot/ovroot/layout"
 )
 
@@ -47,7 +48,7 @@ func runDemo(c Context, ctx context.Context, args []string) error {
 		return err
 	}
 	img := filepath.Join(*out, string(a)+".img")
-	if _, err := BuildImage(ctx, im, "", img, c.logf); err != nil {
+	if _, err := imagebuild.BuildImage(ctx, im, img, imagebuild.Options{Log: c.logf}); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.Stdout, "%s\n", img)

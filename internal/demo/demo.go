@@ -10,7 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/ovroot/ovroot/gobuild"
+	"github.com/ovroot/ovroot/internal/gobuild"
 	"github.com/ovroot/ovroot/layout"
 )
 

@@ -3,9 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
-	"os"
 
-	"github.com/ovroot/ovroot/imagebuild"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/qemu"
 )
@@ -26,7 +24,7 @@ func runRun(c Context, ctx context.Context, args []string) error {
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: give exactly one disk image", ErrUsage)
 	}
-	cfg, cleanup, err := VMConfig(pos[0])
+	cfg, cleanup, err := qemu.ForImage(pos[0])
 	if err != nil {
 		return err
 	}
@@ -42,27 +40,4 @@ func runRun(c Context, ctx context.Context, args []string) error {
 	cfg.MemoryMB = *memory
 	cfg.Extra = extra
 	return qemu.Run(ctx, cfg, c.Stdin, c.Stdout, *timeout)
-}
-
-// VMConfig reads what a disk image records about booting it (arch, kernel,
-// initramfs, command line) and returns the QEMU config that boots it with
-// the image as its disk. cleanup removes the extracted kernel and initramfs.
-func VMConfig(image string) (qemu.Config, func(), error) {
-	dir, err := os.MkdirTemp("", "ovroot-run-")
-	if err != nil {
-		return qemu.Config{}, nil, err
-	}
-	cleanup := func() { os.RemoveAll(dir) }
-	info, kernel, initrd, err := imagebuild.ReadBoot(image, dir)
-	if err != nil {
-		cleanup()
-		return qemu.Config{}, nil, fmt.Errorf("read boot partition of %s: %w", image, err)
-	}
-	return qemu.Config{
-		Arch:    info.Arch,
-		Kernel:  kernel,
-		Initrd:  initrd,
-		Cmdline: info.Cmdline,
-		Disks:   []string{image},
-	}, cleanup, nil
 }

@@ -5,12 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path"
-	"path/filepath"
-	"time"
 
 	"github.com/ovroot/ovroot/config"
-	"github.com/ovroot/ovroot/gobuild"
 	"github.com/ovroot/ovroot/imagebuild"
 	"github.com/ovroot/ovroot/initramfs"
 	"github.com/ovroot/ovroot/layout"
@@ -119,89 +115,13 @@ func runBuild(c Context, ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	res, err := BuildImage(ctx, im, f.initBinary, *out, c.logf)
+	res, err := imagebuild.BuildImage(ctx, im, *out, imagebuild.Options{InitBinary: f.initBinary, Log: c.logf})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(c.Stdout, "%s: %s image, %d rootfs entries, squashfs %d bytes, modules %v\n",
 		*out, im.Arch, res.Entries, res.SquashfsBytes, res.Modules)
 	return nil
-}
-
-// BuildResult summarizes BuildImage.
-type BuildResult struct {
-	*imagebuild.Result
-	Modules []string
-}
-
-// BuildImage builds the initramfs for im and assembles the disk image.
-func BuildImage(ctx context.Context, im *config.Image, initBinary, out string, logf func(string, ...any)) (*BuildResult, error) {
-	initCfg, err := im.Init.Encode()
-	if err != nil {
-		return nil, err
-	}
-	return BuildImageWithInitConfig(ctx, im, initBinary, initCfg, out, logf)
-}
-
-// BuildImageWithInitConfig is BuildImage with the init config's bytes given
-// as they are (the tests use it to carry a broken one).
-func BuildImageWithInitConfig(ctx context.Context, im *config.Image, initBinary string, initCfg []byte, out string, logf func(string, ...any)) (*BuildResult, error) {
-	tmp, err := os.MkdirTemp("", "ovroot-build-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(tmp)
-	initrd := filepath.Join(tmp, layout.InitrdFile)
-	w, err := os.Create(initrd)
-	if err != nil {
-		return nil, err
-	}
-	var extra []initramfs.File
-	if im.E2fsck != "" {
-		extra = append(extra, initramfs.File{Path: layout.E2fsckPath, Source: im.E2fsck, Mode: 0o755})
-	}
-	if im.EmergencyShell {
-		files, err := buildEmergencyShell(ctx, im.Arch, filepath.Join(tmp, "shell"))
-		if err != nil {
-			return nil, fmt.Errorf("emergency shell: %w", err)
-		}
-		extra = append(extra, files...)
-	}
-	t := time.Now()
-	rep, err := initramfs.Build(ctx, initramfs.Options{
-		Arch:       im.Arch,
-		InitBinary: initBinary,
-		ModulesDir: im.ModulesDir,
-		Modules:    im.Modules,
-		InitConfig: initCfg,
-		Files:      extra,
-	}, w)
-	if cerr := w.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, fmt.Errorf("initramfs: %w", err)
-	}
-	logf("initramfs: %d modules, %d bytes in %s", len(rep.Modules), rep.Bytes, time.Since(t).Round(time.Millisecond))
-	t = time.Now()
-	res, err := imagebuild.Build(ctx, imagebuild.Spec{
-		Arch:          im.Arch,
-		Kernel:        im.Kernel,
-		Initramfs:     initrd,
-		Cmdline:       im.Cmdline,
-		Rootfs:        im.Rootfs,
-		Compression:   im.Compression,
-		BootSize:      int64(im.BootSize),
-		RootSize:      int64(im.RootSize),
-		DataSize:      int64(im.DataSize),
-		KernelRelease: rep.Release,
-		Log:           logf,
-	}, out)
-	if err != nil {
-		return nil, fmt.Errorf("image: %w", err)
-	}
-	logf("image: %s in %s", out, time.Since(t).Round(time.Millisecond))
-	return &BuildResult{Result: res, Modules: rep.Modules}, nil
 }
 
 func (c Context) logf(format string, args ...any) {
@@ -256,38 +176,4 @@ func runInitramfs(c Context, ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(c.Stdout, "%s: %d bytes, modules in load order: %v\n", *out, rep.Bytes, rep.Modules)
 	return nil
-}
-
-// emergencyCommands are carried in /bin of the initramfs when
-// emergency_shell is on: a shell, and enough to look around. The shell is
-// u-root's rush, which reads plain lines: gosh's full-screen editor queries
-// the terminal and waits for answers a serial console may never send.
-var emergencyCommands = []string{"exp/rush", "core/ls", "core/cat", "core/dmesg", "core/mount"}
-
-// buildEmergencyShell cross-compiles u-root's gosh and a few commands.
-func buildEmergencyShell(ctx context.Context, arch layout.Arch, dir string) ([]initramfs.File, error) {
-	src, err := gobuild.FindSource(".")
-	if err != nil {
-		return nil, err
-	}
-	var pkgs []string
-	for _, c := range emergencyCommands {
-		pkgs = append(pkgs, "github.com/u-root/u-root/cmds/"+c)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	if err := gobuild.Build(ctx, arch, src, dir+"/", pkgs...); err != nil {
-		return nil, err
-	}
-	var files []initramfs.File
-	for _, c := range emergencyCommands {
-		bin := path.Base(c)
-		name := "/bin/" + bin
-		if bin == "rush" {
-			name = "/bin/sh"
-		}
-		files = append(files, initramfs.File{Path: name, Source: filepath.Join(dir, bin), Mode: 0o755})
-	}
-	return files, nil
 }
