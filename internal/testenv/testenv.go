@@ -21,12 +21,17 @@ func Missing(t testing.TB, msg string) {
 	t.Skip(msg)
 }
 
-// KernelCache is OVROOT_KERNEL_CACHE, or the repository's .cache/kernels
-// seen from a package directory one level below the root.
+// KernelCache is OVROOT_KERNEL_CACHE, or .cache/kernels at the root of
+// the module (found by walking up from the test's package directory).
 func KernelCache() string {
 	if d := os.Getenv("OVROOT_KERNEL_CACHE"); d != "" {
 		return d
 	}
-	abs, _ := filepath.Abs("../.cache/kernels")
-	return abs
+	dir, _ := filepath.Abs(".")
+	for d := dir; filepath.Dir(d) != d; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return filepath.Join(d, ".cache", "kernels")
+		}
+	}
+	return filepath.Join(dir, ".cache", "kernels")
 }
