@@ -30,6 +30,7 @@ build:
 # turns "skip: QEMU missing" into a failure, so this never passes by skipping.
 test: kernels
 	$(GO) vet ./...
+	$(GO) test -run '^$$' -fuzz '^FuzzFlatten$$' -fuzztime 5s ./imagebuild/
 	OVROOT_REQUIRE_TOOLS=1 OVROOT_CAMPAIGN_SUMMARY=$(OUT)/powercut-campaign.txt $(GO) test -count=1 -timeout 40m ./...
 	@cat $(OUT)/powercut-campaign.txt
 

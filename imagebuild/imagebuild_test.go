@@ -134,9 +134,10 @@ func TestTarballToSquashfs(t *testing.T) {
 		// No directory entries for deep/a/b: they are implied, root-owned 0755.
 		file("deep/a/b/c.txt", 0o444, 0, "implied parents\n"),
 	}
-	for _, compress := range []bool{false, true} {
-		t.Run(fmt.Sprintf("gzip=%v", compress), func(t *testing.T) {
-			tarball := writeTar(t, entries, compress)
+	// Compression is recognized by its magic, not the name (always rootfs.tar).
+	for _, kind := range []string{"plain", "gzip", "xz", "zstd"} {
+		t.Run(kind, func(t *testing.T) {
+			tarball := compressFile(t, writeTar(t, entries, false), kind)
 			img := filepath.Join(t.TempDir(), "root.sqfs")
 			n, err := MakeSquashfs(context.Background(), tarball, img, "gzip")
 			if err != nil {
@@ -161,6 +162,10 @@ func TestTarballToSquashfs(t *testing.T) {
 				"/deep/a/b/c.txt":         "-r--r--r-- 0/0 16",
 				"/rom":                    "drwxr-xr-x 0/0",
 				"/overlay":                "drwxr-xr-x 0/0",
+				"/proc":                   "drwxr-xr-x 0/0",
+				"/sys":                    "drwxr-xr-x 0/0",
+				"/dev":                    "drwxr-xr-x 0/0",
+				"/run":                    "drwxr-xr-x 0/0",
 			}
 			for p, w := range want {
 				g, ok := got[p]
@@ -209,6 +214,15 @@ func TestBadTarballs(t *testing.T) {
 		"empty":      {raw: string(make([]byte, 1024)), want: "empty tar archive"},
 		"truncated":  {raw: "trunc", want: "not a valid tar archive"},
 		"bad gzip":   {raw: "\x1f\x8bnot gzip at all", want: "gzip"},
+		"newline in a name": {entries: []tarEntry{{hdr: tar.Header{Name: "etc/bad\nname", Typeflag: tar.TypeReg, Mode: 0o644}, body: "x"}},
+			want: `"etc/bad\nname": a newline in a file name cannot be stored`},
+		"below a file": {entries: []tarEntry{{hdr: tar.Header{Name: "a", Typeflag: tar.TypeReg, Mode: 0o644}, body: "x"},
+			{hdr: tar.Header{Name: "b/c", Typeflag: tar.TypeReg, Mode: 0o644}, body: "x"},
+			{hdr: tar.Header{Name: "b", Typeflag: tar.TypeReg, Mode: 0o644}, body: "x"}},
+			want: `"b/c" lies below "b", which the archive makes not a directory`},
+		"hard link to a directory": {entries: []tarEntry{{hdr: tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755}},
+			{hdr: tar.Header{Name: "l", Typeflag: tar.TypeLink, Linkname: "d"}}},
+			want: `hard link to directory "d"`},
 		"socket/odd": {entries: []tarEntry{{hdr: tar.Header{Name: "x", Typeflag: 'Z', Mode: 0o644}}}, want: `unsupported type "Z"`},
 	}
 	for name, c := range cases {
@@ -245,8 +259,8 @@ func TestLargeTreeComplete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 1+60+6000+2 {
-		t.Errorf("counted %d entries, want %d (the tree, /rom and /overlay)", n, 1+60+6000+2)
+	if n != 1+60+6000+6 {
+		t.Errorf("counted %d entries, want %d (the tree and the six mount points)", n, 1+60+6000+6)
 	}
 	if got := len(listing(t, img)); got != n {
 		t.Errorf("image lists %d entries, tree has %d", got, n)
@@ -295,7 +309,7 @@ func TestBuildImage(t *testing.T) {
 			t.Errorf("partition %d = %+v, want %s type %s size %d, 1MiB-aligned", i+1, p, w.label, w.typ, w.size)
 		}
 	}
-	if res.Entries != 5 { // /, /sbin, /sbin/init, and the /rom and /overlay mount points
+	if res.Entries != 9 { // /, /sbin, /sbin/init, and the six mount points
 		t.Errorf("entries = %d", res.Entries)
 	}
 	// The squashfs sits at the root partition's start; the data partition is blank.

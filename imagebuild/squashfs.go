@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
+	"compress/bzip2"
 	"compress/gzip"
 	"context"
 	"errors"
@@ -16,9 +17,12 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/ovroot/ovroot/layout"
+	"github.com/ulikunitz/xz"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,6 +35,9 @@ import (
 // user cannot create (owners, setuid bits, device nodes, fifos) is handed to
 // mksquashfs as pseudo-file definitions (mksquashfs(1), "Pseudo file
 // definition format"), so the image holds what the tarball says.
+//
+// Cancelling ctx stops the unpack and kills mksquashfs (and anything it
+// started); the temporary tree is removed either way.
 func MakeSquashfs(ctx context.Context, rootfs, out, compression string) (int, error) {
 	if compression == "" {
 		compression = "gzip"
@@ -45,14 +52,14 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string) (int, er
 	src := rootfs
 	var entries int
 	if fi.IsDir() {
-		if entries, err = checkReadable(rootfs); err != nil {
+		if entries, err = checkReadable(ctx, rootfs); err != nil {
 			return 0, err
 		}
 		args = append(args, "-all-root")
-		// The mount points the init moves /rom and /overlay to: when the
-		// rootfs lacks them they are added here, so the init never has to
-		// create them in the upper (where a factory reset would not find
-		// an empty upper).
+		// The mount points the init uses: when the rootfs lacks them they
+		// are added here, so the init never has to create them in the
+		// upper (where they would show up as changes, and where a factory
+		// reset would not find an empty upper).
 		for _, m := range mountPoints {
 			if _, err := os.Lstat(filepath.Join(rootfs, m)); errors.Is(err, fs.ErrNotExist) {
 				// D: with a timestamp; "d" would take the build's clock.
@@ -60,6 +67,8 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string) (int, er
 				entries++
 			}
 		}
+	} else if !fi.Mode().IsRegular() {
+		return 0, fmt.Errorf("rootfs %s is neither a directory nor a tarball (%s)", rootfs, fi.Mode().Type())
 	} else {
 		tmp, err := os.MkdirTemp("", "ovroot-rootfs-")
 		if err != nil {
@@ -67,7 +76,7 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string) (int, er
 		}
 		defer os.RemoveAll(tmp)
 		src = filepath.Join(tmp, "root")
-		pseudo, n, err := unpackTarball(rootfs, src)
+		pseudo, n, err := unpackTarball(ctx, rootfs, src)
 		if err != nil {
 			return 0, err
 		}
@@ -78,12 +87,23 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string) (int, er
 		}
 		args = append(args, "-pf", pf)
 	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	cmd := exec.CommandContext(ctx, "mksquashfs", append([]string{src, out}, args...)...)
+	// Its own process group, killed as a whole on cancel: nothing it starts
+	// outlives the build.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
 	var output bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &output, &output
 	if err := cmd.Run(); err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
 			return 0, fmt.Errorf("mksquashfs not found (Debian package squashfs-tools): %w", err)
+		}
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("mksquashfs %s: %w", rootfs, ctx.Err())
 		}
 		return 0, fmt.Errorf("mksquashfs %s: %w\n%s", rootfs, err, strings.TrimSpace(output.String()))
 	}
@@ -93,11 +113,14 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string) (int, er
 // checkReadable counts the entries of a directory tree and refuses one
 // with entries mksquashfs could not read (it would stop half-way, or skip
 // them).
-func checkReadable(root string) (int, error) {
+func checkReadable(ctx context.Context, root string) (int, error) {
 	n := 0
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return fmt.Errorf("rootfs entry %s: %w", p, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		n++
 		if d.Type().IsRegular() {
@@ -112,9 +135,11 @@ func checkReadable(root string) (int, error) {
 	return n, err
 }
 
-// mountPoints are directories every image's root gets (layout.RomDir and
-// layout.OverlayDir without the slash).
-var mountPoints = []string{strings.TrimPrefix(layout.RomDir, "/"), strings.TrimPrefix(layout.OverlayDir, "/")}
+// mountPoints are the directories every image's root gets when it lacks
+// them: where the init mounts the pseudo filesystems (boot's pseudoFS) and
+// moves the lower and the data partition (layout.RomDir, layout.OverlayDir).
+var mountPoints = []string{"proc", "sys", "dev", "run",
+	strings.TrimPrefix(layout.RomDir, "/"), strings.TrimPrefix(layout.OverlayDir, "/")}
 
 // entry is one tar header, made safe: a clean relative name.
 type entry struct {
@@ -122,9 +147,15 @@ type entry struct {
 	name string // relative, clean, never ".." or absolute
 }
 
+// regular reports whether the entry has content on disk (GNU sparse files
+// are regular files stored with holes).
+func (e entry) regular() bool {
+	return e.hdr.Typeflag == tar.TypeReg || e.hdr.Typeflag == tar.TypeGNUSparse
+}
+
 // cleanName makes a tar entry name relative to the root: leading "/" and
 // "./" are normal in tarballs; anything that climbs out of the root is an
-// error.
+// error, and so is a name a pseudo-file definition cannot carry.
 func cleanName(name string) (string, error) {
 	n := path.Clean("/" + name)
 	if strings.Contains(name, "..") {
@@ -134,19 +165,26 @@ func cleanName(name string) (string, error) {
 			}
 		}
 	}
+	// mksquashfs reads pseudo definitions line by line: a newline cannot
+	// be escaped in one.
+	if strings.ContainsAny(name, "\n\r") {
+		return "", fmt.Errorf("tar entry %q: a newline in a file name cannot be stored (mksquashfs pseudo definitions are one per line); rename it", name)
+	}
 	return strings.TrimPrefix(n, "/"), nil
 }
 
-// pseudoName escapes a name for a pseudo file (spaces and backslashes are
-// backslash-escaped: pseudo files take no quotes).
+// pseudoName escapes a name for a pseudo file (spaces, tabs and
+// backslashes are backslash-escaped: pseudo files take no quotes). Bytes,
+// not runes: a name that is not UTF-8 is stored as it is.
 func pseudoName(rel string) string {
 	var b strings.Builder
 	b.WriteByte('/')
-	for _, r := range rel {
-		if r == ' ' || r == '\\' || r == '\t' {
+	for i := 0; i < len(rel); i++ {
+		c := rel[i]
+		if c == ' ' || c == '\\' || c == '\t' {
 			b.WriteByte('\\')
 		}
-		b.WriteRune(r)
+		b.WriteByte(c)
 	}
 	return b.String()
 }
@@ -181,25 +219,64 @@ func pseudoLines(e entry) []string {
 	return []string{fmt.Sprintf("%s m %o %d %d", name, mode, h.Uid, h.Gid)}
 }
 
-// readTar reads every header of a tarball (gzip detected by magic), keeping
-// the last entry of each name (tar semantics) and the order of first
-// appearance. Content of regular files is handed to keep.
-func readTar(r io.Reader, keep func(e entry, content io.Reader) error) ([]entry, error) {
+// Compression magics (RFC 1952, the xz file format, RFC 8878, bzip2).
+var (
+	gzipMagic  = []byte{0x1f, 0x8b}
+	xzMagic    = []byte{0xfd, '7', 'z', 'X', 'Z', 0}
+	zstdMagic  = []byte{0x28, 0xb5, 0x2f, 0xfd}
+	bzip2Magic = []byte("BZh")
+)
+
+// decompress recognizes a compressed tarball by its first bytes, whatever
+// its file name.
+func decompress(r io.Reader) (io.Reader, func(), error) {
 	br := bufio.NewReader(r)
-	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+	magic, _ := br.Peek(6)
+	nop := func() {}
+	switch {
+	case bytes.HasPrefix(magic, gzipMagic):
 		gz, err := gzip.NewReader(br)
 		if err != nil {
-			return nil, fmt.Errorf("gzip: %w", err)
+			return nil, nop, fmt.Errorf("gzip: %w", err)
 		}
-		defer gz.Close()
-		r = gz
-	} else {
-		r = br
+		return gz, func() { gz.Close() }, nil
+	case bytes.HasPrefix(magic, xzMagic):
+		x, err := xz.NewReader(br)
+		if err != nil {
+			return nil, nop, fmt.Errorf("xz: %w", err)
+		}
+		return x, nop, nil
+	case bytes.HasPrefix(magic, zstdMagic):
+		// The decoder's window is bounded, so a hostile frame cannot ask
+		// for gigabytes of memory.
+		z, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20))
+		if err != nil {
+			return nil, nop, fmt.Errorf("zstd: %w", err)
+		}
+		return z, z.Close, nil
+	case bytes.HasPrefix(magic, bzip2Magic):
+		return bzip2.NewReader(br), nop, nil
 	}
+	return br, nop, nil
+}
+
+// readTar reads every header of a tarball (gzip, xz, zstd or bzip2
+// detected by magic), keeping the last entry of each name (tar semantics)
+// and the order of first appearance. Content of regular files is handed to
+// keep.
+func readTar(ctx context.Context, r io.Reader, keep func(e entry, content io.Reader) error) ([]entry, error) {
+	r, done, err := decompress(r)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	tr := tar.NewReader(r)
 	var order []entry
 	index := map[string]int{}
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		h, err := tr.Next()
 		if err == io.EOF {
 			break
@@ -216,7 +293,7 @@ func readTar(r io.Reader, keep func(e entry, content io.Reader) error) ([]entry,
 			return nil, err
 		}
 		switch h.Typeflag {
-		case tar.TypeReg, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		case tar.TypeReg, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo, tar.TypeGNUSparse:
 		case tar.TypeXGlobalHeader:
 			continue
 		default:
@@ -233,7 +310,10 @@ func readTar(r io.Reader, keep func(e entry, content io.Reader) error) ([]entry,
 			h.Linkname = target
 		}
 		e := entry{hdr: h, name: name}
-		if h.Typeflag == tar.TypeReg {
+		if e.regular() && h.Size > maxEntrySize {
+			return nil, fmt.Errorf("tar entry %q: %d bytes is larger than a rootfs file may be (%d bytes)", h.Name, h.Size, maxEntrySize)
+		}
+		if e.regular() {
 			if err := keep(e, tr); err != nil {
 				return nil, fmt.Errorf("tar entry %q: %w", h.Name, err)
 			}
@@ -251,38 +331,107 @@ func readTar(r io.Reader, keep func(e entry, content io.Reader) error) ([]entry,
 	return order, nil
 }
 
+// maxEntrySize bounds one file of a rootfs tarball (its size as unpacked,
+// holes included): a sparse entry claiming terabytes would otherwise be
+// read, zero by zero, for hours.
+var maxEntrySize int64 = 16 << 30
+
+// checkTree refuses an archive whose entries cannot all exist at once: an
+// entry below a name the archive makes a symlink (the unpack would have to
+// follow it, and an image cannot hold both) or a non-directory, and a hard
+// link to a directory.
+func checkTree(entries []entry) error {
+	final := make(map[string]*tar.Header, len(entries))
+	for _, e := range entries {
+		final[e.name] = e.hdr
+	}
+	for _, e := range entries {
+		for p := path.Dir(e.name); p != "." && p != "/"; p = path.Dir(p) {
+			h, ok := final[p]
+			if !ok || h.Typeflag == tar.TypeDir {
+				continue
+			}
+			what := "not a directory"
+			if h.Typeflag == tar.TypeSymlink {
+				what = fmt.Sprintf("a symlink (to %q)", h.Linkname)
+			}
+			return fmt.Errorf("tar entry %q lies below %q, which the archive makes %s; entries are never unpacked through a symlink", e.hdr.Name, h.Name, what)
+		}
+		if e.hdr.Typeflag == tar.TypeLink {
+			if t := final[e.hdr.Linkname]; t != nil && t.Typeflag == tar.TypeDir {
+				return fmt.Errorf("tar entry %q: hard link to directory %q", e.hdr.Name, e.hdr.Linkname)
+			}
+		}
+	}
+	return nil
+}
+
 // unpackTarball unpacks into dir as the current user and returns the
 // pseudo-file lines and the entry count (the root included).
-func unpackTarball(tarball, dir string) ([]string, int, error) {
+func unpackTarball(ctx context.Context, tarball, dir string) ([]string, int, error) {
 	f, err := os.Open(tarball)
 	if err != nil {
 		return nil, 0, fmt.Errorf("rootfs: %w", err)
 	}
 	defer f.Close()
+	pseudo, n, err := unpack(ctx, f, dir)
+	if err != nil {
+		return nil, 0, fmt.Errorf("rootfs tarball %s: %w", tarball, err)
+	}
+	return pseudo, n, nil
+}
+
+// unpack unpacks a tar stream into dir (created) as the current user.
+// Every create, remove, link and time change goes through an os.Root
+// opened on dir, so no entry, whatever symlinks the archive holds, reaches
+// outside it; symlinks are stored as they are and never followed.
+func unpack(ctx context.Context, r io.Reader, dir string) ([]string, int, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, 0, err
 	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer root.Close()
 	// Directories exist before their files whatever the archive's order.
-	mkparents := func(rel string) error { return os.MkdirAll(filepath.Join(dir, filepath.Dir(rel)), 0o755) }
-	entries, err := readTar(f, func(e entry, content io.Reader) error {
+	mkparents := func(rel string) error {
+		if d := path.Dir(rel); d != "." {
+			return root.MkdirAll(d, 0o755)
+		}
+		return nil
+	}
+	// replace clears the way for a new entry at rel: tar semantics, the
+	// last entry of a name wins.
+	replace := func(rel string) error {
+		if _, err := root.Lstat(rel); err == nil {
+			return root.RemoveAll(rel)
+		}
+		return nil
+	}
+	entries, err := readTar(ctx, r, func(e entry, content io.Reader) error {
 		if err := mkparents(e.name); err != nil {
 			return err
 		}
-		p := filepath.Join(dir, e.name)
-		os.RemoveAll(p)
+		if err := replace(e.name); err != nil {
+			return err
+		}
 		// Readable by us whatever its mode: the pseudo file sets the real one.
-		out, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+		out, err := root.OpenFile(e.name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 		if err != nil {
 			return err
 		}
-		if _, err := io.Copy(out, content); err != nil {
+		if err := copySparse(ctx, out, content); err != nil {
 			out.Close()
 			return err
 		}
 		return out.Close()
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("rootfs tarball %s: %w", tarball, err)
+		return nil, 0, err
+	}
+	if err := checkTree(entries); err != nil {
+		return nil, 0, err
 	}
 	var pseudo []string
 	haveRoot := false
@@ -291,26 +440,38 @@ func unpackTarball(tarball, dir string) ([]string, int, error) {
 		return entries[i].hdr.Typeflag != tar.TypeLink && entries[j].hdr.Typeflag == tar.TypeLink
 	})
 	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
 		h := e.hdr
-		p := filepath.Join(dir, e.name)
 		if e.name == "" {
 			haveRoot = true
 		} else if err := mkparents(e.name); err != nil {
-			return nil, 0, err
+			return nil, 0, fmt.Errorf("entry %q: %w", h.Name, err)
 		}
 		var err error
 		switch h.Typeflag {
 		case tar.TypeDir:
-			err = os.MkdirAll(p, 0o755)
+			if e.name == "" {
+				break
+			}
+			if fi, lerr := root.Lstat(e.name); lerr == nil && !fi.IsDir() {
+				err = root.Remove(e.name)
+			}
+			if err == nil {
+				err = root.MkdirAll(e.name, 0o755)
+			}
 		case tar.TypeSymlink:
-			os.RemoveAll(p)
-			err = os.Symlink(h.Linkname, p)
+			if err = replace(e.name); err == nil {
+				err = root.Symlink(h.Linkname, e.name)
+			}
 		case tar.TypeLink:
-			os.RemoveAll(p)
-			err = os.Link(filepath.Join(dir, h.Linkname), p)
+			if err = replace(e.name); err == nil {
+				err = root.Link(h.Linkname, e.name)
+			}
 		}
 		if err != nil {
-			return nil, 0, fmt.Errorf("rootfs tarball %s: entry %q: %w", tarball, h.Name, err)
+			return nil, 0, fmt.Errorf("entry %q: %w", h.Name, err)
 		}
 		pseudo = append(pseudo, pseudoLines(e)...)
 	}
@@ -319,8 +480,10 @@ func unpackTarball(tarball, dir string) ([]string, int, error) {
 		pseudo = append([]string{"/ m 755 0 0"}, pseudo...)
 	}
 	for _, m := range mountPoints { // see MakeSquashfs
-		if err := os.MkdirAll(filepath.Join(dir, m), 0o755); err != nil {
-			return nil, 0, err
+		if _, err := root.Lstat(m); errors.Is(err, fs.ErrNotExist) {
+			if err := root.Mkdir(m, 0o755); err != nil {
+				return nil, 0, err
+			}
 		}
 	}
 	// Directories the archive implies but does not list (a/b of "a/b/c")
@@ -336,15 +499,14 @@ func unpackTarball(tarball, dir string) ([]string, int, error) {
 			n++
 		}
 	}
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	err = fs.WalkDir(root.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		n++
-		rel, _ := filepath.Rel(dir, p)
-		if rel = filepath.ToSlash(rel); rel != "." && d.IsDir() && !named[rel] {
+		if rel != "." && d.IsDir() && !named[rel] {
 			pseudo = append(pseudo, pseudoName(rel)+" m 755 0 0")
-			implied = append(implied, p)
+			implied = append(implied, rel)
 		}
 		return nil
 	})
@@ -355,24 +517,82 @@ func unpackTarball(tarball, dir string) ([]string, int, error) {
 	// tarball gives the same image: the tar's for what it lists, the epoch
 	// for the directories it only implies and the mount points.
 	epoch := time.Unix(0, 0)
-	for _, p := range implied {
-		setTime(p, epoch)
+	for _, rel := range implied {
+		setTime(root, rel, epoch)
 	}
 	if !haveRoot {
-		setTime(dir, epoch)
+		setTime(root, ".", epoch)
 	}
 	for _, e := range entries {
 		switch e.hdr.Typeflag {
-		case tar.TypeReg, tar.TypeDir, tar.TypeSymlink:
-			setTime(filepath.Join(dir, e.name), e.hdr.ModTime)
+		case tar.TypeReg, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink:
+			rel := e.name
+			if rel == "" {
+				rel = "."
+			}
+			setTime(root, rel, e.hdr.ModTime)
 		}
 	}
 	return pseudo, n, nil
 }
 
-// setTime sets the access and modification times of p, a symlink itself
-// rather than its target.
-func setTime(p string, t time.Time) {
+// copySparse copies a file's content, seeking over blocks of zeros instead
+// of writing them: a sparse entry (or a run of zeros) stays a hole on the
+// host, and mksquashfs stores holes as sparse blocks.
+func copySparse(ctx context.Context, f *os.File, r io.Reader) error {
+	buf := make([]byte, 128<<10)
+	var off int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := io.ReadFull(r, buf)
+		if n > 0 {
+			if !allZero(buf[:n]) {
+				if _, werr := f.WriteAt(buf[:n], off); werr != nil {
+					return werr
+				}
+			}
+			off += int64(n)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return f.Truncate(off)
+}
+
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// setTime sets the access and modification times of rel inside root, a
+// symlink itself rather than its target: the parent is opened through the
+// root and the last component is never followed.
+func setTime(root *os.Root, rel string, t time.Time) {
+	parent, base := path.Split(rel)
+	if parent == "" {
+		parent = "."
+	}
+	d, err := root.Open(parent)
+	if err != nil {
+		return
+	}
+	defer d.Close()
 	ts := unix.NsecToTimespec(t.UnixNano())
-	unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
+	unix.UtimesNanoAt(int(d.Fd()), base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
 }
