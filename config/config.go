@@ -235,6 +235,9 @@ func ParseImage(name string, data []byte) (*Image, error) {
 	return im, nil
 }
 
+// File is the file the spec was read from ("" when built from flags).
+func (im *Image) File() string { return im.file }
+
 // LoadImage reads image.toml and resolves relative paths against its
 // directory.
 func LoadImage(path string) (*Image, error) {

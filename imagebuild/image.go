@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -111,7 +113,10 @@ func fixFATLabelTime(image string, start, size int64) error {
 
 func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
 
-// Build writes the image to out.
+// Build writes the image to out. The image is written to a temporary file
+// beside out and renamed over it only when complete: a failed or cancelled
+// build leaves out as it was. out must not be an input, a directory or
+// anything but a regular file (see CheckOutput).
 func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 	logf := s.Log
 	if logf == nil {
@@ -126,6 +131,10 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 		} else if !fi.Mode().IsRegular() {
 			return nil, fmt.Errorf("%s %s is not a regular file", f.what, f.path)
 		}
+	}
+	out, err := CheckOutput(out, []Input{{"kernel", s.Kernel}, {"initramfs", s.Initramfs}, {"rootfs", s.Rootfs}})
+	if err != nil {
+		return nil, err
 	}
 	tmp, err := os.MkdirTemp("", "ovroot-image-")
 	if err != nil {
@@ -165,7 +174,7 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 	seed := sha256.New()
 	fmt.Fprintf(seed, "%s\x00%s\x00%d\x00%d\x00%d\x00", s.Arch, s.Cmdline, s.BootSize, rootSize, s.DataSize)
 	for _, p := range []string{s.Kernel, s.Initramfs, sqfs} {
-		if err := hashFile(seed, p); err != nil {
+		if err := hashFile(ctx, seed, p); err != nil {
 			return nil, err
 		}
 	}
@@ -174,10 +183,43 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 		return uuid.NewSHA1(uuid.UUID(sum[:16]), []byte{n}).String()
 	}
 
-	os.Remove(out)
-	d, err := diskfs.Create(out, total, diskfs.SectorSize512)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// The partial image: a hidden name beside out (so the rename stays on
+	// one filesystem), removed on every error.
+	pf, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".partial-")
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", out, err)
+	}
+	partial := pf.Name()
+	pf.Close()
+	os.Remove(partial) // go-diskfs creates it itself (O_EXCL)
+	complete := false
+	defer func() {
+		if !complete {
+			os.Remove(partial)
+		}
+	}()
+	if err := writeImage(ctx, s, partial, total, parts, guid, sqfs); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(partial, out); err != nil {
+		return nil, fmt.Errorf("rename %s to %s: %w", partial, out, err)
+	}
+	complete = true
+	return &Result{Partitions: parts, SquashfsBytes: sqSize, Entries: entries}, nil
+}
+
+// writeImage writes the GPT, the boot partition and the squashfs into a new
+// file at image, and syncs it.
+func writeImage(ctx context.Context, s Spec, image string, total int64, parts []Partition, guid func(byte) string, sqfs string) error {
+	d, err := diskfs.Create(image, total, diskfs.SectorSize512)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", image, err)
 	}
 	closed := false
 	defer func() {
@@ -197,26 +239,99 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 		})
 	}
 	if err := d.Partition(table); err != nil {
-		return nil, fmt.Errorf("write GPT: %w", err)
+		return fmt.Errorf("write GPT: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	if err := writeBoot(d, s); err != nil {
-		return nil, fmt.Errorf("boot partition: %w", err)
+		return fmt.Errorf("boot partition: %w", err)
 	}
 	closed = true
 	if err := d.Close(); err != nil {
-		return nil, err
+		return err
 	}
-	if err := fixFATLabelTime(out, parts[0].Start, parts[0].Size); err != nil {
-		return nil, fmt.Errorf("boot partition: %w", err)
+	if err := fixFATLabelTime(image, parts[0].Start, parts[0].Size); err != nil {
+		return fmt.Errorf("boot partition: %w", err)
 	}
 	// Written directly: go-diskfs insists on filling the whole partition.
-	if err := copyAt(out, sqfs, parts[1].Start); err != nil {
-		return nil, fmt.Errorf("write squashfs into partition %d (%s): %w", parts[1].Index, layout.RootLabel, err)
+	if err := copyAt(ctx, image, sqfs, parts[1].Start); err != nil {
+		return fmt.Errorf("write squashfs into partition %d (%s): %w", parts[1].Index, layout.RootLabel, err)
 	}
-	return &Result{Partitions: parts, SquashfsBytes: sqSize, Entries: entries}, nil
+	return nil
 }
 
-func copyAt(dst, src string, off int64) error {
+// Input is one file or directory a build reads, for CheckOutput.
+type Input struct{ What, Path string }
+
+// CheckOutput refuses an image path that would destroy something: one of
+// the inputs, a path inside an input directory (the rootfs), a directory,
+// or anything but a regular file (a block device, a fifo, /dev/null). A
+// symlink is followed: the image replaces what it points at. It returns
+// the path to write.
+func CheckOutput(out string, inputs []Input) (string, error) {
+	if out == "" {
+		return "", errors.New("no output file given")
+	}
+	fi, err := os.Lstat(out)
+	if err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		target, err := filepath.EvalSymlinks(out)
+		if err != nil {
+			return "", fmt.Errorf("output %s is a symlink that cannot be followed: %w", out, err)
+		}
+		out = target
+		fi, err = os.Lstat(out)
+	}
+	switch {
+	case err == nil && fi.IsDir():
+		return "", fmt.Errorf("output %s is a directory; give a file name, e.g. %s", out, filepath.Join(out, "disk.img"))
+	case err == nil && !fi.Mode().IsRegular():
+		return "", fmt.Errorf("output %s is a %s, not a regular file: ovroot writes image files only (write the image, then copy it to a device with dd)", out, describeMode(fi.Mode()))
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("output %s: %w", out, err)
+	}
+	dir, err := filepath.EvalSymlinks(filepath.Dir(out))
+	if err != nil {
+		return "", fmt.Errorf("output %s: directory: %w", out, err)
+	}
+	full := filepath.Join(dir, filepath.Base(out))
+	for _, in := range inputs {
+		if in.Path == "" {
+			continue
+		}
+		ifi, err := os.Stat(in.Path)
+		if err != nil {
+			continue // the step that reads it says what is wrong
+		}
+		if fi != nil && os.SameFile(fi, ifi) {
+			return "", fmt.Errorf("output %s is the %s given as input (%s); the build would overwrite it", out, in.What, in.Path)
+		}
+		if ifi.IsDir() {
+			if d, err := filepath.EvalSymlinks(in.Path); err == nil {
+				if rel, err := filepath.Rel(d, full); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+					return "", fmt.Errorf("output %s is inside the %s directory %s; the image would end up in the next build", out, in.What, in.Path)
+				}
+			}
+		}
+	}
+	return full, nil
+}
+
+func describeMode(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeDevice != 0 && m&fs.ModeCharDevice == 0:
+		return "block device"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeNamedPipe != 0:
+		return "fifo"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	}
+	return m.Type().String()
+}
+
+func copyAt(ctx context.Context, dst, src string, off int64) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -226,20 +341,37 @@ func copyAt(dst, src string, off int64) error {
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(io.NewOffsetWriter(out, off), in); err != nil {
+	if _, err := io.Copy(io.NewOffsetWriter(out, off), ctxReader{ctx, in}); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
 		out.Close()
 		return err
 	}
 	return out.Close()
 }
 
-func hashFile(w io.Writer, p string) error {
+// ctxReader stops a copy when ctx is cancelled.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func hashFile(ctx context.Context, w io.Writer, p string) error {
 	f, err := os.Open(p)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	_, err = io.Copy(w, f)
+	_, err = io.Copy(w, ctxReader{ctx, f})
 	return err
 }
 

@@ -39,6 +39,12 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
+	// Refused before anything is built: the image must not replace one of
+	// its own inputs, or land inside the rootfs.
+	if _, err := CheckOutput(out, []Input{{"image spec", im.File()}, {"kernel", im.Kernel}, {"modules directory", im.ModulesDir},
+		{"rootfs", im.Rootfs}, {"e2fsck", im.E2fsck}, {"init binary", o.InitBinary}}); err != nil {
+		return nil, err
+	}
 	initCfg := o.InitConfig
 	if initCfg == nil {
 		var err error
