@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -177,6 +178,14 @@ func DefaultModules(a layout.Arch) []string {
 	return []string{"virtio_pci", "virtio_blk", "squashfs", "overlay", "ext4"}
 }
 
+// Upper bounds of the partition sizes: anything larger is a typo, or an
+// image file no one can copy to a device.
+const (
+	MaxBootSize Size = 4 << 30
+	MaxRootSize Size = 64 << 30
+	MaxDataSize Size = 64 << 30
+)
+
 var compressions = []string{"gzip", "xz", "zstd", "lz4", "lzo"}
 
 // DefaultImage is an image spec with every default for the arch.
@@ -235,6 +244,24 @@ func ParseImage(name string, data []byte) (*Image, error) {
 	return im, nil
 }
 
+// SetArch sets the arch as the file's arch key would have: keys left out
+// get the arch's defaults (modules, cmdline), and another arch's defaults
+// are replaced. Flags over a file give the image the same keys in the file
+// would.
+func (im *Image) SetArch(a layout.Arch) {
+	if im.Arch.Valid() && im.Arch != a {
+		old := DefaultImage(im.Arch)
+		if im.Cmdline == old.Cmdline {
+			im.Cmdline = ""
+		}
+		if slices.Equal(im.Modules, old.Modules) {
+			im.Modules = nil
+		}
+	}
+	im.Arch = a
+	im.applyArchDefaults()
+}
+
 // File is the file the spec was read from ("" when built from flags).
 func (im *Image) File() string { return im.file }
 
@@ -286,6 +313,20 @@ func (im *Image) Validate() error {
 	}
 	if im.DataSize < 16<<20 {
 		return bad("data_size", "%s is too small (at least 16MiB)", im.DataSize)
+	}
+	for _, b := range []struct {
+		key  string
+		v    Size
+		max  Size
+		hint string
+	}{
+		{"boot_size", im.BootSize, MaxBootSize, "it holds a kernel and an initramfs"},
+		{"root_size", im.RootSize, MaxRootSize, "0 fits the squashfs"},
+		{"data_size", im.DataSize, MaxDataSize, "the image holds the whole data partition: size it for the smallest device and grow it there"},
+	} {
+		if b.v > b.max {
+			return bad(b.key, "%s is larger than ovroot builds (at most %s; %s)", b.v, b.max, b.hint)
+		}
 	}
 	for i, m := range im.Modules {
 		if strings.TrimSpace(m) == "" || strings.ContainsAny(m, " /") {

@@ -46,6 +46,12 @@ func (f *imageFlags) image() (*config.Image, error) {
 			return nil, err
 		}
 	}
+	return f.apply(im)
+}
+
+// apply puts the flags over im (nil when no file was given) and validates
+// the result: a flag gives the same image as the same key in the file.
+func (f *imageFlags) apply(im *config.Image) (*config.Image, error) {
 	if f.arch != "" {
 		a, err := layout.ParseArch(f.arch)
 		if err != nil {
@@ -53,13 +59,10 @@ func (f *imageFlags) image() (*config.Image, error) {
 		}
 		if im == nil {
 			im = config.DefaultImage(a)
-		} else if im.Arch != a {
-			// Defaults that depend on the arch follow the flag.
-			def, old := config.DefaultImage(a), config.DefaultImage(im.Arch)
-			if im.Cmdline == old.Cmdline {
-				im.Cmdline = def.Cmdline
-			}
-			im.Arch = a
+		} else {
+			// Defaults that depend on the arch follow the flag, and keys
+			// the file left out get the arch's defaults.
+			im.SetArch(a)
 		}
 	}
 	if im == nil {

@@ -1,0 +1,109 @@
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ovroot/ovroot/config"
+)
+
+// view is the part of an image spec a build uses, comparable as a string.
+func view(im *config.Image) string {
+	return fmt.Sprintf("arch=%s kernel=%s modules_dir=%s modules=%v rootfs=%s cmdline=%q comp=%s boot=%s root=%s data=%s e2fsck=%s shell=%v init=%+v",
+		im.Arch, im.Kernel, im.ModulesDir, im.Modules, im.Rootfs, im.Cmdline, im.Compression,
+		im.BootSize, im.RootSize, im.DataSize, im.E2fsck, im.EmergencyShell, im.Init)
+}
+
+// specFrom applies command-line args (flags of ovroot build) over an
+// image.toml holding text ("" for no file).
+func specFrom(t *testing.T, text string, args ...string) (*config.Image, error) {
+	t.Helper()
+	fs := flag.NewFlagSet("build", flag.ContinueOnError)
+	var f imageFlags
+	f.register(fs)
+	if text != "" {
+		p := filepath.Join(t.TempDir(), "image.toml")
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append([]string{"-f", p}, args...)
+	}
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return f.image()
+}
+
+// A flag gives the image the same key in image.toml would: --arch over a
+// file without arch brings the arch's default modules and cmdline, and a
+// flag overrides the file's key.
+func TestFlagsOverFile(t *testing.T) {
+	paths := "kernel = \"/k/vmlinuz\"\nmodules_dir = \"/m\"\nrootfs = \"/r.tar\"\n"
+	cases := []struct {
+		name       string
+		file       string
+		args       []string
+		sameAsFile string // the file that must give the same spec, without flags
+	}{
+		{"--arch over a partial file (x86_64)", paths, []string{"--arch", "x86_64"}, "arch = \"x86_64\"\n" + paths},
+		{"--arch over a partial file (arm64)", paths, []string{"--arch", "aarch64"}, "arch = \"arm64\"\n" + paths},
+		{"--arch replaces the file's arch and its default cmdline", "arch = \"x86_64\"\n" + paths, []string{"--arch", "arm64"}, "arch = \"arm64\"\n" + paths},
+		{"--arch keeps a cmdline the file sets", "arch = \"x86_64\"\ncmdline = \"quiet\"\n" + paths, []string{"--arch", "arm64"},
+			"arch = \"arm64\"\ncmdline = \"quiet\"\n" + paths},
+		{"--arch keeps modules the file sets", "modules = [\"ext4\"]\n" + paths, []string{"--arch", "arm64"},
+			"arch = \"arm64\"\nmodules = [\"ext4\"]\n" + paths},
+		{"flags override keys", "arch = \"x86_64\"\ndata_size = \"1GiB\"\ncmdline = \"quiet\"\nmodules = [\"ext4\"]\n" + paths,
+			[]string{"--data-size", "512MiB", "--cmdline", "console=ttyS0", "--module", "squashfs,overlay", "--rootfs", "/other.tar"},
+			"arch = \"x86_64\"\ndata_size = \"512MiB\"\ncmdline = \"console=ttyS0\"\nmodules = [\"squashfs\", \"overlay\"]\n" +
+				"kernel = \"/k/vmlinuz\"\nmodules_dir = \"/m\"\nrootfs = \"/other.tar\"\n"},
+		{"flags alone equal a full file", "", []string{"--arch", "arm64", "--kernel", "/k/vmlinuz", "--modules", "/m", "--rootfs", "/r.tar"},
+			"arch = \"arm64\"\n" + paths},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := specFrom(t, c.file, c.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := specFrom(t, c.sameAsFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if view(got) != view(want) {
+				t.Errorf("flags over the file give\n  %s\nthe same keys in the file give\n  %s", view(got), view(want))
+			}
+			if len(got.Modules) == 0 {
+				t.Error("no modules: the image cannot find its disk")
+			}
+		})
+	}
+}
+
+func TestFlagsErrors(t *testing.T) {
+	paths := "kernel = \"/k/vmlinuz\"\nmodules_dir = \"/m\"\nrootfs = \"/r.tar\"\n"
+	for _, c := range []struct {
+		name, file string
+		args       []string
+		want       string
+	}{
+		{"no file, no arch", "", []string{"--kernel", "/k"}, "give -f image.toml or --arch"},
+		{"bad arch", paths, []string{"--arch", "mips"}, "--arch"},
+		{"bad size", "arch = \"x86_64\"\n" + paths, []string{"--data-size", "lots"}, "--data-size"},
+		{"absurd size", "arch = \"x86_64\"\n" + paths, []string{"--data-size", "10TiB"}, "data_size: 10TiB is larger than ovroot builds (at most 64GiB"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := specFrom(t, c.file, c.args...)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("error %v, want one saying %q", err, c.want)
+			}
+			if c.name == "no file, no arch" && !errors.Is(err, ErrUsage) {
+				t.Errorf("%v is not a usage error", err)
+			}
+		})
+	}
+}
