@@ -45,6 +45,9 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		{"rootfs", im.Rootfs}, {"e2fsck", im.E2fsck}, {"init binary", o.InitBinary}}); err != nil {
 		return nil, err
 	}
+	if err := checkPieces(ctx, im, o, logf); err != nil {
+		return nil, err
+	}
 	initCfg := o.InitConfig
 	if initCfg == nil {
 		var err error
@@ -109,6 +112,31 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 	}
 	logf("image: %s in %s", out, time.Since(t).Round(time.Millisecond))
 	return &ImageResult{Result: res, Modules: rep.Modules}, nil
+}
+
+// checkPieces refuses pieces that cannot boot together (see check.go), and
+// warns when the rootfs lacks the program the init will start.
+func checkPieces(ctx context.Context, im *config.Image, o Options, logf func(string, ...any)) error {
+	ki, err := CheckKernel(im.Kernel, im.Arch)
+	if err != nil {
+		return err
+	}
+	if err := CheckModules(im.ModulesDir, im.Modules, im.Arch, ki.Release); err != nil {
+		return err
+	}
+	for _, f := range []struct{ what, path string }{{"init binary", o.InitBinary}, {"e2fsck", im.E2fsck}} {
+		if f.path != "" {
+			if err := checkStaticFile(f.what, f.path, im.Arch); err != nil {
+				return err
+			}
+		}
+	}
+	if has, err := RootfsHas(ctx, im.Rootfs, im.Init.Init); err != nil {
+		return err
+	} else if !has {
+		logf("warning: rootfs %s has no %s ([init] init): the device will have no program to start after the root is ready", im.Rootfs, im.Init.Init)
+	}
+	return nil
 }
 
 // emergencyCommands are carried in /bin of the initramfs when

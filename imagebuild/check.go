@@ -1,0 +1,388 @@
+package imagebuild
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/ovroot/ovroot/internal/kmod"
+	"github.com/ovroot/ovroot/layout"
+)
+
+// The checks here refuse, at build time, pieces that cannot boot together:
+// a kernel, modules, an init or an e2fsck for another architecture or
+// another kernel release. Each reads only what it needs from an
+// io.ReaderAt and says what it found.
+
+// KernelInfo is what a kernel image says about itself.
+type KernelInfo struct {
+	Arch    layout.Arch
+	Format  string // "bzImage", "Image", "gzip-compressed Image", "EFI zboot"
+	Release string // "" when the image does not say where to find it
+}
+
+// Boot-image formats: Documentation/arch/x86/boot.rst ("The Real-Mode
+// Kernel Header": "HdrS" at 0x202, the protocol version at 0x206,
+// kernel_version at 0x20e, a pointer relative to 0x200) and
+// Documentation/arch/arm64/booting.rst (the Image header: magic
+// "ARM\x64" at 0x38).
+const (
+	bzMagicOff      = 0x202
+	bzVersionOff    = 0x206
+	bzKernelVerOff  = 0x20e
+	arm64MagicOff   = 0x38
+	arm64HeaderSize = 0x40
+)
+
+var (
+	errEmpty     = errors.New("is empty")
+	bzMagic      = []byte("HdrS")
+	arm64Magic   = []byte("ARM\x64")
+	linuxVersion = []byte("Linux version ")
+)
+
+// ReadKernel identifies a kernel image: an x86 bzImage, an arm64 Image
+// (plain, gzip-compressed as Debian ships it, or an EFI zboot image).
+func ReadKernel(r io.ReaderAt, size int64) (*KernelInfo, error) {
+	if size == 0 {
+		return nil, errEmpty
+	}
+	head := make([]byte, 0x1000)
+	n, err := r.ReadAt(head, 0)
+	if err != nil && err != io.EOF {
+		return nil, err
+	}
+	head = head[:n]
+	switch {
+	case len(head) > bzKernelVerOff+2 && bytes.Equal(head[bzMagicOff:bzMagicOff+4], bzMagic):
+		ki := &KernelInfo{Arch: layout.X86_64, Format: "bzImage"}
+		// kernel_version exists from boot protocol 2.00 on.
+		if binary.LittleEndian.Uint16(head[bzVersionOff:]) >= 0x200 {
+			if off := int64(binary.LittleEndian.Uint16(head[bzKernelVerOff:])); off != 0 {
+				buf := make([]byte, 256)
+				m, _ := r.ReadAt(buf, 0x200+off)
+				ki.Release = firstField(buf[:m])
+			}
+		}
+		return ki, nil
+	case len(head) >= arm64HeaderSize && bytes.Equal(head[arm64MagicOff:arm64MagicOff+4], arm64Magic):
+		return &KernelInfo{Arch: layout.ARM64, Format: "Image", Release: findRelease(io.NewSectionReader(r, 0, size))}, nil
+	case bytes.HasPrefix(head, gzipMagic):
+		gz, err := gzip.NewReader(io.NewSectionReader(r, 0, size))
+		if err != nil {
+			return nil, fmt.Errorf("is gzip-compressed but unreadable: %w", err)
+		}
+		br := bufio.NewReaderSize(gz, 1<<16)
+		h, _ := br.Peek(arm64HeaderSize)
+		if len(h) == arm64HeaderSize && bytes.Equal(h[arm64MagicOff:arm64MagicOff+4], arm64Magic) {
+			return &KernelInfo{Arch: layout.ARM64, Format: "gzip-compressed Image", Release: findRelease(br)}, nil
+		}
+		return nil, errors.New("is gzip-compressed but holds no arm64 Image (no \"ARM\\x64\" magic at 0x38)")
+	case len(head) >= 0x40 && bytes.HasPrefix(head, []byte("MZ")) && string(head[4:8]) == "zimg":
+		// EFI zboot (drivers/firmware/efi/libstub/zboot-header.S): a PE
+		// image whose machine says the architecture.
+		pe := int(binary.LittleEndian.Uint32(head[0x3c:]))
+		if pe+6 <= len(head) && string(head[pe:pe+4]) == "PE\x00\x00" {
+			switch binary.LittleEndian.Uint16(head[pe+4:]) {
+			case 0xaa64:
+				return &KernelInfo{Arch: layout.ARM64, Format: "EFI zboot"}, nil
+			case 0x8664:
+				return &KernelInfo{Arch: layout.X86_64, Format: "EFI zboot"}, nil
+			}
+		}
+		return nil, errors.New("is an EFI zboot image for an architecture ovroot does not build")
+	case bytes.HasPrefix(head, []byte(elf.ELFMAG)):
+		return nil, errors.New("is an ELF file (vmlinux?), not a bootable kernel image; give the bzImage (x86_64) or Image (arm64), e.g. /boot/vmlinuz-<release>")
+	}
+	return nil, errors.New("is not a Linux kernel image (no bzImage \"HdrS\" at 0x202, no arm64 Image \"ARM\\x64\" at 0x38, not gzip)")
+}
+
+// CheckKernel reads the kernel at p and refuses one that is not a kernel
+// for arch. It returns what it found.
+func CheckKernel(p string, arch layout.Arch) (*KernelInfo, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("kernel: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("kernel: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("kernel %s is not a regular file", p)
+	}
+	ki, err := ReadKernel(f, fi.Size())
+	if err != nil {
+		return nil, fmt.Errorf("kernel %s %w", p, err)
+	}
+	if ki.Arch != arch {
+		return nil, fmt.Errorf("kernel %s is an %s %s, not a kernel for %s", p, ki.Arch, ki.Format, arch)
+	}
+	return ki, nil
+}
+
+// firstField is the first word of a NUL-terminated string ("6.1.0-56-amd64
+// (debian-kernel@...) #1 SMP ..." gives the release).
+func firstField(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 && isRelease(f[0]) {
+		return f[0]
+	}
+	return ""
+}
+
+func isRelease(s string) bool {
+	if s == "" || s[0] < '0' || s[0] > '9' || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if c <= ' ' || c > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// findRelease looks for the kernel's banner ("Linux version <release> ...",
+// init/version.c) in the first 128 MiB of an uncompressed image.
+func findRelease(r io.Reader) string {
+	br := bufio.NewReaderSize(io.LimitReader(r, 128<<20), 1<<16)
+	buf := make([]byte, 0, 1<<17)
+	for {
+		chunk := make([]byte, 1<<16)
+		n, err := io.ReadFull(br, chunk)
+		buf = append(buf, chunk[:n]...)
+		for {
+			i := bytes.Index(buf, linuxVersion)
+			if i < 0 {
+				break
+			}
+			rest := buf[i+len(linuxVersion):]
+			if end := bytes.IndexAny(rest, " \x00"); end > 0 {
+				if rel := string(rest[:end]); isRelease(rel) {
+					return rel
+				}
+				buf = rest
+				continue
+			}
+			break // the banner runs into the next chunk
+		}
+		if err != nil {
+			return ""
+		}
+		// Keep a tail long enough to hold a banner cut in two.
+		if len(buf) > 128 {
+			buf = append(buf[:0], buf[len(buf)-128:]...)
+		}
+	}
+}
+
+// elfMachines are the ELF machines of each arch.
+var elfMachines = map[layout.Arch]elf.Machine{layout.X86_64: elf.EM_X86_64, layout.ARM64: elf.EM_AARCH64}
+
+func machineArch(m elf.Machine) string {
+	for a, em := range elfMachines {
+		if em == m {
+			return string(a)
+		}
+	}
+	return strings.TrimPrefix(m.String(), "EM_")
+}
+
+// CheckStaticELF refuses a program that cannot run as the initramfs's
+// /init or /sbin/e2fsck on arch: not an ELF executable, another machine,
+// or dynamically linked (an initramfs carries no loader or libraries).
+func CheckStaticELF(r io.ReaderAt, arch layout.Arch) error {
+	f, err := elf.NewFile(r)
+	if err != nil {
+		return errors.New("is not an ELF executable")
+	}
+	defer f.Close()
+	if f.Type != elf.ET_EXEC && f.Type != elf.ET_DYN {
+		return fmt.Errorf("is an ELF %s, not an executable", f.Type)
+	}
+	if want := elfMachines[arch]; f.Machine != want || f.Class != elf.ELFCLASS64 {
+		return fmt.Errorf("is an executable for %s (%s), not for %s", machineArch(f.Machine), f.Class, arch)
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			interp, _ := io.ReadAll(io.LimitReader(p.Open(), 256))
+			return fmt.Errorf("is dynamically linked (interpreter %s); the initramfs has no libraries: build it static", strings.TrimRight(string(interp), "\x00"))
+		}
+	}
+	return nil
+}
+
+func checkStaticFile(what, p string, arch layout.Arch) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer f.Close()
+	if err := CheckStaticELF(f, arch); err != nil {
+		return fmt.Errorf("%s %s %w", what, p, err)
+	}
+	return nil
+}
+
+// CheckModules refuses a modules directory whose modules (those names
+// bring in) are for another machine or another kernel release than the
+// kernel's (when the kernel says; else they must agree among themselves).
+func CheckModules(dir string, names []string, arch layout.Arch, kernelRelease string) error {
+	if dir == "" {
+		return nil
+	}
+	ix, err := kmod.LoadIndex(dir)
+	if err != nil {
+		return err
+	}
+	mods, err := ix.Closure(names...)
+	if err != nil {
+		return fmt.Errorf("modules in %s: %w", dir, err)
+	}
+	release, from := kernelRelease, "the kernel"
+	for _, m := range mods {
+		p := filepath.Join(dir, filepath.FromSlash(m.Path))
+		f, err := elf.Open(p)
+		if err != nil {
+			return fmt.Errorf("module %s: %w", p, err)
+		}
+		machine := f.Machine
+		f.Close()
+		if machine != elfMachines[arch] {
+			return fmt.Errorf("module %s is built for %s, not %s", p, machineArch(machine), arch)
+		}
+		switch {
+		case m.Release == "":
+		case release == "":
+			release, from = m.Release, "module "+m.Name
+		case m.Release != release:
+			return fmt.Errorf("module %s is built for kernel %s (vermagic), but %s is %s", p, m.Release, from, release)
+		}
+	}
+	return nil
+}
+
+// RootfsHas reports whether a rootfs (directory or tarball) holds p, an
+// absolute path in it, following symlinks as the device would: inside the
+// rootfs, absolute ones from its root, never on the host.
+func RootfsHas(ctx context.Context, rootfs, p string) (bool, error) {
+	fi, err := os.Stat(rootfs)
+	if err != nil {
+		return false, fmt.Errorf("rootfs: %w", err)
+	}
+	var lookup func(rel string) (typ byte, link string, ok bool)
+	if fi.IsDir() {
+		lookup = func(rel string) (byte, string, bool) {
+			fi, err := os.Lstat(filepath.Join(rootfs, filepath.FromSlash(rel)))
+			switch {
+			case err != nil:
+				return 0, "", false
+			case fi.Mode()&fs.ModeSymlink != 0:
+				l, err := os.Readlink(filepath.Join(rootfs, filepath.FromSlash(rel)))
+				return tar.TypeSymlink, l, err == nil
+			case fi.IsDir():
+				return tar.TypeDir, "", true
+			}
+			return tar.TypeReg, "", true
+		}
+	} else {
+		f, err := os.Open(rootfs)
+		if err != nil {
+			return false, fmt.Errorf("rootfs: %w", err)
+		}
+		defer f.Close()
+		r, done, err := decompress(f)
+		if err != nil {
+			return false, fmt.Errorf("rootfs tarball %s: %w", rootfs, err)
+		}
+		defer done()
+		type node struct {
+			typ  byte
+			link string
+		}
+		nodes := map[string]node{"": {tar.TypeDir, ""}}
+		tr := tar.NewReader(r)
+		for {
+			if err := ctx.Err(); err != nil {
+				return false, err
+			}
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return false, fmt.Errorf("rootfs tarball %s: %w", rootfs, err)
+			}
+			name, err := cleanName(h.Name)
+			if err != nil {
+				return false, fmt.Errorf("rootfs tarball %s: %w", rootfs, err)
+			}
+			nodes[name] = node{h.Typeflag, h.Linkname}
+			for d := path.Dir(name); d != "." && d != "/"; d = path.Dir(d) {
+				if _, ok := nodes[d]; !ok {
+					nodes[d] = node{tar.TypeDir, ""}
+				}
+			}
+		}
+		lookup = func(rel string) (byte, string, bool) {
+			n, ok := nodes[rel]
+			return n.typ, n.link, ok
+		}
+	}
+	return resolveIn(lookup, p), nil
+}
+
+// resolveIn follows p through a tree described by lookup, component by
+// component, symlinks resolved inside the tree (at most 40, as the kernel).
+func resolveIn(lookup func(rel string) (byte, string, bool), p string) bool {
+	todo := strings.Split(strings.Trim(path.Clean("/"+p), "/"), "/")
+	cur := ""
+	for hops := 0; len(todo) > 0; {
+		c := todo[0]
+		todo = todo[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			cur = strings.TrimSuffix(path.Dir("/"+cur), "/")
+			cur = strings.TrimPrefix(cur, "/")
+			continue
+		}
+		next := path.Join(cur, c)
+		typ, link, ok := lookup(next)
+		if !ok {
+			return false
+		}
+		if typ == tar.TypeSymlink {
+			if hops++; hops > 40 {
+				return false
+			}
+			if strings.HasPrefix(link, "/") {
+				cur = ""
+			}
+			todo = append(strings.Split(strings.Trim(link, "/"), "/"), todo...)
+			continue
+		}
+		if len(todo) > 0 && typ != tar.TypeDir {
+			return false
+		}
+		cur = next
+	}
+	return true
+}

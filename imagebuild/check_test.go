@@ -1,0 +1,258 @@
+package imagebuild
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ovroot/ovroot/config"
+	"github.com/ovroot/ovroot/internal/testenv"
+	"github.com/ovroot/ovroot/layout"
+)
+
+// fakeBzImage is the part of an x86 bzImage ReadKernel reads: the setup
+// header with "HdrS", protocol 2.15 and kernel_version pointing at a
+// version string.
+func fakeBzImage(version string) []byte {
+	b := make([]byte, 0x4000)
+	copy(b[0x202:], "HdrS")
+	binary.LittleEndian.PutUint16(b[0x206:], 0x020f)
+	binary.LittleEndian.PutUint16(b[0x20e:], 0x3000-0x200)
+	copy(b[0x3000:], version+" (someone@example) #1 SMP\x00")
+	return b
+}
+
+// fakeArm64Image is an arm64 Image header with the kernel's banner later on.
+func fakeArm64Image(release string) []byte {
+	b := make([]byte, 0x30000)
+	copy(b[0x38:], "ARM\x64")
+	copy(b[0x2fff0-len(release):], "Linux version "+release+" (x@y) #1\x00")
+	return b
+}
+
+func gz(b []byte) []byte {
+	var buf bytes.Buffer
+	w := gzip.NewWriter(&buf)
+	w.Write(b)
+	w.Close()
+	return buf.Bytes()
+}
+
+func TestReadKernel(t *testing.T) {
+	cases := []struct {
+		name    string
+		data    []byte
+		arch    layout.Arch
+		release string
+		err     string
+	}{
+		{"bzImage", fakeBzImage("6.1.0-56-amd64"), layout.X86_64, "6.1.0-56-amd64", ""},
+		{"arm64 Image", fakeArm64Image("6.1.0-56-arm64"), layout.ARM64, "6.1.0-56-arm64", ""},
+		{"gzip arm64 Image", gz(fakeArm64Image("6.1.0-56-arm64")), layout.ARM64, "6.1.0-56-arm64", ""},
+		{"empty", nil, "", "", "is empty"},
+		{"text", []byte(strings.Repeat("#!/bin/sh\necho not a kernel\n", 100)), "", "", "is not a Linux kernel image"},
+		{"gzip of something else", gz([]byte(strings.Repeat("x", 4096))), "", "", "holds no arm64 Image"},
+		{"vmlinux", append([]byte("\x7fELF"), make([]byte, 4096)...), "", "", "is an ELF file (vmlinux?)"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ki, err := ReadKernel(bytes.NewReader(c.data), int64(len(c.data)))
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Errorf("ReadKernel = %+v, %v; want an error saying %q", ki, err, c.err)
+				}
+				return
+			}
+			if err != nil || ki.Arch != c.arch || ki.Release != c.release {
+				t.Errorf("ReadKernel = %+v, %v; want arch %s release %s", ki, err, c.arch, c.release)
+			}
+		})
+	}
+}
+
+// The real kernels of the cache: identified, and each refused for the
+// other arch, naming both.
+func TestCheckKernelReal(t *testing.T) {
+	cache := testenv.KernelCache()
+	for _, c := range []struct {
+		dir     string
+		arch    layout.Arch
+		other   layout.Arch
+		release string
+	}{{"amd64", layout.X86_64, layout.ARM64, "-amd64"}, {"arm64", layout.ARM64, layout.X86_64, "-arm64"}} {
+		k := filepath.Join(cache, c.dir, "vmlinuz")
+		if _, err := os.Stat(k); err != nil {
+			testenv.Missing(t, "no kernel in the cache (make kernels): "+err.Error())
+		}
+		ki, err := CheckKernel(k, c.arch)
+		if err != nil || !strings.HasSuffix(ki.Release, c.release) {
+			t.Errorf("CheckKernel(%s, %s) = %+v, %v", k, c.arch, ki, err)
+		}
+		want, _ := os.ReadFile(filepath.Join(cache, c.dir, "release"))
+		if ki != nil && ki.Release != strings.TrimSpace(string(want)) {
+			t.Errorf("%s: release %q, the cache says %q", k, ki.Release, want)
+		}
+		_, err = CheckKernel(k, c.other)
+		if err == nil || !strings.Contains(err.Error(), string(c.arch)) || !strings.Contains(err.Error(), "not a kernel for "+string(c.other)) {
+			t.Errorf("CheckKernel(%s, %s) = %v, want an error naming both arches", k, c.other, err)
+		}
+	}
+}
+
+func TestCheckStaticELF(t *testing.T) {
+	cache := testenv.KernelCache()
+	static := filepath.Join(cache, "amd64", "e2fsck")
+	staticArm := filepath.Join(cache, "arm64", "e2fsck")
+	for _, p := range []string{static, staticArm, "/bin/sh"} {
+		if _, err := os.Stat(p); err != nil {
+			testenv.Missing(t, "missing "+p+" (make kernels)")
+		}
+	}
+	text := filepath.Join(t.TempDir(), "script")
+	os.WriteFile(text, []byte("#!/bin/sh\n"), 0o755)
+	for _, c := range []struct {
+		path string
+		arch layout.Arch
+		err  string
+	}{
+		{static, layout.X86_64, ""},
+		{staticArm, layout.ARM64, ""},
+		{staticArm, layout.X86_64, "is an executable for arm64 (ELFCLASS64), not for x86_64"},
+		{static, layout.ARM64, "is an executable for x86_64 (ELFCLASS64), not for arm64"},
+		{"/bin/sh", layout.X86_64, "is dynamically linked (interpreter /lib"},
+		{text, layout.X86_64, "is not an ELF executable"},
+	} {
+		err := checkStaticFile("e2fsck", c.path, c.arch)
+		if c.err == "" && err != nil || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err) || !strings.Contains(err.Error(), c.path)) {
+			t.Errorf("check %s for %s: %v, want %q", c.path, c.arch, err, c.err)
+		}
+	}
+}
+
+func TestRootfsHas(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "usr/lib/systemd"), 0o755)
+	os.WriteFile(filepath.Join(dir, "usr/lib/systemd/systemd"), nil, 0o755)
+	os.Symlink("usr/sbin", filepath.Join(dir, "sbin"))
+	os.MkdirAll(filepath.Join(dir, "usr/sbin"), 0o755)
+	os.Symlink("/usr/lib/systemd/systemd", filepath.Join(dir, "usr/sbin/init"))
+	// An absolute link is resolved in the rootfs, never on the host.
+	os.Symlink("/bin", filepath.Join(dir, "hostbin"))
+	tarball := writeTar(t, []tarEntry{
+		{hdr: tar.Header{Name: "./usr/lib/systemd/systemd", Typeflag: tar.TypeReg, Mode: 0o755}, body: "x"},
+		{hdr: tar.Header{Name: "./sbin", Typeflag: tar.TypeSymlink, Linkname: "usr/sbin"}},
+		{hdr: tar.Header{Name: "./usr/sbin/init", Typeflag: tar.TypeSymlink, Linkname: "../lib/systemd/systemd"}},
+		{hdr: tar.Header{Name: "./hostbin", Typeflag: tar.TypeSymlink, Linkname: "/bin"}},
+	}, true)
+	for _, rootfs := range []string{dir, tarball} {
+		for p, want := range map[string]bool{"/sbin/init": true, "/usr/sbin/init": true, "/init": false, "/hostbin/sh": false, "/sbin/init/x": false} {
+			got, err := RootfsHas(context.Background(), rootfs, p)
+			if err != nil || got != want {
+				t.Errorf("RootfsHas(%s, %s) = %v, %v; want %v", rootfs, p, got, err, want)
+			}
+		}
+	}
+}
+
+// testPieces is a set of pieces that build an x86_64 image, from the
+// kernel cache; each case of TestBuildImageRefusesPieces spoils one.
+type testPieces struct {
+	im   *config.Image
+	init string
+}
+
+func goodPieces(t *testing.T) testPieces {
+	t.Helper()
+	needTools(t, "mksquashfs")
+	cache := testenv.KernelCache()
+	amd := filepath.Join(cache, "amd64")
+	if _, err := os.Stat(filepath.Join(amd, "e2fsck")); err != nil {
+		testenv.Missing(t, "no kernel cache (make kernels): "+err.Error())
+	}
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "sbin"), 0o755)
+	os.WriteFile(filepath.Join(root, "sbin/init"), []byte("init"), 0o755)
+	im := config.DefaultImage(layout.X86_64)
+	im.Kernel = filepath.Join(amd, "vmlinuz")
+	im.ModulesDir = filepath.Join(amd, "modules")
+	im.E2fsck = filepath.Join(amd, "e2fsck")
+	im.Rootfs = root
+	im.EmergencyShell = false
+	im.DataSize = 16 << 20
+	im.BootSize = 40 << 20
+	// The static e2fsck stands in for the init: a static x86_64 program.
+	return testPieces{im: im, init: filepath.Join(amd, "e2fsck")}
+}
+
+// Pieces that cannot boot together are refused at build time, naming what
+// is wrong, and no image is written.
+func TestBuildImageRefusesPieces(t *testing.T) {
+	cache := testenv.KernelCache()
+	arm := filepath.Join(cache, "arm64")
+	tmp := t.TempDir()
+	empty := filepath.Join(tmp, "empty")
+	os.WriteFile(empty, nil, 0o644)
+	notKernel := filepath.Join(tmp, "not-a-kernel")
+	os.WriteFile(notKernel, []byte(strings.Repeat("not a kernel\n", 1000)), 0o644)
+	otherRelease := filepath.Join(tmp, "vmlinuz-6.1.0-99-amd64")
+	os.WriteFile(otherRelease, fakeBzImage("6.1.0-99-amd64"), 0o644)
+	for _, c := range []struct {
+		name  string
+		spoil func(p *testPieces)
+		want  string
+	}{
+		{"empty kernel", func(p *testPieces) { p.im.Kernel = empty }, "kernel " + empty + " is empty"},
+		{"not a kernel", func(p *testPieces) { p.im.Kernel = notKernel }, "is not a Linux kernel image"},
+		{"arm64 kernel for x86_64", func(p *testPieces) { p.im.Kernel = filepath.Join(arm, "vmlinuz") }, "is an arm64 Image, not a kernel for x86_64"},
+		{"arm64 modules", func(p *testPieces) { p.im.ModulesDir = filepath.Join(arm, "modules") }, "is built for arm64, not x86_64"},
+		{"modules of another release", func(p *testPieces) { p.im.Kernel = otherRelease }, "(vermagic), but the kernel is 6.1.0-99-amd64"},
+		{"dynamic init", func(p *testPieces) { p.init = "/bin/sh" }, "init binary /bin/sh is dynamically linked"},
+		{"arm64 init", func(p *testPieces) { p.init = filepath.Join(arm, "e2fsck") }, "is an executable for arm64"},
+		{"dynamic e2fsck", func(p *testPieces) { p.im.E2fsck = "/bin/sh" }, "e2fsck /bin/sh is dynamically linked"},
+		{"arm64 e2fsck", func(p *testPieces) { p.im.E2fsck = filepath.Join(arm, "e2fsck") }, "e2fsck " + filepath.Join(arm, "e2fsck") + " is an executable for arm64"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := goodPieces(t)
+			c.spoil(&p)
+			out := filepath.Join(t.TempDir(), "disk.img")
+			_, err := BuildImage(context.Background(), p.im, out, Options{InitBinary: p.init})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("BuildImage = %v, want an error saying %q", err, c.want)
+			}
+			if _, err := os.Stat(out); err == nil {
+				t.Error("an image was written")
+			}
+		})
+	}
+}
+
+// The good pieces build; a rootfs without the init the config names builds
+// too, with a warning naming it.
+func TestBuildImageWarnsMissingInit(t *testing.T) {
+	p := goodPieces(t)
+	var log bytes.Buffer
+	logf := func(format string, args ...any) {
+		log.WriteString(strings.TrimSpace(fmt.Sprintf(format, args...)) + "\n")
+	}
+	if _, err := BuildImage(context.Background(), p.im, filepath.Join(t.TempDir(), "disk.img"), Options{InitBinary: p.init, Log: logf}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(log.String(), "warning") {
+		t.Errorf("a good build warned:\n%s", log.String())
+	}
+	log.Reset()
+	p.im.Init.Init = "/lib/systemd/systemd"
+	if _, err := BuildImage(context.Background(), p.im, filepath.Join(t.TempDir(), "disk.img"), Options{InitBinary: p.init, Log: logf}); err != nil {
+		t.Fatal(err)
+	}
+	if want := "warning: rootfs " + p.im.Rootfs + " has no /lib/systemd/systemd ([init] init)"; !strings.Contains(log.String(), want) {
+		t.Errorf("log:\n%s\nwant a line saying %q", log.String(), want)
+	}
+}
