@@ -142,6 +142,7 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 	}
 	defer os.RemoveAll(tmp)
 	sqfs := filepath.Join(tmp, "root.squashfs")
+	logf("squashfs: making it of %s", s.Rootfs)
 	entries, err := MakeSquashfs(ctx, s.Rootfs, sqfs, s.Compression)
 	if err != nil {
 		return nil, err
