@@ -37,6 +37,18 @@ func fakeArm64Image(release string) []byte {
 	return b
 }
 
+// fakeZboot is the start of an EFI zboot image: "MZ", "zimg", and the PE
+// header (at the offset 0x3c names) with its machine.
+func fakeZboot(machine uint16) []byte {
+	b := make([]byte, 0x200)
+	copy(b, "MZ")
+	copy(b[4:], "zimg")
+	binary.LittleEndian.PutUint32(b[0x3c:], 0x80)
+	copy(b[0x80:], "PE\x00\x00")
+	binary.LittleEndian.PutUint16(b[0x84:], machine)
+	return b
+}
+
 func gz(b []byte) []byte {
 	var buf bytes.Buffer
 	w := gzip.NewWriter(&buf)
@@ -58,6 +70,9 @@ func TestReadKernel(t *testing.T) {
 		{"gzip arm64 Image", gz(fakeArm64Image("6.1.0-56-arm64")), layout.ARM64, "6.1.0-56-arm64", ""},
 		{"empty", nil, "", "", "is empty"},
 		{"text", []byte(strings.Repeat("#!/bin/sh\necho not a kernel\n", 100)), "", "", "is not a Linux kernel image"},
+		{"arm64 EFI zboot", fakeZboot(0xaa64), layout.ARM64, "", ""},
+		{"x86_64 EFI zboot", fakeZboot(0x8664), layout.X86_64, "", ""},
+		{"riscv EFI zboot", fakeZboot(0x5064), "", "", "EFI zboot image for an architecture ovroot does not build"},
 		{"gzip of something else", gz([]byte(strings.Repeat("x", 4096))), "", "", "holds no arm64 Image"},
 		{"vmlinux", append([]byte("\x7fELF"), make([]byte, 4096)...), "", "", "is an ELF file (vmlinux?)"},
 	}

@@ -135,7 +135,7 @@ func TestTarballToSquashfs(t *testing.T) {
 		file("deep/a/b/c.txt", 0o444, 0, "implied parents\n"),
 	}
 	// Compression is recognized by its magic, not the name (always rootfs.tar).
-	for _, kind := range []string{"plain", "gzip", "xz", "zstd"} {
+	for _, kind := range []string{"plain", "gzip", "xz", "zstd", "bzip2"} {
 		t.Run(kind, func(t *testing.T) {
 			tarball := compressFile(t, writeTar(t, entries, false), kind)
 			img := filepath.Join(t.TempDir(), "root.sqfs")

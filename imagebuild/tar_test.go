@@ -64,6 +64,16 @@ func compressFile(t *testing.T, p, kind string) string {
 		if w, err = zstd.NewWriter(&buf); err != nil {
 			t.Fatal(err)
 		}
+	case "bzip2":
+		needTools(t, "bzip2")
+		cmd := exec.Command("bzip2", "-c")
+		cmd.Stdin = bytes.NewReader(data)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w = nopCloser{bytes.NewBuffer(out), &buf}
+		data = nil
 	default:
 		t.Fatalf("unknown compression %q", kind)
 	}
@@ -77,6 +87,15 @@ func compressFile(t *testing.T, p, kind string) string {
 	}
 	return out
 }
+
+// nopCloser writes pre-compressed bytes on Close.
+type nopCloser struct {
+	pre *bytes.Buffer
+	dst *bytes.Buffer
+}
+
+func (n nopCloser) Write(p []byte) (int, error) { return len(p), nil }
+func (n nopCloser) Close() error                { _, err := n.dst.ReadFrom(n.pre); return err }
 
 // snapshot records every entry below dir (type, mode, size, content,
 // link target, mtime), so a test can prove nothing there changed.
@@ -276,7 +295,34 @@ func TestTarSparse(t *testing.T) {
 			if buf[0] != 0 || string(buf[1:]) != strings.Repeat("D", 4096) {
 				t.Error("the data of the sparse entry is not where the archive put it")
 			}
+			if format != "gnu" {
+				return
+			}
+			// Through mksquashfs: the image holds a 2 GiB file in kilobytes.
+			needTools(t, "mksquashfs", "unsquashfs")
+			img := filepath.Join(t.TempDir(), "root.sqfs")
+			if _, err := MakeSquashfs(context.Background(), tarball, img, "gzip"); err != nil {
+				t.Fatal(err)
+			}
+			if fi, _ := os.Stat(img); fi.Size() > 1<<20 {
+				t.Errorf("squashfs of a sparse 2 GiB file is %d bytes", fi.Size())
+			}
+			if got := listing(t, img)["/big"]; !strings.HasSuffix(got, " 2147483648") {
+				t.Errorf("/big in the image: %q, want 2147483648 bytes", got)
+			}
 		})
+	}
+}
+
+// One file above the bound is refused before a byte of it is read.
+func TestTarEntryTooLarge(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "huge", Typeflag: tar.TypeReg, Mode: 0o644, Size: 17 << 30})
+	tw.Flush() // the header only: the archive claims 17 GiB it does not hold
+	_, _, err := unpack(context.Background(), &buf, filepath.Join(t.TempDir(), "root"))
+	if err == nil || !strings.Contains(err.Error(), `tar entry "huge": 18253611008 bytes is larger than a rootfs file may be`) {
+		t.Errorf("unpack = %v", err)
 	}
 }
 
