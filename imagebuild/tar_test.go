@@ -354,6 +354,7 @@ func FuzzFlatten(f *testing.F) {
 		{hdr: tar.Header{Name: "a", Typeflag: tar.TypeSymlink, Linkname: "../outside"}},
 	}))
 	// A mutated header can claim a sparse file of gigabytes of zeros.
+	defer func(old int64) { maxEntrySize = old }(maxEntrySize)
 	maxEntrySize = 16 << 20
 	f.Fuzz(func(t *testing.T, data []byte) {
 		base := t.TempDir()
