@@ -353,6 +353,11 @@ func FuzzFlatten(f *testing.F) {
 		{hdr: tar.Header{Name: "dev/null", Typeflag: tar.TypeChar, Mode: 0o666, Devmajor: 1, Devminor: 3}},
 		{hdr: tar.Header{Name: "a", Typeflag: tar.TypeSymlink, Linkname: "../outside"}},
 	}))
+	// A hard link to a symlink that points out links the symlink itself.
+	f.Add(tarBytes([]tarEntry{
+		{hdr: tar.Header{Name: "s", Typeflag: tar.TypeSymlink, Linkname: "../../outside/secret"}},
+		{hdr: tar.Header{Name: "l", Typeflag: tar.TypeLink, Linkname: "s"}},
+	}))
 	// A mutated header can claim a sparse file of gigabytes of zeros.
 	defer func(old int64) { maxEntrySize = old }(maxEntrySize)
 	maxEntrySize = 16 << 20
