@@ -299,6 +299,9 @@ func readTar(ctx context.Context, r io.Reader, keep func(e entry, content io.Rea
 		default:
 			return nil, fmt.Errorf("tar entry %q: unsupported type %q", h.Name, string(h.Typeflag))
 		}
+		if name == "" && h.Typeflag != tar.TypeDir {
+			return nil, fmt.Errorf("tar entry %q names the root, which must be a directory, as a %q entry", h.Name, string(h.Typeflag))
+		}
 		if h.Typeflag == tar.TypeLink {
 			target, err := cleanName(h.Linkname)
 			if err != nil {
