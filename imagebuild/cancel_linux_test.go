@@ -5,7 +5,9 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -69,6 +71,9 @@ func TestMakeSquashfsCancelKillsGroup(t *testing.T) {
 		for _, p := range left {
 			if b, _ := os.ReadFile("/proc/" + p + "/cmdline"); len(b) > 0 {
 				t.Logf("%s: %q", p, b)
+			}
+			if pid, err := strconv.Atoi(p); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
 	}
