@@ -31,7 +31,9 @@ import (
 // user cannot create (owners, setuid bits, device nodes, fifos) is handed to
 // mksquashfs as pseudo-file definitions (mksquashfs(1), "Pseudo file
 // definition format"), so the image holds what the tarball says.
-func MakeSquashfs(ctx context.Context, rootfs, out, compression string) (int, error) {
+//
+// adds are host files added to the root unless it has them (Addition).
+func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...Addition) (int, error) {
 	if compression == "" {
 		compression = "gzip"
 	}
@@ -78,6 +80,11 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string) (int, er
 		}
 		args = append(args, "-pf", pf)
 	}
+	extra, n, err := additionArgs(src, adds)
+	if err != nil {
+		return 0, err
+	}
+	args, entries = append(args, extra...), entries+n
 	cmd := exec.CommandContext(ctx, "mksquashfs", append([]string{src, out}, args...)...)
 	var output bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &output, &output

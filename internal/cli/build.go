@@ -19,6 +19,7 @@ type imageFlags struct {
 	dataSize, bootSize, rootSize                                 string
 	modules                                                      stringList
 	initBinary, e2fsck                                           string
+	noCtl                                                        bool
 }
 
 func (f *imageFlags) register(fs *flag.FlagSet) {
@@ -33,8 +34,9 @@ func (f *imageFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.dataSize, "data-size", "", "data partition size, e.g. 256MiB (image.toml: data_size)")
 	fs.StringVar(&f.bootSize, "boot-size", "", "boot partition size (image.toml: boot_size)")
 	fs.StringVar(&f.rootSize, "root-size", "", "root partition size, 0 = fit (image.toml: root_size)")
-	fs.StringVar(&f.initBinary, "init-binary", "", "prebuilt /init for the arch (default: cross-compile ./cmd/init)")
-	fs.StringVar(&f.e2fsck, "e2fsck", "", "static e2fsck for the arch, carried to repair the data partition (image.toml: e2fsck)")
+	fs.StringVar(&f.initBinary, "init-binary", "", "prebuilt /init for the arch (default: cmd/init compiled from the source built into ovroot)")
+	fs.StringVar(&f.e2fsck, "e2fsck", "", "static e2fsck for the arch, carried to repair the data partition; default: found or fetched, \"none\" = without (image.toml: e2fsck)")
+	fs.BoolVar(&f.noCtl, "no-ctl", false, "do not add ovrootctl at "+imagebuild.CtlPath+" when the rootfs has none (image.toml: ctl = false)")
 }
 
 // image loads image.toml (if -f) and applies the flags over it.
@@ -76,6 +78,9 @@ func (f *imageFlags) image() (*config.Image, error) {
 	set(&im.Cmdline, f.cmdline)
 	set(&im.Compression, f.compression)
 	set(&im.E2fsck, f.e2fsck)
+	if f.noCtl {
+		im.Ctl = false
+	}
 	if len(f.modules) > 0 {
 		im.Modules = f.modules
 	}
@@ -115,12 +120,11 @@ func runBuild(c Context, ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	res, err := imagebuild.BuildImage(ctx, im, *out, imagebuild.Options{InitBinary: f.initBinary, Log: c.logf})
+	res, err := imagebuild.BuildImage(ctx, im, *out, imagebuild.Options{InitBinary: f.initBinary, Log: c.logf, Progress: c.terminal()})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.Stdout, "%s: %s image, %d rootfs entries, squashfs %d bytes, modules %v\n",
-		*out, im.Arch, res.Entries, res.SquashfsBytes, res.Modules)
+	printSummary(c.Stdout, im, res)
 	return nil
 }
 
@@ -136,7 +140,7 @@ func runInitramfs(c Context, ctx context.Context, args []string) error {
 	var modules stringList
 	fs.Var(&modules, "module", "module to carry, repeatable or comma-separated (default: the image defaults for the arch)")
 	initConfig := fs.String("init-config", "", "init config (init.toml) to carry; default: built-in defaults")
-	initBinary := fs.String("init-binary", "", "prebuilt /init (default: cross-compile ./cmd/init)")
+	initBinary := fs.String("init-binary", "", "prebuilt /init (default: cmd/init compiled from the source built into ovroot)")
 	out := fs.String("o", "", "file to write (required)")
 	if _, err := parse(fs, args); err != nil {
 		return err
