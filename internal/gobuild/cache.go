@@ -104,7 +104,11 @@ func (c *Cache) Programs(ctx context.Context, arch layout.Arch, set Set) (string
 		}
 	}
 	base := filepath.Join(root, "build", SourceKey(files))
-	ver, err := goVersion(ctx, goCmd)
+	src := filepath.Join(base, "src")
+	if err := extract(files, src); err != nil {
+		return "", fmt.Errorf("extract the embedded source into %s: %w", src, err)
+	}
+	ver, err := goVersion(ctx, goCmd, src)
 	if err != nil {
 		return "", err
 	}
@@ -114,10 +118,6 @@ func (c *Cache) Programs(ctx context.Context, arch layout.Arch, set Set) (string
 	if complete(dir, set) {
 		c.logf("go: %s programs for %s from the cache (%s)", set.Name, arch, dir)
 		return dir, nil
-	}
-	src := filepath.Join(base, "src")
-	if err := extract(files, src); err != nil {
-		return "", fmt.Errorf("extract the embedded source into %s: %w", src, err)
 	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return "", err
@@ -188,10 +188,13 @@ func lock(dir string) (unlock func()) {
 	return mu.Unlock
 }
 
-// goVersion names the toolchain (go1.26.8): the same source compiled by
-// another Go gives other bytes, so it is part of the cache key.
-func goVersion(ctx context.Context, goCmd string) (string, error) {
+// goVersion names the toolchain that builds in src (go1.26.8): the same
+// source compiled by another Go gives other bytes, so it is part of the
+// cache key. It is asked in src, whose go.mod may select a newer
+// toolchain (GOTOOLCHAIN=auto) than the one on PATH.
+func goVersion(ctx context.Context, goCmd, src string) (string, error) {
 	cmd := exec.CommandContext(ctx, goCmd, "env", "GOVERSION")
+	cmd.Dir = src
 	cmd.Env = goEnv("")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
