@@ -288,3 +288,24 @@ func TestCacheBuildsEmbeddedSource(t *testing.T) {
 		}
 	}
 }
+
+// Two processes that built the same entry at once: the second rename
+// finds the first's entry, keeps it, and is not an error.
+func TestPublishLosesRaceQuietly(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "entry")
+	first, second := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(first, "init"), []byte("first"), 0o755)
+	os.WriteFile(filepath.Join(second, "init"), []byte("second"), 0o755)
+	if err := publish(first, dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := publish(second, dir); err != nil {
+		t.Fatalf("publish over an existing entry: %v", err)
+	}
+	if data, _ := os.ReadFile(filepath.Join(dir, "init")); string(data) != "first" {
+		t.Errorf("entry holds %q, want the first build's", data)
+	}
+	if err := publish(filepath.Join(t.TempDir(), "missing"), filepath.Join(t.TempDir(), "x")); err == nil {
+		t.Error("publish of a missing directory: no error")
+	}
+}
