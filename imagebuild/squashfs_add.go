@@ -42,6 +42,13 @@ func additionArgs(root string, adds []Addition) (args []string, entries int, err
 			a.Note = fmt.Sprintf("rootfs has %s: %s not added", found, path.Base(a.Path))
 			continue
 		}
+		// mksquashfs stores an empty file when the F command fails, so
+		// the source is checked here.
+		if fi, err := os.Stat(a.Source); err != nil {
+			return nil, 0, fmt.Errorf("add %s to the rootfs: %w", a.Path, err)
+		} else if !fi.Mode().IsRegular() {
+			return nil, 0, fmt.Errorf("add %s to the rootfs: %s is not a regular file", a.Path, a.Source)
+		}
 		// The directory the file goes into, as the device would resolve
 		// it (/usr/sbin may be a symlink in the rootfs).
 		dir, missing, err := resolveIn(root, path.Dir(a.Path))

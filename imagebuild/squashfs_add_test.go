@@ -151,6 +151,17 @@ func TestMakeSquashfsAddsCtl(t *testing.T) {
 	}
 }
 
+func TestMakeSquashfsAddMissingSource(t *testing.T) {
+	needTools(t, "mksquashfs")
+	root := t.TempDir()
+	missing := filepath.Join(t.TempDir(), "ovrootctl")
+	_, err := MakeSquashfs(context.Background(), root, filepath.Join(t.TempDir(), "r.sqfs"), "gzip",
+		Addition{Path: CtlPath, Source: missing, Mode: 0o755, Unless: ctlPaths})
+	if err == nil || !strings.Contains(err.Error(), missing) || !strings.Contains(err.Error(), CtlPath) {
+		t.Errorf("MakeSquashfs with a missing source = %v, want an error naming %s and %s", err, CtlPath, missing)
+	}
+}
+
 // treeListing is a tree's names, modes and sizes in one string.
 func treeListing(t *testing.T, root string) string {
 	t.Helper()
