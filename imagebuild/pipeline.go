@@ -107,6 +107,7 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		adds = append(adds, Addition{Path: CtlPath, Source: filepath.Join(progs, "ovrootctl"), Mode: 0o755, Unless: ctlPaths})
 	}
 	t := time.Now()
+	stop := showProgress(o.Progress, "initramfs", initrd)
 	rep, err := initramfs.Build(ctx, initramfs.Options{
 		Arch:       im.Arch,
 		InitBinary: initBin,
@@ -115,6 +116,7 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		InitConfig: initCfg,
 		Files:      extra,
 	}, w)
+	stop()
 	if cerr := w.Close(); err == nil {
 		err = cerr
 	}
