@@ -5,10 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/imagebuild"
 	"github.com/ovroot/ovroot/initramfs"
+	"github.com/ovroot/ovroot/internal/gobuild"
 	"github.com/ovroot/ovroot/layout"
 )
 
@@ -165,6 +167,13 @@ func runInitramfs(c Context, ctx context.Context, args []string) error {
 			return err
 		}
 		cfg = data
+	}
+	if *initBinary == "" {
+		progs, err := (&gobuild.Cache{Log: c.logf}).Programs(ctx, a, gobuild.Device)
+		if err != nil {
+			return err
+		}
+		*initBinary = filepath.Join(progs, "init")
 	}
 	w, err := os.Create(*out)
 	if err != nil {
