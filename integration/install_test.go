@@ -15,7 +15,8 @@ import (
 // module above it (as after go install) builds an image from flags only,
 // compiling the device programs from its embedded source; a second build
 // compiles nothing; the image boots with a working ovrootctl the rootfs
-// did not have, at /usr/sbin/ovrootctl.
+// did not have, at /usr/sbin/ovrootctl, and repairs its data partition
+// with the e2fsck it carries by default.
 func TestInstalledBinary(t *testing.T) {
 	requireTools(t)
 	bin := filepath.Join(t.TempDir(), "ovroot")
@@ -72,7 +73,7 @@ func testInstalledBinary(t *testing.T, arch layout.Arch, bin string) {
 	run := func(out string) (stdout, stderr string) {
 		t.Helper()
 		cmd := exec.Command(ovroot, "build", "--arch", string(arch), "--kernel", filepath.Join(k, "vmlinuz"),
-			"--modules", filepath.Join(k, "modules"), "--rootfs", "rootfs", "--data-size", "128MiB", "-o", out)
+			"--modules", filepath.Join(k, "modules"), "--rootfs", "rootfs", "-o", out)
 		cmd.Dir = work
 		cmd.Env = append(os.Environ(), "OVROOT_CACHE="+cache, "OVROOT_KERNEL_CACHE="+kernelCache())
 		var o, e bytes.Buffer
@@ -111,11 +112,28 @@ func testInstalledBinary(t *testing.T, arch layout.Arch, bin string) {
 		t.Errorf("the second build (from the cache) gave another image than the first")
 	}
 
-	vm := boot(t, image{arch: arch, path: filepath.Join(work, "disk.img")})
+	img := image{arch: arch, path: filepath.Join(work, "disk.img")}
+	vm := boot(t, img)
 	expect(t, vm, "GUEST: ready")
 	status := guest(t, vm, "exec /usr/sbin/ovrootctl status")
 	if !strings.Contains(status, "PERSISTENT") {
 		t.Errorf("/usr/sbin/ovrootctl status:\n%s\nwant PERSISTENT", status)
+	}
+	guest(t, vm, "write /etc/precious.txt kept")
+	powerOff(t, vm)
+
+	// The quick path carries e2fsck by default: a destroyed primary
+	// superblock (bytes 1024..2047 of the partition) is repaired from the
+	// default 256MiB partition's backup, not a volatile boot.
+	writePart(t, img, layout.DataLabel, 1024, make([]byte, 1024))
+	vm = boot(t, img)
+	expect(t, vm, "ovroot: repaired")
+	expect(t, vm, "GUEST: ready")
+	if got := guest(t, vm, "cat /etc/precious.txt"); got != "kept\n" {
+		t.Errorf("after the repair /etc/precious.txt = %q", got)
+	}
+	if st := guest(t, vm, "exec /usr/sbin/ovrootctl status"); !strings.Contains(st, "PERSISTENT") || !strings.Contains(st, "repaired at boot") {
+		t.Errorf("status after a repair:\n%s", st)
 	}
 	powerOff(t, vm)
 }
