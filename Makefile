@@ -23,8 +23,10 @@ kernels: deps
 	scripts/fetch-e2fsck.sh amd64 $(KERNELS)
 	scripts/fetch-e2fsck.sh arm64 $(KERNELS)
 
+# Static (CGO_ENABLED=0): out/bin/ovrootctl runs on any Linux rootfs of the
+# host's arch, musl or busybox too. Images get their own for their arch.
 build:
-	$(GO) build -o $(OUT)/bin/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(OUT)/bin/ ./cmd/...
 
 # Unit tests and the QEMU boot tests for x86_64 and arm64. OVROOT_REQUIRE_TOOLS
 # turns "skip: QEMU missing" into a failure, so this never passes by skipping.

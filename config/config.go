@@ -161,7 +161,12 @@ type Image struct {
 	BootSize    Size        `toml:"boot_size"`
 	RootSize    Size        `toml:"root_size"`
 	DataSize    Size        `toml:"data_size"`
-	E2fsck      string      `toml:"e2fsck"` // static e2fsck for the arch, carried as /sbin/e2fsck
+	// E2fsck is a static e2fsck for the arch, carried to repair the data
+	// partition; "" = found or fetched by ovroot build, E2fsckNone = none.
+	E2fsck string `toml:"e2fsck"`
+	// Ctl adds a static ovrootctl for the arch at /usr/sbin/ovrootctl
+	// unless the rootfs has one.
+	Ctl bool `toml:"ctl"`
 	// EmergencyShell carries u-root's gosh and a few commands in the
 	// initramfs, started on the console when no root can be built.
 	EmergencyShell bool `toml:"emergency_shell"`
@@ -170,6 +175,9 @@ type Image struct {
 	file string // where it was read from, for errors
 	src  []byte
 }
+
+// E2fsckNone as the e2fsck key builds an image without e2fsck on purpose.
+const E2fsckNone = "none"
 
 // DefaultModules are the modules an image carries unless it says otherwise:
 // the QEMU machines' disks are virtio-blk-pci on both arches; the closure
@@ -197,6 +205,7 @@ func DefaultImage(a layout.Arch) *Image {
 		DataSize:       256 << 20,
 		Init:           DefaultInit(),
 		EmergencyShell: true,
+		Ctl:            true,
 	}
 	im.applyArchDefaults()
 	return im
@@ -278,7 +287,7 @@ func LoadImage(path string) (*Image, error) {
 	}
 	dir := filepath.Dir(path)
 	for _, p := range []*string{&im.Kernel, &im.ModulesDir, &im.Rootfs, &im.E2fsck} {
-		if *p != "" && !filepath.IsAbs(*p) {
+		if *p != "" && *p != E2fsckNone && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
 	}

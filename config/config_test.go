@@ -65,6 +65,30 @@ data_label = "data"
 	}
 }
 
+// ctl = false and e2fsck = "none" are kept as written: "none" is not a
+// path to resolve against the file's directory.
+func TestParseImageOptOuts(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "image.toml")
+	src := "arch = \"arm64\"\nkernel=\"/k\"\nmodules_dir=\"/m\"\nrootfs=\"/r\"\nctl = false\ne2fsck = \"none\"\n"
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	im, err := LoadImage(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im.Ctl {
+		t.Errorf("ctl = false gave Ctl = true")
+	}
+	if im.E2fsck != E2fsckNone {
+		t.Errorf("e2fsck = \"none\" gave %q, want %q", im.E2fsck, E2fsckNone)
+	}
+	if _, err := ParseImage("image.toml", []byte("arch = \"arm64\"\nctl = \"no\"\n")); err == nil || !strings.Contains(err.Error(), "ctl") {
+		t.Errorf("ctl = \"no\": err = %v, want one naming ctl", err)
+	}
+}
+
 func TestParseImageDefaults(t *testing.T) {
 	im, err := ParseImage("image.toml", []byte("arch = \"x86_64\"\nkernel=\"/k\"\nmodules_dir=\"/m\"\nrootfs=\"/r\"\n"))
 	if err != nil {
@@ -81,6 +105,9 @@ func TestParseImageDefaults(t *testing.T) {
 	}
 	if im.Compression != "gzip" || im.BootSize != 128<<20 || im.DataSize != 256<<20 || im.RootSize != 0 {
 		t.Errorf("defaults: %+v", im)
+	}
+	if !im.Ctl || im.E2fsck != "" {
+		t.Errorf("defaults: ctl = %v, e2fsck = %q; want true, \"\" (found by ovroot build)", im.Ctl, im.E2fsck)
 	}
 	// An explicitly empty module list is kept empty (a kernel with
 	// everything built in), not replaced by the defaults.

@@ -34,7 +34,9 @@ type Spec struct {
 	RootSize      int64 // 0 = the squashfs rounded up to 1 MiB
 	DataSize      int64
 	KernelRelease string
+	Add           []Addition // host files added to the root unless it has them
 	Log           func(format string, args ...any)
+	Progress      io.Writer // a terminal for status lines during long steps; nil = quiet
 }
 
 // BootInfo is layout.BootInfoFile in the boot partition: what `ovroot run`
@@ -143,9 +145,14 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 	defer os.RemoveAll(tmp)
 	sqfs := filepath.Join(tmp, "root.squashfs")
 	logf("squashfs: making it of %s", s.Rootfs)
-	entries, err := MakeSquashfs(ctx, s.Rootfs, sqfs, s.Compression)
+	stop := showProgress(s.Progress, "squashfs", sqfs)
+	entries, err := MakeSquashfs(ctx, s.Rootfs, sqfs, s.Compression, s.Add...)
+	stop()
 	if err != nil {
 		return nil, err
+	}
+	for _, a := range s.Add {
+		logf("squashfs: %s", a.Note)
 	}
 	fi, err := os.Stat(sqfs)
 	if err != nil {

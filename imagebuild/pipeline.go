@@ -3,8 +3,8 @@ package imagebuild
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
-	"path"
 	"path/filepath"
 	"time"
 
@@ -16,24 +16,45 @@ import (
 
 // Options tune BuildImage beyond what image.toml says.
 type Options struct {
-	// InitBinary is a prebuilt /init for the arch; "" builds cmd/init.
+	// InitBinary is a prebuilt /init for the arch; "" = cmd/init compiled
+	// from the source built into ovroot.
 	InitBinary string
 	// InitConfig is carried as the init's config as it is; nil encodes
 	// the image's [init] table (tests pass a broken one on purpose).
 	InitConfig []byte
-	// Log receives one line per phase; nil is silent.
+	// Log receives one line per phase, and warnings; nil is silent.
 	Log func(format string, args ...any)
+	// Progress is a terminal for status lines during long steps; nil
+	// (a pipe, a log) keeps them quiet.
+	Progress io.Writer
+	// Programs compiles and caches the device programs; nil = the
+	// default cache (gobuild.CacheDir) logging to Log.
+	Programs *gobuild.Cache
+	// FindE2fsck finds a static e2fsck for the arch when the image names
+	// none; nil = FindE2fsck (the kernel cache, else fetched from Debian).
+	FindE2fsck func(ctx context.Context, arch layout.Arch, logf func(string, ...any)) (string, error)
 }
 
 // ImageResult summarizes BuildImage.
 type ImageResult struct {
 	*Result
+	Path    string   // the image written
+	Bytes   int64    // its size
 	Modules []string // in load order
+	E2fsck  string   // the e2fsck carried; "" = none
+	Ctl     string   // what was done about ovrootctl
 }
 
-// BuildImage is the host pipeline behind `ovroot build`: the initramfs for
+// CtlPath is where an image gets ovrootctl when its rootfs has none.
+const CtlPath = "/usr/sbin/ovrootctl"
+
+// ctlPaths are where a rootfs's own ovrootctl may be; any of them wins.
+var ctlPaths = []string{"/usr/sbin/ovrootctl", "/usr/bin/ovrootctl", "/sbin/ovrootctl", "/bin/ovrootctl"}
+
+// BuildImage is the host pipeline behind `ovroot build`: the device
+// programs (compiled once per ovroot version and arch), the initramfs for
 // im (init, modules, init config, e2fsck, emergency shell), then the disk
-// image at out.
+// image at out, with ovrootctl added to the root unless it has one.
 func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*ImageResult, error) {
 	logf := o.Log
 	if logf == nil {
@@ -42,7 +63,7 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 	// Refused before anything is built: the image must not replace one of
 	// its own inputs, or land inside the rootfs.
 	if _, err := CheckOutput(out, []Input{{"image spec", im.File()}, {"kernel", im.Kernel}, {"modules directory", im.ModulesDir},
-		{"rootfs", im.Rootfs}, {"e2fsck", im.E2fsck}, {"init binary", o.InitBinary}}); err != nil {
+		{"rootfs", im.Rootfs}, {"e2fsck", e2fsckInput(im.E2fsck)}, {"init binary", o.InitBinary}}); err != nil {
 		return nil, err
 	}
 	if err := checkPieces(ctx, im, o, logf); err != nil {
@@ -55,6 +76,24 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 			return nil, err
 		}
 	}
+	e2fsck, err := imageE2fsck(ctx, im, o, logf)
+	if err != nil {
+		return nil, err
+	}
+	var progs string // the directory of the compiled device programs
+	if o.InitBinary == "" || im.EmergencyShell || im.Ctl {
+		cache := o.Programs
+		if cache == nil {
+			cache = &gobuild.Cache{Log: logf}
+		}
+		if progs, err = cache.Programs(ctx, im.Arch, gobuild.Device); err != nil {
+			return nil, err
+		}
+	}
+	initBin := o.InitBinary
+	if initBin == "" {
+		initBin = filepath.Join(progs, "init")
+	}
 	tmp, err := os.MkdirTemp("", "ovroot-build-")
 	if err != nil {
 		return nil, err
@@ -66,26 +105,27 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		return nil, err
 	}
 	var extra []initramfs.File
-	if im.E2fsck != "" {
-		extra = append(extra, initramfs.File{Path: layout.E2fsckPath, Source: im.E2fsck, Mode: 0o755})
+	if e2fsck != "" {
+		extra = append(extra, initramfs.File{Path: layout.E2fsckPath, Source: e2fsck, Mode: 0o755})
 	}
 	if im.EmergencyShell {
-		files, err := buildEmergencyShell(ctx, im.Arch, filepath.Join(tmp, "shell"))
-		if err != nil {
-			w.Close()
-			return nil, fmt.Errorf("emergency shell: %w", err)
-		}
-		extra = append(extra, files...)
+		extra = append(extra, emergencyShell(progs)...)
+	}
+	var adds []Addition
+	if im.Ctl {
+		adds = append(adds, Addition{Path: CtlPath, Source: filepath.Join(progs, "ovrootctl"), Mode: 0o755, Unless: ctlPaths})
 	}
 	t := time.Now()
+	stop := showProgress(o.Progress, "initramfs", initrd)
 	rep, err := initramfs.Build(ctx, initramfs.Options{
 		Arch:       im.Arch,
-		InitBinary: o.InitBinary,
+		InitBinary: initBin,
 		ModulesDir: im.ModulesDir,
 		Modules:    im.Modules,
 		InitConfig: initCfg,
 		Files:      extra,
 	}, w)
+	stop()
 	if cerr := w.Close(); err == nil {
 		err = cerr
 	}
@@ -105,13 +145,54 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		RootSize:      int64(im.RootSize),
 		DataSize:      int64(im.DataSize),
 		KernelRelease: rep.Release,
+		Add:           adds,
 		Log:           logf,
+		Progress:      o.Progress,
 	}, out)
 	if err != nil {
 		return nil, fmt.Errorf("image: %w", err)
 	}
 	logf("image: %s in %s", out, time.Since(t).Round(time.Millisecond))
-	return &ImageResult{Result: res, Modules: rep.Modules}, nil
+	r := &ImageResult{Result: res, Path: out, Modules: rep.Modules, E2fsck: e2fsck, Ctl: "off (ctl = false)"}
+	if len(adds) > 0 {
+		r.Ctl = adds[0].Note
+	}
+	if fi, err := os.Stat(out); err == nil {
+		r.Bytes = fi.Size()
+	}
+	return r, nil
+}
+
+// imageE2fsck decides the e2fsck the initramfs carries: the one the image
+// names (checked to be static, for the arch), none when it says "none",
+// else one found or fetched. An image without one cannot repair its data
+// partition, which is said loudly.
+func imageE2fsck(ctx context.Context, im *config.Image, o Options, logf func(string, ...any)) (string, error) {
+	switch im.E2fsck {
+	case config.E2fsckNone:
+		logf("WARNING: e2fsck = %q: this image cannot repair its data partition; when it is damaged the device boots VOLATILE (changes lost at power-off)", config.E2fsckNone)
+		return "", nil
+	case "":
+	default:
+		if err := CheckStatic(im.E2fsck, im.Arch); err != nil {
+			return "", fmt.Errorf("e2fsck: %w", err)
+		}
+		return im.E2fsck, nil
+	}
+	find := o.FindE2fsck
+	if find == nil {
+		find = FindE2fsck
+	}
+	p, err := find(ctx, im.Arch, logf)
+	if err == nil {
+		logf("e2fsck: carrying %s", p)
+		return p, nil
+	}
+	logf("WARNING: building WITHOUT e2fsck: %v", err)
+	logf("WARNING: the device cannot repair its data partition: a damaged one (a bad superblock after a power cut) makes it boot VOLATILE, every change lost at power-off, until someone reformats it.")
+	logf("WARNING: fix: run `make kernels` (or scripts/fetch-e2fsck.sh %s DIR) and pass --e2fsck DIR/%s/e2fsck; or set e2fsck = %q (--e2fsck %s) to build without on purpose.",
+		im.Arch.DebianArch(), im.Arch.DebianArch(), config.E2fsckNone, config.E2fsckNone)
+	return "", nil
 }
 
 // checkPieces refuses pieces that cannot boot together (see check.go), and
@@ -125,7 +206,7 @@ func checkPieces(ctx context.Context, im *config.Image, o Options, logf func(str
 		return err
 	}
 	for _, f := range []struct{ what, path string }{{"init binary", o.InitBinary}, {"e2fsck", im.E2fsck}} {
-		if f.path != "" {
+		if f.path != "" && !(f.what == "e2fsck" && f.path == config.E2fsckNone) {
 			if err := checkStaticFile(f.what, f.path, im.Arch); err != nil {
 				return err
 			}
@@ -143,32 +224,26 @@ func checkPieces(ctx context.Context, im *config.Image, o Options, logf func(str
 // emergency_shell is on: a shell, and enough to look around. The shell is
 // u-root's rush, which reads plain lines: gosh's full-screen editor queries
 // the terminal and waits for answers a serial console may never send.
-var emergencyCommands = []string{"exp/rush", "core/ls", "core/cat", "core/dmesg", "core/mount"}
+var emergencyCommands = []string{"rush", "ls", "cat", "dmesg", "mount"}
 
-// buildEmergencyShell cross-compiles u-root's rush and a few commands.
-func buildEmergencyShell(ctx context.Context, arch layout.Arch, dir string) ([]initramfs.File, error) {
-	src, err := gobuild.FindSource(".")
-	if err != nil {
-		return nil, err
-	}
-	var pkgs []string
-	for _, c := range emergencyCommands {
-		pkgs = append(pkgs, "github.com/u-root/u-root/cmds/"+c)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	if err := gobuild.Build(ctx, arch, src, dir+"/", pkgs...); err != nil {
-		return nil, err
-	}
+// emergencyShell lists the shell's files, from the compiled device
+// programs in progs (gobuild.Device builds them).
+func emergencyShell(progs string) []initramfs.File {
 	var files []initramfs.File
-	for _, c := range emergencyCommands {
-		bin := path.Base(c)
+	for _, bin := range emergencyCommands {
 		name := "/bin/" + bin
 		if bin == "rush" {
 			name = "/bin/sh"
 		}
-		files = append(files, initramfs.File{Path: name, Source: filepath.Join(dir, bin), Mode: 0o755})
+		files = append(files, initramfs.File{Path: name, Source: filepath.Join(progs, bin), Mode: 0o755})
 	}
-	return files, nil
+	return files
+}
+
+// e2fsckInput is the e2fsck file the image names ("" for none).
+func e2fsckInput(p string) string {
+	if p == config.E2fsckNone {
+		return ""
+	}
+	return p
 }

@@ -38,7 +38,8 @@ import (
 //
 // Cancelling ctx stops the unpack and kills mksquashfs (and anything it
 // started); the temporary tree is removed either way.
-func MakeSquashfs(ctx context.Context, rootfs, out, compression string) (int, error) {
+// adds are host files added to the root unless it has them (Addition).
+func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...Addition) (int, error) {
 	if compression == "" {
 		compression = "gzip"
 	}
@@ -90,6 +91,11 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string) (int, er
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
+	extra, n, err := additionArgs(src, adds)
+	if err != nil {
+		return 0, err
+	}
+	args, entries = append(args, extra...), entries+n
 	cmd := exec.CommandContext(ctx, "mksquashfs", append([]string{src, out}, args...)...)
 	// Its own process group, killed as a whole on cancel: nothing it starts
 	// outlives the build.

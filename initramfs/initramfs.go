@@ -30,8 +30,7 @@ import (
 // Options say what goes into the initramfs.
 type Options struct {
 	Arch       layout.Arch
-	InitBinary string   // prebuilt /init; "" = cross-compile ./cmd/init of SourceDir
-	SourceDir  string   // the ovroot module root; "" = found above the working directory
+	InitBinary string   // prebuilt /init; "" = cmd/init compiled from the source built into ovroot (gobuild.Cache)
 	ModulesDir string   // lib/modules/<release>; "" = no modules
 	Modules    []string // module names or aliases; their closure is carried
 	InitConfig []byte   // layout.InitConfigPath; nil = none (the init uses defaults)
@@ -55,11 +54,6 @@ type Report struct {
 // dirs always present: the init's mount points and its config directory.
 var dirs = []string{"/dev", "/proc", "/sys", "/run", "/tmp", layout.RomDir, layout.OverlayDir, layout.NewRootDir, "/etc/ovroot", "/lib/modules"}
 
-// BuildInit cross-compiles ./cmd/init for arch into out.
-func BuildInit(ctx context.Context, arch layout.Arch, sourceDir, out string) error {
-	return gobuild.Build(ctx, arch, sourceDir, out, "./cmd/init")
-}
-
 // Build writes the compressed archive to w.
 func Build(ctx context.Context, o Options, w io.Writer) (*Report, error) {
 	if !o.Arch.Valid() {
@@ -67,22 +61,11 @@ func Build(ctx context.Context, o Options, w io.Writer) (*Report, error) {
 	}
 	initBin := o.InitBinary
 	if initBin == "" {
-		src := o.SourceDir
-		if src == "" {
-			var err error
-			if src, err = gobuild.FindSource("."); err != nil {
-				return nil, fmt.Errorf("%w; pass --init-binary", err)
-			}
-		}
-		tmp, err := os.MkdirTemp("", "ovroot-init-")
+		dir, err := (&gobuild.Cache{}).Programs(ctx, o.Arch, gobuild.Device)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("init: %w (or pass a prebuilt one with --init-binary)", err)
 		}
-		defer os.RemoveAll(tmp)
-		initBin = filepath.Join(tmp, "init")
-		if err := BuildInit(ctx, o.Arch, src, initBin); err != nil {
-			return nil, err
-		}
+		initBin = filepath.Join(dir, "init")
 	}
 	files := map[string]cpio.Record{}
 	add := func(r cpio.Record) { files[r.Name] = r }

@@ -5,10 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/imagebuild"
 	"github.com/ovroot/ovroot/initramfs"
+	"github.com/ovroot/ovroot/internal/gobuild"
 	"github.com/ovroot/ovroot/layout"
 )
 
@@ -19,6 +21,7 @@ type imageFlags struct {
 	dataSize, bootSize, rootSize                                 string
 	modules                                                      stringList
 	initBinary, e2fsck                                           string
+	noCtl                                                        bool
 }
 
 func (f *imageFlags) register(fs *flag.FlagSet) {
@@ -33,8 +36,9 @@ func (f *imageFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.dataSize, "data-size", "", "data partition size, e.g. 256MiB (image.toml: data_size)")
 	fs.StringVar(&f.bootSize, "boot-size", "", "boot partition size (image.toml: boot_size)")
 	fs.StringVar(&f.rootSize, "root-size", "", "root partition size, 0 = fit (image.toml: root_size)")
-	fs.StringVar(&f.initBinary, "init-binary", "", "prebuilt /init for the arch (default: cross-compile ./cmd/init)")
-	fs.StringVar(&f.e2fsck, "e2fsck", "", "static e2fsck for the arch, carried to repair the data partition (image.toml: e2fsck)")
+	fs.StringVar(&f.initBinary, "init-binary", "", "prebuilt /init for the arch (default: cmd/init compiled from the source built into ovroot)")
+	fs.StringVar(&f.e2fsck, "e2fsck", "", "static e2fsck for the arch, carried to repair the data partition; default: found or fetched, \"none\" = without (image.toml: e2fsck)")
+	fs.BoolVar(&f.noCtl, "no-ctl", false, "do not add ovrootctl at "+imagebuild.CtlPath+" when the rootfs has none (image.toml: ctl = false)")
 }
 
 // image loads image.toml (if -f) and applies the flags over it.
@@ -79,6 +83,9 @@ func (f *imageFlags) apply(im *config.Image) (*config.Image, error) {
 	set(&im.Cmdline, f.cmdline)
 	set(&im.Compression, f.compression)
 	set(&im.E2fsck, f.e2fsck)
+	if f.noCtl {
+		im.Ctl = false
+	}
 	if len(f.modules) > 0 {
 		im.Modules = f.modules
 	}
@@ -118,12 +125,11 @@ func runBuild(c Context, ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	res, err := imagebuild.BuildImage(ctx, im, *out, imagebuild.Options{InitBinary: f.initBinary, Log: c.logf})
+	res, err := imagebuild.BuildImage(ctx, im, *out, imagebuild.Options{InitBinary: f.initBinary, Log: c.logf, Progress: c.terminal()})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.Stdout, "%s: %s image, %d rootfs entries, squashfs %d bytes, modules %v\n",
-		*out, im.Arch, res.Entries, res.SquashfsBytes, res.Modules)
+	printSummary(c.Stdout, im, res)
 	return nil
 }
 
@@ -139,7 +145,7 @@ func runInitramfs(c Context, ctx context.Context, args []string) error {
 	var modules stringList
 	fs.Var(&modules, "module", "module to carry, repeatable or comma-separated (default: the image defaults for the arch)")
 	initConfig := fs.String("init-config", "", "init config (init.toml) to carry; default: built-in defaults")
-	initBinary := fs.String("init-binary", "", "prebuilt /init (default: cross-compile ./cmd/init)")
+	initBinary := fs.String("init-binary", "", "prebuilt /init (default: cmd/init compiled from the source built into ovroot)")
 	out := fs.String("o", "", "file to write (required)")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -164,6 +170,13 @@ func runInitramfs(c Context, ctx context.Context, args []string) error {
 			return err
 		}
 		cfg = data
+	}
+	if *initBinary == "" {
+		progs, err := (&gobuild.Cache{Log: c.logf}).Programs(ctx, a, gobuild.Device)
+		if err != nil {
+			return err
+		}
+		*initBinary = filepath.Join(progs, "init")
 	}
 	w, err := os.Create(*out)
 	if err != nil {

@@ -26,14 +26,10 @@ func runDemo(c Context, ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("--arch: %w", err)
 	}
-	src, err := gobuild.FindSource(".")
-	if err != nil {
-		return err
-	}
 	rootfs := filepath.Join(*out, "rootfs-"+string(a))
 	os.RemoveAll(rootfs)
 	c.logf("demo: building the %s rootfs (u-root userland) in %s", a, rootfs)
-	if err := demo.BuildRootfs(ctx, a, src, rootfs); err != nil {
+	if err := demo.BuildRootfs(ctx, a, &gobuild.Cache{Log: c.logf}, rootfs); err != nil {
 		return err
 	}
 	im := config.DefaultImage(a)
@@ -48,7 +44,7 @@ func runDemo(c Context, ctx context.Context, args []string) error {
 		return err
 	}
 	img := filepath.Join(*out, string(a)+".img")
-	if _, err := imagebuild.BuildImage(ctx, im, img, imagebuild.Options{Log: c.logf}); err != nil {
+	if _, err := imagebuild.BuildImage(ctx, im, img, imagebuild.Options{Log: c.logf, Progress: c.terminal()}); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.Stdout, "%s\n", img)

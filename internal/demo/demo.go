@@ -14,14 +14,22 @@ import (
 	"github.com/ovroot/ovroot/layout"
 )
 
-const uroot = "github.com/u-root/u-root/cmds/core/"
-
 // Commands are the u-root commands put in /bin (listed as tools in go.mod,
 // so their dependencies are pinned by go.sum).
 var Commands = []string{
 	"gosh", "ls", "cat", "echo", "mount", "umount", "mkdir", "rm", "cp", "mv", "ln", "sync",
 	"dmesg", "ps", "uname", "poweroff", "shutdown", "df", "touch", "grep", "find", "sleep",
 	"tail", "head", "wc", "hexdump",
+}
+
+// Programs is what the demo compiles: the commands, u-root's init and
+// ovrootctl (from the source built into ovroot, as images are).
+func Programs() gobuild.Set {
+	set := gobuild.Set{Name: "demo", Pkgs: []string{gobuild.URoot + "core/init", "./cmd/ovrootctl"}}
+	for _, c := range Commands {
+		set.Pkgs = append(set.Pkgs, gobuild.URoot+"core/"+c)
+	}
+	return set
 }
 
 const motd = `Welcome to the ovroot demo.
@@ -31,26 +39,26 @@ const motd = `Welcome to the ovroot demo.
   poweroff             power off (your changes to / persist across boots)
 `
 
-// BuildRootfs writes the demo root filesystem for arch into dir.
-func BuildRootfs(ctx context.Context, arch layout.Arch, sourceDir, dir string) error {
-	var pkgs []string
-	for _, c := range Commands {
-		pkgs = append(pkgs, uroot+c)
+// BuildRootfs writes the demo root filesystem for arch into dir, with the
+// programs compiled (or found) by cache.
+func BuildRootfs(ctx context.Context, arch layout.Arch, cache *gobuild.Cache, dir string) error {
+	progs, err := cache.Programs(ctx, arch, Programs())
+	if err != nil {
+		return err
 	}
-	bin := filepath.Join(dir, "bin")
-	for _, d := range []string{bin, filepath.Join(dir, "sbin"), filepath.Join(dir, "usr/bin"), filepath.Join(dir, "etc"), filepath.Join(dir, "tmp"), filepath.Join(dir, "root")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+	for _, d := range []string{"bin", "sbin", "usr/bin", "etc", "tmp", "root"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
 		}
 	}
-	if err := gobuild.Build(ctx, arch, sourceDir, bin+"/", pkgs...); err != nil {
-		return err
+	install := map[string]string{"init": "sbin/init", "ovrootctl": "usr/bin/ovrootctl"}
+	for _, c := range Commands {
+		install[c] = "bin/" + c
 	}
-	if err := gobuild.Build(ctx, arch, sourceDir, filepath.Join(dir, "sbin/init"), uroot+"init"); err != nil {
-		return err
-	}
-	if err := gobuild.Build(ctx, arch, sourceDir, filepath.Join(dir, "usr/bin/ovrootctl"), "./cmd/ovrootctl"); err != nil {
-		return err
+	for prog, dst := range install {
+		if err := copyFile(filepath.Join(progs, prog), filepath.Join(dir, dst)); err != nil {
+			return err
+		}
 	}
 	// u-root's init runs /bin/defaultsh; sh is what people type.
 	for _, l := range []struct{ name, target string }{{"bin/defaultsh", "gosh"}, {"bin/sh", "gosh"}} {
@@ -69,6 +77,17 @@ func BuildRootfs(ctx context.Context, arch layout.Arch, sourceDir, dir string) e
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			return fmt.Errorf("write %s: %w", name, err)
 		}
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(dst, data, 0o755); err != nil {
+		return fmt.Errorf("demo rootfs: %w", err)
 	}
 	return nil
 }

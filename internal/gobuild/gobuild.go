@@ -1,7 +1,14 @@
-// Package gobuild cross-compiles Go programs of this module (and the tools
-// its go.mod lists, such as u-root's commands) for a device architecture:
-// static (CGO_ENABLED=0), trimmed, stripped and without build IDs or VCS
-// stamps, so the same source gives the same bytes.
+// Package gobuild cross-compiles the programs that run on the device (the
+// init, ovrootctl, u-root's commands) for a device architecture: static
+// (CGO_ENABLED=0), trimmed, stripped and without build IDs or VCS stamps,
+// so the same source and Go toolchain give the same bytes.
+//
+// The source is the copy embedded in the ovroot binary (package ovroot at
+// the module root), not the tree the user happens to stand in: an installed
+// ovroot builds exactly its own version anywhere. Cache extracts it once
+// and keeps the compiled programs per source, Go version and arch, so a
+// build with nothing changed compiles nothing. It does not decide which
+// programs an image carries (imagebuild does).
 package gobuild
 
 import (
@@ -21,23 +28,47 @@ import (
 const ModulePath = "github.com/ovroot/ovroot"
 
 // Build compiles pkgs (import paths or ./relative paths) in sourceDir for
-// arch. out is a file for one package, or a directory (ending in "/") for
-// several, as with go build -o.
+// arch with the go command on PATH. out is a file for one package, or a
+// directory (ending in "/") for several, as with go build -o.
 func Build(ctx context.Context, arch layout.Arch, sourceDir, out string, pkgs ...string) error {
+	return build(ctx, "go", arch, sourceDir, out, pkgs...)
+}
+
+func build(ctx context.Context, goCmd string, arch layout.Arch, sourceDir, out string, pkgs ...string) error {
 	args := append([]string{"build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-o", out}, pkgs...)
-	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd := exec.CommandContext(ctx, goCmd, args...)
 	cmd.Dir = sourceDir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch.GOARCH())
+	cmd.Env = goEnv(arch)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("go build %s for %s: %w\n%s", strings.Join(pkgs, " "), arch, err, strings.TrimSpace(stderr.String()))
+		if errors.Is(err, exec.ErrNotFound) {
+			return errNoGo(goCmd, err)
+		}
+		return fmt.Errorf("go build %s for %s in %s: %w\n%s", strings.Join(pkgs, " "), arch, sourceDir, err, strings.TrimSpace(stderr.String()))
 	}
 	return nil
 }
 
+// goEnv is the environment of every go command: static, for the device,
+// with go.mod and go.sum as they are (a go.work above the cache, or a
+// user's GOFLAGS=-mod=vendor, must not change what is built).
+func goEnv(arch layout.Arch) []string {
+	env := append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOWORK=off", "GOFLAGS=-mod=readonly")
+	if arch != "" {
+		env = append(env, "GOARCH="+arch.GOARCH())
+	}
+	return env
+}
+
+func errNoGo(goCmd string, err error) error {
+	return fmt.Errorf("the device programs (init, ovrootctl, emergency shell) are compiled from the source built into ovroot, "+
+		"and that needs the Go toolchain: %q not found on PATH (install Go from go.dev/dl or your distribution's golang package): %w", goCmd, err)
+}
+
 // FindSource walks up from dir to the root of this module (the directory
-// whose go.mod declares ModulePath).
+// whose go.mod declares ModulePath). Only tests in the checkout use it (to
+// build test programs that are not embedded).
 func FindSource(dir string) (string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {

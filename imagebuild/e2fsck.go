@@ -1,0 +1,111 @@
+package imagebuild
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/ovroot/ovroot/internal/gobuild"
+	"github.com/ovroot/ovroot/layout"
+)
+
+// e2fsckPlaces are where a static e2fsck for the arch is looked for when
+// the image spec names none: where `make kernels` puts it
+// ($OVROOT_KERNEL_CACHE, or .cache/kernels in the working directory), then
+// ovroot's own cache, where FetchE2fsck puts it.
+func e2fsckPlaces(arch layout.Arch) []string {
+	var places []string
+	if d := os.Getenv("OVROOT_KERNEL_CACHE"); d != "" {
+		places = append(places, filepath.Join(d, arch.DebianArch(), "e2fsck"))
+	}
+	places = append(places, filepath.Join(".cache", "kernels", arch.DebianArch(), "e2fsck"))
+	if d, err := gobuild.CacheDir(); err == nil {
+		places = append(places, e2fsckCachePath(d, arch))
+	}
+	return places
+}
+
+func e2fsckCachePath(cacheDir string, arch layout.Arch) string {
+	return filepath.Join(cacheDir, "e2fsck", arch.DebianArch(), "e2fsck")
+}
+
+// FindE2fsck returns a static e2fsck for arch: one already on this machine
+// (e2fsckPlaces), else Debian's e2fsck-static fetched into ovroot's cache.
+func FindE2fsck(ctx context.Context, arch layout.Arch, logf func(string, ...any)) (string, error) {
+	for _, p := range e2fsckPlaces(arch) {
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		if err := CheckStatic(p, arch); err != nil {
+			logf("e2fsck: ignoring %s: %v", p, err)
+			continue
+		}
+		return filepath.Abs(p)
+	}
+	d, err := gobuild.CacheDir()
+	if err != nil {
+		return "", err
+	}
+	dest := e2fsckCachePath(d, arch)
+	logf("e2fsck: none found (%s); fetching Debian's e2fsck-static:%s", strings.Join(e2fsckPlaces(arch), ", "), arch.DebianArch())
+	if err := FetchE2fsck(ctx, arch, dest); err != nil {
+		return "", err
+	}
+	return dest, nil
+}
+
+// FetchE2fsck downloads Debian's e2fsck-static for arch with apt-get and
+// unpacks its /sbin/e2fsck.static to dest, as scripts/fetch-e2fsck.sh does.
+func FetchE2fsck(ctx context.Context, arch layout.Arch, dest string) error {
+	tmp, err := os.MkdirTemp("", "ovroot-e2fsck-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	run := func(dir, name string, args ...string) error {
+		cmd := exec.CommandContext(ctx, name, args...)
+		cmd.Dir = dir
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+		}
+		return nil
+	}
+	pkg := "e2fsck-static:" + arch.DebianArch()
+	if err := run(tmp, "apt-get", "download", "-q", pkg); err != nil {
+		return fmt.Errorf("fetch %s (a foreign arch needs `dpkg --add-architecture %s && apt-get update` first): %w", pkg, arch.DebianArch(), err)
+	}
+	debs, _ := filepath.Glob(filepath.Join(tmp, "e2fsck-static_*.deb"))
+	if len(debs) != 1 {
+		return fmt.Errorf("fetch %s: apt-get download left %d .deb files", pkg, len(debs))
+	}
+	if err := run(tmp, "dpkg-deb", "-x", debs[0], filepath.Join(tmp, "x")); err != nil {
+		return err
+	}
+	bin := filepath.Join(tmp, "x", "sbin", "e2fsck.static")
+	if err := CheckStatic(bin, arch); err != nil {
+		return fmt.Errorf("%s: %w", pkg, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+		return err
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return err
+	}
+	part := dest + ".tmp" + fmt.Sprint(os.Getpid())
+	if err := os.WriteFile(part, data, 0o755); err != nil {
+		return err
+	}
+	return os.Rename(part, dest)
+}
+
+// CheckStatic makes sure p is an executable the device can run from the
+// initramfs: ELF for arch, with no program interpreter (the initramfs has
+// no dynamic loader or libc). See CheckStaticELF.
+func CheckStatic(p string, arch layout.Arch) error { return checkStaticFile("program", p, arch) }
