@@ -24,6 +24,13 @@ var Commands = []string{
 	"tail", "head", "wc", "hexdump",
 }
 
+// Shell is the console's shell: u-root's rush reads lines in the
+// terminal's cooked mode, so the guest kernel echoes and edits them and any
+// terminal size works on a serial console, which cannot tell the guest its
+// size. gosh (in /bin too, for history and completion) redraws its line on
+// every key assuming 80x24: garbled on a wider terminal, slow under TCG.
+const Shell = "github.com/u-root/u-root/cmds/exp/rush"
+
 const motd = `Welcome to the ovroot demo.
   ovrootctl status     how the root was built (persistent or VOLATILE)
   ovrootctl changes    what you changed compared with the factory root
@@ -46,6 +53,9 @@ func BuildRootfs(ctx context.Context, arch layout.Arch, sourceDir, dir string) e
 	if err := gobuild.Build(ctx, arch, sourceDir, bin+"/", pkgs...); err != nil {
 		return err
 	}
+	if err := gobuild.Build(ctx, arch, sourceDir, filepath.Join(bin, "rush"), Shell); err != nil {
+		return err
+	}
 	if err := gobuild.Build(ctx, arch, sourceDir, filepath.Join(dir, "sbin/init"), uroot+"init"); err != nil {
 		return err
 	}
@@ -53,7 +63,7 @@ func BuildRootfs(ctx context.Context, arch layout.Arch, sourceDir, dir string) e
 		return err
 	}
 	// u-root's init runs /bin/defaultsh; sh is what people type.
-	for _, l := range []struct{ name, target string }{{"bin/defaultsh", "gosh"}, {"bin/sh", "gosh"}} {
+	for _, l := range []struct{ name, target string }{{"bin/defaultsh", "rush"}, {"bin/sh", "rush"}} {
 		p := filepath.Join(dir, l.name)
 		os.Remove(p)
 		if err := os.Symlink(l.target, p); err != nil {
