@@ -50,7 +50,7 @@ func testTerminal(t *testing.T, arch layout.Arch, ovroot string) {
 	img := buildImage(t, arch, makeDemoRootfs(t, arch), nil)
 
 	// Ctrl-a x.
-	r := runOnTerminal(t, ovroot, img)
+	r := runOnTerminal(t, ovroot, img, "Ctrl-a x")
 	r.expect(t, "ovroot: switching to /sbin/init")
 	r.expect(t, "% ") // the shell's prompt
 	r.typ(t, "ovrootctl status\r")
@@ -66,7 +66,7 @@ func testTerminal(t *testing.T, arch layout.Arch, ovroot string) {
 	r.finish(t, 0)
 
 	// poweroff, on the same disk: a second boot.
-	r = runOnTerminal(t, ovroot, img)
+	r = runOnTerminal(t, ovroot, img, "poweroff")
 	r.expect(t, "% ")
 	r.typ(t, "ovrootctl status\r")
 	r.expect(t, "PERSISTENT")
@@ -76,7 +76,7 @@ func testTerminal(t *testing.T, arch layout.Arch, ovroot string) {
 
 	// SIGTERM, as timeout(1), CI runners and systemd stop a program:
 	// ovroot kills QEMU and says so, rather than dying and leaving it.
-	r = runOnTerminal(t, ovroot, img)
+	r = runOnTerminal(t, ovroot, img, "SIGTERM")
 	r.expect(t, "ovroot: switching to /sbin/init")
 	r.signal(t, syscall.SIGTERM)
 	r.expect(t, "killed QEMU: terminated")
@@ -84,7 +84,7 @@ func testTerminal(t *testing.T, arch layout.Arch, ovroot string) {
 
 	// SIGKILL: ovroot can do nothing; QEMU must die with it and put the
 	// terminal back itself.
-	r = runOnTerminal(t, ovroot, img)
+	r = runOnTerminal(t, ovroot, img, "SIGKILL")
 	r.expect(t, "ovroot: switching to /sbin/init")
 	r.signal(t, syscall.SIGKILL)
 	r.finish(t, 128+int(syscall.SIGKILL))
@@ -133,6 +133,7 @@ func makeDemoRootfs(t *testing.T, arch layout.Arch) string {
 
 // termRun is one `ovroot run` on its own pseudo-terminal.
 type termRun struct {
+	name    string
 	img     image
 	ptmx    *os.File // what a terminal emulator holds
 	tty     *os.File // the terminal ovroot runs on
@@ -147,7 +148,7 @@ type termRun struct {
 
 // runOnTerminal starts `ovroot run disk.img` under sh, the session leader
 // on a new 80x24 pseudo-terminal, as a login shell in a terminal window is.
-func runOnTerminal(t *testing.T, ovroot string, img image) *termRun {
+func runOnTerminal(t *testing.T, ovroot string, img image, name string) *termRun {
 	t.Helper()
 	ptmx, tty, err := pty.Open()
 	if err != nil {
@@ -156,7 +157,7 @@ func runOnTerminal(t *testing.T, ovroot string, img image) *termRun {
 	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 24, Cols: 80}); err != nil {
 		t.Fatal(err)
 	}
-	r := &termRun{img: img, ptmx: ptmx, tty: tty, changed: make(chan struct{})}
+	r := &termRun{name: name, img: img, ptmx: ptmx, tty: tty, changed: make(chan struct{})}
 	if r.before, err = unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS); err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +177,7 @@ func runOnTerminal(t *testing.T, ovroot string, img image) *termRun {
 		ptmx.Close()
 		tty.Close()
 		if t.Failed() {
-			t.Logf("terminal, last lines:\n%s", r.tail(40))
+			t.Logf("terminal of the %s run, last lines:\n%s", r.name, r.tail(40))
 		}
 	})
 	return r
@@ -215,7 +216,7 @@ func (r *termRun) expect(t *testing.T, substr string) {
 		select {
 		case <-changed:
 		case <-deadline.C:
-			t.Fatalf("terminal: no %q after %s", substr, bootTimeout)
+			t.Fatalf("%s run: no %q on the terminal after %s", r.name, substr, bootTimeout)
 		}
 	}
 }
@@ -249,14 +250,14 @@ func (r *termRun) finish(t *testing.T, wantCode int) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if pid := ourQEMU(t, r.img); pid != 0 {
-		t.Errorf("QEMU (pid %d) still runs after ovroot ended", pid)
+		t.Errorf("%s run: QEMU (pid %d) still runs after ovroot ended", r.name, pid)
 	}
 	after, err := unix.IoctlGetTermios(int(r.tty.Fd()), unix.TCGETS)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if *after != *r.before {
-		t.Errorf("terminal modes after ovroot run:\n%+v\nwant as before:\n%+v", *after, *r.before)
+		t.Errorf("%s run: terminal modes after ovroot run:\n%+v\nwant as before:\n%+v", r.name, *after, *r.before)
 	}
 	r.endShell()
 }

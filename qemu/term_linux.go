@@ -45,10 +45,10 @@ func takeTerminal(f *os.File) (*terminal, error) {
 	}
 	pgrp, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
 	if err != nil {
-		return nil, fmt.Errorf("terminal %s is not ovroot's controlling terminal (%w); run ovroot on it or redirect stdin from a file or pipe", f.Name(), err)
+		return nil, fmt.Errorf("stdin (%s) is a terminal but not this process's controlling terminal (%w): QEMU could not read it; redirect stdin from a file or pipe", f.Name(), err)
 	}
 	if pgrp != unix.Getpgrp() {
-		return nil, fmt.Errorf("ovroot is in the background of terminal %s: run it in the foreground, or redirect stdin from a file or pipe", f.Name())
+		return nil, fmt.Errorf("running in the background of its terminal (%s), where QEMU could not read it: run it in the foreground, or redirect stdin from a file or pipe", f.Name())
 	}
 	return &terminal{f: f, fd: fd, termios: tio, pgrp: pgrp}, nil
 }
