@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -126,10 +127,37 @@ func (c Config) command(ctx context.Context) (*exec.Cmd, error) {
 		return nil, fmt.Errorf("%s not found (Debian package %s): %w", bin, archArgs[c.Arch].pkg, err)
 	}
 	cmd := exec.CommandContext(ctx, path, args...)
-	// Its own process group, so killing it never leaves QEMU behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		// Its own process group, so killing it never leaves QEMU behind.
+		Setpgid: true,
+		// And it dies with us, whatever kills us (SIGKILL included). The
+		// kernel sends this when the thread that started QEMU ends, not
+		// the process: start it with startPinned.
+		Pdeathsig: syscall.SIGKILL,
+	}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	return cmd, nil
+}
+
+// startPinned starts cmd and waits for it on one goroutine locked to its
+// OS thread, and calls waited with Wait's result. Pdeathsig fires when the
+// thread that forked the child exits, and the Go runtime ends a thread when
+// a goroutine locked to it returns (a caller's LockOSThread, say); holding
+// the lock from Start to the end of Wait keeps that thread alive exactly
+// as long as QEMU.
+func startPinned(cmd *exec.Cmd, waited func(error)) error {
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		waited(cmd.Wait())
+	}()
+	return <-started
 }
 
 // Options for Start.
@@ -165,14 +193,22 @@ func Start(ctx context.Context, c Config, o Options) (*VM, error) {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		pr.Close()
-		pw.Close()
-		return nil, fmt.Errorf("start %s: %w", c.CommandLine(), err)
-	}
-	pw.Close()
 	vm := &VM{cfg: c, cmd: cmd, stdin: stdin, notify: make(chan struct{}), done: make(chan struct{})}
 	readDone := make(chan struct{})
+	err = startPinned(cmd, func(err error) {
+		<-readDone
+		vm.mu.Lock()
+		vm.err = err
+		close(vm.done)
+		close(vm.notify)
+		vm.notify = make(chan struct{})
+		vm.mu.Unlock()
+	})
+	pw.Close()
+	if err != nil {
+		pr.Close()
+		return nil, fmt.Errorf("start %s: %w", c.CommandLine(), err)
+	}
 	go func() {
 		defer close(readDone)
 		defer pr.Close()
@@ -193,16 +229,6 @@ func Start(ctx context.Context, c Config, o Options) (*VM, error) {
 				return
 			}
 		}
-	}()
-	go func() {
-		err := cmd.Wait()
-		<-readDone
-		vm.mu.Lock()
-		vm.err = err
-		close(vm.done)
-		close(vm.notify)
-		vm.notify = make(chan struct{})
-		vm.mu.Unlock()
 	}()
 	return vm, nil
 }
@@ -367,12 +393,27 @@ func (vm *VM) Tail(n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// Run boots c with the console on stdin/stdout until the guest powers off.
-// On a terminal QEMU's stdio is interactive (Ctrl-a x quits).
+// Run boots c with the console on stdin/stdout until QEMU exits: the
+// guest powers off, a person types Ctrl-a x, the timeout passes or ctx is
+// cancelled (ovroot's SIGINT, SIGTERM, SIGHUP).
+//
+// When stdin is a terminal the console is interactive: QEMU's -serial
+// mon:stdio reads the terminal itself and makes it raw, so every key goes
+// to the guest (Ctrl-C too) except the Ctrl-a escapes (x quits, c the
+// monitor). A process may read or set its terminal only from the
+// terminal's foreground process group, so QEMU, in its own process group
+// as always, is put in the foreground; when it has gone, however it went,
+// Run gives the foreground back and puts the terminal's modes back as it
+// found them. See terminal for why QEMU, not ovroot, drives the terminal.
 func Run(ctx context.Context, c Config, stdin io.Reader, stdout io.Writer, timeout time.Duration) error {
+	var term *terminal
 	if f, ok := stdin.(*os.File); ok && isTerminal(f) {
+		var err error
+		if term, err = takeTerminal(f); err != nil {
+			return err
+		}
 		c.Interactive = true
-		fmt.Fprintln(os.Stderr, "ovroot: console attached; Ctrl-a x quits QEMU")
+		fmt.Fprintln(os.Stderr, "ovroot: console attached; Ctrl-a x quits QEMU, Ctrl-a h lists the other keys")
 	}
 	if timeout > 0 {
 		var cancel context.CancelFunc
@@ -384,11 +425,34 @@ func Run(ctx context.Context, c Config, stdin io.Reader, stdout io.Writer, timeo
 		return err
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stdout
-	err = cmd.Run()
-	if ctx.Err() == context.DeadlineExceeded {
-		return fmt.Errorf("killed QEMU after --timeout %s", timeout)
+	if term != nil {
+		term.attach(cmd)
 	}
-	if err != nil {
+	waited := make(chan error, 1)
+	err = startPinned(cmd, func(err error) { waited <- err })
+	if err == nil {
+		err = <-waited
+	}
+	err = runResult(ctx, c, timeout, err)
+	if term != nil {
+		if rerr := term.restore(); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		if ctx.Err() != nil {
+			// QEMU was killed wherever the cursor was: start our message on a line of its own.
+			fmt.Fprintln(os.Stderr)
+		}
+	}
+	return err
+}
+
+func runResult(ctx context.Context, c Config, timeout time.Duration, err error) error {
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("killed QEMU after --timeout %s", timeout)
+	case ctx.Err() != nil:
+		return fmt.Errorf("killed QEMU: %w", context.Cause(ctx))
+	case err != nil:
 		return fmt.Errorf("QEMU: %w (command: %s)", err, c.CommandLine())
 	}
 	return nil

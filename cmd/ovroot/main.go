@@ -16,7 +16,7 @@ import (
 func main() {
 	// SIGINT and SIGTERM cancel the command, which stops its children and
 	// removes what it made; a second signal kills at once.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	go func() { <-ctx.Done(); stop() }()
 	err := cli.Context{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Args: os.Args[1:]}.Execute(ctx)

@@ -22,10 +22,17 @@ var Commands = []string{
 	"tail", "head", "wc", "hexdump",
 }
 
+// Shell is the console's shell: u-root's rush reads lines in the
+// terminal's cooked mode, so the guest kernel echoes and edits them and any
+// terminal size works on a serial console, which cannot tell the guest its
+// size. gosh (in /bin too, for history and completion) redraws its line on
+// every key assuming 80x24: garbled on a wider terminal, slow under TCG.
+const Shell = "github.com/u-root/u-root/cmds/exp/rush"
+
 // Programs is what the demo compiles: the commands, u-root's init and
 // ovrootctl (from the source built into ovroot, as images are).
 func Programs() gobuild.Set {
-	set := gobuild.Set{Name: "demo", Pkgs: []string{gobuild.URoot + "core/init", "./cmd/ovrootctl"}}
+	set := gobuild.Set{Name: "demo", Pkgs: []string{gobuild.URoot + "core/init", "./cmd/ovrootctl", Shell}}
 	for _, c := range Commands {
 		set.Pkgs = append(set.Pkgs, gobuild.URoot+"core/"+c)
 	}
@@ -51,7 +58,7 @@ func BuildRootfs(ctx context.Context, arch layout.Arch, cache *gobuild.Cache, di
 			return err
 		}
 	}
-	install := map[string]string{"init": "sbin/init", "ovrootctl": "usr/bin/ovrootctl"}
+	install := map[string]string{"init": "sbin/init", "ovrootctl": "usr/bin/ovrootctl", "rush": "bin/rush"}
 	for _, c := range Commands {
 		install[c] = "bin/" + c
 	}
@@ -61,7 +68,7 @@ func BuildRootfs(ctx context.Context, arch layout.Arch, cache *gobuild.Cache, di
 		}
 	}
 	// u-root's init runs /bin/defaultsh; sh is what people type.
-	for _, l := range []struct{ name, target string }{{"bin/defaultsh", "gosh"}, {"bin/sh", "gosh"}} {
+	for _, l := range []struct{ name, target string }{{"bin/defaultsh", "rush"}, {"bin/sh", "rush"}} {
 		p := filepath.Join(dir, l.name)
 		os.Remove(p)
 		if err := os.Symlink(l.target, p); err != nil {
