@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/reset"
 )
 
@@ -139,13 +140,13 @@ func TestBootFactoryResetFailureGoesVolatile(t *testing.T) {
 		setup: func(root string) {
 			usedData(t, root)
 			// .ovroot is a file: the request cannot be stored.
-			os.WriteFile(filepath.Join(root, "overlay", reset.MetaDir), []byte("in the way"), 0o644)
+			os.WriteFile(filepath.Join(root, "overlay", layout.MetaDir), []byte("in the way"), 0o644)
 		}}
 	b, err := e.run(t)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.State().Mode != ModeVolatile || !strings.Contains(b.State().Reason, "factory reset (trigger=cmdline): record the request") {
+	if b.State().Mode != layout.ModeVolatile || !strings.Contains(b.State().Reason, "factory reset (trigger=cmdline): record the request") {
 		t.Errorf("state = %+v", b.State())
 	}
 	if !strings.Contains(strings.Join(e.sys.calls, "\n"), "umount /overlay") {
@@ -156,18 +157,18 @@ func TestBootFactoryResetFailureGoesVolatile(t *testing.T) {
 // A full data partition: the reserve is released so the overlay can mount
 // read-write, and said; with room again it is put back.
 func TestBootDataFull(t *testing.T) {
-	reserve := func(root string) string { return filepath.Join(root, "overlay", reset.MetaDir, "reserve") }
+	reserve := func(root string) string { return filepath.Join(root, "overlay", layout.MetaDir, "reserve") }
 	e := &bootEnv{sys: &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}}}
 	if _, err := e.run(t); err != nil {
 		t.Fatal(err)
 	}
-	if fi, err := os.Stat(reserve(e.root)); err != nil || fi.Size() != reserveBytes {
+	if fi, err := os.Stat(reserve(e.root)); err != nil || fi.Size() != layout.ReserveBytes {
 		t.Fatalf("reserve not created: %v", err)
 	}
 	full := &bootEnv{sys: &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, free: 4096},
 		setup: func(root string) {
 			os.MkdirAll(filepath.Dir(reserve(root)), 0o700)
-			os.WriteFile(reserve(root), make([]byte, reserveBytes), 0o600)
+			os.WriteFile(reserve(root), make([]byte, layout.ReserveBytes), 0o600)
 		}}
 	b, err := full.run(t)
 	if err != nil {
@@ -176,7 +177,7 @@ func TestBootDataFull(t *testing.T) {
 	if _, err := os.Stat(reserve(full.root)); err == nil {
 		t.Error("reserve kept on a full partition")
 	}
-	if b.State().Mode != ModePersistent || !full.warned("data partition full: released the 1024 KiB reserve") {
+	if b.State().Mode != layout.ModePersistent || !full.warned("data partition full: released the 1024 KiB reserve") {
 		t.Errorf("mode %s, warnings %v", b.State().Mode, full.warnings)
 	}
 	if !strings.Contains(strings.Join(b.State().Warnings, "\n"), "data partition full") {

@@ -172,8 +172,13 @@ func (LinuxSys) StartTrashCollector(trash string) error {
 
 const collectorEnv = "OVROOT_COLLECT_TRASH"
 
-// collectTrashChild is the background collector's whole life.
-func collectTrashChild() {
+// IsTrashCollector reports whether this process is the background trash
+// collector that StartTrashCollector started, not PID 1.
+func IsTrashCollector() bool { return os.Getenv(collectorEnv) == "1" && os.Getpid() != 1 }
+
+// CollectTrash is the background trash collector's whole life: it deletes
+// the trash (its fd 3) and exits.
+func CollectTrash() {
 	start := time.Now()
 	unix.Setpriority(unix.PRIO_PROCESS, 0, 19)
 	if err := unix.Fchdir(3); err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovroot/ovroot/layout"
 	"golang.org/x/sys/unix"
 )
 
@@ -114,7 +115,7 @@ func wantUpper(t *testing.T) []string {
 	return want
 }
 
-func checkReset(t *testing.T, dir string, rec *Record, trigger string) {
+func checkReset(t *testing.T, dir string, rec *layout.ResetRecord, trigger string) {
 	t.Helper()
 	if got, want := tree(t, filepath.Join(dir, "upper")), wantUpper(t); !reflect.DeepEqual(got, want) {
 		t.Errorf("upper after reset:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -132,8 +133,8 @@ func checkReset(t *testing.T, dir string, rec *Record, trigger string) {
 	if rec != nil && !reflect.DeepEqual(rec, last) {
 		t.Errorf("returned record %+v, stored %+v", rec, last)
 	}
-	for _, left := range []string{keepName, keepNewName} {
-		if exists(filepath.Join(dir, MetaDir, left)) {
+	for _, left := range []string{layout.KeepDir, layout.KeepNewDir} {
+		if exists(filepath.Join(dir, layout.MetaDir, left)) {
 			t.Errorf("%s left behind", left)
 		}
 	}
@@ -157,7 +158,7 @@ func TestPerform(t *testing.T) {
 	if n := TrashCount(dir); n != 2 {
 		t.Errorf("trash holds %d trees, want the old upper and work", n)
 	}
-	if n, err := CollectTrash(filepath.Join(dir, MetaDir, TrashDir)); err != nil || n != 2 {
+	if n, err := CollectTrash(filepath.Join(dir, layout.MetaDir, layout.TrashDir)); err != nil || n != 2 {
 		t.Errorf("CollectTrash = %d, %v", n, err)
 	}
 	if n := TrashCount(dir); n != 0 {
@@ -238,7 +239,7 @@ func TestPartialKeepCopyDiscarded(t *testing.T) {
 	dir := t.TempDir()
 	fill(t, dir, 0)
 	Schedule(dir, TriggerCmdline, time.Now())
-	mustWrite(t, filepath.Join(dir, MetaDir, keepNewName, "etc/dropbear/half-written"), "junk")
+	mustWrite(t, filepath.Join(dir, layout.MetaDir, layout.KeepNewDir, "etc/dropbear/half-written"), "junk")
 	rec, err := (&Resetter{Dir: dir, Keep: keepList}).Perform()
 	if err != nil {
 		t.Fatal(err)
@@ -269,12 +270,12 @@ func TestScheduleCancelPending(t *testing.T) {
 		t.Errorf("still pending after cancel: %+v", p)
 	}
 	// A damaged request file is still a request.
-	os.WriteFile(filepath.Join(dir, MetaDir, RequestFile), []byte("{trunc"), 0o600)
+	os.WriteFile(filepath.Join(dir, layout.MetaDir, layout.ResetRequestFile), []byte("{trunc"), 0o600)
 	if p, _ := Pending(dir); p == nil || !strings.Contains(p.Trigger, "unreadable") {
 		t.Errorf("damaged request = %+v", p)
 	}
 	// No temporary files left behind by the atomic write.
-	entries, _ := os.ReadDir(filepath.Join(dir, MetaDir))
+	entries, _ := os.ReadDir(filepath.Join(dir, layout.MetaDir))
 	for _, e := range entries {
 		if strings.HasSuffix(e.Name(), ".tmp") {
 			t.Errorf("left %s", e.Name())
@@ -282,13 +283,13 @@ func TestScheduleCancelPending(t *testing.T) {
 	}
 }
 
-func TestValidateKeep(t *testing.T) {
-	if err := ValidateKeep([]string{"/etc/dropbear", "/root/.ssh"}); err != nil {
+func TestCheckKeep(t *testing.T) {
+	if err := checkKeep([]string{"/etc/dropbear", "/root/.ssh"}); err != nil {
 		t.Error(err)
 	}
-	for _, bad := range []string{"etc", "/", "/etc/../x", "/etc/", "//etc", ""} {
-		if err := ValidateKeep([]string{bad}); err == nil {
-			t.Errorf("%q accepted", bad)
+	for _, bad := range []string{"etc", "/", "/etc/../../x", "/..", ""} {
+		if err := checkKeep([]string{bad}); err == nil {
+			t.Errorf("checkKeep(%q) = nil, want an error", bad)
 		}
 	}
 }
@@ -317,7 +318,7 @@ func BenchmarkResetScaling(b *testing.B) {
 			total[i] += time.Since(start)
 			b.StopTimer()
 			// Put the full upper back for the next round (O(1), untimed).
-			trash := filepath.Join(dir, MetaDir, TrashDir)
+			trash := filepath.Join(dir, layout.MetaDir, layout.TrashDir)
 			entries, _ := os.ReadDir(trash)
 			os.RemoveAll(filepath.Join(dir, "upper"))
 			os.RemoveAll(filepath.Join(dir, "work"))

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ovroot/ovroot/boot"
+	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/reset"
 )
 
@@ -38,7 +38,7 @@ func TestStatus(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()
 			if tc.state != "" {
-				p := filepath.Join(root, boot.StateFile)
+				p := filepath.Join(root, layout.StateFile)
 				os.MkdirAll(filepath.Dir(p), 0o755)
 				if err := os.WriteFile(p, []byte(tc.state), 0o644); err != nil {
 					t.Fatal(err)
@@ -98,7 +98,7 @@ func TestChanges(t *testing.T) {
 
 func writeState(t *testing.T, root, state string) {
 	t.Helper()
-	p := filepath.Join(root, boot.StateFile)
+	p := filepath.Join(root, layout.StateFile)
 	os.MkdirAll(filepath.Dir(p), 0o755)
 	if err := os.WriteFile(p, []byte(state), 0o644); err != nil {
 		t.Fatal(err)
@@ -149,7 +149,7 @@ func TestFactoryReset(t *testing.T) {
 	}
 
 	// The record of a reset the init performed.
-	os.WriteFile(filepath.Join(root, "overlay", reset.MetaDir, reset.LastFile),
+	os.WriteFile(filepath.Join(root, "overlay", layout.MetaDir, layout.LastResetFile),
 		[]byte(`{"trigger":"button","done_at":"2026-11-23T09:00:00Z","kept":["/etc/dropbear"],"duration_ms":12}`), 0o600)
 	if out, _ = run("status"); !strings.Contains(out, "last reset: 2026-11-23T09:00:00Z (trigger=button, kept: /etc/dropbear, 12 ms)") {
 		t.Errorf("status lacks the last reset:\n%s", out)
@@ -163,7 +163,7 @@ func TestFactoryResetVolatile(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not in use (VOLATILE: no partition labelled rootfs_data)") {
 		t.Errorf("error = %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(root, "overlay", reset.MetaDir)); err == nil {
+	if _, err := os.Stat(filepath.Join(root, "overlay", layout.MetaDir)); err == nil {
 		t.Error("a request was written to the tmpfs upper")
 	}
 }
