@@ -37,7 +37,8 @@ func (b *Boot) guard(step string, f func() error) (err error) {
 func (b *Boot) recovered(step string, r any) error {
 	b.Warnf("PANIC in %s: %v", step, r)
 	for _, l := range strings.Split(strings.TrimSpace(string(debug.Stack())), "\n") {
-		b.Warnf("  %s", l)
+		// Tabs become spaces: the kernel log escapes them.
+		b.Warnf("  %s", strings.ReplaceAll(l, "\t", "    "))
 	}
 	return fmt.Errorf("%s: panic: %v", step, r)
 }

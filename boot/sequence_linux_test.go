@@ -30,6 +30,7 @@ type fakeSys struct {
 	repairErr error
 	console   string // what ReadConsoleLine returns
 	free      int64  // what FreeBytes returns; 0 = plenty
+	panicIn   string // a method that panics, as third-party code on bad data might
 }
 
 func (f *fakeSys) rec(format string, args ...any) {
@@ -55,6 +56,9 @@ func (f *fakeSys) LoadModule(path string) error {
 	return nil
 }
 func (f *fakeSys) BlockDevices() ([]BlockDev, error) {
+	if f.panicIn == "BlockDevices" {
+		panic("fake panic in BlockDevices")
+	}
 	f.listCalls++
 	if f.listCalls <= f.devsAfter {
 		return nil, nil
@@ -69,6 +73,10 @@ func (f *fakeSys) Probe(dev string) (Content, error) {
 }
 func (f *fakeSys) Format(dev, fstype, label string) error {
 	f.rec("format %s %s %s", dev, fstype, label)
+	if f.panicIn == "Format" {
+		var sb *struct{ magic uint16 }
+		_ = sb.magic // a nil dereference, as a formatter might make
+	}
 	return f.formatErr
 }
 func (f *fakeSys) WaitForKey(device string, code int, hold, window time.Duration) (bool, error) {
@@ -153,7 +161,7 @@ func (e *bootEnv) run(t *testing.T) (*Boot, error) {
 		Now:   func() time.Time { return clock },
 		Sleep: func(d time.Duration) { clock = clock.Add(d) },
 	}
-	return b, b.Run()
+	return b, b.Attempt()
 }
 
 func (e *bootEnv) warned(substr string) bool {
@@ -224,6 +232,7 @@ func TestBootDecisions(t *testing.T) {
 		wantCalls  []string    // each must appear, in this order
 		notCalls   []string    // none may appear
 		wantWarned []string
+		notWarned  []string
 	}{
 		{
 			name:      "second boot mounts ext4 without formatting",
@@ -370,10 +379,17 @@ func TestBootDecisions(t *testing.T) {
 		},
 		{
 			name:       "a module that fails to load does not stop the boot",
-			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, moduleErr: map[string]error{"crc32c_intel.ko": unix.ENODEV}},
+			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, moduleErr: map[string]error{"crc32c_intel.ko": unix.ENOEXEC}},
 			wantMode:   layout.ModePersistent,
 			wantCalls:  []string{"load crc32c_intel.ko", "load ext4.ko", "switch_root"},
-			wantWarned: []string{"load module /lib/modules/x/crc32c_intel.ko: no such device"},
+			wantWarned: []string{"load module /lib/modules/x/crc32c_intel.ko: exec format error", "loaded 1 modules, 1 failed"},
+		},
+		{
+			name:      "a module for hardware that is not there is not a failure",
+			sys:       &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, moduleErr: map[string]error{"crc32c_intel.ko": unix.ENODEV}},
+			wantMode:  layout.ModePersistent,
+			wantCalls: []string{"load crc32c_intel.ko", "load ext4.ko", "switch_root"},
+			notWarned: []string{"crc32c", "failed"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -408,6 +424,66 @@ func TestBootDecisions(t *testing.T) {
 				if !e.warned(w) {
 					t.Errorf("no warning containing %q; warnings:\n%s", w, strings.Join(e.warnings, "\n"))
 				}
+			}
+			for _, w := range tc.notWarned {
+				if e.warned(w) {
+					t.Errorf("a warning contains %q; warnings:\n%s", w, strings.Join(e.warnings, "\n"))
+				}
+			}
+		})
+	}
+}
+
+// A panic in a step that runs code on the data partition's content falls
+// back as an error there would (volatile); a panic anywhere else ends the
+// attempt with an error and undoes its mounts. Both are logged with their
+// stack.
+func TestBootPanicIsRecovered(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		sys       *fakeSys
+		wantErr   string // "" = the boot goes on
+		wantMode  layout.Mode
+		wantWarn  []string
+		wantCalls []string
+	}{
+		{
+			name:      "panic while formatting the data partition goes volatile",
+			sys:       &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentBlank}, panicIn: "Format"},
+			wantMode:  layout.ModeVolatile,
+			wantWarn:  []string{"PANIC in mount the data partition: runtime error: invalid memory address or nil pointer dereference", "goroutine", "boot.(*fakeSys).Format", "VOLATILE: mount the data partition: panic: runtime error"},
+			wantCalls: []string{"format /dev/vda3", "umount /overlay", "mount tmpfs /overlay tmpfs", "switch_root"},
+		},
+		{
+			name:      "panic elsewhere ends the attempt with an error",
+			sys:       &fakeSys{devs: standardDisk(), panicIn: "BlockDevices"},
+			wantErr:   "boot attempt: panic: fake panic in BlockDevices",
+			wantWarn:  []string{"PANIC in boot attempt: fake panic in BlockDevices", "boot.(*fakeSys).BlockDevices"},
+			wantCalls: []string{"load ext4.ko", "umount /newroot"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &bootEnv{sys: tc.sys, modules: []string{"/lib/modules/x/ext4.ko"}}
+			b, err := e.run(t)
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("Attempt() = %v, want error %q", err, tc.wantErr)
+			}
+			if tc.wantMode != "" && b.State().Mode != tc.wantMode {
+				t.Errorf("mode = %q, want %q", b.State().Mode, tc.wantMode)
+			}
+			for _, w := range tc.wantWarn {
+				if !e.warned(w) {
+					t.Errorf("no warning containing %q; warnings:\n%s", w, strings.Join(e.warnings, "\n"))
+				}
+			}
+			next := 0
+			for _, c := range e.sys.calls {
+				if next < len(tc.wantCalls) && strings.HasPrefix(c, tc.wantCalls[next]) {
+					next++
+				}
+			}
+			if next < len(tc.wantCalls) {
+				t.Errorf("call %q not made (in order); calls:\n%s", tc.wantCalls[next], strings.Join(e.sys.calls, "\n"))
 			}
 		})
 	}
