@@ -102,6 +102,13 @@ func (c Context) status(args []string) error {
 	} else if st.Mode == layout.ModeFailsafe {
 		fmt.Fprintf(w, "FAILSAFE: %s\n", st.Reason)
 		fmt.Fprintf(w, "  changes are kept in RAM; the data partition is read-only at %s for rescue\n", layout.OverlayDir)
+	} else if st.DataFull {
+		fmt.Fprintf(w, "%s, data partition FULL\n", strings.ToUpper(string(st.Mode)))
+		if st.ReserveReleased {
+			fmt.Fprintf(w, "  the %d KiB reserve was used up to keep the root writable; delete files to make room\n", layout.ReserveBytes>>10)
+		} else {
+			fmt.Fprintln(w, "  no reserve was left to release; writes may fail until files are deleted")
+		}
 	} else {
 		fmt.Fprintf(w, "%s\n", strings.ToUpper(string(st.Mode)))
 	}

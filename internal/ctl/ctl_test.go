@@ -32,6 +32,16 @@ func TestStatus(t *testing.T) {
 			state: `{"mode":"volatile","reason":"no partition labelled rootfs_data","root_device":"/dev/vda2","timings_ms":{}}`,
 			want:  []string{"VOLATILE: no partition labelled rootfs_data\n", "lost at power-off"},
 		},
+		{
+			name:  "full data partition",
+			state: `{"mode":"persistent","root_device":"/dev/vda2","data_device":"/dev/vda3","data_full":true,"reserve_released":true,"timings_ms":{}}`,
+			want:  []string{"PERSISTENT, data partition FULL\n", "the 1024 KiB reserve was used up"},
+		},
+		{
+			name:  "full data partition, no reserve left",
+			state: `{"mode":"persistent","root_device":"/dev/vda2","data_device":"/dev/vda3","data_full":true,"timings_ms":{}}`,
+			want:  []string{"PERSISTENT, data partition FULL\n", "no reserve was left"},
+		},
 		{name: "no record", wantErr: "was this system booted by ovroot's init?"},
 		{name: "garbage", state: "{", wantErr: "parse /run/ovroot/state"},
 	} {
@@ -93,6 +103,35 @@ func TestChanges(t *testing.T) {
 	want = append(want, Change{"/etc/new.conf", "added"}, Change{"/root", "added"})
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Changes() = %v, want %v", got, want)
+	}
+}
+
+// In failsafe mode the running upper is in RAM, not on the (read-only)
+// data partition: changes reports the running system.
+func TestChangesFailsafe(t *testing.T) {
+	root := t.TempDir()
+	mk := func(p string) {
+		t.Helper()
+		os.MkdirAll(filepath.Dir(filepath.Join(root, p)), 0o755)
+		if err := os.WriteFile(filepath.Join(root, p), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("rom/etc/hostname")
+	mk("overlay/upper/etc/on-the-data-partition")
+	mk("run/ovroot/failsafe/upper/etc/written-in-failsafe")
+	for _, tc := range []struct{ state, want string }{
+		{`{"mode":"failsafe","reason":"f pressed on the console","timings_ms":{}}`, "added    /etc/written-in-failsafe\n"},
+		{`{"mode":"persistent","timings_ms":{}}`, "added    /etc/on-the-data-partition\n"},
+	} {
+		writeState(t, root, tc.state)
+		var out bytes.Buffer
+		if err := (Context{Stdout: &out, Stderr: io.Discard, Args: []string{"changes"}, Root: root}).Execute(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if out.String() != tc.want {
+			t.Errorf("changes with state %s = %q, want %q", tc.state, out.String(), tc.want)
+		}
 	}
 }
 
