@@ -14,8 +14,14 @@ const retryDelay = 5 * time.Second
 // kernel sees, then run the emergency shell on the console when the
 // initramfs has one, or wait, before the next attempt.
 func Rescue(log *Logger, sys Sys) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Errorf("PANIC in rescue: %v", r)
+			time.Sleep(retryDelay)
+		}
+	}()
 	devs, _ := sys.BlockDevices()
-	log.Errorf("block devices: %s", DescribeDevices(devs))
+	log.Errorf("block devices: %s", describeDevices(devs))
 	if !emergencyShell(log) {
 		log.Errorf("trying again in %s", retryDelay)
 		time.Sleep(retryDelay)

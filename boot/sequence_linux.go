@@ -123,17 +123,23 @@ func (b *Boot) readCmdline() {
 		b.Warnf("read kernel command line: %v", err)
 	}
 	var problems []string
-	b.cmdline, problems = ParseCmdline(string(data))
+	b.cmdline, problems = parseCmdline(string(data))
 	for _, p := range problems {
 		b.Warnf("kernel command line: %s", p)
 	}
 }
 
-// readConfig loads the init config; a broken one boots with defaults.
+// readConfig loads the init config; a broken one boots with defaults, and
+// so does one that makes the TOML decoder panic.
 func (b *Boot) readConfig() {
-	cfg, err := config.LoadInit(b.path(layout.InitConfigPath))
+	var cfg config.Init
+	err := b.guard("read the config", func() (err error) {
+		cfg, err = config.LoadInit(b.path(layout.InitConfigPath))
+		return err
+	})
 	if err != nil {
 		b.Warnf("config: %v; booting with defaults", err)
+		cfg = config.DefaultInit()
 	}
 	if b.cmdline.Init != "" {
 		cfg.Init = b.cmdline.Init
@@ -203,7 +209,7 @@ func (b *Boot) waitForPartitions() (root BlockDev, data *BlockDev, err error) {
 		if lerr != nil {
 			b.Warnf("list block devices: %v", lerr)
 		}
-		sel, serr := SelectPartitions(devs, labels...)
+		sel, serr := selectPartitions(devs, labels...)
 		if serr != nil {
 			return root, nil, fmt.Errorf("find partitions: %w", serr)
 		}
@@ -215,7 +221,7 @@ func (b *Boot) waitForPartitions() (root BlockDev, data *BlockDev, err error) {
 			}
 			if !haveRoot {
 				return root, nil, fmt.Errorf("no partition labelled %s after %s; block devices: %s",
-					b.cfg.RootLabel, timeout, DescribeDevices(devs))
+					b.cfg.RootLabel, timeout, describeDevices(devs))
 			}
 			b.state.RootDevice = rootDev.Path()
 			if d, ok := sel.Found[b.cfg.DataLabel]; ok {
@@ -223,7 +229,7 @@ func (b *Boot) waitForPartitions() (root BlockDev, data *BlockDev, err error) {
 				b.Logf("found %s=%s %s=%s in %d ms", b.cfg.RootLabel, rootDev.Path(), b.cfg.DataLabel, d.Path(), ms(elapsed))
 				return rootDev, &d, nil
 			}
-			b.Warnf("no partition labelled %s after %s; block devices: %s", b.cfg.DataLabel, timeout, DescribeDevices(devs))
+			b.Warnf("no partition labelled %s after %s; block devices: %s", b.cfg.DataLabel, timeout, describeDevices(devs))
 			return rootDev, nil, nil
 		}
 		b.sleep(poll)
