@@ -335,3 +335,76 @@ func BenchmarkResetScaling(b *testing.B) {
 	b.ReportMetric(ms(total[2]), "ms/reset-100k")
 	b.ReportMetric(float64(total[2])/float64(total[0]), "ratio-100k/1k")
 }
+
+// fullFS mounts a 4 MiB tmpfs, gives it fill's data, the boot's reserve,
+// and a file that takes every byte left: a data partition that is full.
+// It needs root (mount); the QEMU test TestFactoryReset's full-partition
+// case proves the same on ext4.
+func fullFS(t *testing.T, request bool) string {
+	t.Helper()
+	if !isRoot {
+		t.Skip("needs root to mount a small tmpfs (the QEMU test covers a full ext4)")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=4m"); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	fill(t, dir, 0)
+	if request {
+		if err := Schedule(dir, TriggerCmdline, time.Unix(1700000000, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustWrite(t, layout.Meta(dir, layout.ReserveFile), strings.Repeat("\x00", layout.ReserveBytes))
+	f, err := os.Create(filepath.Join(dir, "upper/big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, unix.ENOSPC) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "probe"), []byte("x"), 0o600); !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("filesystem not full: writing a byte gave %v", err)
+	}
+	return dir
+}
+
+// A full partition is when a person most wants a reset: asking for one
+// and performing it must work then, using the reserve.
+func TestResetOnFullPartition(t *testing.T) {
+	t.Run("schedule", func(t *testing.T) {
+		dir := fullFS(t, false)
+		if err := Schedule(dir, TriggerCtl, time.Unix(1700000000, 0)); err != nil {
+			t.Fatalf("Schedule on a full partition: %v", err)
+		}
+		if p, err := Pending(dir); err != nil || p == nil || p.Trigger != TriggerCtl {
+			t.Errorf("Pending = %+v, %v; want the ovrootctl request", p, err)
+		}
+		if exists(layout.Meta(dir, layout.ReserveFile)) {
+			t.Error("the reserve is still there")
+		}
+		if had, err := Cancel(dir); !had || err != nil {
+			t.Errorf("Cancel on a full partition = %v, %v", had, err)
+		}
+	})
+	t.Run("perform", func(t *testing.T) {
+		dir := fullFS(t, true)
+		r := &Resetter{Dir: dir, Keep: keepList, Now: func() time.Time { return time.Unix(1700000100, 0) }}
+		rec, err := r.Perform()
+		if err != nil {
+			t.Fatalf("Perform on a full partition: %v", err)
+		}
+		checkReset(t, dir, rec, TriggerCmdline)
+		if exists(layout.Meta(dir, layout.ReserveFile)) {
+			t.Error("the reserve is still there")
+		}
+	})
+}
