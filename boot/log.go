@@ -48,6 +48,12 @@ func (l *Logger) AttachKmsg(kmsg io.Writer, printkSettings string) {
 	}
 }
 
+func (l *Logger) hasKmsg() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.kmsg != nil
+}
+
 func (l *Logger) log(level int, format string, args ...any) {
 	msg := strings.TrimRight(fmt.Sprintf(format, args...), "\n")
 	l.mu.Lock()

@@ -61,6 +61,9 @@ func emergencyShell(log *Logger) bool {
 // printk_devkmsg=on lifts the kernel's rate limit on user-space kmsg writes
 // (10 lines per 5 s), which a boot log would otherwise hit.
 func AttachKmsg(log *Logger) {
+	if log.hasKmsg() {
+		return // a later attempt: attached already
+	}
 	kmsg, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0)
 	if err != nil {
 		log.Warnf("open /dev/kmsg: %v (logging to the console only)", err)
