@@ -177,14 +177,24 @@ func run(w io.Writer, args []string) error {
 				break
 			}
 		}
-		// Then small writes, to use the last blocks too.
-		for {
-			if _, err := f.Write(chunk[:4096]); err != nil {
+		// Then small writes, to use the last blocks too, again after each
+		// sync: ext4 gives back blocks it held for delayed allocation when
+		// the data is written out.
+		for round := 0; round < 20; round++ {
+			added := 0
+			for {
+				// 1 KiB: the smallest ext4 block.
+				if _, err := f.Write(chunk[:1024]); err != nil {
+					break
+				}
+				added += 1024
+			}
+			f.Sync()
+			n += int64(added)
+			if added == 0 {
 				break
 			}
-			n += 4096
 		}
-		f.Sync()
 		f.Close()
 		unix.Sync()
 		fmt.Fprintf(w, "filled %d bytes\n", n)
