@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 
@@ -79,6 +80,15 @@ func (b *Boot) factoryReset() error {
 		}
 	}
 	rec, err := r.Perform()
+	if errors.Is(err, reset.ErrNoRoom) {
+		// Nothing was changed. Going volatile would keep the person from
+		// deleting files or withdrawing the request: boot the data as it
+		// is, loudly, and try again next boot.
+		msg := fmt.Sprintf("factory reset (trigger=%s) postponed: %v; delete files, or withdraw it with ovrootctl factory-reset --cancel", req.Trigger, err)
+		b.Warnf("%s", msg)
+		b.state.Warnings = append(b.state.Warnings, msg)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("factory reset (trigger=%s) failed: %w; the request stays and the next boot tries again", req.Trigger, err)
 	}

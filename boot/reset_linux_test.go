@@ -9,6 +9,7 @@ import (
 
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/reset"
+	"golang.org/x/sys/unix"
 )
 
 // usedData is a data filesystem after some use: changes in the upper.
@@ -182,5 +183,49 @@ func TestBootDataFull(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(b.State().Warnings, "\n"), "data partition full") {
 		t.Errorf("state warnings %v", b.State().Warnings)
+	}
+}
+
+// A pending reset on a data partition too full for it (no reserve left):
+// the boot stays persistent, says the reset is postponed and why, and keeps
+// the request, so the person can delete files or withdraw it; going
+// volatile would lock them out of both.
+func TestBootFactoryResetNoRoom(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs as the data partition")
+	}
+	e := &bootEnv{sys: &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, free: 4096},
+		config: "[reset]\nkeep = [\"/etc/dropbear\"]\n",
+		setup: func(root string) {
+			data := filepath.Join(root, "overlay")
+			os.MkdirAll(data, 0o755)
+			if err := unix.Mount("tmpfs", data, "tmpfs", 0, "size=1m"); err != nil {
+				t.Skipf("cannot mount a tmpfs here: %v", err)
+			}
+			t.Cleanup(func() { unix.Unmount(data, unix.MNT_DETACH) })
+			usedData(t, root)
+			if err := reset.Schedule(data, reset.TriggerCtl, time.Unix(5, 0)); err != nil {
+				t.Fatal(err)
+			}
+			f, _ := os.Create(filepath.Join(data, "upper/big"))
+			for _, err := f.Write(make([]byte, 4096)); err == nil; _, err = f.Write(make([]byte, 4096)) {
+			}
+			f.Close()
+		}}
+	b, err := e.run(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := b.State(); st.Mode != layout.ModePersistent || st.Reset != nil {
+		t.Errorf("state = %+v, want persistent without a reset", st)
+	}
+	if !e.warned("factory reset (trigger=ovrootctl) postponed: no room on the data partition") || !e.warned("ovrootctl factory-reset --cancel") {
+		t.Errorf("warnings = %q", e.warnings)
+	}
+	if p, _ := reset.Pending(filepath.Join(e.root, "overlay")); p == nil {
+		t.Error("the request was dropped")
+	}
+	if got := upperList(t, e.root); !strings.Contains(got, "root/.ssh/id") {
+		t.Errorf("upper = %q, want it untouched", got)
 	}
 }

@@ -171,6 +171,25 @@ func (r *Resetter) step(name string) error {
 // Perform carries out the pending request. It returns the record it wrote;
 // with no request pending it does nothing and returns nil, nil.
 func (r *Resetter) Perform() (*layout.ResetRecord, error) {
+	untouched := false
+	rec, err := r.perform(&untouched)
+	if err != nil && untouched && errors.Is(err, unix.ENOSPC) {
+		// A partial copy of the kept paths: give its room back.
+		os.RemoveAll(filepath.Join(meta(r.Dir), layout.KeepNewDir))
+		return nil, fmt.Errorf("%w: %v", ErrNoRoom, err)
+	}
+	return rec, err
+}
+
+// ErrNoRoom is returned (wrapped) by Perform when the data filesystem has
+// no room for the reset even without the reserve (the kept paths must be
+// copied before the old upper goes) and nothing was changed yet: the upper
+// is as it was and the request stays.
+var ErrNoRoom = errors.New("no room on the data partition for the factory reset")
+
+// perform does the reset; *untouched stays true while a failure leaves the
+// upper as it was (a fresh reset that has not retired anything yet).
+func (r *Resetter) perform(untouched *bool) (*layout.ResetRecord, error) {
 	start := r.now()
 	req, err := Pending(r.Dir)
 	if err != nil || req == nil {
@@ -186,6 +205,7 @@ func (r *Resetter) Perform() (*layout.ResetRecord, error) {
 	keepNew := filepath.Join(m, layout.KeepNewDir)
 	trash := filepath.Join(m, layout.TrashDir)
 	resumed := exists(keep) || !exists(upper)
+	*untouched = !resumed
 
 	if err := r.step("prepare"); err != nil {
 		return nil, err
@@ -232,6 +252,7 @@ func (r *Resetter) Perform() (*layout.ResetRecord, error) {
 		}
 	}
 
+	*untouched = false
 	for _, d := range []string{upper, work} {
 		if !exists(d) {
 			continue

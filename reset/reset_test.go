@@ -336,11 +336,11 @@ func BenchmarkResetScaling(b *testing.B) {
 	b.ReportMetric(float64(total[2])/float64(total[0]), "ratio-100k/1k")
 }
 
-// fullFS mounts a 4 MiB tmpfs, gives it fill's data, the boot's reserve,
-// and a file that takes every byte left: a data partition that is full.
-// It needs root (mount); the QEMU test TestFactoryReset's full-partition
-// case proves the same on ext4.
-func fullFS(t *testing.T, request bool) string {
+// fullFS mounts a 4 MiB tmpfs, gives it fill's data, a reset request if
+// asked, the boot's reserve if asked, and a file that takes every byte
+// left: a data partition that is full. It needs root (mount); the QEMU test
+// TestFactoryResetFullPartition proves the same on ext4.
+func fullFS(t *testing.T, request, reserve bool) string {
 	t.Helper()
 	if !isRoot {
 		t.Skip("needs root to mount a small tmpfs (the QEMU test covers a full ext4)")
@@ -356,7 +356,9 @@ func fullFS(t *testing.T, request bool) string {
 			t.Fatal(err)
 		}
 	}
-	mustWrite(t, layout.Meta(dir, layout.ReserveFile), strings.Repeat("\x00", layout.ReserveBytes))
+	if reserve {
+		mustWrite(t, layout.Meta(dir, layout.ReserveFile), strings.Repeat("\x00", layout.ReserveBytes))
+	}
 	f, err := os.Create(filepath.Join(dir, "upper/big"))
 	if err != nil {
 		t.Fatal(err)
@@ -381,7 +383,7 @@ func fullFS(t *testing.T, request bool) string {
 // and performing it must work then, using the reserve.
 func TestResetOnFullPartition(t *testing.T) {
 	t.Run("schedule", func(t *testing.T) {
-		dir := fullFS(t, false)
+		dir := fullFS(t, false, true)
 		if err := Schedule(dir, TriggerCtl, time.Unix(1700000000, 0)); err != nil {
 			t.Fatalf("Schedule on a full partition: %v", err)
 		}
@@ -396,7 +398,7 @@ func TestResetOnFullPartition(t *testing.T) {
 		}
 	})
 	t.Run("perform", func(t *testing.T) {
-		dir := fullFS(t, true)
+		dir := fullFS(t, true, true)
 		r := &Resetter{Dir: dir, Keep: keepList, Now: func() time.Time { return time.Unix(1700000100, 0) }}
 		rec, err := r.Perform()
 		if err != nil {
@@ -407,4 +409,24 @@ func TestResetOnFullPartition(t *testing.T) {
 			t.Error("the reserve is still there")
 		}
 	})
+}
+
+// With no reserve left to give, a reset that cannot copy its kept paths
+// changes nothing and says so (ErrNoRoom); the request stays.
+func TestResetNoRoom(t *testing.T) {
+	dir := fullFS(t, true, false)
+	before := tree(t, filepath.Join(dir, "upper"))
+	_, err := (&Resetter{Dir: dir, Keep: keepList}).Perform()
+	if !errors.Is(err, ErrNoRoom) {
+		t.Fatalf("Perform on a full partition without a reserve = %v, want ErrNoRoom", err)
+	}
+	if after := tree(t, filepath.Join(dir, "upper")); !reflect.DeepEqual(after, before) {
+		t.Errorf("the upper changed:\n%v\nwant\n%v", after, before)
+	}
+	if exists(layout.Meta(dir, layout.KeepNewDir)) {
+		t.Error("the partial copy of the kept paths was left")
+	}
+	if p, _ := Pending(dir); p == nil {
+		t.Error("the request was withdrawn")
+	}
 }
