@@ -268,7 +268,7 @@ func (LinuxSys) FreeBytes(path string) (int64, error) {
 // statfs alone cannot tell: ext4 keeps clusters back that even root's
 // writes cannot use, and counts them as free.
 func (LinuxSys) CanWrite(dir string, n int64) (bool, error) {
-	p := filepath.Join(dir, ".ovroot-space-probe")
+	p := filepath.Join(dir, layout.SpaceProbeFile)
 	defer os.Remove(p)
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if errors.Is(err, unix.ENOSPC) {
