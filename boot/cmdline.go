@@ -34,7 +34,7 @@ type Cmdline struct {
 // quotes themselves are dropped) and picks out what the init uses. Values
 // that do not parse are reported in problems, one per parameter, and
 // ignored, so a typo on the command line never stops a boot.
-func ParseCmdline(s string) (c Cmdline, problems []string) {
+func parseCmdline(s string) (c Cmdline, problems []string) {
 	c.Params = map[string]string{}
 	for _, arg := range splitCmdline(s) {
 		key, val, _ := strings.Cut(arg, "=")

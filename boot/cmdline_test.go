@@ -74,12 +74,12 @@ func TestParseCmdline(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, problems := ParseCmdline(tc.in)
+			got, problems := parseCmdline(tc.in)
 			if !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("ParseCmdline(%q) = %+v, want %+v", tc.in, got, tc.want)
+				t.Errorf("parseCmdline(%q) = %+v, want %+v", tc.in, got, tc.want)
 			}
 			if len(problems) != tc.problems {
-				t.Errorf("ParseCmdline(%q) problems = %q, want %d of them", tc.in, problems, tc.problems)
+				t.Errorf("parseCmdline(%q) problems = %q, want %d of them", tc.in, problems, tc.problems)
 			}
 		})
 	}

@@ -1,19 +1,30 @@
 // Package boot is the device's boot sequence: what ovroot's /init does as
 // PID 1 between the kernel handing over and the real /sbin/init starting.
+// cmd/init's main is PID 1's whole life around it: one Boot.Attempt after
+// another, with Rescue (the emergency shell, or a pause) in between.
 //
-// Boot.Run reads top to bottom in the order things happen: mount the pseudo
-// filesystems, load the kernel modules the initramfs carries, wait for the
-// root and data partitions, mount the squashfs at /rom, mount (formatting on
-// first boot) the data partition at /overlay, stack the overlay root, and
-// switch_root into it. The fallbacks (a tmpfs upper when the data partition is
-// unusable) are decided in one place, Run, not inside the steps.
+// Where to read what:
 //
-// Privileged operations (mount, module load, block-device discovery, mkfs,
-// switch_root) sit behind the Sys interface; everything else is a plain
-// function of its inputs (cmdline, uevent files, partition selection, the
-// blank check) and is tested without root. The real thing is proven by the
-// QEMU tests in integration/.
+//	sequence_linux.go  Boot.Run, the steps in the order they happen: mount the
+//	                   pseudo filesystems, load the kernel modules, wait for the
+//	                   root and data partitions, mount the squashfs at /rom, ready
+//	                   the upper, stack the overlay, switch_root
+//	upper_linux.go     the one place that decides where the upper lives:
+//	                   persistent (data partition), volatile or failsafe (tmpfs)
+//	data_linux.go      the data partition: probe, first-boot format, repair
+//	reset_linux.go     factory reset triggers and glue (package reset does it)
+//	reserve_linux.go   the reserve kept for a full data partition
+//	attempt.go         panics in an attempt or a data step become errors
+//	sys.go             the Sys seam: every privileged operation; sys_linux.go
+//	                   is the real one, tests use a recording fake
+//	probe.go, ext4.go, format.go   what a partition holds; the ext4 superblock;
+//	                   a power-cut-safe ext4 format (go-diskfs)
+//	cmdline.go, partitions.go, log.go   pure parsing and the kmsg logger
 //
-// The package never panics and never exits the process: PID 1 has no one to
-// report to, so errors are logged with the "ovroot:" prefix and returned.
+// The names on the data partition and the state record ovrootctl reads are
+// in package layout.
+//
+// The package never exits the process and turns panics into errors: PID 1
+// has no one to report to, so errors are logged with the "ovroot:" prefix
+// and returned. The real thing is proven by the QEMU tests in integration/.
 package boot

@@ -10,15 +10,15 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem/ext4"
 )
 
-// FormatExt4 makes an ext4 filesystem labelled label on the open device
+// makeExt4 makes an ext4 filesystem labelled label on the open device
 // (go-diskfs: no mke2fs in the initramfs), so that a power cut at any
 // moment of it leaves a partition that the next boot still finds blank:
-// everything Probe looks at (the first MiB, and the magic of the backup
+// everything probeContent looks at (the first MiB, and the magic of the backup
 // superblocks) is held back in memory and written only after the rest of
 // the filesystem is on the disk and synced. A cut during those last few
 // writes is the only window, and what it leaves is a filesystem whose
 // backup superblocks lack their magic, which mounts.
-func FormatExt4(f *os.File, size int64, label string) error {
+func makeExt4(f *os.File, size int64, label string) error {
 	return formatExt4(f, size, label, 0)
 }
 
@@ -42,13 +42,13 @@ func formatExt4(f *os.File, size int64, label string, failAfter int) error {
 }
 
 // deferred is a go-diskfs backend that holds back the writes to the bytes
-// Probe reads, until commit.
+// probeContent reads, until commit.
 type deferred struct {
 	backend.Storage
 	f         *os.File
 	w         backend.WritableFile
 	head      []byte           // the first blankProbeBytes, as written so far
-	magicAt   []int64          // offsets of the 2-byte backup superblock magics Probe reads
+	magicAt   []int64          // offsets of the backup superblock magics probeContent reads
 	magic     map[int64][]byte // their held-back bytes
 	writes    int
 	failAfter int // tests: fail every write after this many (0 = never)
@@ -67,14 +67,8 @@ func newDeferred(s backend.Storage, f *os.File, size int64) (*deferred, error) {
 	if _, err := f.ReadAt(d.head, 0); err != nil {
 		return nil, fmt.Errorf("read the start of the partition: %w", err)
 	}
-	for _, bs := range []int64{4096, 1024, 2048} {
-		block := 8 * bs
-		if bs == 1024 {
-			block++
-		}
-		if off := block*bs + 0x38; off+2 <= size {
-			d.magicAt = append(d.magicAt, off)
-		}
+	for _, b := range ext4BackupCandidates(size) {
+		d.magicAt = append(d.magicAt, b.offset()+ext4MagicOffset)
 	}
 	return d, nil
 }
@@ -103,7 +97,7 @@ func (d *deferred) WriteAt(p []byte, off int64) (int, error) {
 	}
 	var patched []byte
 	for _, m := range d.magicAt {
-		for i := int64(0); i < 2; i++ {
+		for i := int64(0); i < ext4MagicSize; i++ {
 			pos := m + i
 			if pos < off || pos >= off+int64(len(p)) {
 				continue

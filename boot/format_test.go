@@ -25,7 +25,7 @@ func formatTarget(t *testing.T, size int64) *os.File {
 
 func probeFile(t *testing.T, f *os.File, size int64) Content {
 	t.Helper()
-	c, err := Probe(f, size)
+	c, err := probeContent(f, size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,14 +47,14 @@ const formatSize = 200 << 20 // past 128 MiB: group 1 holds a backup superblock
 
 func TestFormatExt4(t *testing.T) {
 	f := formatTarget(t, formatSize)
-	if err := FormatExt4(f, formatSize, "rootfs_data"); err != nil {
+	if err := makeExt4(f, formatSize, "rootfs_data"); err != nil {
 		t.Fatal(err)
 	}
 	if c := probeFile(t, f, formatSize); c != ContentExt4 {
 		t.Fatalf("after format: %s", c)
 	}
-	if _, ok := FindExt4Backup(f, formatSize); !ok {
-		t.Error("no backup superblock where Probe looks for one")
+	if _, ok := findExt4Backup(f, formatSize); !ok {
+		t.Error("no backup superblock where probeContent looks for one")
 	}
 	e2fsckClean(t, f.Name())
 }
@@ -89,7 +89,7 @@ func TestFormatExt4PowerCut(t *testing.T) {
 		if c := probeFile(t, f, formatSize); c != ContentBlank {
 			t.Fatalf("cut after %d writes left %s, want blank", k, c)
 		}
-		if err := FormatExt4(f, formatSize, "rootfs_data"); err != nil {
+		if err := makeExt4(f, formatSize, "rootfs_data"); err != nil {
 			t.Fatal(err)
 		}
 		if c := probeFile(t, f, formatSize); c != ContentExt4 {

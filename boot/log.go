@@ -12,9 +12,9 @@ type Logf func(format string, args ...any)
 
 // Kernel log levels used for /dev/kmsg records (include/linux/kern_levels.h).
 const (
-	LevelErr     = 3
-	LevelWarning = 4
-	LevelInfo    = 6
+	levelErr     = 3
+	levelWarning = 4
+	levelInfo    = 6
 )
 
 // Logger writes each message as one line prefixed "ovroot: " to the console
@@ -48,6 +48,12 @@ func (l *Logger) AttachKmsg(kmsg io.Writer, printkSettings string) {
 	}
 }
 
+func (l *Logger) hasKmsg() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.kmsg != nil
+}
+
 func (l *Logger) log(level int, format string, args ...any) {
 	msg := strings.TrimRight(fmt.Sprintf(format, args...), "\n")
 	l.mu.Lock()
@@ -69,10 +75,10 @@ func (l *Logger) log(level int, format string, args ...any) {
 }
 
 // Infof logs a step.
-func (l *Logger) Infof(format string, args ...any) { l.log(LevelInfo, format, args...) }
+func (l *Logger) Infof(format string, args ...any) { l.log(levelInfo, format, args...) }
 
 // Warnf logs something the device survives but a person must know about.
-func (l *Logger) Warnf(format string, args ...any) { l.log(LevelWarning, format, args...) }
+func (l *Logger) Warnf(format string, args ...any) { l.log(levelWarning, format, args...) }
 
 // Errorf logs a failure.
-func (l *Logger) Errorf(format string, args ...any) { l.log(LevelErr, format, args...) }
+func (l *Logger) Errorf(format string, args ...any) { l.log(levelErr, format, args...) }

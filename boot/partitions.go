@@ -29,9 +29,9 @@ func (d BlockDev) String() string {
 	return d.Path()
 }
 
-// ParseUevent reads a sysfs uevent file (KEY=value lines) into a BlockDev.
+// parseUevent reads a sysfs uevent file (KEY=value lines) into a BlockDev.
 // disk is the parent disk's name for a partition (from the sysfs path).
-func ParseUevent(data []byte, disk string) (BlockDev, error) {
+func parseUevent(data []byte, disk string) (BlockDev, error) {
 	var d BlockDev
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
@@ -62,14 +62,14 @@ func ParseUevent(data []byte, disk string) (BlockDev, error) {
 	return d, nil
 }
 
-// Selection is the outcome of SelectPartitions.
-type Selection struct {
+// selection is the outcome of selectPartitions.
+type selection struct {
 	Found    map[string]BlockDev // by label
 	Missing  []string            // labels not found at all, in the order asked
 	Warnings []string            // choices a person should know about
 }
 
-// SelectPartitions picks, for each label, the partition that carries it.
+// selectPartitions picks, for each label, the partition that carries it.
 //
 // A label found on exactly one partition is taken. When a label is on
 // several partitions (a second disk with another ovroot image plugged in,
@@ -78,8 +78,8 @@ type Selection struct {
 // is reported in Warnings. Two partitions with the same label on the same
 // disk cannot be told apart and are an error, since booting the wrong root
 // or formatting the wrong data partition is worse than not booting.
-func SelectPartitions(devs []BlockDev, labels ...string) (Selection, error) {
-	sel := Selection{Found: map[string]BlockDev{}}
+func selectPartitions(devs []BlockDev, labels ...string) (selection, error) {
+	sel := selection{Found: map[string]BlockDev{}}
 	byLabel := map[string][]BlockDev{}
 	for _, d := range devs {
 		if d.Partition && d.PartLabel != "" {
@@ -137,8 +137,8 @@ func SelectPartitions(devs []BlockDev, labels ...string) (Selection, error) {
 	return sel, nil
 }
 
-// DescribeDevices lists block devices for error messages, one per line.
-func DescribeDevices(devs []BlockDev) string {
+// describeDevices lists block devices for error messages, one per line.
+func describeDevices(devs []BlockDev) string {
 	if len(devs) == 0 {
 		return "(no block devices at all: is the disk driver module missing?)"
 	}

@@ -26,12 +26,12 @@ func TestParseUevent(t *testing.T) {
 		{name: "no devname", in: "MAJOR=1\n", wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseUevent([]byte(tc.in), tc.disk)
+			got, err := parseUevent([]byte(tc.in), tc.disk)
 			if (err != nil) != tc.wantErr {
-				t.Fatalf("ParseUevent(%q) error = %v, want error %v", tc.in, err, tc.wantErr)
+				t.Fatalf("parseUevent(%q) error = %v, want error %v", tc.in, err, tc.wantErr)
 			}
 			if err == nil && got != tc.want {
-				t.Errorf("ParseUevent(%q) = %+v, want %+v", tc.in, got, tc.want)
+				t.Errorf("parseUevent(%q) = %+v, want %+v", tc.in, got, tc.want)
 			}
 		})
 	}
@@ -107,28 +107,28 @@ func TestSelectPartitions(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sel, err := SelectPartitions(tc.devs, labels...)
+			sel, err := selectPartitions(tc.devs, labels...)
 			if tc.errContains != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.errContains) {
-					t.Fatalf("SelectPartitions() error = %v, want one containing %q", err, tc.errContains)
+					t.Fatalf("selectPartitions() error = %v, want one containing %q", err, tc.errContains)
 				}
 				return
 			}
 			if err != nil {
-				t.Fatalf("SelectPartitions() error = %v", err)
+				t.Fatalf("selectPartitions() error = %v", err)
 			}
 			got := map[string]string{}
 			for l, d := range sel.Found {
 				got[l] = d.Path()
 			}
 			if !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("SelectPartitions() found %v, want %v", got, tc.want)
+				t.Errorf("selectPartitions() found %v, want %v", got, tc.want)
 			}
 			if !reflect.DeepEqual(sel.Missing, tc.missing) {
-				t.Errorf("SelectPartitions() missing %v, want %v", sel.Missing, tc.missing)
+				t.Errorf("selectPartitions() missing %v, want %v", sel.Missing, tc.missing)
 			}
 			if len(sel.Warnings) != tc.warnings {
-				t.Errorf("SelectPartitions() warnings %q, want %d", sel.Warnings, tc.warnings)
+				t.Errorf("selectPartitions() warnings %q, want %d", sel.Warnings, tc.warnings)
 			}
 		})
 	}

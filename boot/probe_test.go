@@ -45,12 +45,12 @@ func TestProbe(t *testing.T) {
 		{name: "mixed erase patterns", data: append(make([]byte, 512), bytes.Repeat([]byte{0xFF}, 512)...), want: ContentUnknown},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := Probe(bytes.NewReader(tc.data), int64(len(tc.data)))
+			got, err := probeContent(bytes.NewReader(tc.data), int64(len(tc.data)))
 			if err != nil {
-				t.Fatalf("Probe() error = %v", err)
+				t.Fatalf("probeContent() error = %v", err)
 			}
 			if got != tc.want {
-				t.Errorf("Probe(%s) = %s, want %s", tc.name, got, tc.want)
+				t.Errorf("probeContent(%s) = %s, want %s", tc.name, got, tc.want)
 			}
 		})
 	}
@@ -59,11 +59,25 @@ func TestProbe(t *testing.T) {
 func TestFindExt4Backup(t *testing.T) {
 	data := make([]byte, 40<<20)
 	binary.LittleEndian.PutUint16(data[16384*2048+0x38:], 0xEF53)
-	b, ok := FindExt4Backup(bytes.NewReader(data), int64(len(data)))
-	if !ok || b != (Ext4Backup{Block: 16384, BlockSize: 2048}) {
+	b, ok := findExt4Backup(bytes.NewReader(data), int64(len(data)))
+	if !ok || b != (ext4Backup{Block: 16384, BlockSize: 2048}) {
 		t.Errorf("FindExt4Backup = %+v, %v", b, ok)
 	}
-	if _, ok := FindExt4Backup(bytes.NewReader(data[:1<<20]), 1<<20); ok {
+	if _, ok := findExt4Backup(bytes.NewReader(data[:1<<20]), 1<<20); ok {
 		t.Error("found a backup in a partition too small to hold one")
+	}
+}
+
+// The struct must match the kernel's layout where it is read.
+func TestExt4SuperblockLayout(t *testing.T) {
+	if ext4MagicOffset != 0x38 || binary.Size(ext4Superblock{}) != 0x3c {
+		t.Errorf("magic at %#x, struct %#x bytes; want 0x38 and 0x3c (fs/ext4/ext4.h)", ext4MagicOffset, binary.Size(ext4Superblock{}))
+	}
+	b := make([]byte, 0x3c)
+	binary.LittleEndian.PutUint32(b[0x18:], 2) // s_log_block_size
+	binary.LittleEndian.PutUint16(b[0x38:], 0xEF53)
+	sb, err := parseExt4Superblock(b)
+	if err != nil || !sb.valid() || sb.LogBlockSize != 2 {
+		t.Errorf("parseExt4Superblock = %+v, %v", sb, err)
 	}
 }

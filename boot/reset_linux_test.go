@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/reset"
+	"golang.org/x/sys/unix"
 )
 
 // usedData is a data filesystem after some use: changes in the upper.
@@ -139,13 +141,13 @@ func TestBootFactoryResetFailureGoesVolatile(t *testing.T) {
 		setup: func(root string) {
 			usedData(t, root)
 			// .ovroot is a file: the request cannot be stored.
-			os.WriteFile(filepath.Join(root, "overlay", reset.MetaDir), []byte("in the way"), 0o644)
+			os.WriteFile(filepath.Join(root, "overlay", layout.MetaDir), []byte("in the way"), 0o644)
 		}}
 	b, err := e.run(t)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.State().Mode != ModeVolatile || !strings.Contains(b.State().Reason, "factory reset (trigger=cmdline): record the request") {
+	if b.State().Mode != layout.ModeVolatile || !strings.Contains(b.State().Reason, "factory reset (trigger=cmdline): record the request") {
 		t.Errorf("state = %+v", b.State())
 	}
 	if !strings.Contains(strings.Join(e.sys.calls, "\n"), "umount /overlay") {
@@ -156,18 +158,18 @@ func TestBootFactoryResetFailureGoesVolatile(t *testing.T) {
 // A full data partition: the reserve is released so the overlay can mount
 // read-write, and said; with room again it is put back.
 func TestBootDataFull(t *testing.T) {
-	reserve := func(root string) string { return filepath.Join(root, "overlay", reset.MetaDir, "reserve") }
+	reserve := func(root string) string { return filepath.Join(root, "overlay", layout.MetaDir, "reserve") }
 	e := &bootEnv{sys: &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}}}
 	if _, err := e.run(t); err != nil {
 		t.Fatal(err)
 	}
-	if fi, err := os.Stat(reserve(e.root)); err != nil || fi.Size() != reserveBytes {
+	if fi, err := os.Stat(reserve(e.root)); err != nil || fi.Size() != layout.ReserveBytes {
 		t.Fatalf("reserve not created: %v", err)
 	}
 	full := &bootEnv{sys: &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, free: 4096},
 		setup: func(root string) {
 			os.MkdirAll(filepath.Dir(reserve(root)), 0o700)
-			os.WriteFile(reserve(root), make([]byte, reserveBytes), 0o600)
+			os.WriteFile(reserve(root), make([]byte, layout.ReserveBytes), 0o600)
 		}}
 	b, err := full.run(t)
 	if err != nil {
@@ -176,10 +178,54 @@ func TestBootDataFull(t *testing.T) {
 	if _, err := os.Stat(reserve(full.root)); err == nil {
 		t.Error("reserve kept on a full partition")
 	}
-	if b.State().Mode != ModePersistent || !full.warned("data partition full: released the 1024 KiB reserve") {
+	if b.State().Mode != layout.ModePersistent || !full.warned("data partition full: released the 1024 KiB reserve") {
 		t.Errorf("mode %s, warnings %v", b.State().Mode, full.warnings)
 	}
 	if !strings.Contains(strings.Join(b.State().Warnings, "\n"), "data partition full") {
 		t.Errorf("state warnings %v", b.State().Warnings)
+	}
+}
+
+// A pending reset on a data partition too full for it (no reserve left):
+// the boot stays persistent, says the reset is postponed and why, and keeps
+// the request, so the person can delete files or withdraw it; going
+// volatile would lock them out of both.
+func TestBootFactoryResetNoRoom(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs as the data partition")
+	}
+	e := &bootEnv{sys: &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, free: 4096},
+		config: "[reset]\nkeep = [\"/etc/dropbear\"]\n",
+		setup: func(root string) {
+			data := filepath.Join(root, "overlay")
+			os.MkdirAll(data, 0o755)
+			if err := unix.Mount("tmpfs", data, "tmpfs", 0, "size=1m"); err != nil {
+				t.Skipf("cannot mount a tmpfs here: %v", err)
+			}
+			t.Cleanup(func() { unix.Unmount(data, unix.MNT_DETACH) })
+			usedData(t, root)
+			if err := reset.Schedule(data, reset.TriggerCtl, time.Unix(5, 0)); err != nil {
+				t.Fatal(err)
+			}
+			f, _ := os.Create(filepath.Join(data, "upper/big"))
+			for _, err := f.Write(make([]byte, 4096)); err == nil; _, err = f.Write(make([]byte, 4096)) {
+			}
+			f.Close()
+		}}
+	b, err := e.run(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := b.State(); st.Mode != layout.ModePersistent || st.Reset != nil {
+		t.Errorf("state = %+v, want persistent without a reset", st)
+	}
+	if !e.warned("factory reset (trigger=ovrootctl) postponed: no room on the data partition") || !e.warned("ovrootctl factory-reset --cancel") {
+		t.Errorf("warnings = %q", e.warnings)
+	}
+	if p, _ := reset.Pending(filepath.Join(e.root, "overlay")); p == nil {
+		t.Error("the request was dropped")
+	}
+	if got := upperList(t, e.root); !strings.Contains(got, "root/.ssh/id") {
+		t.Errorf("upper = %q, want it untouched", got)
 	}
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/layout"
-	"github.com/ovroot/ovroot/reset"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,7 +32,7 @@ type Boot struct {
 
 	cfg          config.Init
 	cmdline      Cmdline
-	state        State
+	state        layout.State
 	resetTrigger string // cmdline or button: asked for on this boot
 	failsafe     string // why this boot is in failsafe mode; "" = it is not
 }
@@ -55,34 +54,21 @@ var pseudoFS = []mountItem{
 }
 
 // Run boots: it returns only when the root could not be built (the error
-// says why); on success SwitchRoot replaces this process with the real init.
+// says why); on success SwitchRoot replaces this process with the real
+// init. Each line is one step in the order it happens; where the overlay's
+// upper lives (data partition, RAM, failsafe) is decided in mountRoot.
 func (b *Boot) Run() error {
 	start := b.now()
-	b.state = State{}
+	b.state = layout.State{}
 	b.mountPseudoFS()
-	if b.OnPseudoFS != nil {
-		b.OnPseudoFS()
-	}
 	b.readCmdline()
 	b.readConfig()
+	b.timed(&b.state.Timings.Modules, b.loadModules)
+	b.fault("after-modules")
+	b.askForReset()    // kernel command line, reset button
+	b.askForFailsafe() // kernel command line, console key
 
 	t := b.now()
-	b.loadModules()
-	b.state.Timings.Modules = ms(b.now().Sub(t))
-	b.resetTrigger = ""
-	if b.cmdline.Reset {
-		b.resetTrigger = reset.TriggerCmdline
-		b.Warnf("factory reset asked for on the kernel command line (ovroot.reset)")
-	}
-	b.watchResetButton()
-	b.failsafe = ""
-	if b.cmdline.Failsafe {
-		b.failsafe = "ovroot.failsafe on the kernel command line"
-	} else {
-		b.watchFailsafeKey()
-	}
-
-	t = b.now()
 	root, data, err := b.waitForPartitions()
 	b.state.Timings.Devices = ms(b.now().Sub(t))
 	if err != nil {
@@ -93,39 +79,9 @@ func (b *Boot) Run() error {
 	if err := b.mountLower(root); err != nil {
 		return err
 	}
-	// The one place that decides between a persistent, a volatile and a
-	// failsafe upper.
-	persistent := false
-	if b.failsafe != "" {
-		b.goFailsafe(data)
-	} else if data == nil {
-		b.goVolatile(fmt.Sprintf("no partition labelled %s", b.cfg.DataLabel))
-	} else if err := b.mountData(*data); err != nil {
-		b.goVolatile(err.Error())
-	} else if err := b.factoryReset(); err != nil {
-		b.Sys.Unmount(layout.OverlayDir)
-		b.goVolatile(err.Error())
-	} else {
-		persistent = true
-		b.keepHeadroom()
-	}
-	if !persistent && b.resetTrigger != "" {
-		b.Warnf("factory reset (trigger=%s) not stored: the data partition is not in use; this boot starts from the factory root anyway", b.resetTrigger)
-	}
-	if err := b.mountOverlay(); err != nil {
-		if !persistent {
-			b.cleanup()
-			return err
-		}
-		b.Sys.Unmount(layout.OverlayDir)
-		b.goVolatile(err.Error())
-		if err := b.mountOverlay(); err != nil {
-			b.cleanup()
-			return err
-		}
-	}
-	if persistent {
-		b.collectTrash()
+	if err := b.mountRoot(data); err != nil {
+		b.cleanup()
+		return err
 	}
 	if err := b.moveMountsIntoRoot(); err != nil {
 		b.cleanup()
@@ -156,6 +112,9 @@ func (b *Boot) mountPseudoFS() {
 			b.Warnf("mount %s on %s: %v", m.FSType, m.Target, err)
 		}
 	}
+	if b.OnPseudoFS != nil {
+		b.OnPseudoFS()
+	}
 }
 
 func (b *Boot) readCmdline() {
@@ -164,17 +123,23 @@ func (b *Boot) readCmdline() {
 		b.Warnf("read kernel command line: %v", err)
 	}
 	var problems []string
-	b.cmdline, problems = ParseCmdline(string(data))
+	b.cmdline, problems = parseCmdline(string(data))
 	for _, p := range problems {
 		b.Warnf("kernel command line: %s", p)
 	}
 }
 
-// readConfig loads the init config; a broken one boots with defaults.
+// readConfig loads the init config; a broken one boots with defaults, and
+// so does one that makes the TOML decoder panic.
 func (b *Boot) readConfig() {
-	cfg, err := config.LoadInit(b.path(layout.InitConfigPath))
+	var cfg config.Init
+	err := b.guard("read the config", func() (err error) {
+		cfg, err = config.LoadInit(b.path(layout.InitConfigPath))
+		return err
+	})
 	if err != nil {
 		b.Warnf("config: %v; booting with defaults", err)
+		cfg = config.DefaultInit()
 	}
 	if b.cmdline.Init != "" {
 		cfg.Init = b.cmdline.Init
@@ -183,8 +148,10 @@ func (b *Boot) readConfig() {
 }
 
 // loadModules loads the modules the initramfs carries, in the order the host
-// tool resolved (dependencies first). A module that fails is logged and
-// skipped: the mount that needs it reports the consequence.
+// tool resolved (dependencies first). A driver for hardware this machine
+// lacks (ENODEV: crc32c-intel without SSE4.2, a virtio driver on real
+// hardware) is not a failure; any other failure is logged and skipped: the
+// mount that needs the module reports the consequence.
 func (b *Boot) loadModules() {
 	list, err := os.ReadFile(b.path(layout.ModuleLoadList))
 	if errors.Is(err, os.ErrNotExist) {
@@ -194,25 +161,34 @@ func (b *Boot) loadModules() {
 		b.Warnf("read module list %s: %v", layout.ModuleLoadList, err)
 		return
 	}
-	var loaded, failed int
+	var loaded, absent, failed int
 	sc := bufio.NewScanner(bytes.NewReader(list))
 	for sc.Scan() {
 		p := strings.TrimSpace(sc.Text())
 		if p == "" || strings.HasPrefix(p, "#") {
 			continue
 		}
-		if err := b.Sys.LoadModule(b.path(p)); err != nil {
+		err := b.Sys.LoadModule(b.path(p))
+		switch {
+		case err == nil:
+			loaded++
+		case errors.Is(err, unix.ENODEV):
+			b.Logf("module %s: no such device on this machine (not needed)", filepath.Base(p))
+			absent++
+		default:
 			b.Warnf("load module %s: %v", p, err)
 			failed++
-			continue
 		}
-		loaded++
+	}
+	summary := fmt.Sprintf("loaded %d modules", loaded)
+	if absent > 0 {
+		summary += fmt.Sprintf(" (%d for hardware not present)", absent)
 	}
 	if failed > 0 {
-		b.Warnf("loaded %d modules, %d failed", loaded, failed)
+		b.Warnf("%s, %d failed", summary, failed)
 		return
 	}
-	b.Logf("loaded %d modules", loaded)
+	b.Logf("%s", summary)
 }
 
 // waitForPartitions polls sysfs until the root and data partitions are
@@ -233,7 +209,7 @@ func (b *Boot) waitForPartitions() (root BlockDev, data *BlockDev, err error) {
 		if lerr != nil {
 			b.Warnf("list block devices: %v", lerr)
 		}
-		sel, serr := SelectPartitions(devs, labels...)
+		sel, serr := selectPartitions(devs, labels...)
 		if serr != nil {
 			return root, nil, fmt.Errorf("find partitions: %w", serr)
 		}
@@ -245,7 +221,7 @@ func (b *Boot) waitForPartitions() (root BlockDev, data *BlockDev, err error) {
 			}
 			if !haveRoot {
 				return root, nil, fmt.Errorf("no partition labelled %s after %s; block devices: %s",
-					b.cfg.RootLabel, timeout, DescribeDevices(devs))
+					b.cfg.RootLabel, timeout, describeDevices(devs))
 			}
 			b.state.RootDevice = rootDev.Path()
 			if d, ok := sel.Found[b.cfg.DataLabel]; ok {
@@ -253,7 +229,7 @@ func (b *Boot) waitForPartitions() (root BlockDev, data *BlockDev, err error) {
 				b.Logf("found %s=%s %s=%s in %d ms", b.cfg.RootLabel, rootDev.Path(), b.cfg.DataLabel, d.Path(), ms(elapsed))
 				return rootDev, &d, nil
 			}
-			b.Warnf("no partition labelled %s after %s; block devices: %s", b.cfg.DataLabel, timeout, DescribeDevices(devs))
+			b.Warnf("no partition labelled %s after %s; block devices: %s", b.cfg.DataLabel, timeout, describeDevices(devs))
 			return rootDev, nil, nil
 		}
 		b.sleep(poll)
@@ -267,301 +243,6 @@ func (b *Boot) mountLower(dev BlockDev) error {
 	}
 	b.Logf("mounted %s (squashfs, ro) on %s", dev.Path(), layout.RomDir)
 	return nil
-}
-
-// mountData mounts the data partition at /overlay, formatting it first when
-// it is blank. A filesystem that does not mount gets one repair attempt.
-// Anything that still cannot be mounted is left alone (it may hold
-// someone's data) unless the config says on_corrupt = "format".
-func (b *Boot) mountData(dev BlockDev) error {
-	content, err := b.Sys.Probe(dev.Path())
-	if err != nil {
-		return fmt.Errorf("probe data partition %s: %w", dev, err)
-	}
-	fstype := b.cfg.DataFSType
-	var problem error
-	switch content {
-	case ContentBlank:
-		b.Warnf("data partition %s is blank: formatting it %s (first boot)", dev, fstype)
-		if err := b.format(dev); err != nil {
-			return err
-		}
-		return b.mountDataFS(dev)
-	case Content(fstype):
-		err := b.mountDataFS(dev)
-		if err == nil {
-			return nil
-		}
-		b.Warnf("%v", err)
-		problem = b.repairAndMount(dev, err)
-	case ContentExt4Damaged:
-		b.Warnf("data partition %s: %s", dev, content)
-		problem = b.repairAndMount(dev, fmt.Errorf("data partition %s: %s", dev, content))
-	default:
-		problem = fmt.Errorf("data partition %s holds %s content, not %s", dev, content, fstype)
-	}
-	if problem == nil {
-		return nil
-	}
-	if b.cfg.OnCorrupt != "format" {
-		return fmt.Errorf("%w: leaving it untouched (on_corrupt = keep)", problem)
-	}
-	b.Warnf("%v: formatting it %s because on_corrupt = format; its old content is lost", problem, fstype)
-	if err := b.format(dev); err != nil {
-		return err
-	}
-	b.state.Warnings = append(b.state.Warnings, fmt.Sprintf("data partition was reformatted (on_corrupt = format): %v", problem))
-	return b.mountDataFS(dev)
-}
-
-// repairAndMount runs one repair and mounts again; it returns nil when the
-// filesystem is mounted, else why not.
-func (b *Boot) repairAndMount(dev BlockDev, cause error) error {
-	fstype := b.cfg.DataFSType
-	b.Warnf("repairing %s (%s)", dev.Path(), fstype)
-	t := b.now()
-	out, err := b.Sys.Repair(dev.Path(), fstype)
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		if l != "" {
-			b.Logf("fsck: %s", l)
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("%v; repair failed: %w", cause, err)
-	}
-	b.Warnf("repaired %s in %d ms", dev.Path(), ms(b.now().Sub(t)))
-	b.state.Warnings = append(b.state.Warnings, fmt.Sprintf("data partition was repaired at boot: %v", cause))
-	if err := b.mountDataFS(dev); err != nil {
-		return fmt.Errorf("%v; repaired, but: %w", cause, err)
-	}
-	return nil
-}
-
-func (b *Boot) format(dev BlockDev) error {
-	fstype := b.cfg.DataFSType
-	t := b.now()
-	if err := b.Sys.Format(dev.Path(), fstype, b.cfg.DataLabel); err != nil {
-		return fmt.Errorf("format %s as %s: %w", dev, fstype, err)
-	}
-	b.state.Formatted = true
-	b.Logf("formatted %s as %s in %d ms", dev.Path(), fstype, ms(b.now().Sub(t)))
-	return nil
-}
-
-func (b *Boot) mountDataFS(dev BlockDev) error {
-	fstype := b.cfg.DataFSType
-	b.mkdir(layout.OverlayDir)
-	if err := b.Sys.Mount(dev.Path(), layout.OverlayDir, fstype, unix.MS_NOATIME, ""); err != nil {
-		return fmt.Errorf("mount data %s on %s: %w", dev, layout.OverlayDir, err)
-	}
-	b.Logf("mounted %s (%s, rw) on %s", dev.Path(), fstype, layout.OverlayDir)
-	return nil
-}
-
-// watchResetButton watches for the reset button during the configured
-// boot window (off by default).
-func (b *Boot) watchResetButton() {
-	r := b.cfg.Reset
-	if r.ButtonWindow <= 0 {
-		return
-	}
-	code, err := config.KeyCode(r.ButtonKey)
-	if err != nil {
-		b.Warnf("reset button: %v", err)
-		return
-	}
-	dev := r.ButtonDevice
-	if dev == "" {
-		dev = "any input device"
-	}
-	b.Logf("reset button: hold %s (code %d) on %s for %s within %s for a factory reset", r.ButtonKey, code, dev, r.ButtonHold, r.ButtonWindow)
-	held, err := b.Sys.WaitForKey(r.ButtonDevice, code, r.ButtonHold.D(), r.ButtonWindow.D())
-	if err != nil {
-		b.Warnf("reset button: %v", err)
-	}
-	if held {
-		b.resetTrigger = reset.TriggerButton
-		b.Warnf("reset button held for %s: factory reset", r.ButtonHold)
-	}
-}
-
-// factoryReset stores a reset asked for on this boot (so a power cut cannot
-// lose it) and performs any pending reset on the data filesystem mounted at
-// /overlay, before the overlay is stacked. An error leaves the request in
-// place for the next boot.
-func (b *Boot) factoryReset() error {
-	dir := b.path(layout.OverlayDir)
-	if b.resetTrigger != "" {
-		if err := reset.Schedule(dir, b.resetTrigger, b.now()); err != nil {
-			return fmt.Errorf("factory reset (trigger=%s): record the request: %w", b.resetTrigger, err)
-		}
-	}
-	req, err := reset.Pending(dir)
-	if err != nil {
-		return fmt.Errorf("factory reset: read the request: %w", err)
-	}
-	if req == nil {
-		return nil
-	}
-	b.Warnf("factory reset (trigger=%s): starting", req.Trigger)
-	r := &reset.Resetter{Dir: dir, Keep: b.cfg.Reset.Keep, Now: b.now}
-	if d := b.cmdline.ResetStepDelay; d > 0 {
-		r.Before = func(step string) error {
-			b.Logf("factory reset step %s (delayed %s)", step, d)
-			b.sleep(d)
-			return nil
-		}
-	}
-	rec, err := r.Perform()
-	if err != nil {
-		return fmt.Errorf("factory reset (trigger=%s) failed: %w; the request stays and the next boot tries again", req.Trigger, err)
-	}
-	resumed := ""
-	if rec.Resumed {
-		resumed = ", finishing an interrupted reset"
-	}
-	b.Warnf("factory reset (trigger=%s, kept %d paths%s) in %d ms", rec.Trigger, len(rec.Kept), resumed, rec.DurationMS)
-	b.state.Reset = rec
-	return nil
-}
-
-// reserveBytes is the size of the reserve file kept on the data
-// filesystem, released when the filesystem is full so the overlay still
-// mounts read-write (it needs room for its work directory).
-const reserveBytes = 1 << 20
-
-// keepHeadroom releases the reserve when the data filesystem is full and
-// puts it back when there is room again.
-func (b *Boot) keepHeadroom() {
-	dir := b.path(layout.OverlayDir)
-	meta := filepath.Join(dir, reset.MetaDir)
-	reserve := filepath.Join(meta, "reserve")
-	_, statErr := os.Stat(reserve)
-	haveReserve := statErr == nil
-	free, err := b.Sys.FreeBytes(dir)
-	if err != nil {
-		b.Warnf("free space of %s: %v", layout.OverlayDir, err)
-		return
-	}
-	if free >= 8*reserveBytes {
-		if !haveReserve {
-			// Written, not fallocated: the blocks must really be taken.
-			err := os.MkdirAll(meta, 0o700)
-			if err == nil {
-				err = reset.WriteAtomic(meta, "reserve", make([]byte, reserveBytes))
-			}
-			if err != nil {
-				b.Warnf("create the reserve %s: %v", reserve, err)
-			}
-		}
-		return
-	}
-	// Little room by statfs: does what the overlay needs still fit?
-	room, err := b.Sys.CanWrite(dir, reserveBytes/4)
-	if err != nil {
-		b.Warnf("free space of %s: %v", layout.OverlayDir, err)
-		return
-	}
-	if room {
-		return
-	}
-	var msg string
-	if haveReserve {
-		if err := os.Remove(reserve); err != nil {
-			b.Warnf("data partition full: release the reserve: %v", err)
-			return
-		}
-		msg = fmt.Sprintf("data partition full: released the %d KiB reserve so the root stays writable; delete files to make room", reserveBytes>>10)
-	} else {
-		msg = "data partition full and no reserve left to release; delete files to make room"
-	}
-	b.Warnf("%s", msg)
-	b.state.Warnings = append(b.state.Warnings, msg)
-}
-
-// collectTrash starts the background deletion of uppers retired by resets.
-func (b *Boot) collectTrash() {
-	n := reset.TrashCount(b.path(layout.OverlayDir))
-	if n == 0 {
-		return
-	}
-	trash := filepath.Join(layout.OverlayDir, reset.MetaDir, reset.TrashDir)
-	if err := b.Sys.StartTrashCollector(b.path(trash)); err != nil {
-		b.Warnf("start deleting %d retired upper and work trees in %s: %v (tried again next boot)", n, trash, err)
-		return
-	}
-	b.Logf("deleting %d retired upper and work trees in %s in the background", n, trash)
-}
-
-// watchFailsafeKey offers failsafe mode on the console for the configured
-// window (off by default), as OpenWRT's preinit does.
-func (b *Boot) watchFailsafeKey() {
-	w := b.cfg.FailsafeWindow.D()
-	if w <= 0 {
-		return
-	}
-	b.Logf("press f and Enter within %s for failsafe mode", w)
-	line, err := b.Sys.ReadConsoleLine(w)
-	if err != nil {
-		b.Warnf("failsafe prompt: %v", err)
-		return
-	}
-	if strings.TrimSpace(line) == "f" {
-		b.failsafe = "f pressed on the console"
-	}
-}
-
-// goFailsafe boots the factory root with a tmpfs upper and, for rescue,
-// the data partition read-only at /overlay (when it holds the data
-// filesystem): nothing on it is formatted, repaired, reset or changed.
-func (b *Boot) goFailsafe(data *BlockDev) {
-	b.state.Mode = ModeFailsafe
-	b.state.Reason = b.failsafe
-	b.Warnf("**********************************************************")
-	b.Warnf("FAILSAFE: %s", b.failsafe)
-	b.Warnf("factory root with a RAM upper; data partition read-only at %s", layout.OverlayDir)
-	b.Warnf("**********************************************************")
-	b.mkdir(layout.OverlayDir)
-	if data == nil {
-		b.Warnf("failsafe: no partition labelled %s to mount for rescue", b.cfg.DataLabel)
-		return
-	}
-	content, err := b.Sys.Probe(data.Path())
-	if err != nil || content != Content(b.cfg.DataFSType) {
-		b.Warnf("failsafe: data partition %s not mounted (holds %s content, %v)", data, content, err)
-		return
-	}
-	if err := b.Sys.Mount(data.Path(), layout.OverlayDir, b.cfg.DataFSType, unix.MS_RDONLY|unix.MS_NOATIME, ""); err != nil {
-		b.Warnf("failsafe: mount %s read-only on %s: %v", data, layout.OverlayDir, err)
-		return
-	}
-	b.state.DataDevice = data.Path()
-	b.Logf("failsafe: mounted %s (%s, ro) on %s", data.Path(), b.cfg.DataFSType, layout.OverlayDir)
-}
-
-// upperDirs are the overlay's upper and work directories: on /overlay,
-// except in failsafe mode, where they are on the /run tmpfs.
-func (b *Boot) upperDirs() (upper, work string) {
-	base := layout.OverlayDir
-	if b.state.Mode == ModeFailsafe {
-		base = filepath.Join(layout.RunDir, "failsafe")
-	}
-	return filepath.Join(base, layout.UpperName), filepath.Join(base, layout.WorkName)
-}
-
-// goVolatile puts a tmpfs at /overlay: the device boots, but nothing written
-// survives a power-off. Said loudly, and recorded for ovrootctl status.
-func (b *Boot) goVolatile(reason string) {
-	b.state.Mode = ModeVolatile
-	b.state.Reason = reason
-	b.Warnf("**********************************************************")
-	b.Warnf("VOLATILE: %s", reason)
-	b.Warnf("changes made on this boot will be LOST at power-off")
-	b.Warnf("**********************************************************")
-	b.mkdir(layout.OverlayDir)
-	if err := b.Sys.Mount("tmpfs", layout.OverlayDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
-		b.Warnf("mount tmpfs on %s: %v", layout.OverlayDir, err)
-	}
 }
 
 // mountOverlay stacks the root (Documentation/filesystems/overlayfs.rst):
@@ -579,7 +260,7 @@ func (b *Boot) mountOverlay() error {
 		return fmt.Errorf("mount overlay (%s) on %s: %w", opts, layout.NewRootDir, err)
 	}
 	if b.state.Mode == "" {
-		b.state.Mode = ModePersistent
+		b.state.Mode = layout.ModePersistent
 	}
 	b.Logf("mounted overlay on %s (%s, upper %s)", layout.NewRootDir, b.state.Mode, upper)
 	return nil
@@ -605,11 +286,11 @@ func (b *Boot) writeState() {
 	data, err := json.MarshalIndent(b.state, "", "  ")
 	if err == nil {
 		if err = os.MkdirAll(b.path(layout.RunDir), 0o755); err == nil {
-			err = os.WriteFile(b.path(StateFile), append(data, '\n'), 0o644)
+			err = os.WriteFile(b.path(layout.StateFile), append(data, '\n'), 0o644)
 		}
 	}
 	if err != nil {
-		b.Warnf("write %s: %v", StateFile, err)
+		b.Warnf("write %s: %v", layout.StateFile, err)
 	}
 }
 
@@ -634,7 +315,7 @@ func (b *Boot) cleanup() {
 }
 
 // State is the record of this boot (valid after Run).
-func (b *Boot) State() State { return b.state }
+func (b *Boot) State() layout.State { return b.state }
 
 func (b *Boot) mkdir(p string) {
 	if err := os.MkdirAll(b.path(p), 0o755); err != nil {
@@ -665,3 +346,10 @@ func (b *Boot) sleep(d time.Duration) {
 }
 
 func ms(d time.Duration) int64 { return d.Milliseconds() }
+
+// timed runs step and stores its duration in ms.
+func (b *Boot) timed(ms *int64, step func()) {
+	t := b.now()
+	step()
+	*ms = b.now().Sub(t).Milliseconds()
+}

@@ -30,6 +30,7 @@ type fakeSys struct {
 	repairErr error
 	console   string // what ReadConsoleLine returns
 	free      int64  // what FreeBytes returns; 0 = plenty
+	panicIn   string // a method that panics, as third-party code on bad data might
 }
 
 func (f *fakeSys) rec(format string, args ...any) {
@@ -55,6 +56,9 @@ func (f *fakeSys) LoadModule(path string) error {
 	return nil
 }
 func (f *fakeSys) BlockDevices() ([]BlockDev, error) {
+	if f.panicIn == "BlockDevices" {
+		panic("fake panic in BlockDevices")
+	}
 	f.listCalls++
 	if f.listCalls <= f.devsAfter {
 		return nil, nil
@@ -69,6 +73,10 @@ func (f *fakeSys) Probe(dev string) (Content, error) {
 }
 func (f *fakeSys) Format(dev, fstype, label string) error {
 	f.rec("format %s %s %s", dev, fstype, label)
+	if f.panicIn == "Format" {
+		var sb *struct{ magic uint16 }
+		_ = sb.magic // a nil dereference, as a formatter might make
+	}
 	return f.formatErr
 }
 func (f *fakeSys) WaitForKey(device string, code int, hold, window time.Duration) (bool, error) {
@@ -153,7 +161,7 @@ func (e *bootEnv) run(t *testing.T) (*Boot, error) {
 		Now:   func() time.Time { return clock },
 		Sleep: func(d time.Duration) { clock = clock.Add(d) },
 	}
-	return b, b.Run()
+	return b, b.Attempt()
 }
 
 func (e *bootEnv) warned(substr string) bool {
@@ -196,14 +204,14 @@ func TestBootFirstBootFormatsBlankData(t *testing.T) {
 		t.Errorf("calls:\n%s\nwant:\n%s", strings.Join(e.sys.calls, "\n"), strings.Join(want, "\n"))
 	}
 	st := b.State()
-	if st.Mode != ModePersistent || !st.Formatted || st.RootDevice != "/dev/vda2" || st.DataDevice != "/dev/vda3" {
+	if st.Mode != layout.ModePersistent || !st.Formatted || st.RootDevice != "/dev/vda2" || st.DataDevice != "/dev/vda3" {
 		t.Errorf("state = %+v, want persistent, formatted, vda2/vda3", st)
 	}
-	data, err := os.ReadFile(filepath.Join(e.root, StateFile))
+	data, err := os.ReadFile(filepath.Join(e.root, layout.StateFile))
 	if err != nil {
 		t.Fatalf("state file not written: %v", err)
 	}
-	if got, err := ParseState(data); err != nil || got.Mode != ModePersistent {
+	if got, err := layout.ParseState(data); err != nil || got.Mode != layout.ModePersistent {
 		t.Errorf("state file = %+v, %v; want mode persistent", got, err)
 	}
 	for _, d := range []string{"overlay/upper", "overlay/work", "newroot"} {
@@ -219,23 +227,24 @@ func TestBootDecisions(t *testing.T) {
 		cmdline    string
 		config     string
 		sys        *fakeSys
-		wantErr    string   // "" = Run succeeds
-		wantMode   string   // state mode
-		wantCalls  []string // each must appear, in this order
-		notCalls   []string // none may appear
+		wantErr    string      // "" = Run succeeds
+		wantMode   layout.Mode // state mode
+		wantCalls  []string    // each must appear, in this order
+		notCalls   []string    // none may appear
 		wantWarned []string
+		notWarned  []string
 	}{
 		{
 			name:      "second boot mounts ext4 without formatting",
 			sys:       &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}},
-			wantMode:  ModePersistent,
+			wantMode:  layout.ModePersistent,
 			wantCalls: []string{"mount /dev/vda3 /overlay ext4", "switch_root /newroot /sbin/init"},
 			notCalls:  []string{"format"},
 		},
 		{
 			name:       "data partition missing goes volatile",
 			sys:        &fakeSys{devs: []BlockDev{disk("vda", 0), part("vda", 2, "rootfs", 0)}},
-			wantMode:   ModeVolatile,
+			wantMode:   layout.ModeVolatile,
 			wantCalls:  []string{"mount tmpfs /overlay tmpfs", "mount overlay /newroot overlay 0x0 " + overlayOpts, "switch_root"},
 			notCalls:   []string{"format"},
 			wantWarned: []string{"VOLATILE: no partition labelled rootfs_data"},
@@ -243,7 +252,7 @@ func TestBootDecisions(t *testing.T) {
 		{
 			name:       "unknown content is never formatted",
 			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentUnknown}},
-			wantMode:   ModeVolatile,
+			wantMode:   layout.ModeVolatile,
 			wantCalls:  []string{"mount tmpfs /overlay tmpfs", "switch_root"},
 			notCalls:   []string{"format", "mount /dev/vda3"},
 			wantWarned: []string{"VOLATILE: data partition /dev/vda3 (PARTLABEL=rootfs_data) holds unknown content"},
@@ -251,7 +260,7 @@ func TestBootDecisions(t *testing.T) {
 		{
 			name:       "ext4 that does not mount and cannot be repaired goes volatile and is not formatted",
 			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, mountErr: map[string]error{"/overlay": unix.EUCLEAN}, repairErr: errors.New("e2fsck exited 4")},
-			wantMode:   ModeVolatile,
+			wantMode:   layout.ModeVolatile,
 			wantCalls:  []string{"mount /dev/vda3 /overlay ext4", "repair /dev/vda3 ext4", "mount tmpfs /overlay tmpfs", "switch_root"},
 			notCalls:   []string{"format"},
 			wantWarned: []string{"VOLATILE: mount data /dev/vda3", "repair failed: e2fsck exited 4: leaving it untouched (on_corrupt = keep)"},
@@ -259,7 +268,7 @@ func TestBootDecisions(t *testing.T) {
 		{
 			name:       "ext4 that mounts after a repair stays persistent",
 			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, mountFail: map[string]int{"/overlay": 1}},
-			wantMode:   ModePersistent,
+			wantMode:   layout.ModePersistent,
 			wantCalls:  []string{"mount /dev/vda3 /overlay ext4", "repair /dev/vda3 ext4", "mount /dev/vda3 /overlay ext4", "mount overlay /newroot", "switch_root"},
 			notCalls:   []string{"format", "mount tmpfs /overlay"},
 			wantWarned: []string{"repairing /dev/vda3 (ext4)", "repaired /dev/vda3 in"},
@@ -267,7 +276,7 @@ func TestBootDecisions(t *testing.T) {
 		{
 			name:       "ext4 with a wiped superblock is repaired, never formatted as blank",
 			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4Damaged}},
-			wantMode:   ModePersistent,
+			wantMode:   layout.ModePersistent,
 			wantCalls:  []string{"repair /dev/vda3 ext4", "mount /dev/vda3 /overlay ext4", "switch_root"},
 			notCalls:   []string{"format"},
 			wantWarned: []string{"primary superblock damaged"},
@@ -276,7 +285,7 @@ func TestBootDecisions(t *testing.T) {
 			name:       "failsafe from the command line: RAM upper, data read-only, nothing formatted",
 			cmdline:    "ovroot.failsafe=1",
 			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}},
-			wantMode:   ModeFailsafe,
+			wantMode:   layout.ModeFailsafe,
 			wantCalls:  []string{fmt.Sprintf("mount /dev/vda3 /overlay ext4 %#x", unix.MS_RDONLY|unix.MS_NOATIME), "mount overlay /newroot overlay 0x0 lowerdir=/rom,upperdir=/run/ovroot/failsafe/upper,workdir=/run/ovroot/failsafe/work", "switch_root"},
 			notCalls:   []string{"format", "repair", "read-console", fmt.Sprintf("mount /dev/vda3 /overlay ext4 %#x", unix.MS_NOATIME)},
 			wantWarned: []string{"FAILSAFE: ovroot.failsafe on the kernel command line"},
@@ -285,7 +294,7 @@ func TestBootDecisions(t *testing.T) {
 			name:       "failsafe from the console key; a blank data partition is not formatted",
 			config:     "failsafe_window = \"2s\"\n",
 			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentBlank}, console: "f\n"},
-			wantMode:   ModeFailsafe,
+			wantMode:   layout.ModeFailsafe,
 			wantCalls:  []string{"read-console 2s", "mount overlay /newroot overlay 0x0 lowerdir=/rom,upperdir=/run/ovroot/failsafe/upper", "switch_root"},
 			notCalls:   []string{"format", "mount /dev/vda3"},
 			wantWarned: []string{"FAILSAFE: f pressed on the console", "failsafe: data partition /dev/vda3 (PARTLABEL=rootfs_data) not mounted (holds blank content"},
@@ -294,21 +303,21 @@ func TestBootDecisions(t *testing.T) {
 			name:      "another key on the console boots normally",
 			config:    "failsafe_window = \"2s\"\n",
 			sys:       &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, console: "x\n"},
-			wantMode:  ModePersistent,
+			wantMode:  layout.ModePersistent,
 			wantCalls: []string{"read-console 2s", "mount /dev/vda3 /overlay ext4", "switch_root"},
 		},
 		{
 			name:       "on_corrupt = format formats what cannot be mounted or repaired",
 			config:     "on_corrupt = \"format\"\n",
 			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentUnknown}},
-			wantMode:   ModePersistent,
+			wantMode:   layout.ModePersistent,
 			wantCalls:  []string{"format /dev/vda3 ext4 rootfs_data", "mount /dev/vda3 /overlay ext4", "switch_root"},
 			wantWarned: []string{"holds unknown content, not ext4: formatting it ext4 because on_corrupt = format"},
 		},
 		{
 			name:       "format failure goes volatile",
 			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentBlank}, formatErr: unix.EIO},
-			wantMode:   ModeVolatile,
+			wantMode:   layout.ModeVolatile,
 			wantCalls:  []string{"format /dev/vda3", "mount tmpfs /overlay tmpfs", "switch_root"},
 			wantWarned: []string{"VOLATILE: format /dev/vda3"},
 		},
@@ -338,28 +347,28 @@ func TestBootDecisions(t *testing.T) {
 			cmdline:   "init=/bin/sh",
 			config:    "init = \"/sbin/procd\"\n",
 			sys:       &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}},
-			wantMode:  ModePersistent,
+			wantMode:  layout.ModePersistent,
 			wantCalls: []string{"switch_root /newroot /bin/sh"},
 		},
 		{
 			name:      "config labels are used",
 			config:    "root_label = \"sysroot\"\ndata_label = \"userdata\"\n",
 			sys:       &fakeSys{devs: []BlockDev{disk("vda", 0), part("vda", 1, "sysroot", 0), part("vda", 2, "userdata", 0)}, probe: map[string]Content{"/dev/vda2": ContentExt4}},
-			wantMode:  ModePersistent,
+			wantMode:  layout.ModePersistent,
 			wantCalls: []string{"mount /dev/vda1 /rom", "mount /dev/vda2 /overlay ext4"},
 		},
 		{
 			name:       "broken config boots with defaults and says where",
 			config:     "root_label = \"rootfs\"\ndevice_timeout = \"soon\"\n",
 			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}},
-			wantMode:   ModePersistent,
+			wantMode:   layout.ModePersistent,
 			wantCalls:  []string{"switch_root /newroot /sbin/init"},
 			wantWarned: []string{"init.toml:2", "booting with defaults"},
 		},
 		{
 			name:      "devices that appear late are waited for",
 			sys:       &fakeSys{devs: standardDisk(), devsAfter: 40, probe: map[string]Content{"/dev/vda3": ContentExt4}},
-			wantMode:  ModePersistent,
+			wantMode:  layout.ModePersistent,
 			wantCalls: []string{"switch_root"},
 		},
 		{
@@ -370,10 +379,17 @@ func TestBootDecisions(t *testing.T) {
 		},
 		{
 			name:       "a module that fails to load does not stop the boot",
-			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, moduleErr: map[string]error{"crc32c_intel.ko": unix.ENODEV}},
-			wantMode:   ModePersistent,
+			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, moduleErr: map[string]error{"crc32c_intel.ko": unix.ENOEXEC}},
+			wantMode:   layout.ModePersistent,
 			wantCalls:  []string{"load crc32c_intel.ko", "load ext4.ko", "switch_root"},
-			wantWarned: []string{"load module /lib/modules/x/crc32c_intel.ko: no such device"},
+			wantWarned: []string{"load module /lib/modules/x/crc32c_intel.ko: exec format error", "loaded 1 modules, 1 failed"},
+		},
+		{
+			name:      "a module for hardware that is not there is not a failure",
+			sys:       &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, moduleErr: map[string]error{"crc32c_intel.ko": unix.ENODEV}},
+			wantMode:  layout.ModePersistent,
+			wantCalls: []string{"load crc32c_intel.ko", "load ext4.ko", "switch_root"},
+			notWarned: []string{"crc32c", "failed"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -408,6 +424,66 @@ func TestBootDecisions(t *testing.T) {
 				if !e.warned(w) {
 					t.Errorf("no warning containing %q; warnings:\n%s", w, strings.Join(e.warnings, "\n"))
 				}
+			}
+			for _, w := range tc.notWarned {
+				if e.warned(w) {
+					t.Errorf("a warning contains %q; warnings:\n%s", w, strings.Join(e.warnings, "\n"))
+				}
+			}
+		})
+	}
+}
+
+// A panic in a step that runs code on the data partition's content falls
+// back as an error there would (volatile); a panic anywhere else ends the
+// attempt with an error and undoes its mounts. Both are logged with their
+// stack.
+func TestBootPanicIsRecovered(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		sys       *fakeSys
+		wantErr   string // "" = the boot goes on
+		wantMode  layout.Mode
+		wantWarn  []string
+		wantCalls []string
+	}{
+		{
+			name:      "panic while formatting the data partition goes volatile",
+			sys:       &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentBlank}, panicIn: "Format"},
+			wantMode:  layout.ModeVolatile,
+			wantWarn:  []string{"PANIC in mount the data partition: runtime error: invalid memory address or nil pointer dereference", "goroutine", "boot.(*fakeSys).Format", "VOLATILE: mount the data partition: panic: runtime error"},
+			wantCalls: []string{"format /dev/vda3", "umount /overlay", "mount tmpfs /overlay tmpfs", "switch_root"},
+		},
+		{
+			name:      "panic elsewhere ends the attempt with an error",
+			sys:       &fakeSys{devs: standardDisk(), panicIn: "BlockDevices"},
+			wantErr:   "boot attempt: panic: fake panic in BlockDevices",
+			wantWarn:  []string{"PANIC in boot attempt: fake panic in BlockDevices", "boot.(*fakeSys).BlockDevices"},
+			wantCalls: []string{"load ext4.ko", "umount /newroot"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &bootEnv{sys: tc.sys, modules: []string{"/lib/modules/x/ext4.ko"}}
+			b, err := e.run(t)
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("Attempt() = %v, want error %q", err, tc.wantErr)
+			}
+			if tc.wantMode != "" && b.State().Mode != tc.wantMode {
+				t.Errorf("mode = %q, want %q", b.State().Mode, tc.wantMode)
+			}
+			for _, w := range tc.wantWarn {
+				if !e.warned(w) {
+					t.Errorf("no warning containing %q; warnings:\n%s", w, strings.Join(e.warnings, "\n"))
+				}
+			}
+			next := 0
+			for _, c := range e.sys.calls {
+				if next < len(tc.wantCalls) && strings.HasPrefix(c, tc.wantCalls[next]) {
+					next++
+				}
+			}
+			if next < len(tc.wantCalls) {
+				t.Errorf("call %q not made (in order); calls:\n%s", tc.wantCalls[next], strings.Join(e.sys.calls, "\n"))
 			}
 		})
 	}

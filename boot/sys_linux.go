@@ -25,9 +25,14 @@ type LinuxSys struct{}
 
 var _ Sys = LinuxSys{}
 
-// Mount is mount(2).
+// Mount is mount(2). Its error names the source, the filesystem type, the
+// flags and the options, as u-root's pkg/mount does, so the console says
+// exactly which mount failed.
 func (LinuxSys) Mount(source, target, fstype string, flags uintptr, data string) error {
-	return unix.Mount(source, target, fstype, flags, data)
+	if err := unix.Mount(source, target, fstype, flags, data); err != nil {
+		return &os.PathError{Op: "mount " + describeMount(source, fstype, flags, data) + " on", Path: target, Err: err}
+	}
+	return nil
 }
 
 // Unmount detaches target; not mounted is not an error.
@@ -68,7 +73,7 @@ func (LinuxSys) BlockDevices() ([]BlockDev, error) {
 			continue // gone since ReadDir
 		}
 		target, _ := os.Readlink(filepath.Join(dir, e.Name()))
-		d, err := ParseUevent(uevent, filepath.Base(filepath.Dir(target)))
+		d, err := parseUevent(uevent, filepath.Base(filepath.Dir(target)))
 		if err != nil {
 			continue
 		}
@@ -78,7 +83,7 @@ func (LinuxSys) BlockDevices() ([]BlockDev, error) {
 	return devs, nil
 }
 
-// Probe reads the start of dev (see Probe).
+// Probe reads the start of dev (see probeContent).
 func (LinuxSys) Probe(dev string) (Content, error) {
 	f, err := os.Open(dev)
 	if err != nil {
@@ -89,7 +94,7 @@ func (LinuxSys) Probe(dev string) (Content, error) {
 	if err != nil {
 		return ContentUnknown, err
 	}
-	return Probe(f, size)
+	return probeContent(f, size)
 }
 
 // Format makes an ext4 filesystem with go-diskfs, so the initramfs needs no
@@ -108,7 +113,7 @@ func (LinuxSys) Format(dev, fstype, label string) error {
 	if err != nil {
 		return err
 	}
-	return FormatExt4(f, size, label)
+	return makeExt4(f, size, label)
 }
 
 // SwitchRoot checks that init exists in the new root before anything is
@@ -172,8 +177,13 @@ func (LinuxSys) StartTrashCollector(trash string) error {
 
 const collectorEnv = "OVROOT_COLLECT_TRASH"
 
-// collectTrashChild is the background collector's whole life.
-func collectTrashChild() {
+// IsTrashCollector reports whether this process is the background trash
+// collector that StartTrashCollector started, not PID 1.
+func IsTrashCollector() bool { return os.Getenv(collectorEnv) == "1" && os.Getpid() != 1 }
+
+// CollectTrash is the background trash collector's whole life: it deletes
+// the trash (its fd 3) and exits.
+func CollectTrash() {
 	start := time.Now()
 	unix.Setpriority(unix.PRIO_PROCESS, 0, 19)
 	if err := unix.Fchdir(3); err != nil {
@@ -202,14 +212,14 @@ func (LinuxSys) Repair(dev, fstype string) (string, error) {
 		return "", fmt.Errorf("no e2fsck in the initramfs (image key e2fsck): %w", err)
 	}
 	var out strings.Builder
-	for _, args := range repairAttempts(dev, func() (Ext4Backup, bool) {
+	for _, args := range repairAttempts(dev, func() (ext4Backup, bool) {
 		f, err := os.Open(dev)
 		if err != nil {
-			return Ext4Backup{}, false
+			return ext4Backup{}, false
 		}
 		defer f.Close()
 		size, _ := f.Seek(0, io.SeekEnd)
-		return FindExt4Backup(f, size)
+		return findExt4Backup(f, size)
 	}) {
 		cmd := exec.Command(layout.E2fsckPath, args...)
 		cmd.Stdout, cmd.Stderr = &out, &out
@@ -235,7 +245,7 @@ func (LinuxSys) Repair(dev, fstype string) (string, error) {
 
 // repairAttempts are the e2fsck runs to try in order: preen mode, then
 // preen mode from a backup superblock if one is found.
-func repairAttempts(dev string, backup func() (Ext4Backup, bool)) [][]string {
+func repairAttempts(dev string, backup func() (ext4Backup, bool)) [][]string {
 	// -f: the kernel refused the filesystem, so a superblock that says
 	// "clean" (a backup one always does) must not end the check early.
 	attempts := [][]string{{"-f", "-p", dev}}
@@ -258,7 +268,7 @@ func (LinuxSys) FreeBytes(path string) (int64, error) {
 // statfs alone cannot tell: ext4 keeps clusters back that even root's
 // writes cannot use, and counts them as free.
 func (LinuxSys) CanWrite(dir string, n int64) (bool, error) {
-	p := filepath.Join(dir, ".ovroot-space-probe")
+	p := filepath.Join(dir, layout.SpaceProbeFile)
 	defer os.Remove(p)
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if errors.Is(err, unix.ENOSPC) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -15,7 +16,6 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/ovroot/ovroot/layout"
-	"github.com/ovroot/ovroot/reset"
 )
 
 // Init is the device init's config: /etc/ovroot/init.toml in the initramfs
@@ -98,7 +98,7 @@ func (c Init) validate(file, prefix string) error {
 		return bad("on_corrupt", "%q is not one of keep, format", c.OnCorrupt)
 	}
 	r := c.Reset
-	if err := reset.ValidateKeep(r.Keep); err != nil {
+	if err := validateKeep(r.Keep); err != nil {
 		return bad("reset.keep", "%v", err)
 	}
 	if _, err := KeyCode(r.ButtonKey); err != nil {
@@ -111,6 +111,17 @@ func (c Init) validate(file, prefix string) error {
 		return bad("reset.button_window", "%s is too long (at most 1m: it delays every boot)", r.ButtonWindow)
 	case r.ButtonWindow > 0 && r.ButtonHold > r.ButtonWindow:
 		return bad("reset.button_hold", "%s is longer than button_window (%s)", r.ButtonHold, r.ButtonWindow)
+	}
+	return nil
+}
+
+// validateKeep checks a keep-list: absolute, clean, not the root, not
+// climbing out.
+func validateKeep(keep []string) error {
+	for _, k := range keep {
+		if !strings.HasPrefix(k, "/") || path.Clean(k) != k || k == "/" || strings.Contains(k, "/../") {
+			return fmt.Errorf("keep path %q: want an absolute, clean path below / (e.g. /etc/dropbear)", k)
+		}
 	}
 	return nil
 }
@@ -167,7 +178,7 @@ type Image struct {
 	// Ctl adds a static ovrootctl for the arch at /usr/sbin/ovrootctl
 	// unless the rootfs has one.
 	Ctl bool `toml:"ctl"`
-	// EmergencyShell carries u-root's gosh and a few commands in the
+	// EmergencyShell carries u-root's rush and a few commands in the
 	// initramfs, started on the console when no root can be built.
 	EmergencyShell bool `toml:"emergency_shell"`
 	Init           Init `toml:"init"`

@@ -300,3 +300,14 @@ func TestResetConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateKeep(t *testing.T) {
+	if err := validateKeep([]string{"/etc/dropbear", "/root/.ssh"}); err != nil {
+		t.Error(err)
+	}
+	for _, bad := range []string{"etc", "/", "/etc/../x", "/etc/", "//etc", ""} {
+		if err := validateKeep([]string{bad}); err == nil {
+			t.Errorf("validateKeep(%q) = nil, want an error", bad)
+		}
+	}
+}

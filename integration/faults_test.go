@@ -328,7 +328,8 @@ func testDataFull(t *testing.T, arch layout.Arch, rootfs string) {
 	if got := guest(t, vm, "cat /etc/before-full.txt"); got != "durable\n" {
 		t.Errorf("/etc/before-full.txt = %q", got)
 	}
-	if st := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(st, "data partition full") {
+	if st := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(st, "data partition full") ||
+		!strings.Contains(st, "PERSISTENT, data partition FULL") || !strings.Contains(st, "1024 KiB reserve was used up") {
 		t.Errorf("status does not warn of the full partition:\n%s", st)
 	}
 	guest(t, vm, "rm /var/big.bin")

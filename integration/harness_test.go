@@ -106,6 +106,12 @@ type image struct {
 // path (imagebuild.BuildImage: initramfs + GPT image), with Debian's kernel.
 func buildImage(t *testing.T, arch layout.Arch, rootfs string, edit func(*config.Image)) image {
 	t.Helper()
+	return buildImageOpts(t, arch, rootfs, imagebuild.Options{}, edit)
+}
+
+// buildImageOpts is buildImage with build options (a prebuilt test init).
+func buildImageOpts(t *testing.T, arch layout.Arch, rootfs string, o imagebuild.Options, edit func(*config.Image)) image {
+	t.Helper()
 	k := filepath.Join(kernelCache(), arch.DebianArch())
 	im := config.DefaultImage(arch)
 	im.Kernel = filepath.Join(k, "vmlinuz")
@@ -121,7 +127,8 @@ func buildImage(t *testing.T, arch layout.Arch, rootfs string, edit func(*config
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "disk.img")
-	if _, err := imagebuild.BuildImage(context.Background(), im, out, imagebuild.Options{Log: t.Logf}); err != nil {
+	o.Log = t.Logf
+	if _, err := imagebuild.BuildImage(context.Background(), im, out, o); err != nil {
 		t.Fatalf("build image: %v", err)
 	}
 	return image{arch: arch, path: out}

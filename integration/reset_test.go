@@ -280,3 +280,95 @@ func testResetPowerCut(t *testing.T, arch layout.Arch, seed int64, cuts int) {
 	fsck(t, img, layout.DataLabel)
 	t.Logf("%s: %d power cuts during factory resets, every following boot factory-fresh (seed %d):\n%s", arch, cuts, seed, strings.Join(table, "\n"))
 }
+
+// TestFactoryResetFullPartition: a factory reset is what a person tries
+// when the data partition is full, so it must work then: a reset requested
+// before the partition filled up is performed (not VOLATILE at every boot),
+// and ovrootctl can ask for one, and withdraw it, on a full partition.
+func TestFactoryResetFullPartition(t *testing.T) {
+	requireTools(t)
+	for _, arch := range layout.Arches {
+		t.Run(string(arch), func(t *testing.T) {
+			t.Parallel()
+			testFactoryResetFullPartition(t, arch)
+		})
+	}
+}
+
+func testFactoryResetFullPartition(t *testing.T, arch layout.Arch) {
+	img := buildImage(t, arch, makeSmallRootfs(t, arch), func(im *config.Image) {
+		im.DataSize = 64 << 20
+		im.Init.Reset.Keep = []string{keptDir}
+	})
+	resetDone := func(vm *qemu.VM, tag string) {
+		t.Helper()
+		expect(t, vm, "ovroot: factory reset (trigger=ovrootctl, kept 1 paths) in")
+		expect(t, vm, "ovroot: root ready in")
+		expect(t, vm, "GUEST: ready")
+		if strings.Contains(vm.Console(), "VOLATILE") {
+			t.Errorf("a reset on a full partition went volatile:\n%s", vm.Tail(60))
+		}
+		if st := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(st, "PERSISTENT") || strings.Contains(st, "PENDING") {
+			t.Errorf("status after the reset:\n%s", st)
+		}
+		if got := guest(t, vm, "exists /var/big.bin"); !strings.Contains(got, "exists=false") {
+			t.Errorf("the file that filled the partition survived the reset: %s", got)
+		}
+		if got := guest(t, vm, "cat "+keptFile); got != "key-"+tag+"\n" {
+			t.Errorf("kept %s = %q", keptFile, got)
+		}
+		// The old upper is deleted in the background; let it finish. Its
+		// line may already have passed between the commands above.
+		waitConsole(t, vm, "ovroot: removed 2 retired upper and work trees")
+	}
+
+	// 1: a reset requested while there was room; then the partition fills
+	// up (the boot's reserve still held) before the reboot.
+	vm := boot(t, img)
+	expect(t, vm, "GUEST: ready")
+	guest(t, vm, "write "+keptFile+" key-1")
+	guest(t, vm, "exec /usr/bin/ovrootctl factory-reset")
+	guest(t, vm, "fill-disk /var/big.bin")
+	powerOff(t, vm)
+	vm = boot(t, img)
+	resetDone(vm, "1")
+	powerOff(t, vm)
+	fsck(t, img, layout.DataLabel)
+
+	// 2: the reserve is back; the partition fills up, and ovrootctl asks
+	// for a reset, withdraws it and asks again, all on the full partition.
+	vm = boot(t, img)
+	expect(t, vm, "GUEST: ready")
+	guest(t, vm, "write "+keptFile+" key-2")
+	guest(t, vm, "fill-disk /var/big.bin")
+	if out, err := guestErr(vm, "write /var/one-more.txt x"); err == nil {
+		t.Fatalf("the partition is not full: a write succeeded: %s", out)
+	}
+	if out := guest(t, vm, "exec /usr/bin/ovrootctl factory-reset"); !strings.Contains(out, "factory reset scheduled") {
+		t.Errorf("factory-reset on a full partition: %s", out)
+	}
+	if out := guest(t, vm, "exec /usr/bin/ovrootctl factory-reset --cancel"); !strings.Contains(out, "factory reset cancelled") {
+		t.Errorf("factory-reset --cancel on a full partition: %s", out)
+	}
+	if out := guest(t, vm, "exec /usr/bin/ovrootctl factory-reset"); !strings.Contains(out, "factory reset scheduled") {
+		t.Errorf("factory-reset again on a full partition: %s", out)
+	}
+	powerOff(t, vm)
+	vm = boot(t, img)
+	resetDone(vm, "2")
+	powerOff(t, vm)
+	fsck(t, img, layout.DataLabel)
+}
+
+// waitConsole waits until the console shows substr anywhere, also before
+// the cursor (a background process may print between two commands).
+func waitConsole(t *testing.T, vm *qemu.VM, substr string) {
+	t.Helper()
+	deadline := time.Now().Add(bootTimeout)
+	for !strings.Contains(vm.Console(), substr) {
+		if time.Now().After(deadline) {
+			t.Fatalf("console never showed %q:\n%s", substr, vm.Tail(40))
+		}
+		time.Sleep(time.Second)
+	}
+}

@@ -1,10 +1,14 @@
-// Package layout holds the facts that the host tools and the device's init
-// must agree on: partition labels, mount points, file names inside the
-// initramfs and the boot partition, and per-architecture constants.
+// Package layout holds the facts that the host tools, the device's init and
+// ovrootctl must agree on: partition labels, mount points, file names inside
+// the initramfs and the boot partition, every name on the data filesystem
+// (data.go), the boot's state record (state.go), and per-architecture
+// constants.
 //
-// It is imported by both sides (boot/ on the device, imagebuild/, initramfs/
-// and qemu/ on the host) so each fact is defined exactly once. It holds no
-// logic beyond lookups.
+// It is imported by every side (boot/ and reset/ on the device, ovrootctl,
+// imagebuild/, initramfs/ and qemu/ on the host) so each fact is defined
+// exactly once. It imports only the standard library, so importing it links
+// nothing of the init into ovrootctl or the host tool, and it holds no logic
+// beyond lookups.
 package layout
 
 import "fmt"

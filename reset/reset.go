@@ -3,15 +3,8 @@
 // button triggers), and the reset itself, which the init performs on the
 // mounted data filesystem before it stacks the overlay.
 //
-// On the data filesystem (mounted at /overlay):
-//
-//	upper/                  overlayfs upper: every change to the factory root
-//	work/                   overlayfs workdir
-//	.ovroot/reset-request   JSON: a pending reset (trigger, time)
-//	.ovroot/last-reset      JSON: the last completed reset (ovrootctl status)
-//	.ovroot/keep.new/       kept paths being copied (discarded if a crash interrupts)
-//	.ovroot/keep/           kept paths, copied and synced: the future upper
-//	.ovroot/trash/          retired uppers and workdirs, deleted in the background
+// The names it uses on the data filesystem (mounted at /overlay) are
+// listed in package layout (data.go).
 //
 // The reset never deletes the old upper in the boot path: it renames it into
 // the trash, which costs the same for ten files or a million. Every step is
@@ -35,22 +28,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/ovroot/ovroot/layout"
-)
-
-// Names on the data filesystem.
-const (
-	MetaDir     = ".ovroot"
-	RequestFile = "reset-request"
-	LastFile    = "last-reset"
-	keepName    = "keep"
-	keepNewName = "keep.new"
-	TrashDir    = "trash"
+	"golang.org/x/sys/unix"
 )
 
 // Triggers.
@@ -60,23 +43,7 @@ const (
 	TriggerButton  = "button"
 )
 
-// Request is a pending reset.
-type Request struct {
-	Trigger string    `json:"trigger"`
-	Time    time.Time `json:"time"`
-}
-
-// Record is a completed reset.
-type Record struct {
-	Trigger     string    `json:"trigger"`
-	RequestedAt time.Time `json:"requested_at"`
-	DoneAt      time.Time `json:"done_at"`
-	Kept        []string  `json:"kept,omitempty"` // keep-list paths that existed and were carried over
-	DurationMS  int64     `json:"duration_ms"`
-	Resumed     bool      `json:"resumed,omitempty"` // finished a reset a power cut interrupted
-}
-
-func meta(dir string) string { return filepath.Join(dir, MetaDir) }
+func meta(dir string) string { return filepath.Join(dir, layout.MetaDir) }
 
 // Schedule records a reset request durably: written to a temporary file,
 // synced, renamed over the request, and the directory synced. A request
@@ -88,13 +55,37 @@ func Schedule(dir, trigger string, now time.Time) error {
 	if err := syncDir(dir); err != nil {
 		return err
 	}
-	data, _ := json.Marshal(Request{Trigger: trigger, Time: now.UTC()})
-	return WriteAtomic(meta(dir), RequestFile, data)
+	data, _ := json.Marshal(layout.ResetRequest{Trigger: trigger, Time: now.UTC()})
+	err := WriteAtomic(meta(dir), layout.ResetRequestFile, data)
+	if errors.Is(err, unix.ENOSPC) {
+		// A full partition is when a person most wants a reset: give up
+		// the reserve, which exists for this, and try again.
+		if released, rerr := releaseReserve(dir); rerr != nil {
+			return fmt.Errorf("%w (and releasing the reserve: %v)", err, rerr)
+		} else if released {
+			err = WriteAtomic(meta(dir), layout.ResetRequestFile, data)
+		}
+	}
+	return err
+}
+
+// releaseReserve deletes the reserve the boot keeps on the data filesystem
+// (layout.ReserveFile) and reports whether there was one. The boot puts it
+// back once there is room again.
+func releaseReserve(dir string) (bool, error) {
+	err := os.Remove(layout.Meta(dir, layout.ReserveFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, syncDir(meta(dir))
 }
 
 // Cancel withdraws a pending request; it reports whether there was one.
 func Cancel(dir string) (bool, error) {
-	err := os.Remove(filepath.Join(meta(dir), RequestFile))
+	err := os.Remove(filepath.Join(meta(dir), layout.ResetRequestFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
@@ -105,35 +96,35 @@ func Cancel(dir string) (bool, error) {
 }
 
 // Pending returns the pending request, or nil.
-func Pending(dir string) (*Request, error) {
-	data, err := os.ReadFile(filepath.Join(meta(dir), RequestFile))
+func Pending(dir string) (*layout.ResetRequest, error) {
+	data, err := os.ReadFile(filepath.Join(meta(dir), layout.ResetRequestFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	var r Request
+	var r layout.ResetRequest
 	if err := json.Unmarshal(data, &r); err != nil || r.Trigger == "" {
 		// A request that exists is a request, even if its content was
 		// damaged: resetting is what the owner asked for.
-		return &Request{Trigger: "unknown (unreadable request file)"}, nil
+		return &layout.ResetRequest{Trigger: "unknown (unreadable request file)"}, nil
 	}
 	return &r, nil
 }
 
 // Last returns the record of the last completed reset, or nil.
-func Last(dir string) (*Record, error) {
-	data, err := os.ReadFile(filepath.Join(meta(dir), LastFile))
+func Last(dir string) (*layout.ResetRecord, error) {
+	data, err := os.ReadFile(filepath.Join(meta(dir), layout.LastResetFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	var r Record
+	var r layout.ResetRecord
 	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(meta(dir), LastFile), err)
+		return nil, fmt.Errorf("%s: %w", filepath.Join(meta(dir), layout.LastResetFile), err)
 	}
 	return &r, nil
 }
@@ -149,12 +140,15 @@ type Resetter struct {
 	Before func(step string) error
 }
 
-// ValidateKeep checks a keep-list: absolute, clean, not the root, not
-// climbing out.
-func ValidateKeep(keep []string) error {
+// checkKeep refuses a keep path that is not an absolute path of a file
+// below the root: the reset copies it out of the upper and must not leave
+// it. (config validates the keep-list with a message for the person who
+// wrote it; this guards the reset itself.)
+func checkKeep(keep []string) error {
 	for _, k := range keep {
-		if !strings.HasPrefix(k, "/") || path.Clean(k) != k || k == "/" || strings.Contains(k, "/../") {
-			return fmt.Errorf("keep path %q: want an absolute, clean path below / (e.g. /etc/dropbear)", k)
+		rel := strings.TrimPrefix(k, "/")
+		if rel == k || !filepath.IsLocal(rel) {
+			return fmt.Errorf("keep path %q is not a path below /", k)
 		}
 	}
 	return nil
@@ -176,25 +170,51 @@ func (r *Resetter) step(name string) error {
 
 // Perform carries out the pending request. It returns the record it wrote;
 // with no request pending it does nothing and returns nil, nil.
-func (r *Resetter) Perform() (*Record, error) {
+func (r *Resetter) Perform() (*layout.ResetRecord, error) {
+	untouched := false
+	rec, err := r.perform(&untouched)
+	if err != nil && untouched && errors.Is(err, unix.ENOSPC) {
+		// A partial copy of the kept paths: give its room back.
+		os.RemoveAll(filepath.Join(meta(r.Dir), layout.KeepNewDir))
+		return nil, fmt.Errorf("%w: %v", ErrNoRoom, err)
+	}
+	return rec, err
+}
+
+// ErrNoRoom is returned (wrapped) by Perform when the data filesystem has
+// no room for the reset even without the reserve (the kept paths must be
+// copied before the old upper goes) and nothing was changed yet: the upper
+// is as it was and the request stays.
+var ErrNoRoom = errors.New("no room on the data partition for the factory reset")
+
+// perform does the reset; *untouched stays true while a failure leaves the
+// upper as it was (a fresh reset that has not retired anything yet).
+func (r *Resetter) perform(untouched *bool) (*layout.ResetRecord, error) {
 	start := r.now()
 	req, err := Pending(r.Dir)
 	if err != nil || req == nil {
 		return nil, err
 	}
-	if err := ValidateKeep(r.Keep); err != nil {
+	if err := checkKeep(r.Keep); err != nil {
 		return nil, err
 	}
 	m := meta(r.Dir)
 	upper := filepath.Join(r.Dir, layout.UpperName)
 	work := filepath.Join(r.Dir, layout.WorkName)
-	keep := filepath.Join(m, keepName)
-	keepNew := filepath.Join(m, keepNewName)
-	trash := filepath.Join(m, TrashDir)
+	keep := filepath.Join(m, layout.KeepDir)
+	keepNew := filepath.Join(m, layout.KeepNewDir)
+	trash := filepath.Join(m, layout.TrashDir)
 	resumed := exists(keep) || !exists(upper)
+	*untouched = !resumed
 
 	if err := r.step("prepare"); err != nil {
 		return nil, err
+	}
+	// The reset needs a little room (the trash directory, the kept paths'
+	// copies, its record) and is what a person tries when the partition is
+	// full: the reserve goes first. The old upper leaves with the trash.
+	if _, err := releaseReserve(r.Dir); err != nil {
+		return nil, fmt.Errorf("release the reserve: %w", err)
 	}
 	if err := os.MkdirAll(trash, 0o700); err != nil {
 		return nil, err
@@ -232,6 +252,7 @@ func (r *Resetter) Perform() (*Record, error) {
 		}
 	}
 
+	*untouched = false
 	for _, d := range []string{upper, work} {
 		if !exists(d) {
 			continue
@@ -270,7 +291,7 @@ func (r *Resetter) Perform() (*Record, error) {
 		return nil, err
 	}
 
-	rec := &Record{Trigger: req.Trigger, RequestedAt: req.Time, Resumed: resumed}
+	rec := &layout.ResetRecord{Trigger: req.Trigger, RequestedAt: req.Time, Resumed: resumed}
 	for _, k := range r.Keep {
 		if _, err := os.Lstat(filepath.Join(upper, k)); err == nil {
 			rec.Kept = append(rec.Kept, k)
@@ -282,7 +303,7 @@ func (r *Resetter) Perform() (*Record, error) {
 		return nil, err
 	}
 	data, _ := json.Marshal(rec)
-	if err := WriteAtomic(m, LastFile, data); err != nil {
+	if err := WriteAtomic(m, layout.LastResetFile, data); err != nil {
 		return nil, err
 	}
 	if err := r.step("clear-request"); err != nil {
@@ -469,6 +490,6 @@ func removeAll(p string) error {
 
 // TrashCount is how many retired trees wait in the trash.
 func TrashCount(dir string) int {
-	entries, _ := os.ReadDir(filepath.Join(meta(dir), TrashDir))
+	entries, _ := os.ReadDir(filepath.Join(meta(dir), layout.TrashDir))
 	return len(entries)
 }

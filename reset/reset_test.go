@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovroot/ovroot/layout"
 	"golang.org/x/sys/unix"
 )
 
@@ -114,7 +115,7 @@ func wantUpper(t *testing.T) []string {
 	return want
 }
 
-func checkReset(t *testing.T, dir string, rec *Record, trigger string) {
+func checkReset(t *testing.T, dir string, rec *layout.ResetRecord, trigger string) {
 	t.Helper()
 	if got, want := tree(t, filepath.Join(dir, "upper")), wantUpper(t); !reflect.DeepEqual(got, want) {
 		t.Errorf("upper after reset:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -132,8 +133,8 @@ func checkReset(t *testing.T, dir string, rec *Record, trigger string) {
 	if rec != nil && !reflect.DeepEqual(rec, last) {
 		t.Errorf("returned record %+v, stored %+v", rec, last)
 	}
-	for _, left := range []string{keepName, keepNewName} {
-		if exists(filepath.Join(dir, MetaDir, left)) {
+	for _, left := range []string{layout.KeepDir, layout.KeepNewDir} {
+		if exists(filepath.Join(dir, layout.MetaDir, left)) {
 			t.Errorf("%s left behind", left)
 		}
 	}
@@ -157,7 +158,7 @@ func TestPerform(t *testing.T) {
 	if n := TrashCount(dir); n != 2 {
 		t.Errorf("trash holds %d trees, want the old upper and work", n)
 	}
-	if n, err := CollectTrash(filepath.Join(dir, MetaDir, TrashDir)); err != nil || n != 2 {
+	if n, err := CollectTrash(filepath.Join(dir, layout.MetaDir, layout.TrashDir)); err != nil || n != 2 {
 		t.Errorf("CollectTrash = %d, %v", n, err)
 	}
 	if n := TrashCount(dir); n != 0 {
@@ -238,7 +239,7 @@ func TestPartialKeepCopyDiscarded(t *testing.T) {
 	dir := t.TempDir()
 	fill(t, dir, 0)
 	Schedule(dir, TriggerCmdline, time.Now())
-	mustWrite(t, filepath.Join(dir, MetaDir, keepNewName, "etc/dropbear/half-written"), "junk")
+	mustWrite(t, filepath.Join(dir, layout.MetaDir, layout.KeepNewDir, "etc/dropbear/half-written"), "junk")
 	rec, err := (&Resetter{Dir: dir, Keep: keepList}).Perform()
 	if err != nil {
 		t.Fatal(err)
@@ -269,12 +270,12 @@ func TestScheduleCancelPending(t *testing.T) {
 		t.Errorf("still pending after cancel: %+v", p)
 	}
 	// A damaged request file is still a request.
-	os.WriteFile(filepath.Join(dir, MetaDir, RequestFile), []byte("{trunc"), 0o600)
+	os.WriteFile(filepath.Join(dir, layout.MetaDir, layout.ResetRequestFile), []byte("{trunc"), 0o600)
 	if p, _ := Pending(dir); p == nil || !strings.Contains(p.Trigger, "unreadable") {
 		t.Errorf("damaged request = %+v", p)
 	}
 	// No temporary files left behind by the atomic write.
-	entries, _ := os.ReadDir(filepath.Join(dir, MetaDir))
+	entries, _ := os.ReadDir(filepath.Join(dir, layout.MetaDir))
 	for _, e := range entries {
 		if strings.HasSuffix(e.Name(), ".tmp") {
 			t.Errorf("left %s", e.Name())
@@ -282,13 +283,13 @@ func TestScheduleCancelPending(t *testing.T) {
 	}
 }
 
-func TestValidateKeep(t *testing.T) {
-	if err := ValidateKeep([]string{"/etc/dropbear", "/root/.ssh"}); err != nil {
+func TestCheckKeep(t *testing.T) {
+	if err := checkKeep([]string{"/etc/dropbear", "/root/.ssh"}); err != nil {
 		t.Error(err)
 	}
-	for _, bad := range []string{"etc", "/", "/etc/../x", "/etc/", "//etc", ""} {
-		if err := ValidateKeep([]string{bad}); err == nil {
-			t.Errorf("%q accepted", bad)
+	for _, bad := range []string{"etc", "/", "/etc/../../x", "/..", ""} {
+		if err := checkKeep([]string{bad}); err == nil {
+			t.Errorf("checkKeep(%q) = nil, want an error", bad)
 		}
 	}
 }
@@ -317,7 +318,7 @@ func BenchmarkResetScaling(b *testing.B) {
 			total[i] += time.Since(start)
 			b.StopTimer()
 			// Put the full upper back for the next round (O(1), untimed).
-			trash := filepath.Join(dir, MetaDir, TrashDir)
+			trash := filepath.Join(dir, layout.MetaDir, layout.TrashDir)
 			entries, _ := os.ReadDir(trash)
 			os.RemoveAll(filepath.Join(dir, "upper"))
 			os.RemoveAll(filepath.Join(dir, "work"))
@@ -333,4 +334,99 @@ func BenchmarkResetScaling(b *testing.B) {
 	b.ReportMetric(ms(total[1]), "ms/reset-10k")
 	b.ReportMetric(ms(total[2]), "ms/reset-100k")
 	b.ReportMetric(float64(total[2])/float64(total[0]), "ratio-100k/1k")
+}
+
+// fullFS mounts a 4 MiB tmpfs, gives it fill's data, a reset request if
+// asked, the boot's reserve if asked, and a file that takes every byte
+// left: a data partition that is full. It needs root (mount); the QEMU test
+// TestFactoryResetFullPartition proves the same on ext4.
+func fullFS(t *testing.T, request, reserve bool) string {
+	t.Helper()
+	if !isRoot {
+		t.Skip("needs root to mount a small tmpfs (the QEMU test covers a full ext4)")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=4m"); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	fill(t, dir, 0)
+	if request {
+		if err := Schedule(dir, TriggerCmdline, time.Unix(1700000000, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if reserve {
+		mustWrite(t, layout.Meta(dir, layout.ReserveFile), strings.Repeat("\x00", layout.ReserveBytes))
+	}
+	f, err := os.Create(filepath.Join(dir, "upper/big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, unix.ENOSPC) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "probe"), []byte("x"), 0o600); !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("filesystem not full: writing a byte gave %v", err)
+	}
+	return dir
+}
+
+// A full partition is when a person most wants a reset: asking for one
+// and performing it must work then, using the reserve.
+func TestResetOnFullPartition(t *testing.T) {
+	t.Run("schedule", func(t *testing.T) {
+		dir := fullFS(t, false, true)
+		if err := Schedule(dir, TriggerCtl, time.Unix(1700000000, 0)); err != nil {
+			t.Fatalf("Schedule on a full partition: %v", err)
+		}
+		if p, err := Pending(dir); err != nil || p == nil || p.Trigger != TriggerCtl {
+			t.Errorf("Pending = %+v, %v; want the ovrootctl request", p, err)
+		}
+		if exists(layout.Meta(dir, layout.ReserveFile)) {
+			t.Error("the reserve is still there")
+		}
+		if had, err := Cancel(dir); !had || err != nil {
+			t.Errorf("Cancel on a full partition = %v, %v", had, err)
+		}
+	})
+	t.Run("perform", func(t *testing.T) {
+		dir := fullFS(t, true, true)
+		r := &Resetter{Dir: dir, Keep: keepList, Now: func() time.Time { return time.Unix(1700000100, 0) }}
+		rec, err := r.Perform()
+		if err != nil {
+			t.Fatalf("Perform on a full partition: %v", err)
+		}
+		checkReset(t, dir, rec, TriggerCmdline)
+		if exists(layout.Meta(dir, layout.ReserveFile)) {
+			t.Error("the reserve is still there")
+		}
+	})
+}
+
+// With no reserve left to give, a reset that cannot copy its kept paths
+// changes nothing and says so (ErrNoRoom); the request stays.
+func TestResetNoRoom(t *testing.T) {
+	dir := fullFS(t, true, false)
+	before := tree(t, filepath.Join(dir, "upper"))
+	_, err := (&Resetter{Dir: dir, Keep: keepList}).Perform()
+	if !errors.Is(err, ErrNoRoom) {
+		t.Fatalf("Perform on a full partition without a reserve = %v, want ErrNoRoom", err)
+	}
+	if after := tree(t, filepath.Join(dir, "upper")); !reflect.DeepEqual(after, before) {
+		t.Errorf("the upper changed:\n%v\nwant\n%v", after, before)
+	}
+	if exists(layout.Meta(dir, layout.KeepNewDir)) {
+		t.Error("the partial copy of the kept paths was left")
+	}
+	if p, _ := Pending(dir); p == nil {
+		t.Error("the request was withdrawn")
+	}
 }

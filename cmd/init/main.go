@@ -1,6 +1,33 @@
-// Command init is ovroot's /init: PID 1 of the initramfs. See package boot.
+// Command init is ovroot's /init: PID 1 of the initramfs (see package boot
+// for the boot sequence). It never exits: PID 1 exiting is a kernel panic.
 package main
 
-import "github.com/ovroot/ovroot/boot"
+import (
+	"os"
 
-func main() { boot.Main() }
+	"github.com/ovroot/ovroot/boot"
+)
+
+func main() {
+	// The same binary is the background deleter of what a factory reset
+	// retired (started by the boot, outliving switch_root).
+	if boot.IsTrashCollector() {
+		boot.CollectTrash() // exits
+	}
+
+	log := boot.NewLogger(os.Stdout)
+	b := &boot.Boot{
+		Sys:        boot.LinuxSys{},
+		Logf:       log.Infof,
+		Warnf:      log.Errorf,
+		OnPseudoFS: func() { boot.AttachKmsg(log) }, // /dev is mounted: log to /dev/kmsg too
+	}
+	log.Infof("init starting (pid %d)", os.Getpid())
+	for attempt := 1; ; attempt++ {
+		// One boot; a panic in it is logged and returned as an error. On
+		// success the real init replaces this process and nothing returns.
+		err := b.Attempt()
+		log.Errorf("cannot build a root (attempt %d): %v", attempt, err)
+		boot.Rescue(log, b.Sys) // emergency shell, or a pause; then try again
+	}
+}

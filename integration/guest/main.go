@@ -13,6 +13,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -176,14 +177,24 @@ func run(w io.Writer, args []string) error {
 				break
 			}
 		}
-		// Then small writes, to use the last blocks too.
-		for {
-			if _, err := f.Write(chunk[:4096]); err != nil {
+		// Then small writes, to use the last blocks too, again after each
+		// sync: ext4 gives back blocks it held for delayed allocation when
+		// the data is written out.
+		for round := 0; round < 20; round++ {
+			added := 0
+			for {
+				// 1 KiB: the smallest ext4 block.
+				if _, err := f.Write(chunk[:1024]); err != nil {
+					break
+				}
+				added += 1024
+			}
+			f.Sync()
+			n += int64(added)
+			if added == 0 {
 				break
 			}
-			n += 4096
 		}
-		f.Sync()
 		f.Close()
 		unix.Sync()
 		fmt.Fprintf(w, "filled %d bytes\n", n)
@@ -250,8 +261,40 @@ func run(w io.Writer, args []string) error {
 		return nil
 	case "mkdir":
 		return os.MkdirAll(arg(1), 0o755)
+	case "kmsg": // kmsg TEXT: the kernel log records (/dev/kmsg) that contain TEXT
+		return kmsg(w, strings.Join(args[1:], " "))
 	}
 	return fmt.Errorf("unknown command %q", args[0])
+}
+
+// kmsg prints the message of each kernel log record that contains substr,
+// one per line (a record is "level,seq,time,flags;message").
+func kmsg(w io.Writer, substr string) error {
+	// Raw syscalls: an os.File would wait in Go's poller instead of
+	// returning EAGAIN at the end of the log.
+	fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open /dev/kmsg: %w", err)
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 8192)
+	for {
+		n, err := unix.Read(fd, buf)
+		if errors.Is(err, unix.EAGAIN) {
+			return nil // read everything there is
+		}
+		if errors.Is(err, unix.EPIPE) {
+			continue // records overwritten while reading: go on from the next
+		}
+		if err != nil {
+			return fmt.Errorf("read /dev/kmsg: %w", err)
+		}
+		_, msg, _ := strings.Cut(string(buf[:n]), ";")
+		msg, _, _ = strings.Cut(msg, "\n")
+		if strings.Contains(msg, substr) {
+			fmt.Fprintln(w, msg)
+		}
+	}
 }
 
 func writeDurably(path, content string) error {

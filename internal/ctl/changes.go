@@ -81,7 +81,12 @@ func (c Context) changes(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	// The running upper: on the data partition, except in failsafe mode,
+	// where it is in RAM (the data partition is mounted read-only then).
 	upper := c.path(filepath.Join(layout.OverlayDir, layout.UpperName))
+	if st, err := c.readState(); err == nil && st.Mode == layout.ModeFailsafe {
+		upper = c.path(filepath.Join(layout.FailsafeDir, layout.UpperName))
+	}
 	if _, err := os.Stat(upper); errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("no overlay upper at %s: was this system booted by ovroot's init?", upper)
 	}

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ovroot/ovroot/boot"
 	"github.com/ovroot/ovroot/layout"
 )
 
@@ -92,19 +91,26 @@ func (c Context) status(args []string) error {
 	}
 	if *asJSON {
 		return json.NewEncoder(c.Stdout).Encode(struct {
-			boot.State
+			layout.State
 			resetStatus
 		}{st, rs})
 	}
 	w := c.Stdout
-	if st.Mode == boot.ModeVolatile {
+	if st.Mode == layout.ModeVolatile {
 		fmt.Fprintf(w, "VOLATILE: %s\n", st.Reason)
 		fmt.Fprintln(w, "  changes are kept in RAM and lost at power-off")
-	} else if st.Mode == boot.ModeFailsafe {
+	} else if st.Mode == layout.ModeFailsafe {
 		fmt.Fprintf(w, "FAILSAFE: %s\n", st.Reason)
 		fmt.Fprintf(w, "  changes are kept in RAM; the data partition is read-only at %s for rescue\n", layout.OverlayDir)
+	} else if st.DataFull {
+		fmt.Fprintf(w, "%s, data partition FULL\n", strings.ToUpper(string(st.Mode)))
+		if st.ReserveReleased {
+			fmt.Fprintf(w, "  the %d KiB reserve was used up to keep the root writable; delete files to make room\n", layout.ReserveBytes>>10)
+		} else {
+			fmt.Fprintln(w, "  no reserve was left to release; writes may fail until files are deleted")
+		}
 	} else {
-		fmt.Fprintf(w, "%s\n", strings.ToUpper(st.Mode))
+		fmt.Fprintf(w, "%s\n", strings.ToUpper(string(st.Mode)))
 	}
 	fmt.Fprintf(w, "root:      %s on %s (read-only)\n", st.RootDevice, layout.RomDir)
 	if st.DataDevice != "" {

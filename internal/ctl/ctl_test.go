@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ovroot/ovroot/boot"
+	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/reset"
 )
 
@@ -32,13 +32,23 @@ func TestStatus(t *testing.T) {
 			state: `{"mode":"volatile","reason":"no partition labelled rootfs_data","root_device":"/dev/vda2","timings_ms":{}}`,
 			want:  []string{"VOLATILE: no partition labelled rootfs_data\n", "lost at power-off"},
 		},
+		{
+			name:  "full data partition",
+			state: `{"mode":"persistent","root_device":"/dev/vda2","data_device":"/dev/vda3","data_full":true,"reserve_released":true,"timings_ms":{}}`,
+			want:  []string{"PERSISTENT, data partition FULL\n", "the 1024 KiB reserve was used up"},
+		},
+		{
+			name:  "full data partition, no reserve left",
+			state: `{"mode":"persistent","root_device":"/dev/vda2","data_device":"/dev/vda3","data_full":true,"timings_ms":{}}`,
+			want:  []string{"PERSISTENT, data partition FULL\n", "no reserve was left"},
+		},
 		{name: "no record", wantErr: "was this system booted by ovroot's init?"},
 		{name: "garbage", state: "{", wantErr: "parse /run/ovroot/state"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()
 			if tc.state != "" {
-				p := filepath.Join(root, boot.StateFile)
+				p := filepath.Join(root, layout.StateFile)
 				os.MkdirAll(filepath.Dir(p), 0o755)
 				if err := os.WriteFile(p, []byte(tc.state), 0o644); err != nil {
 					t.Fatal(err)
@@ -96,9 +106,38 @@ func TestChanges(t *testing.T) {
 	}
 }
 
+// In failsafe mode the running upper is in RAM, not on the (read-only)
+// data partition: changes reports the running system.
+func TestChangesFailsafe(t *testing.T) {
+	root := t.TempDir()
+	mk := func(p string) {
+		t.Helper()
+		os.MkdirAll(filepath.Dir(filepath.Join(root, p)), 0o755)
+		if err := os.WriteFile(filepath.Join(root, p), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("rom/etc/hostname")
+	mk("overlay/upper/etc/on-the-data-partition")
+	mk("run/ovroot/failsafe/upper/etc/written-in-failsafe")
+	for _, tc := range []struct{ state, want string }{
+		{`{"mode":"failsafe","reason":"f pressed on the console","timings_ms":{}}`, "added    /etc/written-in-failsafe\n"},
+		{`{"mode":"persistent","timings_ms":{}}`, "added    /etc/on-the-data-partition\n"},
+	} {
+		writeState(t, root, tc.state)
+		var out bytes.Buffer
+		if err := (Context{Stdout: &out, Stderr: io.Discard, Args: []string{"changes"}, Root: root}).Execute(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if out.String() != tc.want {
+			t.Errorf("changes with state %s = %q, want %q", tc.state, out.String(), tc.want)
+		}
+	}
+}
+
 func writeState(t *testing.T, root, state string) {
 	t.Helper()
-	p := filepath.Join(root, boot.StateFile)
+	p := filepath.Join(root, layout.StateFile)
 	os.MkdirAll(filepath.Dir(p), 0o755)
 	if err := os.WriteFile(p, []byte(state), 0o644); err != nil {
 		t.Fatal(err)
@@ -149,7 +188,7 @@ func TestFactoryReset(t *testing.T) {
 	}
 
 	// The record of a reset the init performed.
-	os.WriteFile(filepath.Join(root, "overlay", reset.MetaDir, reset.LastFile),
+	os.WriteFile(filepath.Join(root, "overlay", layout.MetaDir, layout.LastResetFile),
 		[]byte(`{"trigger":"button","done_at":"2026-11-23T09:00:00Z","kept":["/etc/dropbear"],"duration_ms":12}`), 0o600)
 	if out, _ = run("status"); !strings.Contains(out, "last reset: 2026-11-23T09:00:00Z (trigger=button, kept: /etc/dropbear, 12 ms)") {
 		t.Errorf("status lacks the last reset:\n%s", out)
@@ -163,7 +202,7 @@ func TestFactoryResetVolatile(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not in use (VOLATILE: no partition labelled rootfs_data)") {
 		t.Errorf("error = %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(root, "overlay", reset.MetaDir)); err == nil {
+	if _, err := os.Stat(filepath.Join(root, "overlay", layout.MetaDir)); err == nil {
 		t.Error("a request was written to the tmpfs upper")
 	}
 }

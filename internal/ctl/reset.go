@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ovroot/ovroot/boot"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/reset"
 	"golang.org/x/sys/unix"
@@ -25,8 +24,8 @@ func (c Context) factoryReset(args []string) error {
 	if err != nil {
 		return err
 	}
-	if st.Mode != boot.ModePersistent {
-		return fmt.Errorf("the data partition is not in use (%s: %s): there is nothing to reset, and a request could not be stored", strings.ToUpper(st.Mode), st.Reason)
+	if st.Mode != layout.ModePersistent {
+		return fmt.Errorf("the data partition is not in use (%s: %s): there is nothing to reset, and a request could not be stored", strings.ToUpper(string(st.Mode)), st.Reason)
 	}
 	dir := c.path(layout.OverlayDir)
 	if *cancel {
@@ -71,23 +70,23 @@ func rebootSystem() error {
 	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
 }
 
-func (c Context) readState() (boot.State, error) {
-	data, err := os.ReadFile(c.path(boot.StateFile))
+func (c Context) readState() (layout.State, error) {
+	data, err := os.ReadFile(c.path(layout.StateFile))
 	if err != nil {
-		return boot.State{}, fmt.Errorf("no boot record (%w): was this system booted by ovroot's init?", err)
+		return layout.State{}, fmt.Errorf("no boot record (%w): was this system booted by ovroot's init?", err)
 	}
-	return boot.ParseState(data)
+	return layout.ParseState(data)
 }
 
 // resetStatus is what status says about factory resets.
 type resetStatus struct {
-	Pending *reset.Request `json:"reset_pending,omitempty"`
-	Last    *reset.Record  `json:"last_reset,omitempty"`
+	Pending *layout.ResetRequest `json:"reset_pending,omitempty"`
+	Last    *layout.ResetRecord  `json:"last_reset,omitempty"`
 }
 
-func (c Context) readResetStatus(st boot.State) (resetStatus, error) {
+func (c Context) readResetStatus(st layout.State) (resetStatus, error) {
 	var rs resetStatus
-	if st.Mode != boot.ModePersistent {
+	if st.Mode != layout.ModePersistent {
 		return rs, nil
 	}
 	dir := c.path(layout.OverlayDir)

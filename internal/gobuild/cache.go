@@ -129,7 +129,7 @@ func (c *Cache) Programs(ctx context.Context, arch layout.Arch, set Set) (string
 	defer os.RemoveAll(tmp)
 	t := time.Now()
 	c.logf("go: compiling %s for %s (%s, once per ovroot version and arch)", strings.Join(set.Programs(), ", "), arch, ver)
-	if err := build(ctx, goCmd, arch, src, tmp+"/", set.Pkgs...); err != nil {
+	if err := build(ctx, goCmd, arch, nil, src, tmp+"/", set.Pkgs...); err != nil {
 		return "", err
 	}
 	if err := publish(tmp, dir); err != nil {

@@ -31,11 +31,18 @@ const ModulePath = "github.com/ovroot/ovroot"
 // arch with the go command on PATH. out is a file for one package, or a
 // directory (ending in "/") for several, as with go build -o.
 func Build(ctx context.Context, arch layout.Arch, sourceDir, out string, pkgs ...string) error {
-	return build(ctx, "go", arch, sourceDir, out, pkgs...)
+	return BuildTags(ctx, arch, nil, sourceDir, out, pkgs...)
 }
 
-func build(ctx context.Context, goCmd string, arch layout.Arch, sourceDir, out string, pkgs ...string) error {
-	args := append([]string{"build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-o", out}, pkgs...)
+// BuildTags is Build with Go build tags, for test builds (the init's
+// ovroot_faults hook); firmware is built without any.
+func BuildTags(ctx context.Context, arch layout.Arch, tags []string, sourceDir, out string, pkgs ...string) error {
+	return build(ctx, "go", arch, tags, sourceDir, out, pkgs...)
+}
+
+func build(ctx context.Context, goCmd string, arch layout.Arch, tags []string, sourceDir, out string, pkgs ...string) error {
+	args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-tags=" + strings.Join(tags, ","), "-o", out}
+	args = append(args, pkgs...)
 	cmd := exec.CommandContext(ctx, goCmd, args...)
 	cmd.Dir = sourceDir
 	cmd.Env = goEnv(arch)

@@ -1,0 +1,99 @@
+package boot
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/ovroot/ovroot/layout"
+	"golang.org/x/sys/unix"
+)
+
+// mountData mounts the data partition at /overlay, formatting it first when
+// it is blank. A filesystem that does not mount gets one repair attempt.
+// Anything that still cannot be mounted is left alone (it may hold
+// someone's data) unless the config says on_corrupt = "format".
+func (b *Boot) mountData(dev BlockDev) error {
+	b.fault("in-data")
+	content, err := b.Sys.Probe(dev.Path())
+	if err != nil {
+		return fmt.Errorf("probe data partition %s: %w", dev, err)
+	}
+	fstype := b.cfg.DataFSType
+	var problem error
+	switch content {
+	case ContentBlank:
+		b.Warnf("data partition %s is blank: formatting it %s (first boot)", dev, fstype)
+		if err := b.format(dev); err != nil {
+			return err
+		}
+		return b.mountDataFS(dev)
+	case Content(fstype):
+		err := b.mountDataFS(dev)
+		if err == nil {
+			return nil
+		}
+		b.Warnf("%v", err)
+		problem = b.repairAndMount(dev, err)
+	case ContentExt4Damaged:
+		b.Warnf("data partition %s: %s", dev, content)
+		problem = b.repairAndMount(dev, fmt.Errorf("data partition %s: %s", dev, content))
+	default:
+		problem = fmt.Errorf("data partition %s holds %s content, not %s", dev, content, fstype)
+	}
+	if problem == nil {
+		return nil
+	}
+	if b.cfg.OnCorrupt != "format" {
+		return fmt.Errorf("%w: leaving it untouched (on_corrupt = keep)", problem)
+	}
+	b.Warnf("%v: formatting it %s because on_corrupt = format; its old content is lost", problem, fstype)
+	if err := b.format(dev); err != nil {
+		return err
+	}
+	b.state.Warnings = append(b.state.Warnings, fmt.Sprintf("data partition was reformatted (on_corrupt = format): %v", problem))
+	return b.mountDataFS(dev)
+}
+
+// repairAndMount runs one repair and mounts again; it returns nil when the
+// filesystem is mounted, else why not.
+func (b *Boot) repairAndMount(dev BlockDev, cause error) error {
+	fstype := b.cfg.DataFSType
+	b.Warnf("repairing %s (%s)", dev.Path(), fstype)
+	t := b.now()
+	out, err := b.Sys.Repair(dev.Path(), fstype)
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if l != "" {
+			b.Logf("fsck: %s", l)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%v; repair failed: %w", cause, err)
+	}
+	b.Warnf("repaired %s in %d ms", dev.Path(), ms(b.now().Sub(t)))
+	b.state.Warnings = append(b.state.Warnings, fmt.Sprintf("data partition was repaired at boot: %v", cause))
+	if err := b.mountDataFS(dev); err != nil {
+		return fmt.Errorf("%v; repaired, but: %w", cause, err)
+	}
+	return nil
+}
+
+func (b *Boot) format(dev BlockDev) error {
+	fstype := b.cfg.DataFSType
+	t := b.now()
+	if err := b.Sys.Format(dev.Path(), fstype, b.cfg.DataLabel); err != nil {
+		return fmt.Errorf("format %s as %s: %w", dev, fstype, err)
+	}
+	b.state.Formatted = true
+	b.Logf("formatted %s as %s in %d ms", dev.Path(), fstype, ms(b.now().Sub(t)))
+	return nil
+}
+
+func (b *Boot) mountDataFS(dev BlockDev) error {
+	fstype := b.cfg.DataFSType
+	b.mkdir(layout.OverlayDir)
+	if err := b.Sys.Mount(dev.Path(), layout.OverlayDir, fstype, unix.MS_NOATIME, ""); err != nil {
+		return fmt.Errorf("mount data %s on %s: %w", dev, layout.OverlayDir, err)
+	}
+	b.Logf("mounted %s (%s, rw) on %s", dev.Path(), fstype, layout.OverlayDir)
+	return nil
+}

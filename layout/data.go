@@ -1,0 +1,47 @@
+package layout
+
+import "path/filepath"
+
+// The data filesystem, mounted at OverlayDir, holds the overlay's upper and
+// work directories and, in MetaDir, the init's own files. Every name the
+// init, the factory reset and ovrootctl use there is defined here:
+//
+//	upper/                  overlayfs upper: every change to the factory root
+//	work/                   overlayfs workdir
+//	.ovroot-space-probe     scratch file of the boot's "is there room" check
+//	.ovroot/reserve         ReserveBytes held back for a full partition
+//	.ovroot/reset-request   JSON ResetRequest: a pending factory reset
+//	.ovroot/last-reset      JSON ResetRecord: the last completed reset
+//	.ovroot/keep.new/       kept paths being copied (discarded if a crash interrupts)
+//	.ovroot/keep/           kept paths, copied and synced: the future upper
+//	.ovroot/trash/          retired uppers and workdirs, deleted in the background
+const (
+	MetaDir          = ".ovroot"
+	ReserveFile      = "reserve"
+	ResetRequestFile = "reset-request"
+	LastResetFile    = "last-reset"
+	KeepNewDir       = "keep.new"
+	KeepDir          = "keep"
+	TrashDir         = "trash"
+	SpaceProbeFile   = ".ovroot-space-probe"
+
+	// ReserveBytes is the size of the reserve: released when the data
+	// filesystem is full, so the overlay still mounts read-write (it needs
+	// room in its work directory) and a factory reset still has room for
+	// its few new directories and records.
+	ReserveBytes = 1 << 20
+)
+
+// Paths the init writes in RunDir (the /run tmpfs, carried into the real
+// root), for ovrootctl.
+var (
+	// StateFile is the JSON State record of the boot.
+	StateFile = filepath.Join(RunDir, "state")
+	// FailsafeDir holds the upper and work directories of a failsafe boot
+	// (a tmpfs: the data partition is mounted read-only then).
+	FailsafeDir = filepath.Join(RunDir, "failsafe")
+)
+
+// Meta is dir/MetaDir/name: a file of the init's on the data filesystem
+// mounted at dir.
+func Meta(dir, name string) string { return filepath.Join(dir, MetaDir, name) }

@@ -1,0 +1,68 @@
+package layout
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Mode is how the root the init handed over keeps changes.
+type Mode string
+
+const (
+	ModePersistent Mode = "persistent" // upper on the data partition
+	ModeVolatile   Mode = "volatile"   // upper on tmpfs: changes are lost at power-off
+	ModeFailsafe   Mode = "failsafe"   // asked for: upper on tmpfs, data partition read-only
+)
+
+// State is the record of one boot that the init writes to StateFile and
+// ovrootctl reads.
+type State struct {
+	Mode       Mode     `json:"mode"`
+	Reason     string   `json:"reason,omitempty"` // why volatile or failsafe
+	RootDevice string   `json:"root_device"`
+	DataDevice string   `json:"data_device,omitempty"`
+	Formatted  bool     `json:"formatted"` // the data partition was blank and was formatted this boot
+	Warnings   []string `json:"warnings,omitempty"`
+	// DataFull says the data filesystem had no room at boot;
+	// ReserveReleased that the reserve was given up for it.
+	DataFull        bool `json:"data_full,omitempty"`
+	ReserveReleased bool `json:"reserve_released,omitempty"`
+	// Reset is the factory reset performed on this boot, if any.
+	Reset   *ResetRecord `json:"reset,omitempty"`
+	Timings Timings      `json:"timings_ms"`
+}
+
+// Timings of the boot phases in milliseconds.
+type Timings struct {
+	Total   int64 `json:"total"`
+	Modules int64 `json:"modules"`
+	Devices int64 `json:"devices"`
+	Mounts  int64 `json:"mounts"`
+}
+
+// ParseState reads a state record.
+func ParseState(data []byte) (State, error) {
+	var s State
+	if err := json.Unmarshal(data, &s); err != nil {
+		return s, fmt.Errorf("parse %s: %w", StateFile, err)
+	}
+	return s, nil
+}
+
+// ResetRequest is a pending factory reset (MetaDir/ResetRequestFile).
+type ResetRequest struct {
+	Trigger string    `json:"trigger"`
+	Time    time.Time `json:"time"`
+}
+
+// ResetRecord is a completed factory reset (MetaDir/LastResetFile, and
+// State.Reset on the boot that performed it).
+type ResetRecord struct {
+	Trigger     string    `json:"trigger"`
+	RequestedAt time.Time `json:"requested_at"`
+	DoneAt      time.Time `json:"done_at"`
+	Kept        []string  `json:"kept,omitempty"` // keep-list paths that existed and were carried over
+	DurationMS  int64     `json:"duration_ms"`
+	Resumed     bool      `json:"resumed,omitempty"` // finished a reset a power cut interrupted
+}
