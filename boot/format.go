@@ -138,12 +138,19 @@ func (d *deferred) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-// commit syncs the filesystem, then writes the held-back bytes and syncs.
+// commit syncs the filesystem, then writes the held-back head and syncs,
+// then the backup superblock magics and syncs. The head and the magics
+// are flushed apart: a disk cache may write back a later write before an
+// earlier one, and a magic on the disk without the head would make the
+// partition probe as a damaged ext4 rather than blank.
 func (d *deferred) commit() error {
 	if err := d.f.Sync(); err != nil {
 		return err
 	}
 	if _, err := d.f.WriteAt(d.head, 0); err != nil {
+		return err
+	}
+	if err := d.f.Sync(); err != nil {
 		return err
 	}
 	for pos, b := range d.magic {
