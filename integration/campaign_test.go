@@ -146,11 +146,11 @@ func campaignParamsFromEnv(t *testing.T) campaignParams {
 	case "all":
 		p.boundaries = 0
 	default:
-		n := envInt(t, "OVROOT_CAMPAIGN_BOUNDARIES", 0)
-		if n == 0 {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
 			t.Fatalf("OVROOT_CAMPAIGN_BOUNDARIES=%q: want a positive count or \"all\"", s)
 		}
-		p.boundaries = int(n)
+		p.boundaries = n
 	}
 	return p
 }
