@@ -36,9 +36,12 @@ test: kernels
 	OVROOT_REQUIRE_TOOLS=1 OVROOT_CAMPAIGN_SUMMARY=$(OUT)/powercut-campaign.txt $(GO) test -count=1 -timeout 40m ./...
 	@cat $(OUT)/powercut-campaign.txt
 
-# The long power-cut campaign: 25 kills per scenario and arch, 200 in all.
+# The long power-cut campaign: every flush boundary of one recorded run of
+# each scenario, three random subsets of the pending writes at each, five
+# crash states booted per scenario and arch.
 soak: kernels
-	OVROOT_REQUIRE_TOOLS=1 OVROOT_CAMPAIGN_KILLS=25 OVROOT_CAMPAIGN_SUMMARY=$(OUT)/powercut-soak.txt \
+	OVROOT_REQUIRE_TOOLS=1 OVROOT_CAMPAIGN_BOUNDARIES=all OVROOT_CAMPAIGN_SUBSETS=3 OVROOT_CAMPAIGN_BOOTS=5 \
+		OVROOT_CAMPAIGN_SUMMARY=$(OUT)/powercut-soak.txt \
 		$(GO) test -count=1 -timeout 6h -run TestPowerCutCampaign ./integration/
 	@cat $(OUT)/powercut-soak.txt
 

@@ -13,7 +13,7 @@ import (
 // makeExt4 makes an ext4 filesystem labelled label on the open device
 // (go-diskfs: no mke2fs in the initramfs), so that a power cut at any
 // moment of it leaves a partition that the next boot still finds blank:
-// everything probeContent looks at (the first MiB, and the magic of the backup
+// everything Probe looks at (the first MiB, and the magic of the backup
 // superblocks) is held back in memory and written only after the rest of
 // the filesystem is on the disk and synced. A cut during those last few
 // writes is the only window, and what it leaves is a filesystem whose
@@ -42,13 +42,13 @@ func formatExt4(f *os.File, size int64, label string, failAfter int) error {
 }
 
 // deferred is a go-diskfs backend that holds back the writes to the bytes
-// probeContent reads, until commit.
+// Probe reads, until commit.
 type deferred struct {
 	backend.Storage
 	f         *os.File
 	w         backend.WritableFile
 	head      []byte           // the first blankProbeBytes, as written so far
-	magicAt   []int64          // offsets of the backup superblock magics probeContent reads
+	magicAt   []int64          // offsets of the backup superblock magics Probe reads
 	magic     map[int64][]byte // their held-back bytes
 	writes    int
 	failAfter int // tests: fail every write after this many (0 = never)
@@ -132,12 +132,19 @@ func (d *deferred) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-// commit syncs the filesystem, then writes the held-back bytes and syncs.
+// commit syncs the filesystem, then writes the held-back head and syncs,
+// then the backup superblock magics and syncs. The head and the magics
+// are flushed apart: a disk cache may write back a later write before an
+// earlier one, and a magic on the disk without the head would make the
+// partition probe as a damaged ext4 rather than blank.
 func (d *deferred) commit() error {
 	if err := d.f.Sync(); err != nil {
 		return err
 	}
 	if _, err := d.f.WriteAt(d.head, 0); err != nil {
+		return err
+	}
+	if err := d.f.Sync(); err != nil {
 		return err
 	}
 	for pos, b := range d.magic {

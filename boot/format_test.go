@@ -25,7 +25,7 @@ func formatTarget(t *testing.T, size int64) *os.File {
 
 func probeFile(t *testing.T, f *os.File, size int64) Content {
 	t.Helper()
-	c, err := probeContent(f, size)
+	c, err := Probe(f, size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestFormatExt4(t *testing.T) {
 		t.Fatalf("after format: %s", c)
 	}
 	if _, ok := findExt4Backup(f, formatSize); !ok {
-		t.Error("no backup superblock where probeContent looks for one")
+		t.Error("no backup superblock where Probe looks for one")
 	}
 	e2fsckClean(t, f.Name())
 }

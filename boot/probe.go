@@ -26,10 +26,12 @@ const (
 // and is never taken for a blank partition (and formatted over).
 const blankProbeBytes = 1 << 20
 
-// probeContent tells what a partition of the given size holds. Blank means the
+// Probe tells what a partition of the given size holds. Blank means the
 // first MiB (or the whole partition, if smaller) is all 0x00 (a fresh image
-// or eMMC after discard) or all 0xFF (erased NOR/NAND).
-func probeContent(r io.ReaderAt, size int64) (Content, error) {
+// or eMMC after discard) or all 0xFF (erased NOR/NAND). Exported because
+// the host's power-cut campaign must judge crash states exactly as the init
+// will.
+func Probe(r io.ReaderAt, size int64) (Content, error) {
 	n := int64(blankProbeBytes)
 	if size < n {
 		n = size

@@ -45,12 +45,12 @@ func TestProbe(t *testing.T) {
 		{name: "mixed erase patterns", data: append(make([]byte, 512), bytes.Repeat([]byte{0xFF}, 512)...), want: ContentUnknown},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := probeContent(bytes.NewReader(tc.data), int64(len(tc.data)))
+			got, err := Probe(bytes.NewReader(tc.data), int64(len(tc.data)))
 			if err != nil {
-				t.Fatalf("probeContent() error = %v", err)
+				t.Fatalf("Probe() error = %v", err)
 			}
 			if got != tc.want {
-				t.Errorf("probeContent(%s) = %s, want %s", tc.name, got, tc.want)
+				t.Errorf("Probe(%s) = %s, want %s", tc.name, got, tc.want)
 			}
 		})
 	}

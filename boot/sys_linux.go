@@ -83,7 +83,7 @@ func (LinuxSys) BlockDevices() ([]BlockDev, error) {
 	return devs, nil
 }
 
-// Probe reads the start of dev (see probeContent).
+// Probe reads the start of dev (see Probe).
 func (LinuxSys) Probe(dev string) (Content, error) {
 	f, err := os.Open(dev)
 	if err != nil {
@@ -94,7 +94,7 @@ func (LinuxSys) Probe(dev string) (Content, error) {
 	if err != nil {
 		return ContentUnknown, err
 	}
-	return probeContent(f, size)
+	return Probe(f, size)
 }
 
 // Format makes an ext4 filesystem with go-diskfs, so the initramfs needs no

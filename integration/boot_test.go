@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -51,6 +52,7 @@ func testBoot(t *testing.T, arch layout.Arch) {
 
 	guest(t, vm, "write /etc/persist.txt written-on-first-boot")
 	guest(t, vm, "rm "+factoryConf)
+	guest(t, vm, "setxattr /etc/hostname user.persist set-on-first-boot")
 	checkWhiteout(t, vm)
 	status := guest(t, vm, "exec /usr/bin/ovrootctl status")
 	for _, w := range []string{"PERSISTENT", "first boot: the data partition was blank"} {
@@ -60,6 +62,7 @@ func testBoot(t *testing.T, arch layout.Arch) {
 	}
 	powerOff(t, vm)
 	fsck(t, img, layout.DataLabel)
+	checkUpperOnHost(t, img)
 
 	// Second boot of the same disk.
 	vm = boot(t, img)
@@ -117,7 +120,13 @@ func checkMounts(t *testing.T, mounts string) {
 // difference.
 func checkRom(t *testing.T, vm *qemu.VM, want []manifest.Entry) {
 	t.Helper()
-	got := strings.TrimSpace(guest(t, vm, "manifest /rom"))
+	// Kernel messages may be mixed into the console output: only the
+	// manifest line counts.
+	out := guest(t, vm, "manifest /rom")
+	got := regexp.MustCompile(`manifest entries=\d+ digest=[0-9a-f]+`).FindString(out)
+	if got == "" {
+		got = out
+	}
 	wantLine := "manifest entries=" + strconv.Itoa(len(want)) + " digest=" + manifest.Digest(want)
 	if got == wantLine {
 		return
@@ -153,5 +162,32 @@ func checkWhiteout(t *testing.T, vm *qemu.VM) {
 	st := guest(t, vm, "stat /overlay/upper"+factoryConf)
 	if !strings.Contains(st, "type=char") || !strings.Contains(st, "rdev=0:0") {
 		t.Errorf("upper entry for deleted %s = %q, want a whiteout (char device 0:0)", factoryConf, st)
+	}
+}
+
+// checkUpperOnHost reads the upper of the powered-off disk on the host
+// with debugfs, not through the guest: the deleted factory file is a
+// whiteout (character device 0:0), the written file holds what was
+// written, and the xattr set on a copied-up file is stored with it.
+func checkUpperOnHost(t *testing.T, img image) {
+	t.Helper()
+	part := partition(t, img, layout.DataLabel)
+	debugfs := func(cmd string) string {
+		out, err := exec.Command("debugfs", "-R", cmd, part).Output()
+		if err != nil {
+			t.Fatalf("debugfs -R %q %s: %v", cmd, part, err)
+		}
+		return string(out)
+	}
+	upper := "/" + layout.UpperName
+	if st := debugfs("stat " + upper + factoryConf); !strings.Contains(st, "Type: character special") ||
+		!strings.Contains(st, "Device major/minor number: 00:00") {
+		t.Errorf("on the host, %s%s is not a whiteout (char 0:0):\n%s", upper, factoryConf, st)
+	}
+	if got := debugfs("cat " + upper + "/etc/persist.txt"); got != "written-on-first-boot\n" {
+		t.Errorf("on the host, %s/etc/persist.txt = %q, want %q", upper, got, "written-on-first-boot\n")
+	}
+	if got := debugfs("ea_get -V " + upper + "/etc/hostname user.persist"); got != "set-on-first-boot\n" {
+		t.Errorf("on the host, xattr user.persist of %s/etc/hostname = %q, want %q", upper, got, "set-on-first-boot\n")
 	}
 }

@@ -34,7 +34,7 @@ func requireTools(t *testing.T) {
 		t.Skip("QEMU boot test: skipped with -short")
 	}
 	var missing []string
-	for _, tool := range []string{"qemu-system-x86_64", "qemu-system-aarch64", "mksquashfs", "e2fsck"} {
+	for _, tool := range []string{"qemu-system-x86_64", "qemu-system-aarch64", "mksquashfs", "e2fsck", "debugfs"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing = append(missing, tool)
 		}

@@ -3,7 +3,6 @@ package integration
 import (
 	"fmt"
 	"math/rand"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -193,17 +192,31 @@ func testFactoryReset(t *testing.T, arch layout.Arch) {
 	if got := strings.TrimSpace(guest(t, vm, "manifest /rom")); got != "manifest entries="+strconv.Itoa(len(want))+" digest="+manifest.Digest(want) {
 		t.Errorf("/rom changed: %s", got)
 	}
+	guest(t, vm, "write "+afterResetMarker+" written-after-the-reset")
 	powerOff(t, vm)
 	fsck(t, img, layout.DataLabel)
 
-	// 5: the next boot does not reset again.
+	// 5: the next boot does not reset again, silently or not.
 	opt, _ = kbd()
 	vm = boot(t, img, opt)
 	expect(t, vm, "GUEST: ready")
 	if strings.Contains(vm.Console(), "factory reset (trigger=") {
 		t.Errorf("a boot without a trigger reset the device:\n%s", vm.Tail(60))
 	}
+	checkMarker(t, vm)
 	powerOff(t, vm)
+}
+
+// afterResetMarker is written after a reset; the boot after must keep it.
+const afterResetMarker = "/etc/after-reset.txt"
+
+// checkMarker: the file written after the reset survived a power-off and
+// a boot, so that boot did not reset the device a second time.
+func checkMarker(t *testing.T, vm *qemu.VM) {
+	t.Helper()
+	if got := guest(t, vm, "cat "+afterResetMarker); got != "written-after-the-reset\n" {
+		t.Errorf("after the reset and a power-off, %s = %q, want it kept (a second reset?)", afterResetMarker, got)
+	}
 }
 
 // TestResetPowerCut fills the upper, requests a reset, and cuts the power
@@ -213,14 +226,8 @@ func testFactoryReset(t *testing.T, arch layout.Arch) {
 // OVROOT_RESET_SEED replays a run; OVROOT_RESET_CUTS sets the number of cuts.
 func TestResetPowerCut(t *testing.T) {
 	requireTools(t)
-	seed := time.Now().UnixNano()
-	if s := os.Getenv("OVROOT_RESET_SEED"); s != "" {
-		seed, _ = strconv.ParseInt(s, 10, 64)
-	}
-	cuts := 10
-	if s := os.Getenv("OVROOT_RESET_CUTS"); s != "" {
-		cuts, _ = strconv.Atoi(s)
-	}
+	seed := envInt(t, "OVROOT_RESET_SEED", time.Now().UnixNano())
+	cuts := int(envInt(t, "OVROOT_RESET_CUTS", 10))
 	t.Logf("power-cut seed %d, %d cuts per arch (replay: OVROOT_RESET_SEED=%d)", seed, cuts, seed)
 	for _, arch := range layout.Arches {
 		t.Run(string(arch), func(t *testing.T) {
@@ -244,6 +251,7 @@ func testResetPowerCut(t *testing.T, arch layout.Arch, seed int64, cuts int) {
 	expect(t, vm, "GUEST: ready")
 	stepRE := regexp.MustCompile(`factory reset step (\S+)`)
 	var table []string
+	landed := map[string]bool{} // reset steps a cut landed in
 	for i := 1; i <= cuts; i++ {
 		tag := fmt.Sprintf("cut%d", i)
 		dirty(t, vm, tag)
@@ -262,6 +270,8 @@ func testResetPowerCut(t *testing.T, arch layout.Arch, seed int64, cuts int) {
 		}
 		if strings.Contains(vm.Console(), "ovroot: factory reset (trigger=ovrootctl, kept") {
 			last = "after the reset finished"
+		} else if len(stepRE.FindAllStringSubmatch(vm.Console(), -1)) > 0 {
+			landed[last] = true
 		}
 		table = append(table, fmt.Sprintf("cut %2d at +%4d ms: %s", i, at.Milliseconds(), last))
 
@@ -276,9 +286,31 @@ func testResetPowerCut(t *testing.T, arch layout.Arch, seed int64, cuts int) {
 			t.Fatalf("cut %d at +%s (%s) left a device that is not factory-fresh; seed %d\n%s", i, at, last, seed, strings.Join(table, "\n"))
 		}
 	}
+	// The cuts must have spread over the reset: were the step delay to stop
+	// working, every cut would land before or after a reset of a few ms.
+	if want := minResetSteps(cuts); len(landed) < want {
+		t.Errorf("the %d cuts landed in %d distinct reset steps, want at least %d (does ovroot.reset_step_delay still slow each step?); seed %d\n%s", cuts, len(landed), want, seed, strings.Join(table, "\n"))
+	}
+	// After the last reset, a file written survives a power-off and a boot.
+	guest(t, vm, "write "+afterResetMarker+" written-after-the-reset")
 	powerOff(t, vm)
 	fsck(t, img, layout.DataLabel)
-	t.Logf("%s: %d power cuts during factory resets, every following boot factory-fresh (seed %d):\n%s", arch, cuts, seed, strings.Join(table, "\n"))
+	vm = boot(t, img)
+	expect(t, vm, "GUEST: ready")
+	checkMarker(t, vm)
+	powerOff(t, vm)
+	t.Logf("%s: %d power cuts during factory resets in %d distinct steps, every following boot factory-fresh (seed %d):\n%s", arch, cuts, len(landed), seed, strings.Join(table, "\n"))
+}
+
+// minResetSteps is how many distinct reset steps n cuts spread uniformly
+// over the reset's ten delayed steps (and the time after them) must hit:
+// 10 cuts in fewer than 3 of those 11 spans has odds of about 2 in a
+// million (55 pairs of spans, (2/11)^10 each).
+func minResetSteps(n int) int {
+	if n >= 10 {
+		return 3
+	}
+	return 0
 }
 
 // TestFactoryResetFullPartition: a factory reset is what a person tries
