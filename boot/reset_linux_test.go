@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovroot/ovroot/internal/testenv"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/reset"
 	"golang.org/x/sys/unix"
@@ -191,16 +192,14 @@ func TestBootDataFull(t *testing.T) {
 // the request, so the person can delete files or withdraw it; going
 // volatile would lock them out of both.
 func TestBootFactoryResetNoRoom(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs as the data partition")
-	}
+	testenv.RequireRoot(t, "mounts a small tmpfs as the data partition")
 	e := &bootEnv{sys: &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, free: 4096},
 		config: "[reset]\nkeep = [\"/etc/dropbear\"]\n",
 		setup: func(root string) {
 			data := filepath.Join(root, "overlay")
 			os.MkdirAll(data, 0o755)
 			if err := unix.Mount("tmpfs", data, "tmpfs", 0, "size=1m"); err != nil {
-				t.Skipf("cannot mount a tmpfs here: %v", err)
+				testenv.Missing(t, "cannot mount a tmpfs here: "+err.Error())
 			}
 			t.Cleanup(func() { unix.Unmount(data, unix.MNT_DETACH) })
 			usedData(t, root)
