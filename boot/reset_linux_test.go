@@ -228,3 +228,59 @@ func TestBootFactoryResetNoRoom(t *testing.T) {
 		t.Errorf("upper = %q, want it untouched", got)
 	}
 }
+
+// Failsafe mode changes nothing on the data partition: a pending reset
+// stays pending (it runs on the next normal boot), and one asked for on
+// this boot's command line is not even recorded.
+func TestBootFailsafeDoesNotReset(t *testing.T) {
+	const untouched = ". etc etc/dropbear etc/dropbear/key etc/passwd root root/.ssh root/.ssh/id"
+	for _, tc := range []struct {
+		name, cmdline, request string
+		wantPending            string // trigger of the request after the boot; "" = none
+		wantWarned             string
+	}{
+		{name: "request from ovrootctl stays pending", cmdline: "ovroot.failsafe=1", request: reset.TriggerCtl, wantPending: reset.TriggerCtl},
+		{name: "ovroot.reset with ovroot.failsafe is not stored", cmdline: "ovroot.failsafe=1 ovroot.reset=1",
+			wantWarned: "factory reset (trigger=cmdline) not stored: the data partition is not in use"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &bootEnv{cmdline: tc.cmdline, config: "[reset]\nkeep = [\"/etc/dropbear\"]\n",
+				sys: &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}},
+				setup: func(root string) {
+					usedData(t, root)
+					if tc.request != "" {
+						if err := reset.Schedule(filepath.Join(root, "overlay"), tc.request, time.Unix(5, 0)); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}}
+			b, err := e.run(t)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := b.State(); st.Mode != layout.ModeFailsafe || st.Reset != nil {
+				t.Errorf("state = %+v, want failsafe without a reset", st)
+			}
+			if got := upperList(t, e.root); got != untouched {
+				t.Errorf("upper = %q, want it untouched: %q", got, untouched)
+			}
+			data := filepath.Join(e.root, "overlay")
+			p, _ := reset.Pending(data)
+			if tc.wantPending == "" && p != nil || tc.wantPending != "" && (p == nil || p.Trigger != tc.wantPending) {
+				t.Errorf("pending request = %+v, want trigger %q", p, tc.wantPending)
+			}
+			if last, _ := reset.Last(data); last != nil {
+				t.Errorf("a reset was recorded: %+v", last)
+			}
+			if n := reset.TrashCount(data); n != 0 {
+				t.Errorf("%d trees in the trash", n)
+			}
+			if tc.wantWarned != "" && !e.warned(tc.wantWarned) {
+				t.Errorf("no warning containing %q; warnings:\n%s", tc.wantWarned, strings.Join(e.warnings, "\n"))
+			}
+			if e.warned("factory reset (trigger=" + tc.request + "): starting") {
+				t.Error("a factory reset started in failsafe mode")
+			}
+		})
+	}
+}
