@@ -284,3 +284,38 @@ func TestBootFailsafeDoesNotReset(t *testing.T) {
 		})
 	}
 }
+
+// ovroot.reset_step_delay slows every step of a reset by sleeping before
+// it (the power-cut tests aim at the steps with it); without it, the reset
+// sleeps not at all. Sleeps are counted on the fake clock, not timed.
+func TestBootResetStepDelay(t *testing.T) {
+	for _, tc := range []struct {
+		cmdline   string
+		minSleeps int // of the delay; the reset has at least 8 steps that change the disk
+	}{
+		{cmdline: "ovroot.reset=1 ovroot.reset_step_delay=300ms", minSleeps: 8},
+		{cmdline: "ovroot.reset=1"},
+	} {
+		t.Run(tc.cmdline, func(t *testing.T) {
+			e := &bootEnv{cmdline: tc.cmdline, config: "[reset]\nkeep = [\"/etc/dropbear\"]\n",
+				sys:   &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}},
+				setup: func(root string) { usedData(t, root) }}
+			b, err := e.run(t)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := b.State(); st.Reset == nil || st.Reset.Trigger != reset.TriggerCmdline {
+				t.Fatalf("state reset = %+v, want a reset by cmdline", st.Reset)
+			}
+			delays := 0
+			for _, d := range e.sleeps {
+				if d == 300*time.Millisecond {
+					delays++
+				}
+			}
+			if tc.minSleeps == 0 && delays != 0 || delays < tc.minSleeps {
+				t.Errorf("%d sleeps of 300ms (all sleeps: %v), want %d or more, and none without the parameter", delays, e.sleeps, tc.minSleeps)
+			}
+		})
+	}
+}
