@@ -24,13 +24,13 @@ func keyDown(f *os.File, code int) (bool, error) {
 	if errno != 0 {
 		return false, errno
 	}
-	return bits[code/8]&(1<<(code%8)) != 0, nil
+	return keyBit(bits[:], code), nil
 }
 
 // WaitForKey polls the key state (EVIOCGKEY) of the device, or of every
-// /dev/input/event* as they appear, every 20 ms. Polling the state rather
-// than reading events sees a button already held when the window opens,
-// which is how a person holds a reset button while powering a device on.
+// /dev/input/event* as they appear, every 20 ms, and lets keyHold decide.
+// Polling the state rather than reading events sees a button already held
+// when the window opens.
 func (LinuxSys) WaitForKey(device string, code int, hold, window time.Duration) (bool, error) {
 	const poll = 20 * time.Millisecond
 	open := map[string]*os.File{}
@@ -40,8 +40,7 @@ func (LinuxSys) WaitForKey(device string, code int, hold, window time.Duration) 
 		}
 	}()
 	var lastErr error
-	start := time.Now()
-	var since time.Time // when the key was first seen down, zero when up
+	watch := keyHold{hold: hold, window: window}
 	for {
 		paths := []string{device}
 		if device == "" {
@@ -66,17 +65,10 @@ func (LinuxSys) WaitForKey(device string, code int, hold, window time.Duration) 
 			}
 			down = down || d
 		}
-		now := time.Now()
-		switch {
-		case down && since.IsZero():
-			since = now
-		case !down:
-			since = time.Time{}
-		}
-		if !since.IsZero() && now.Sub(since) >= hold {
-			return true, nil
-		}
-		if since.IsZero() && now.Sub(start) >= window {
+		if done, held := watch.see(time.Now(), down); done {
+			if held {
+				return true, nil
+			}
 			if len(open) == 0 && lastErr == nil {
 				lastErr = fmt.Errorf("no input device (/dev/input/event*): is the evdev module in the image's modules?")
 			}

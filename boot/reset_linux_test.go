@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovroot/ovroot/internal/testenv"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/reset"
 	"golang.org/x/sys/unix"
@@ -191,16 +192,14 @@ func TestBootDataFull(t *testing.T) {
 // the request, so the person can delete files or withdraw it; going
 // volatile would lock them out of both.
 func TestBootFactoryResetNoRoom(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs as the data partition")
-	}
+	testenv.RequireRoot(t, "mounts a small tmpfs as the data partition")
 	e := &bootEnv{sys: &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, free: 4096},
 		config: "[reset]\nkeep = [\"/etc/dropbear\"]\n",
 		setup: func(root string) {
 			data := filepath.Join(root, "overlay")
 			os.MkdirAll(data, 0o755)
 			if err := unix.Mount("tmpfs", data, "tmpfs", 0, "size=1m"); err != nil {
-				t.Skipf("cannot mount a tmpfs here: %v", err)
+				testenv.Missing(t, "cannot mount a tmpfs here: "+err.Error())
 			}
 			t.Cleanup(func() { unix.Unmount(data, unix.MNT_DETACH) })
 			usedData(t, root)
@@ -227,5 +226,96 @@ func TestBootFactoryResetNoRoom(t *testing.T) {
 	}
 	if got := upperList(t, e.root); !strings.Contains(got, "root/.ssh/id") {
 		t.Errorf("upper = %q, want it untouched", got)
+	}
+}
+
+// Failsafe mode changes nothing on the data partition: a pending reset
+// stays pending (it runs on the next normal boot), and one asked for on
+// this boot's command line is not even recorded.
+func TestBootFailsafeDoesNotReset(t *testing.T) {
+	const untouched = ". etc etc/dropbear etc/dropbear/key etc/passwd root root/.ssh root/.ssh/id"
+	for _, tc := range []struct {
+		name, cmdline, request string
+		wantPending            string // trigger of the request after the boot; "" = none
+		wantWarned             string
+	}{
+		{name: "request from ovrootctl stays pending", cmdline: "ovroot.failsafe=1", request: reset.TriggerCtl, wantPending: reset.TriggerCtl},
+		{name: "ovroot.reset with ovroot.failsafe is not stored", cmdline: "ovroot.failsafe=1 ovroot.reset=1",
+			wantWarned: "factory reset (trigger=cmdline) not stored: the data partition is not in use"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &bootEnv{cmdline: tc.cmdline, config: "[reset]\nkeep = [\"/etc/dropbear\"]\n",
+				sys: &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}},
+				setup: func(root string) {
+					usedData(t, root)
+					if tc.request != "" {
+						if err := reset.Schedule(filepath.Join(root, "overlay"), tc.request, time.Unix(5, 0)); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}}
+			b, err := e.run(t)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := b.State(); st.Mode != layout.ModeFailsafe || st.Reset != nil {
+				t.Errorf("state = %+v, want failsafe without a reset", st)
+			}
+			if got := upperList(t, e.root); got != untouched {
+				t.Errorf("upper = %q, want it untouched: %q", got, untouched)
+			}
+			data := filepath.Join(e.root, "overlay")
+			p, _ := reset.Pending(data)
+			if tc.wantPending == "" && p != nil || tc.wantPending != "" && (p == nil || p.Trigger != tc.wantPending) {
+				t.Errorf("pending request = %+v, want trigger %q", p, tc.wantPending)
+			}
+			if last, _ := reset.Last(data); last != nil {
+				t.Errorf("a reset was recorded: %+v", last)
+			}
+			if n := reset.TrashCount(data); n != 0 {
+				t.Errorf("%d trees in the trash", n)
+			}
+			if tc.wantWarned != "" && !e.warned(tc.wantWarned) {
+				t.Errorf("no warning containing %q; warnings:\n%s", tc.wantWarned, strings.Join(e.warnings, "\n"))
+			}
+			if e.warned("factory reset (trigger=" + tc.request + "): starting") {
+				t.Error("a factory reset started in failsafe mode")
+			}
+		})
+	}
+}
+
+// ovroot.reset_step_delay slows every step of a reset by sleeping before
+// it (the power-cut tests aim at the steps with it); without it, the reset
+// sleeps not at all. Sleeps are counted on the fake clock, not timed.
+func TestBootResetStepDelay(t *testing.T) {
+	for _, tc := range []struct {
+		cmdline   string
+		minSleeps int // of the delay; the reset has at least 8 steps that change the disk
+	}{
+		{cmdline: "ovroot.reset=1 ovroot.reset_step_delay=300ms", minSleeps: 8},
+		{cmdline: "ovroot.reset=1"},
+	} {
+		t.Run(tc.cmdline, func(t *testing.T) {
+			e := &bootEnv{cmdline: tc.cmdline, config: "[reset]\nkeep = [\"/etc/dropbear\"]\n",
+				sys:   &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}},
+				setup: func(root string) { usedData(t, root) }}
+			b, err := e.run(t)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := b.State(); st.Reset == nil || st.Reset.Trigger != reset.TriggerCmdline {
+				t.Fatalf("state reset = %+v, want a reset by cmdline", st.Reset)
+			}
+			delays := 0
+			for _, d := range e.sleeps {
+				if d == 300*time.Millisecond {
+					delays++
+				}
+			}
+			if tc.minSleeps == 0 && delays != 0 || delays < tc.minSleeps {
+				t.Errorf("%d sleeps of 300ms (all sleeps: %v), want %d or more, and none without the parameter", delays, e.sleeps, tc.minSleeps)
+			}
+		})
 	}
 }

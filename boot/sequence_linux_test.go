@@ -121,6 +121,7 @@ type bootEnv struct {
 	modules  []string
 	sys      *fakeSys
 	warnings []string
+	sleeps   []time.Duration   // every Sleep of the boot, in order
 	setup    func(root string) // prepares files (the data fs at root/overlay)
 }
 
@@ -159,7 +160,7 @@ func (e *bootEnv) run(t *testing.T) (*Boot, error) {
 			t.Logf("WARN "+format, args...)
 		},
 		Now:   func() time.Time { return clock },
-		Sleep: func(d time.Duration) { clock = clock.Add(d) },
+		Sleep: func(d time.Duration) { e.sleeps = append(e.sleeps, d); clock = clock.Add(d) },
 	}
 	return b, b.Attempt()
 }

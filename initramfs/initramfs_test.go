@@ -7,9 +7,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/ovroot/ovroot/internal/kmod"
 	"github.com/ovroot/ovroot/internal/testenv"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/u-root/u-root/pkg/cpio"
@@ -152,6 +154,23 @@ func TestBuildModules(t *testing.T) {
 	if kos != len(load) {
 		t.Errorf("%d .ko files carried, %d in the load list: only the closure belongs in", kos, len(load))
 	}
+	// The archive carries exactly the closure kmod resolves, in its order:
+	// a module lost on the way (jbd2, and ext4 does not load) fails here.
+	ix, err := kmod.LoadIndex(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closure, err := ix.Closure(o.Modules...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, m := range closure {
+		want = append(want, "/lib/modules/"+rep.Release+"/"+m.Path)
+	}
+	if !reflect.DeepEqual(load, want) {
+		t.Errorf("load list:\n%s\nwant the closure of %v:\n%s", strings.Join(load, "\n"), o.Modules, strings.Join(want, "\n"))
+	}
 	pos := map[string]int{}
 	for i, p := range load {
 		if _, ok := recs[strings.TrimPrefix(p, "/")]; !ok {
@@ -162,7 +181,13 @@ func TestBuildModules(t *testing.T) {
 		}
 		pos[strings.TrimSuffix(filepath.Base(p), ".ko")] = i
 	}
-	if pos["jbd2"] > pos["ext4"] || pos["virtio_ring"] > pos["virtio_blk"] {
-		t.Errorf("dependencies after their users: %v", load)
+	// Users after their dependencies; each name must be there, or a lookup
+	// of a missing one (position 0) would pass.
+	for _, dep := range [][2]string{{"jbd2", "ext4"}, {"mbcache", "ext4"}, {"crc32c_generic", "ext4"}, {"virtio_blk", "virtio_blk"}} {
+		d, dok := pos[dep[0]]
+		u, uok := pos[dep[1]]
+		if !dok || !uok || d > u {
+			t.Errorf("%s (in the list: %v, at %d) must come before %s (%v, at %d): %v", dep[0], dok, d, dep[1], uok, u, load)
+		}
 	}
 }

@@ -263,6 +263,12 @@ func run(w io.Writer, args []string) error {
 		return os.MkdirAll(arg(1), 0o755)
 	case "kmsg": // kmsg TEXT: the kernel log records (/dev/kmsg) that contain TEXT
 		return kmsg(w, strings.Join(args[1:], " "))
+	case "wait-empty": // wait-empty DIR SECONDS: poll until DIR has no entries
+		secs, err := strconv.Atoi(arg(2))
+		if err != nil {
+			return err
+		}
+		return waitEmpty(w, arg(1), time.Duration(secs)*time.Second)
 	}
 	return fmt.Errorf("unknown command %q", args[0])
 }
@@ -372,4 +378,28 @@ func powerOff() {
 	fmt.Println("GUEST: powering off")
 	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	select {}
+}
+
+// waitEmpty polls dir every 200 ms until it holds nothing, for at most
+// limit; the wait happens here, in the guest, so the host asserts no timing.
+func waitEmpty(w io.Writer, dir string, limit time.Duration) error {
+	start := time.Now()
+	for {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		if len(entries) == 0 {
+			fmt.Fprintf(w, "%s empty\n", dir)
+			return nil
+		}
+		if time.Since(start) >= limit {
+			var names []string
+			for _, e := range entries {
+				names = append(names, e.Name())
+			}
+			return fmt.Errorf("%s still holds %d entries after %s: %s", dir, len(entries), limit, strings.Join(names, " "))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovroot/ovroot/internal/testenv"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/reset"
+	"golang.org/x/sys/unix"
 )
 
 func TestStatus(t *testing.T) {
@@ -86,22 +88,54 @@ func TestChanges(t *testing.T) {
 	}
 	mk(filepath.Join(lower, "etc/hostname"), "factory")
 	mk(filepath.Join(lower, "etc/motd"), "hi")
+	mk(filepath.Join(lower, "usr/share/doc/factory.txt"), "factory doc")
 	mk(filepath.Join(upper, "etc/hostname"), "mine")
 	mk(filepath.Join(upper, "root/.ssh/authorized_keys"), "key")
 	mk(filepath.Join(upper, "etc/new.conf"), "x")
-	// A whiteout needs mknod of a char device, which needs root; the case
-	// is proven in QEMU, so here it is only checked when we can make one.
-	wantDeleted := mknodWhiteout(filepath.Join(upper, "etc/motd")) == nil
+	// A whiteout is a character device 0/0, which Linux >= 5.8 lets any
+	// user make (it is what overlayfs makes for an unprivileged mount).
+	if err := mknodWhiteout(filepath.Join(upper, "etc/motd")); err != nil {
+		testenv.Missing(t, "cannot make a whiteout (char 0/0) here: "+err.Error())
+	}
+	// An opaque directory, marked as an unprivileged overlay mount
+	// (userxattr) marks it: replaced, and nothing below it listed.
+	mk(filepath.Join(upper, "usr/share/doc/mine.txt"), "mine")
+	if err := unix.Setxattr(filepath.Join(upper, "usr/share/doc"), "user.overlay.opaque", []byte("y"), 0); err != nil {
+		testenv.Missing(t, "cannot set user.* xattrs in "+root+": "+err.Error())
+	}
 	got, err := Changes(upper, lower)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Change{{"/etc/hostname", "modified"}}
-	if wantDeleted {
-		want = append(want, Change{"/etc/motd", "deleted"})
+	want := []Change{
+		{"/etc/hostname", "modified"}, {"/etc/motd", "deleted"}, {"/etc/new.conf", "added"},
+		{"/root", "added"}, {"/usr/share/doc", "replaced"},
 	}
-	want = append(want, Change{"/etc/new.conf", "added"}, Change{"/root", "added"})
 	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Changes() = %v, want %v", got, want)
+	}
+}
+
+// The opaque mark of a privileged overlay mount (trusted.overlay.opaque),
+// which is what the init's overlay writes.
+func TestChangesTrustedOpaque(t *testing.T) {
+	testenv.RequireRoot(t, "trusted.overlay.opaque is a trusted.* xattr")
+	root := t.TempDir()
+	lower, upper := filepath.Join(root, "rom"), filepath.Join(root, "upper")
+	for _, p := range []string{filepath.Join(lower, "etc/config/network"), filepath.Join(upper, "etc/config/mine")} {
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Setxattr(filepath.Join(upper, "etc/config"), "trusted.overlay.opaque", []byte("y"), 0); err != nil {
+		t.Fatalf("set trusted.overlay.opaque as root: %v", err)
+	}
+	got, err := Changes(upper, lower)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Change{{"/etc/config", "replaced"}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("Changes() = %v, want %v", got, want)
 	}
 }
