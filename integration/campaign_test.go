@@ -19,6 +19,7 @@ import (
 	ovboot "github.com/ovroot/ovroot/boot"
 	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/internal/logwrites"
+	"github.com/ovroot/ovroot/internal/testenv"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/qemu"
 )
@@ -111,28 +112,13 @@ func (p campaignParams) runs(scen string) bool {
 	return strings.Contains(p.only, strings.Fields(scen)[0][1:2])
 }
 
-// envInt reads a non-negative integer variable; a value that is not one is
-// a test error, never a silent default.
-func envInt(t *testing.T, name string, def int64) int64 {
-	t.Helper()
-	s := os.Getenv(name)
-	if s == "" {
-		return def
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
-		t.Fatalf("%s=%q: want a non-negative integer", name, s)
-	}
-	return n
-}
-
 func campaignParamsFromEnv(t *testing.T) campaignParams {
 	t.Helper()
 	p := campaignParams{
-		seed:       envInt(t, "OVROOT_CAMPAIGN_SEED", time.Now().UnixNano()),
+		seed:       testenv.Int(t, "OVROOT_CAMPAIGN_SEED", time.Now().UnixNano(), 0),
 		boundaries: 5,
-		subsets:    int(envInt(t, "OVROOT_CAMPAIGN_SUBSETS", 1)),
-		boots:      int(envInt(t, "OVROOT_CAMPAIGN_BOOTS", 1)),
+		subsets:    int(testenv.Int(t, "OVROOT_CAMPAIGN_SUBSETS", 1, 0)),
+		boots:      int(testenv.Int(t, "OVROOT_CAMPAIGN_BOOTS", 1, 0)),
 		only:       "abcd",
 	}
 	if s := os.Getenv("OVROOT_CAMPAIGN_SCENARIOS"); s != "" {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/internal/manifest"
+	"github.com/ovroot/ovroot/internal/testenv"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/qemu"
 )
@@ -226,8 +227,8 @@ func checkMarker(t *testing.T, vm *qemu.VM) {
 // OVROOT_RESET_SEED replays a run; OVROOT_RESET_CUTS sets the number of cuts.
 func TestResetPowerCut(t *testing.T) {
 	requireTools(t)
-	seed := envInt(t, "OVROOT_RESET_SEED", time.Now().UnixNano())
-	cuts := int(envInt(t, "OVROOT_RESET_CUTS", 10))
+	seed := testenv.Int(t, "OVROOT_RESET_SEED", time.Now().UnixNano(), 0)
+	cuts := int(testenv.Int(t, "OVROOT_RESET_CUTS", 10, 1))
 	t.Logf("power-cut seed %d, %d cuts per arch (replay: OVROOT_RESET_SEED=%d)", seed, cuts, seed)
 	for _, arch := range layout.Arches {
 		t.Run(string(arch), func(t *testing.T) {
