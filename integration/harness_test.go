@@ -55,6 +55,19 @@ func requireTools(t *testing.T) {
 
 func kernelCache() string { return testenv.KernelCache() }
 
+// buildHostTool builds the ovroot binary into a temp dir, for tests that
+// run it as a person does.
+func buildHostTool(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "ovroot")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/ovroot")
+	build.Dir = sourceDir(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/ovroot: %v\n%s", err, out)
+	}
+	return bin
+}
+
 func sourceDir(t *testing.T) string {
 	t.Helper()
 	d, err := gobuild.FindSource(".")

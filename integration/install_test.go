@@ -19,12 +19,7 @@ import (
 // with the e2fsck it carries by default.
 func TestInstalledBinary(t *testing.T) {
 	requireTools(t)
-	bin := filepath.Join(t.TempDir(), "ovroot")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/ovroot")
-	build.Dir = sourceDir(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/ovroot: %v\n%s", err, out)
-	}
+	bin := buildHostTool(t)
 	for _, arch := range layout.Arches {
 		t.Run(string(arch), func(t *testing.T) {
 			t.Parallel()

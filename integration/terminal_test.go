@@ -30,12 +30,7 @@ import (
 // modes as they were and no QEMU behind.
 func TestTerminal(t *testing.T) {
 	requireTools(t)
-	ovroot := filepath.Join(t.TempDir(), "ovroot")
-	build := exec.Command("go", "build", "-o", ovroot, "./cmd/ovroot")
-	build.Dir = sourceDir(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/ovroot: %v\n%s", err, out)
-	}
+	ovroot := buildHostTool(t)
 	for _, arch := range layout.Arches {
 		t.Run(string(arch), func(t *testing.T) {
 			t.Parallel()
