@@ -3,8 +3,10 @@ package integration
 import (
 	"fmt"
 	"math/rand"
+	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -111,11 +113,9 @@ func TestFactoryReset(t *testing.T) {
 }
 
 func testFactoryReset(t *testing.T, arch layout.Arch) {
-	rootfs := makeSmallRootfs(t, arch)
-	want, err := manifest.Walk(rootfs, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rootfs := makeSmallRootfsTar(t, arch)
+	factory := factoryManifest(t, rootfs)
+	want := plain(factory)
 	img := buildImage(t, arch, rootfs, func(im *config.Image) {
 		im.Modules = append(im.Modules, "virtio_input", "evdev")
 		im.Init.Reset.Keep = []string{keptDir}
@@ -157,6 +157,7 @@ func testFactoryReset(t *testing.T, arch layout.Arch) {
 	expect(t, vm, "ovroot: factory reset (trigger=ovrootctl, kept 1 paths) in")
 	expect(t, vm, "GUEST: ready")
 	checkFactory(t, vm, "1")
+	checkFactoryFull(t, vm, factory)
 	if st := guest(t, vm, "exec /usr/bin/ovrootctl status"); !regexp.MustCompile(`last reset: \S+ \(trigger=ovrootctl, kept: /etc/dropbear, \d+ ms\)`).MatchString(st) {
 		t.Errorf("status lacks the last reset:\n%s", st)
 	}
@@ -169,6 +170,7 @@ func testFactoryReset(t *testing.T, arch layout.Arch) {
 	expect(t, vm, "ovroot: factory reset (trigger=cmdline, kept 1 paths) in")
 	expect(t, vm, "GUEST: ready")
 	checkFactory(t, vm, "2")
+	checkFactoryFull(t, vm, factory)
 	dirty(t, vm, "3")
 	powerOff(t, vm)
 
@@ -189,6 +191,7 @@ func testFactoryReset(t *testing.T, arch layout.Arch) {
 	expect(t, vm, "GUEST: ready")
 	q.KeyDown("f12", false)
 	checkFactory(t, vm, "3")
+	checkFactoryFull(t, vm, factory)
 	// The factory root itself was never touched.
 	if got := strings.TrimSpace(guest(t, vm, "manifest /rom")); got != "manifest entries="+strconv.Itoa(len(want))+" digest="+manifest.Digest(want) {
 		t.Errorf("/rom changed: %s", got)
@@ -206,6 +209,90 @@ func testFactoryReset(t *testing.T, arch layout.Arch) {
 	}
 	checkMarker(t, vm)
 	powerOff(t, vm)
+}
+
+// factoryManifest is the manifest, with owners, xattrs and hard links, of
+// the root a rootfs tarball gives, computed from the tarball alone: the
+// image build adds nothing to it (it has the mount points and its own
+// ovrootctl).
+func factoryManifest(t *testing.T, tarball string) []manifest.Entry {
+	t.Helper()
+	f, err := os.Open(tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	entries, err := manifest.FromTar(f)
+	if err != nil {
+		t.Fatalf("%s: %v", tarball, err)
+	}
+	return entries
+}
+
+// plain is a manifest without owners, xattrs and hard links, as Walk gives.
+func plain(entries []manifest.Entry) []manifest.Entry {
+	out := make([]manifest.Entry, len(entries))
+	for i, e := range entries {
+		e.Ext = nil
+		out[i] = e
+	}
+	return out
+}
+
+// mergedRootSkips are left out of the merged root's comparison with the
+// factory root: the mount points (the guest agent's mountPoint) and the
+// kept path, which a reset keeps and the factory root lacks.
+var mergedRootSkips = []string{"proc", "sys", "dev", "run", "tmp", "rom", "overlay", strings.TrimPrefix(keptDir, "/")}
+
+// checkFactoryFull compares the guest's manifest of the merged root, with
+// owners, xattrs and hard links, with the one the host computed from the
+// rootfs tarball: not with the guest's own /rom, which a build that lost
+// an owner or a link would match just as well. A mismatch prints the
+// differing lines (-want +got).
+func checkFactoryFull(t *testing.T, vm *qemu.VM, factory []manifest.Entry) {
+	t.Helper()
+	var want []manifest.Entry
+	for _, e := range factory {
+		skipped := false
+		for _, s := range mergedRootSkips {
+			if e.Path == s || strings.HasPrefix(e.Path, s+"/") {
+				skipped = true
+			}
+		}
+		if !skipped {
+			want = append(want, e)
+		}
+	}
+	args := "/ " + strings.TrimPrefix(keptDir, "/")
+	// Kernel messages may be mixed into the console output: only the
+	// manifest line counts.
+	out := guest(t, vm, "manifest-v2 "+args)
+	got := regexp.MustCompile(`manifest-v2 entries=\d+ digest=[0-9a-f]+`).FindString(out)
+	wantLine := "manifest-v2 entries=" + strconv.Itoa(len(want)) + " digest=" + manifest.Digest(want)
+	if got == wantLine {
+		return
+	}
+	full := guest(t, vm, "manifest-full-v2 "+args)
+	gotLines := map[string]bool{}
+	for _, l := range strings.Split(full, "\n") {
+		if strings.Contains(l, " owner=") {
+			gotLines[l] = true
+		}
+	}
+	var diff []string
+	for _, e := range want {
+		if l := e.Line(); gotLines[l] {
+			delete(gotLines, l)
+		} else {
+			diff = append(diff, "-"+l)
+		}
+	}
+	for l := range gotLines {
+		diff = append(diff, "+"+l)
+	}
+	sort.Strings(diff)
+	t.Errorf("merged root after the reset is not the factory root the host computed from the tarball: %q, want %q\n(-want +got, %d lines):\n%s",
+		got, wantLine, len(diff), strings.Join(diff, "\n"))
 }
 
 // afterResetMarker is written after a reset; the boot after must keep it.

@@ -112,6 +112,26 @@ func run(w io.Writer, args []string) error {
 		}
 		_, err = io.WriteString(w, manifest.Text(entries))
 		return err
+	case "manifest-v2", "manifest-full-v2": // DIR [SKIP...]: with owners, xattrs, hard links
+		// Left out: the subtrees named by SKIP (relative to DIR) and, for
+		// the merged root, the mount points.
+		skips := map[string]bool{}
+		for _, s := range args[2:] {
+			skips[s] = true
+		}
+		skip := func(rel string) bool {
+			return skips[rel] || (arg(1) == "/" && mountPoint[strings.SplitN(rel, "/", 2)[0]])
+		}
+		entries, err := manifest.WalkFull(arg(1), skip)
+		if err != nil {
+			return err
+		}
+		if args[0] == "manifest-v2" {
+			fmt.Fprintf(w, "manifest-v2 entries=%d digest=%s\n", len(entries), manifest.Digest(entries))
+			return nil
+		}
+		_, err = io.WriteString(w, manifest.Text(entries))
+		return err
 	case "exec": // exec PROGRAM ARGS...: run a program of the image
 		cmd := exec.Command(arg(1), args[2:]...)
 		cmd.Stdout, cmd.Stderr = w, w

@@ -4,8 +4,13 @@
 // a host built an image from and the /rom a device mounted, or /rom and the
 // merged root after a factory reset.
 //
-// Ownership and timestamps are not part of a line: squashfs images made
-// rootless own everything as root, and timestamps are not content.
+// Walk leaves out ownership, extended attributes and hard links (squashfs
+// images made from a directory own everything as root). WalkFull adds them
+// to each line: owner uid:gid, every extended attribute (name and hex
+// value, sorted by name), and the hard-link group of each non-directory
+// that shares its inode with another path of the walk, named by the
+// group's smallest path, so two trees with the same link structure compare
+// equal. Timestamps are never part of a line: they are not content.
 package manifest
 
 import (
@@ -20,6 +25,16 @@ import (
 	"strings"
 )
 
+// inode names a file across hard links.
+type inode struct{ dev, ino uint64 }
+
+// stat is what WalkFull needs beyond fs.FileInfo.
+type stat struct {
+	uid, gid uint32
+	nlink    uint64
+	inode    inode
+}
+
 // Entry is one path of a tree.
 type Entry struct {
 	Path string // slash-separated, relative to the root, "." for the root itself
@@ -27,11 +42,40 @@ type Entry struct {
 	Perm uint32 // permission bits including setuid, setgid, sticky
 	Size int64  // regular files only
 	Hash string // sha256 hex of a regular file; target of a symlink
+
+	// Ext, when not nil (WalkFull, FromTar), adds owner, extended
+	// attributes and hard-link group to the line.
+	Ext *Ext
 }
 
-// Line is the canonical text form of an entry.
+// Ext is what WalkFull adds to an entry.
+type Ext struct {
+	UID, GID uint32
+	Xattrs   []Xattr // sorted by name
+	Link     string  // smallest path of its hard-link group; "" when alone
+}
+
+// Xattr is one extended attribute.
+type Xattr struct {
+	Name  string
+	Value []byte
+}
+
+// Line is the canonical text form of an entry. With Ext:
+//
+//	PATH TYPE PERM SIZE HASH owner=UID:GID link=GROUP xattrs=NAME=HEX,...
+//
+// with "-" for no link group and no extended attributes.
 func (e Entry) Line() string {
-	return fmt.Sprintf("%s %s %04o %d %s", quote(e.Path), e.Type, e.Perm, e.Size, quote(e.Hash))
+	l := fmt.Sprintf("%s %s %04o %d %s", quote(e.Path), e.Type, e.Perm, e.Size, quote(e.Hash))
+	if x := e.Ext; x != nil {
+		xs := make([]string, len(x.Xattrs))
+		for i, a := range x.Xattrs {
+			xs[i] = a.Name + "=" + hex.EncodeToString(a.Value)
+		}
+		l += fmt.Sprintf(" owner=%d:%d link=%s xattrs=%s", x.UID, x.GID, quote(x.Link), quote(strings.Join(xs, ",")))
+	}
+	return l
 }
 
 // quote keeps one entry per line whatever the name holds.
@@ -48,7 +92,21 @@ func quote(s string) string {
 // Walk describes every path under root (root included), sorted by path.
 // skip, if not nil, names relative paths whose subtree is left out.
 func Walk(root string, skip func(rel string) bool) ([]Entry, error) {
+	return walk(root, skip, false)
+}
+
+// WalkFull is Walk with owners, extended attributes and hard-link groups
+// (Ext) in every entry. Extended attributes are read as they are listed,
+// none left out: an overlayfs merged view must never show its own
+// trusted.overlay.* or user.overlay.* attributes, and if it does a
+// comparison should see them.
+func WalkFull(root string, skip func(rel string) bool) ([]Entry, error) {
+	return walk(root, skip, true)
+}
+
+func walk(root string, skip func(rel string) bool, full bool) ([]Entry, error) {
 	var out []Entry
+	groups := map[inode][]int{} // non-directories with more than one link
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -103,14 +161,45 @@ func Walk(root string, skip func(rel string) bool) ([]Entry, error) {
 		default:
 			e.Type = "other"
 		}
+		if full {
+			st, err := statOf(p, fi)
+			if err != nil {
+				return err
+			}
+			e.Ext = &Ext{UID: st.uid, GID: st.gid}
+			if e.Ext.Xattrs, err = xattrs(p); err != nil {
+				return err
+			}
+			if !fi.IsDir() && st.nlink > 1 {
+				groups[st.inode] = append(groups[st.inode], len(out))
+			}
+		}
 		out = append(out, e)
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("manifest of %s: %w", root, err)
 	}
+	for _, idx := range groups {
+		linkGroup(out, idx)
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out, nil
+}
+
+// linkGroup names the entries out[idx] (one inode) by their smallest path;
+// an inode seen once (its other links outside the walk) is no group.
+func linkGroup(out []Entry, idx []int) {
+	if len(idx) < 2 {
+		return
+	}
+	least := out[idx[0]].Path
+	for _, i := range idx {
+		least = min(least, out[i].Path)
+	}
+	for _, i := range idx {
+		out[i].Ext.Link = least
+	}
 }
 
 func hashFile(p string) (string, error) {
