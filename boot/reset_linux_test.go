@@ -94,12 +94,7 @@ func TestBootFactoryReset(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := &bootEnv{cmdline: tc.cmdline, config: tc.config, sys: tc.sys, setup: func(root string) {
-				usedData(t, root)
-				if tc.request != "" {
-					if err := reset.Schedule(filepath.Join(root, "overlay"), tc.request, time.Unix(5, 0)); err != nil {
-						t.Fatal(err)
-					}
-				}
+				usedDataWithRequest(t, root, tc.request)
 			}}
 			b, err := e.run(t)
 			if err != nil {
@@ -245,15 +240,8 @@ func TestBootFailsafeDoesNotReset(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := &bootEnv{cmdline: tc.cmdline, config: "[reset]\nkeep = [\"/etc/dropbear\"]\n",
-				sys: &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}},
-				setup: func(root string) {
-					usedData(t, root)
-					if tc.request != "" {
-						if err := reset.Schedule(filepath.Join(root, "overlay"), tc.request, time.Unix(5, 0)); err != nil {
-							t.Fatal(err)
-						}
-					}
-				}}
+				sys:   &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}},
+				setup: func(root string) { usedDataWithRequest(t, root, tc.request) }}
 			b, err := e.run(t)
 			if err != nil {
 				t.Fatal(err)
@@ -317,5 +305,17 @@ func TestBootResetStepDelay(t *testing.T) {
 				t.Errorf("%d sleeps of 300ms (all sleeps: %v), want %d or more, and none without the parameter", delays, e.sleeps, tc.minSleeps)
 			}
 		})
+	}
+}
+
+// usedDataWithRequest is usedData with a pending reset request by trigger
+// ("" = none) on the data filesystem.
+func usedDataWithRequest(t *testing.T, root, trigger string) {
+	t.Helper()
+	usedData(t, root)
+	if trigger != "" {
+		if err := reset.Schedule(filepath.Join(root, "overlay"), trigger, time.Unix(5, 0)); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -35,35 +35,18 @@ type tarEntry struct {
 
 func writeTar(t *testing.T, entries []tarEntry, compress bool) string {
 	t.Helper()
-	var buf bytes.Buffer
-	var w io.Writer = &buf
-	var gz *gzip.Writer
+	data := tarBytes(entries)
 	if compress {
-		gz = gzip.NewWriter(&buf)
-		w = gz
-	}
-	tw := tar.NewWriter(w)
-	mtime := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
-	for _, e := range entries {
-		h := e.hdr
-		h.ModTime = mtime
-		h.Format = tar.FormatPAX
-		if h.Typeflag == tar.TypeReg {
-			h.Size = int64(len(e.body))
-		}
-		if err := tw.WriteHeader(&h); err != nil {
+		var buf bytes.Buffer
+		gz := gzip.NewWriter(&buf)
+		gz.Write(data)
+		if err := gz.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if e.body != "" {
-			tw.Write([]byte(e.body))
-		}
-	}
-	tw.Close()
-	if gz != nil {
-		gz.Close()
+		data = buf.Bytes()
 	}
 	p := filepath.Join(t.TempDir(), "rootfs.tar")
-	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(p, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return p
