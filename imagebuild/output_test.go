@@ -78,35 +78,23 @@ func tarHeader(name string) tar.Header {
 // A build that fails while the image is being written leaves the previous
 // image at -o untouched and no partial file beside it.
 func TestBuildFailureKeepsOutput(t *testing.T) {
-	needTools(t, "mksquashfs")
-	kernel, initrd := fakeBootFiles(t)
-	root := t.TempDir()
-	os.WriteFile(filepath.Join(root, "init"), []byte("init"), 0o755)
-	dir := t.TempDir()
-	out := filepath.Join(dir, "disk.img")
-	os.WriteFile(out, []byte("the previous image\n"), 0o644)
+	spec, out := previousImage(t)
+	dir := filepath.Dir(out)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	spec := Spec{Arch: layout.X86_64, Kernel: kernel, Initramfs: initrd, Cmdline: "console=ttyS0",
-		Rootfs: root, Compression: "gzip", BootSize: 40 << 20, DataSize: 20 << 20,
-		// Cancelled once the squashfs is made: the write fails half-way.
-		Log: func(format string, args ...any) {
-			if strings.HasPrefix(format, "squashfs:") {
-				cancel()
-			}
-		}}
+	// Cancelled once the squashfs is made: the write fails half-way.
+	spec.Log = func(format string, args ...any) {
+		if strings.HasPrefix(format, "squashfs:") {
+			cancel()
+		}
+	}
 	_, err := Build(ctx, spec, out)
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("Build = %v, want context.Canceled", err)
 	}
-	if data, _ := os.ReadFile(out); string(data) != "the previous image\n" {
-		t.Errorf("-o after a failed build holds %d bytes, want the previous image", len(data))
-	}
+	checkPreviousImage(t, out)
 	if names, _ := filepath.Glob(filepath.Join(dir, "*")); len(names) != 1 {
 		t.Errorf("files beside -o after a failed build: %v", names)
-	}
-	if names, _ := filepath.Glob(filepath.Join(dir, ".*")); len(names) != 0 {
-		t.Errorf("partial files beside -o after a failed build: %v", names)
 	}
 	// The same build, not cancelled, replaces it.
 	spec.Log = nil
@@ -143,15 +131,7 @@ func TestBuildImageOutputIsSpec(t *testing.T) {
 // A write error (here the file size limit, as a full disk would) leaves the
 // previous image at -o and no partial file.
 func TestBuildWriteErrorKeepsOutput(t *testing.T) {
-	needTools(t, "mksquashfs")
-	kernel, initrd := fakeBootFiles(t)
-	root := t.TempDir()
-	os.WriteFile(filepath.Join(root, "init"), []byte("init"), 0o755)
-	dir := t.TempDir()
-	out := filepath.Join(dir, "disk.img")
-	os.WriteFile(out, []byte("the previous image\n"), 0o644)
-	spec := Spec{Arch: layout.X86_64, Kernel: kernel, Initramfs: initrd, Cmdline: "console=ttyS0",
-		Rootfs: root, Compression: "gzip", BootSize: 40 << 20, DataSize: 20 << 20}
+	spec, out := previousImage(t)
 	// The Go runtime ignores SIGXFSZ: writes past the limit fail with EFBIG.
 	var old syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
@@ -167,10 +147,31 @@ func TestBuildWriteErrorKeepsOutput(t *testing.T) {
 	if !errors.Is(err, syscall.EFBIG) {
 		t.Errorf("Build = %v, want EFBIG", err)
 	}
+	checkPreviousImage(t, out)
+}
+
+// previousImage is a small image spec (fake boot files, a one-file rootfs)
+// and an -o that already holds a previous image.
+func previousImage(t *testing.T) (Spec, string) {
+	t.Helper()
+	needTools(t, "mksquashfs")
+	kernel, initrd := fakeBootFiles(t)
+	root := t.TempDir()
+	os.WriteFile(filepath.Join(root, "init"), []byte("init"), 0o755)
+	out := filepath.Join(t.TempDir(), "disk.img")
+	os.WriteFile(out, []byte("the previous image\n"), 0o644)
+	return Spec{Arch: layout.X86_64, Kernel: kernel, Initramfs: initrd, Cmdline: "console=ttyS0",
+		Rootfs: root, Compression: "gzip", BootSize: 40 << 20, DataSize: 20 << 20}, out
+}
+
+// checkPreviousImage: after a failed build, -o still holds the previous
+// image and no partial file is left beside it.
+func checkPreviousImage(t *testing.T, out string) {
+	t.Helper()
 	if data, _ := os.ReadFile(out); string(data) != "the previous image\n" {
 		t.Errorf("-o after a failed build holds %d bytes, want the previous image", len(data))
 	}
-	if names, _ := filepath.Glob(filepath.Join(dir, ".*")); len(names) != 0 {
+	if names, _ := filepath.Glob(filepath.Join(filepath.Dir(out), ".*")); len(names) != 0 {
 		t.Errorf("partial files beside -o after a failed build: %v", names)
 	}
 }
