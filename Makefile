@@ -15,13 +15,15 @@ all: build
 deps:
 	scripts/install-deps.sh
 
-# Debian's amd64 and arm64 kernels + modules, and e2fsck-static, into
+# Debian's amd64, arm64 and armhf (armmp) kernels + modules, and e2fsck-static, into
 # $(KERNELS); no-op when there.
 kernels: deps
 	scripts/fetch-kernel.sh amd64 $(KERNELS)
 	scripts/fetch-kernel.sh arm64 $(KERNELS)
+	scripts/fetch-kernel.sh armhf $(KERNELS)
 	scripts/fetch-e2fsck.sh amd64 $(KERNELS)
 	scripts/fetch-e2fsck.sh arm64 $(KERNELS)
+	scripts/fetch-e2fsck.sh armhf $(KERNELS)
 
 # Static (CGO_ENABLED=0): out/bin/ovrootctl runs on any Linux rootfs of the
 # host's arch, musl or busybox too. Images get their own for their arch.

@@ -2,12 +2,12 @@
 # Fetch Debian's e2fsck-static for one architecture (a statically linked
 # e2fsck the initramfs carries to repair the data partition):
 #
-#   scripts/fetch-e2fsck.sh amd64|arm64 CACHE_DIR
+#   scripts/fetch-e2fsck.sh amd64|arm64|armhf CACHE_DIR
 #
 # Result: CACHE_DIR/<debarch>/e2fsck. Does nothing when it is there.
 set -euo pipefail
-debarch=${1:?usage: fetch-e2fsck.sh amd64|arm64 CACHE_DIR}
-cache=${2:?usage: fetch-e2fsck.sh amd64|arm64 CACHE_DIR}
+debarch=${1:?usage: fetch-e2fsck.sh amd64|arm64|armhf CACHE_DIR}
+cache=${2:?usage: fetch-e2fsck.sh amd64|arm64|armhf CACHE_DIR}
 dest="$cache/$debarch/e2fsck"
 [ -x "$dest" ] && exit 0
 tmp=$(mktemp -d)

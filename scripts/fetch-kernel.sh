@@ -2,7 +2,7 @@
 # Fetch Debian's current kernel package for one architecture and unpack the
 # kernel image and its modules into a cache directory:
 #
-#   scripts/fetch-kernel.sh amd64|arm64 CACHE_DIR
+#   scripts/fetch-kernel.sh amd64|arm64|armhf CACHE_DIR
 #
 # Result: CACHE_DIR/<debarch>/vmlinuz, CACHE_DIR/<debarch>/modules (the
 # lib/modules/<version> tree) and CACHE_DIR/<debarch>/release (the version).
@@ -10,14 +10,19 @@
 # linux-image-<debarch> meta-package points at today, so a security update on
 # the mirror never breaks the fetch by removing a pinned version.
 set -euo pipefail
-debarch=${1:?usage: fetch-kernel.sh amd64|arm64 CACHE_DIR}
-cache=${2:?usage: fetch-kernel.sh amd64|arm64 CACHE_DIR}
+debarch=${1:?usage: fetch-kernel.sh amd64|arm64|armhf CACHE_DIR}
+cache=${2:?usage: fetch-kernel.sh amd64|arm64|armhf CACHE_DIR}
+# Debian's kernel flavour: the arch itself, except armhf's multiplatform
+# ARMv7 kernel (linux-image-armmp), which is what 32-bit ARM boards and
+# QEMU's virt board boot.
+flavour=$debarch
+[ "$debarch" = armhf ] && flavour=armmp
 dest="$cache/$debarch"
 if [ -f "$dest/release" ] && [ -e "$dest/vmlinuz" ] && [ -d "$dest/modules" ]; then
   exit 0
 fi
-meta="linux-image-$debarch:$debarch"
-pkg=$(apt-cache depends "$meta" 2>/dev/null | sed -n "s/^ *Depends: \(linux-image-[0-9][^:]*-$debarch\).*/\1/p" | head -n1)
+meta="linux-image-$flavour:$debarch"
+pkg=$(apt-cache depends "$meta" 2>/dev/null | sed -n "s/^ *Depends: \(linux-image-[0-9][^:]*-$flavour\).*/\1/p" | head -n1)
 if [ -z "$pkg" ]; then
   echo "fetch-kernel: apt knows no $meta; run: dpkg --add-architecture $debarch && apt-get update" >&2
   exit 1

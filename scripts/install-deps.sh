@@ -7,7 +7,13 @@
 # packages we need are installable afterwards, which apt-get install and the
 # kernel fetch check themselves.
 set -euo pipefail
-packages=(qemu-system-x86 qemu-system-arm squashfs-tools e2fsprogs cpio)
+# ovmf, qemu-efi-aarch64: the UEFI firmware `ovroot run` boots images with;
+# u-boot-qemu: U-Boot for QEMU's arm64 and 32-bit ARM virt boards;
+# systemd-boot-efi: the x86_64 EFI loader put on images (the arm64 one is
+# fetched as a foreign-arch package, like the kernels); busybox-static: the
+# shell-preinit baseline `make bench` compares the init against.
+packages=(qemu-system-x86 qemu-system-arm squashfs-tools e2fsprogs cpio
+  ovmf qemu-efi-aarch64 u-boot-qemu systemd-boot-efi busybox-static mtools)
 
 sudo=()
 if [ "$(id -u)" != 0 ]; then
@@ -22,12 +28,18 @@ update() {
   updated=1
 }
 
-# The arm64 kernel is a foreign-arch package.
-if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-  "${sudo[@]}" dpkg --add-architecture arm64
-  update
-fi
-if ! apt-cache show linux-image-arm64:arm64 >/dev/null 2>&1 || ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
+# The arm64 and 32-bit ARM (armhf) kernels are foreign-arch packages. The
+# armhf security index is sometimes mid-sync: update's exit status is not
+# trusted, the package checks below are.
+for a in arm64 armhf; do
+  if ! dpkg --print-foreign-architectures | grep -qx "$a"; then
+    "${sudo[@]}" dpkg --add-architecture "$a"
+    updated=0
+    update
+  fi
+done
+if ! apt-cache show linux-image-arm64:arm64 >/dev/null 2>&1 || ! apt-cache show linux-image-amd64 >/dev/null 2>&1 ||
+  ! apt-cache show linux-image-armmp:armhf >/dev/null 2>&1 || ! apt-cache show systemd-boot-efi:arm64 >/dev/null 2>&1; then
   update
 fi
 
@@ -40,6 +52,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}" >&2
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-for tool in qemu-system-x86_64 qemu-system-aarch64 mksquashfs unsquashfs e2fsck; do
+for tool in qemu-system-x86_64 qemu-system-aarch64 qemu-system-arm mksquashfs unsquashfs e2fsck; do
   command -v "$tool" >/dev/null || { echo "install-deps: $tool still missing after install" >&2; exit 1; }
+done
+for f in /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/AAVMF/AAVMF_CODE.fd /usr/lib/u-boot/qemu_arm64/u-boot.bin \
+  /usr/lib/u-boot/qemu_arm/u-boot.bin /usr/lib/systemd/boot/efi/systemd-bootx64.efi /bin/busybox; do
+  [ -e "$f" ] || { echo "install-deps: $f still missing after install" >&2; exit 1; }
 done
