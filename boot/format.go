@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -52,6 +53,9 @@ type deferred struct {
 	magic     map[int64][]byte // their held-back bytes
 	writes    int
 	failAfter int // tests: fail every write after this many (0 = never)
+
+	noZeroRange bool  // the file refused fallocate(FALLOC_FL_ZERO_RANGE)
+	zeroed      int64 // bytes zeroed with it
 }
 
 func newDeferred(s backend.Storage, f *os.File, size int64) (*deferred, error) {
@@ -112,10 +116,33 @@ func (d *deferred) WriteAt(p []byte, off int64) (int, error) {
 	if patched != nil {
 		p = patched
 	}
+	if len(p) >= zeroRangeMin && allZero(p) && d.zeroRange(off, int64(len(p))) {
+		return n, nil
+	}
 	if _, err := d.w.WriteAt(p, off); err != nil {
 		return 0, err
 	}
 	return n, nil
+}
+
+// zeroRangeMin is the smallest all-zero write that is turned into a zeroing
+// request: go-diskfs zeroes every inode table and the journal with plain
+// writes, which under emulation (and on slow flash) is most of the format.
+const zeroRangeMin = 64 << 10
+
+var zeroPage [zeroRangeMin]byte
+
+// allZero reports whether p holds only zero bytes (compared a page at a
+// time: bytes.Equal is the runtime's vectorised memequal).
+func allZero(p []byte) bool {
+	for len(p) > 0 {
+		n := min(len(p), len(zeroPage))
+		if !bytes.Equal(p[:n], zeroPage[:n]) {
+			return false
+		}
+		p = p[n:]
+	}
+	return true
 }
 
 // ReadAt reads what was written, held-back bytes included.
