@@ -10,6 +10,7 @@ import (
 
 	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/initramfs"
+	"github.com/ovroot/ovroot/internal/eshell"
 	"github.com/ovroot/ovroot/internal/gobuild"
 	"github.com/ovroot/ovroot/layout"
 )
@@ -109,7 +110,7 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		extra = append(extra, initramfs.File{Path: layout.E2fsckPath, Source: e2fsck, Mode: 0o755})
 	}
 	if im.EmergencyShell {
-		extra = append(extra, emergencyShell(progs)...)
+		extra = append(extra, emergencyShell(progs, o.InitBinary != "")...)
 	}
 	var adds []Addition
 	if im.Ctl {
@@ -220,22 +221,20 @@ func checkPieces(ctx context.Context, im *config.Image, o Options, logf func(str
 	return nil
 }
 
-// emergencyCommands are carried in /bin of the initramfs when
-// emergency_shell is on: a shell, and enough to look around. The shell is
-// u-root's rush, which reads plain lines: gosh's full-screen editor queries
-// the terminal and waits for answers a serial console may never send.
-var emergencyCommands = []string{"rush", "ls", "cat", "dmesg", "mount"}
-
-// emergencyShell lists the shell's files, from the compiled device
-// programs in progs (gobuild.Device builds them).
-func emergencyShell(progs string) []initramfs.File {
+// emergencyShell lists the shell's files: /bin/sh and its commands (ls,
+// cat, dmesg, mount, umount) are links to /init, which runs the one its
+// name says (package eshell), so they cost no second Go runtime. With a
+// prebuilt init (--init-binary), which may not be ovroot's, they link to
+// a copy of the compiled init at /bin/ovroot-shell instead.
+func emergencyShell(progs string, prebuiltInit bool) []initramfs.File {
 	var files []initramfs.File
-	for _, bin := range emergencyCommands {
-		name := "/bin/" + bin
-		if bin == "rush" {
-			name = "/bin/sh"
-		}
-		files = append(files, initramfs.File{Path: name, Source: filepath.Join(progs, bin), Mode: 0o755})
+	target := "/init"
+	if prebuiltInit {
+		target = "/bin/ovroot-shell"
+		files = append(files, initramfs.File{Path: target, Source: filepath.Join(progs, "init"), Mode: 0o755})
+	}
+	for _, name := range eshell.Names() {
+		files = append(files, initramfs.File{Path: "/bin/" + name, Link: target})
 	}
 	return files
 }

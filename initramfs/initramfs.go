@@ -42,6 +42,7 @@ type File struct {
 	Path   string // absolute path in the initramfs
 	Source string // host path
 	Mode   os.FileMode
+	Link   string // instead of Source: a symbolic link to this target
 }
 
 // Report says what was built.
@@ -112,6 +113,10 @@ func Build(ctx context.Context, o Options, w io.Writer) (*Report, error) {
 	for _, f := range o.Files {
 		if !strings.HasPrefix(f.Path, "/") {
 			return nil, fmt.Errorf("extra file %s: path in the initramfs must be absolute", f.Path)
+		}
+		if f.Link != "" {
+			add(cpio.Symlink(strings.TrimPrefix(f.Path, "/"), f.Link))
+			continue
 		}
 		if err := addFile(strings.TrimPrefix(f.Path, "/"), f.Source, uint64(f.Mode.Perm())); err != nil {
 			return nil, err

@@ -6,9 +6,15 @@ import (
 	"os"
 
 	"github.com/ovroot/ovroot/boot"
+	"github.com/ovroot/ovroot/internal/eshell"
 )
 
 func main() {
+	// /bin/sh, /bin/ls, ... of the initramfs are links to this binary: the
+	// emergency shell and its commands share the init's Go runtime.
+	if _, ok := eshell.Lookup(os.Args[0]); ok {
+		eshell.Main(os.Args) // exits
+	}
 	// The same binary is the background deleter of what a factory reset
 	// retired (started by the boot, outliving switch_root).
 	if boot.IsTrashCollector() {

@@ -41,14 +41,10 @@ func (s Set) Programs() []string {
 // go.sum pins their dependencies).
 const URoot = "github.com/u-root/u-root/cmds/"
 
-// Device is what an image can carry: the init, ovrootctl, and the
-// emergency shell (u-root's rush and a few commands). They are compiled
-// together: one go build is cheaper than three, and an image that turns the
-// shell on later finds it ready.
-var Device = Set{Name: "device", Pkgs: []string{
-	"./cmd/init", "./cmd/ovrootctl",
-	URoot + "exp/rush", URoot + "core/ls", URoot + "core/cat", URoot + "core/dmesg", URoot + "core/mount",
-}}
+// Device is what an image can carry: the init (which is also the
+// emergency shell and its commands, package eshell) and ovrootctl. They
+// are compiled together: one go build is cheaper than two.
+var Device = Set{Name: "device", Pkgs: []string{"./cmd/init", "./cmd/ovrootctl"}}
 
 // CacheDir is ovroot's cache: $OVROOT_CACHE, else ovroot/ in the user's
 // cache directory (os.UserCacheDir: $XDG_CACHE_HOME or ~/.cache on Linux).
