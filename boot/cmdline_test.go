@@ -84,3 +84,19 @@ func TestParseCmdline(t *testing.T) {
 		})
 	}
 }
+
+func TestPeakRSS(t *testing.T) {
+	for _, tc := range []struct {
+		status string
+		want   string
+		ok     bool
+	}{
+		{"Name:\tinit\nVmPeak:\t  1000 kB\nVmHWM:\t    9876 kB\nVmRSS:\t 9000 kB\n", "9876 kB", true},
+		{"Name:\tinit\n", "", false},
+	} {
+		got, ok := peakRSS([]byte(tc.status))
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("peakRSS(%q) = %q, %v; want %q, %v", tc.status, got, ok, tc.want, tc.ok)
+		}
+	}
+}

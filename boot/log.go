@@ -82,3 +82,14 @@ func (l *Logger) Warnf(format string, args ...any) { l.log(levelWarning, format,
 
 // Errorf logs a failure.
 func (l *Logger) Errorf(format string, args ...any) { l.log(levelErr, format, args...) }
+
+// peakRSS reads the VmHWM line ("12345 kB": the most resident memory the
+// process ever had) from /proc/<pid>/status (proc(5)).
+func peakRSS(status []byte) (string, bool) {
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			return strings.TrimSpace(v), true
+		}
+	}
+	return "", false
+}

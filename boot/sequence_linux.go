@@ -295,6 +295,11 @@ func (b *Boot) writeState() {
 }
 
 func (b *Boot) switchRoot() error {
+	if status, err := os.ReadFile("/proc/self/status"); err == nil {
+		if hwm, ok := peakRSS(status); ok {
+			b.Logf("init peak memory: %s (VmHWM)", hwm)
+		}
+	}
 	b.Logf("switching to %s", b.cfg.Init)
 	if err := b.Sys.SwitchRoot(layout.NewRootDir, b.cfg.Init); err != nil {
 		b.cleanup()
