@@ -145,7 +145,10 @@ func Build(ctx context.Context, o Options, w io.Writer) (*Report, error) {
 		records = append(records, r)
 	}
 	cw := &countWriter{w: w}
-	gz, err := gzip.NewWriterLevel(cw, gzip.BestCompression)
+	// gzip, which every kernel unpacks, at the default level: level 9 took
+	// four times as long for 0.4% less (3,555,270 against 3,569,268 bytes
+	// for x86_64 with e2fsck and the shell).
+	gz, err := gzip.NewWriterLevel(cw, gzip.DefaultCompression)
 	if err != nil {
 		return nil, err
 	}
