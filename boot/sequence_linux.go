@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -162,13 +163,16 @@ func (b *Boot) loadModules() {
 		return
 	}
 	var loaded, absent, failed int
+	var took []moduleTime
 	sc := bufio.NewScanner(bytes.NewReader(list))
 	for sc.Scan() {
 		p := strings.TrimSpace(sc.Text())
 		if p == "" || strings.HasPrefix(p, "#") {
 			continue
 		}
+		t := b.now()
 		err := b.Sys.LoadModule(b.path(p))
+		took = append(took, moduleTime{strings.TrimSuffix(filepath.Base(p), ".ko"), b.now().Sub(t)})
 		switch {
 		case err == nil:
 			loaded++
@@ -184,11 +188,34 @@ func (b *Boot) loadModules() {
 	if absent > 0 {
 		summary += fmt.Sprintf(" (%d for hardware not present)", absent)
 	}
+	slow := ""
+	if s := slowest(took, 3); s != "" {
+		slow = "; slowest: " + s
+	}
 	if failed > 0 {
-		b.Warnf("%s, %d failed", summary, failed)
+		b.Warnf("%s, %d failed%s", summary, failed, slow)
 		return
 	}
-	b.Logf("%s", summary)
+	b.Logf("%s%s", summary, slow)
+}
+
+// moduleTime is how long one module took to load.
+type moduleTime struct {
+	name string
+	d    time.Duration
+}
+
+// slowest names the n modules that took longest, longest first
+// ("ext4 120 ms, jbd2 40 ms"), so the console shows where the module step's
+// time goes.
+func slowest(took []moduleTime, n int) string {
+	sorted := append([]moduleTime(nil), took...)
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].d > sorted[j].d })
+	var parts []string
+	for _, m := range sorted[:min(n, len(sorted))] {
+		parts = append(parts, fmt.Sprintf("%s %d ms", m.name, ms(m.d)))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // waitForPartitions polls sysfs until the root and data partitions are

@@ -489,3 +489,13 @@ func TestBootPanicIsRecovered(t *testing.T) {
 		})
 	}
 }
+
+func TestSlowest(t *testing.T) {
+	took := []moduleTime{{"crc16", 2 * time.Millisecond}, {"ext4", 90 * time.Millisecond}, {"jbd2", 30 * time.Millisecond}, {"virtio", 40 * time.Millisecond}}
+	if got, want := slowest(took, 3), "ext4 90 ms, virtio 40 ms, jbd2 30 ms"; got != want {
+		t.Errorf("slowest = %q, want %q", got, want)
+	}
+	if got := slowest(nil, 3); got != "" {
+		t.Errorf("slowest(nil) = %q, want empty", got)
+	}
+}
