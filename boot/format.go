@@ -35,11 +35,26 @@ func formatExt4(f *os.File, size int64, label string, failAfter int) error {
 	// Without reserved GDT blocks: go-diskfs v1.9.4 writes a resize inode
 	// that e2fsck calls invalid ("Resize inode not valid. Recreate?"), which
 	// also stops e2fsck -p. Online resize of the data partition is not used.
-	params := &ext4.Params{VolumeName: label, Features: []ext4.FeatureOpt{ext4.WithFeatureReservedGDTBlocksForExpansion(false)}}
+	params := &ext4.Params{VolumeName: label, Features: []ext4.FeatureOpt{ext4.WithFeatureReservedGDTBlocksForExpansion(false)},
+		SectorsPerBlock: sectorsPerBlock(size)}
 	if _, err := ext4.Create(d, size, 0, 512, params); err != nil {
 		return err
 	}
 	return d.commit()
+}
+
+// sectorsPerBlock picks the block size as mke2fs does: 1 KiB blocks for
+// a small partition (below 512 MiB), 4 KiB above. It matters for the
+// format's time too: go-diskfs v1.9.4 does work per block group, and per
+// inode bitmap bit past the group's inodes (a fmt.Sprintf each), so 4 KiB
+// blocks (32768 blocks a group) make a 4 GiB format several times cheaper
+// than 1 KiB blocks (8192). Below 512 MiB, 1 KiB blocks keep a backup
+// superblock in group 1 at 8 MiB, where the probe and e2fsck -b find it.
+func sectorsPerBlock(size int64) uint8 {
+	if size < 512<<20 {
+		return 2
+	}
+	return 8
 }
 
 // deferred is a go-diskfs backend that holds back the writes to the bytes

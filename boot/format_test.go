@@ -2,6 +2,7 @@ package boot
 
 import (
 	"bytes"
+	"fmt"
 	"github.com/ovroot/ovroot/internal/testenv"
 	"os"
 	"os/exec"
@@ -46,62 +47,86 @@ func e2fsckClean(t *testing.T, path string) {
 
 const formatSize = 200 << 20 // past 128 MiB: group 1 holds a backup superblock
 
+// formatSizes are a small partition (1 KiB blocks, as mke2fs makes below
+// 512 MiB) and a large one (4 KiB blocks).
+var formatSizes = []struct {
+	size      int64
+	blockSize int64
+}{{formatSize, 1024}, {640 << 20, 4096}}
+
 func TestFormatExt4(t *testing.T) {
-	f := formatTarget(t, formatSize)
-	if err := makeExt4(f, formatSize, "rootfs_data"); err != nil {
-		t.Fatal(err)
+	for _, tc := range formatSizes {
+		t.Run(fmt.Sprintf("%dMiB", tc.size>>20), func(t *testing.T) {
+			f := formatTarget(t, tc.size)
+			if err := makeExt4(f, tc.size, "rootfs_data"); err != nil {
+				t.Fatal(err)
+			}
+			if c := probeFile(t, f, tc.size); c != ContentExt4 {
+				t.Fatalf("after format: %s", c)
+			}
+			sb, err := readExt4Superblock(f, ext4SuperblockOffset)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bs := int64(1024) << sb.LogBlockSize; bs != tc.blockSize {
+				t.Errorf("block size %d, want %d", bs, tc.blockSize)
+			}
+			if _, ok := findExt4Backup(f, tc.size); !ok {
+				t.Error("no backup superblock where Probe looks for one")
+			}
+			e2fsckClean(t, f.Name())
+		})
 	}
-	if c := probeFile(t, f, formatSize); c != ContentExt4 {
-		t.Fatalf("after format: %s", c)
-	}
-	if _, ok := findExt4Backup(f, formatSize); !ok {
-		t.Error("no backup superblock where Probe looks for one")
-	}
-	e2fsckClean(t, f.Name())
 }
 
 // A power cut at any write of the format leaves a partition the next boot
 // still takes for blank, and formats again.
 func TestFormatExt4PowerCut(t *testing.T) {
-	// Cut after 1, 2, 4, ... writes until a run completes, then at 16 more
-	// points spread over the last doubling (the end of the format).
-	var cuts []int
-	total := 0
-	for k := 1; total == 0; k *= 2 {
-		f := formatTarget(t, formatSize)
-		if err := formatExt4(f, formatSize, "rootfs_data", k); err == nil {
-			total = k
-		} else {
-			cuts = append(cuts, k)
-		}
+	for _, tc := range formatSizes {
+		size := tc.size
+		t.Run(fmt.Sprintf("%dMiB", size>>20), func(t *testing.T) {
+			// Cut after 1, 2, 4, ... writes until a run completes, then at 16 more
+			// points spread over the last doubling (the end of the format).
+			var cuts []int
+			total := 0
+			for k := 1; total == 0; k *= 2 {
+				f := formatTarget(t, size)
+				if err := formatExt4(f, size, "rootfs_data", k); err == nil {
+					total = k
+				} else {
+					cuts = append(cuts, k)
+				}
+			}
+			for k := total / 2; k < total; k += max(1, total/32) {
+				cuts = append(cuts, k)
+			}
+			for _, k := range cuts {
+				f := formatTarget(t, size)
+				err := formatExt4(f, size, "rootfs_data", k)
+				if err == nil {
+					continue // the format needs no more writes than this
+				}
+				if !strings.Contains(err.Error(), errPowerCut.Error()) { // go-diskfs does not wrap errors
+					t.Fatalf("cut after %d writes: %v", k, err)
+				}
+				if c := probeFile(t, f, size); c != ContentBlank {
+					t.Fatalf("cut after %d writes left %s, want blank", k, c)
+				}
+				if err := makeExt4(f, size, "rootfs_data"); err != nil {
+					t.Fatal(err)
+				}
+				if c := probeFile(t, f, size); c != ContentExt4 {
+					t.Fatalf("format after a cut: %s", c)
+				}
+				e2fsckClean(t, f.Name())
+			}
+			if total < 4 {
+				t.Errorf("the format made only %d writes: the cuts tested nothing", total)
+			}
+			t.Logf("format: %d power cuts (after %v writes) each left a blank partition", len(cuts), cuts)
+
+		})
 	}
-	for k := total / 2; k < total; k += max(1, total/32) {
-		cuts = append(cuts, k)
-	}
-	for _, k := range cuts {
-		f := formatTarget(t, formatSize)
-		err := formatExt4(f, formatSize, "rootfs_data", k)
-		if err == nil {
-			continue // the format needs no more writes than this
-		}
-		if !strings.Contains(err.Error(), errPowerCut.Error()) { // go-diskfs does not wrap errors
-			t.Fatalf("cut after %d writes: %v", k, err)
-		}
-		if c := probeFile(t, f, formatSize); c != ContentBlank {
-			t.Fatalf("cut after %d writes left %s, want blank", k, c)
-		}
-		if err := makeExt4(f, formatSize, "rootfs_data"); err != nil {
-			t.Fatal(err)
-		}
-		if c := probeFile(t, f, formatSize); c != ContentExt4 {
-			t.Fatalf("format after a cut: %s", c)
-		}
-		e2fsckClean(t, f.Name())
-	}
-	if total < 4 {
-		t.Errorf("the format made only %d writes: the cuts tested nothing", total)
-	}
-	t.Logf("format: %d power cuts (after %v writes) each left a blank partition", len(cuts), cuts)
 }
 
 // TestFormatExt4OverGarbage formats a partition full of 0xff bytes (an
