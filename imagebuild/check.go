@@ -29,7 +29,7 @@ import (
 // KernelInfo is what a kernel image says about itself.
 type KernelInfo struct {
 	Arch    layout.Arch
-	Format  string // "bzImage", "Image", "gzip-compressed Image", "EFI zboot"
+	Format  string // "bzImage", "Image", "gzip-compressed Image", "EFI zboot", "zImage"
 	Release string // "" when the image does not say where to find it
 }
 
@@ -37,13 +37,21 @@ type KernelInfo struct {
 // Kernel Header": "HdrS" at 0x202, the protocol version at 0x206,
 // kernel_version at 0x20e, a pointer relative to 0x200) and
 // Documentation/arch/arm64/booting.rst (the Image header: magic
-// "ARM\x64" at 0x38).
+// "ARM\x64" at 0x38) and Documentation/arch/arm/booting.rst (the zImage
+// header: magic 0x016F2818 at 0x24, stored little-endian whatever the
+// kernel's endianness, and an endianness flag at 0x30 that reads
+// 0x04030201 for a little-endian kernel).
 const (
 	bzMagicOff      = 0x202
 	bzVersionOff    = 0x206
 	bzKernelVerOff  = 0x20e
 	arm64MagicOff   = 0x38
 	arm64HeaderSize = 0x40
+	zMagicOff       = 0x24
+	zEndianOff      = 0x30
+	zHeaderSize     = 0x34
+	zMagic          = 0x016F2818
+	zBigEndian      = 0x01020304 // the flag of a big-endian (BE8) kernel, read little-endian
 )
 
 var (
@@ -54,7 +62,8 @@ var (
 )
 
 // ReadKernel identifies a kernel image: an x86 bzImage, an arm64 Image
-// (plain, gzip-compressed as Debian ships it, or an EFI zboot image).
+// (plain, gzip-compressed as Debian ships it, or an EFI zboot image), or a
+// 32-bit ARM zImage.
 func ReadKernel(r io.ReaderAt, size int64) (*KernelInfo, error) {
 	if size == 0 {
 		return nil, errEmpty
@@ -66,6 +75,13 @@ func ReadKernel(r io.ReaderAt, size int64) (*KernelInfo, error) {
 	}
 	head = head[:n]
 	switch {
+	case len(head) >= zHeaderSize && binary.LittleEndian.Uint32(head[zMagicOff:]) == zMagic:
+		// Checked before "MZ": an ARM zImage with the EFI stub starts
+		// with "MZ" too.
+		if binary.LittleEndian.Uint32(head[zEndianOff:]) == zBigEndian {
+			return nil, errors.New("is a big-endian ARM zImage; ovroot's arm is little-endian armhf (Debian's linux-image-armmp)")
+		}
+		return &KernelInfo{Arch: layout.ARM, Format: "zImage", Release: zImageRelease(r, size)}, nil
 	case len(head) > bzKernelVerOff+2 && bytes.Equal(head[bzMagicOff:bzMagicOff+4], bzMagic):
 		ki := &KernelInfo{Arch: layout.X86_64, Format: "bzImage"}
 		// kernel_version exists from boot protocol 2.00 on.
@@ -104,9 +120,44 @@ func ReadKernel(r io.ReaderAt, size int64) (*KernelInfo, error) {
 		}
 		return nil, errors.New("is an EFI zboot image for an architecture ovroot does not build")
 	case bytes.HasPrefix(head, []byte(elf.ELFMAG)):
-		return nil, errors.New("is an ELF file (vmlinux?), not a bootable kernel image; give the bzImage (x86_64) or Image (arm64), e.g. /boot/vmlinuz-<release>")
+		return nil, errors.New("is an ELF file (vmlinux?), not a bootable kernel image; give the bzImage (x86_64), Image (arm64) or zImage (arm), e.g. /boot/vmlinuz-<release>")
 	}
-	return nil, errors.New("is not a Linux kernel image (no bzImage \"HdrS\" at 0x202, no arm64 Image \"ARM\\x64\" at 0x38, not gzip)")
+	return nil, errors.New("is not a Linux kernel image (no bzImage \"HdrS\" at 0x202, no arm64 Image \"ARM\\x64\" at 0x38, no ARM zImage magic 0x016F2818 at 0x24, not gzip)")
+}
+
+// kernelWanted says what kernel image each arch boots, for errors.
+var kernelWanted = map[layout.Arch]string{
+	layout.X86_64: "an x86 bzImage, e.g. Debian's linux-image-amd64",
+	layout.ARM64:  "an arm64 Image, e.g. Debian's linux-image-arm64",
+	layout.ARM:    "a 32-bit ARM zImage, e.g. Debian's linux-image-armmp",
+}
+
+// zImageRelease finds the release in a zImage's compressed kernel: the
+// decompressor is followed by the payload (arch/arm/boot/compressed/
+// piggy.S). Only a gzip payload is read. Debian's armmp is xz with the ARM
+// BCJ filter (scripts/xz_wrap.sh), which the xz package here does not
+// decode: then the release is "" and CheckModules compares the modules'
+// vermagic among themselves only.
+func zImageRelease(r io.ReaderAt, size int64) string {
+	const window = 1 << 20
+	head := make([]byte, min(size, window))
+	n, _ := r.ReadAt(head, 0)
+	head = head[:n]
+	tries := 0
+	for off := 0; off < len(head) && tries < 8; off++ {
+		if !bytes.HasPrefix(head[off:], []byte{0x1f, 0x8b, 0x08}) {
+			continue
+		}
+		tries++
+		d, err := gzip.NewReader(io.NewSectionReader(r, int64(off), size-int64(off)))
+		if err != nil {
+			continue
+		}
+		if rel := findRelease(d); rel != "" {
+			return rel
+		}
+	}
+	return ""
 }
 
 // CheckKernel reads the kernel at p and refuses one that is not a kernel
@@ -129,7 +180,7 @@ func CheckKernel(p string, arch layout.Arch) (*KernelInfo, error) {
 		return nil, fmt.Errorf("kernel %s %w", p, err)
 	}
 	if ki.Arch != arch {
-		return nil, fmt.Errorf("kernel %s is an %s %s, not a kernel for %s", p, ki.Arch, ki.Format, arch)
+		return nil, fmt.Errorf("kernel %s is an %s %s, not a kernel for %s (want %s)", p, ki.Arch, ki.Format, arch, kernelWanted[arch])
 	}
 	return ki, nil
 }
@@ -193,7 +244,11 @@ func findRelease(r io.Reader) string {
 }
 
 // elfMachines are the ELF machines of each arch.
-var elfMachines = map[layout.Arch]elf.Machine{layout.X86_64: elf.EM_X86_64, layout.ARM64: elf.EM_AARCH64}
+var elfMachines = map[layout.Arch]elf.Machine{layout.X86_64: elf.EM_X86_64, layout.ARM64: elf.EM_AARCH64, layout.ARM: elf.EM_ARM}
+
+// elfClasses are the ELF classes of each arch: 32-bit ARM's programs and
+// modules are ELFCLASS32.
+var elfClasses = map[layout.Arch]elf.Class{layout.X86_64: elf.ELFCLASS64, layout.ARM64: elf.ELFCLASS64, layout.ARM: elf.ELFCLASS32}
 
 func machineArch(m elf.Machine) string {
 	for a, em := range elfMachines {
@@ -216,7 +271,7 @@ func CheckStaticELF(r io.ReaderAt, arch layout.Arch) error {
 	if f.Type != elf.ET_EXEC && f.Type != elf.ET_DYN {
 		return fmt.Errorf("is an ELF %s, not an executable", f.Type)
 	}
-	if want := elfMachines[arch]; f.Machine != want || f.Class != elf.ELFCLASS64 {
+	if f.Machine != elfMachines[arch] || f.Class != elfClasses[arch] {
 		return fmt.Errorf("is an executable for %s (%s), not for %s", machineArch(f.Machine), f.Class, arch)
 	}
 	for _, p := range f.Progs {
