@@ -19,6 +19,7 @@ import (
 
 	"github.com/ovroot/ovroot/internal/kmod"
 	"github.com/ovroot/ovroot/layout"
+	"github.com/ulikunitz/xz/lzma"
 )
 
 // The checks here refuse, at build time, pieces that cannot boot together:
@@ -134,10 +135,9 @@ var kernelWanted = map[layout.Arch]string{
 
 // zImageRelease finds the release in a zImage's compressed kernel: the
 // decompressor is followed by the payload (arch/arm/boot/compressed/
-// piggy.S). Only a gzip payload is read. Debian's armmp is xz with the ARM
-// BCJ filter (scripts/xz_wrap.sh), which the xz package here does not
-// decode: then the release is "" and CheckModules compares the modules'
-// vermagic among themselves only.
+// piggy.S), gzip or xz (Debian's armmp); each candidate magic in the first
+// MiB is tried. "" when none holds the banner (lzo, lz4, lzma payloads:
+// CheckModules then compares the modules' vermagic among themselves).
 func zImageRelease(r io.ReaderAt, size int64) string {
 	const window = 1 << 20
 	head := make([]byte, min(size, window))
@@ -145,11 +145,17 @@ func zImageRelease(r io.ReaderAt, size int64) string {
 	head = head[:n]
 	tries := 0
 	for off := 0; off < len(head) && tries < 8; off++ {
-		if !bytes.HasPrefix(head[off:], []byte{0x1f, 0x8b, 0x08}) {
+		var open func(io.Reader) (io.Reader, error)
+		switch {
+		case bytes.HasPrefix(head[off:], []byte{0x1f, 0x8b, 0x08}):
+			open = func(r io.Reader) (io.Reader, error) { return gzip.NewReader(r) }
+		case bytes.HasPrefix(head[off:], xzMagic):
+			open = xzLZMA2
+		default:
 			continue
 		}
 		tries++
-		d, err := gzip.NewReader(io.NewSectionReader(r, int64(off), size-int64(off)))
+		d, err := open(io.NewSectionReader(r, int64(off), size-int64(off)))
 		if err != nil {
 			continue
 		}
@@ -158,6 +164,69 @@ func zImageRelease(r io.ReaderAt, size int64) string {
 		}
 	}
 	return ""
+}
+
+// xzLZMA2 reads the first block of the xz stream in r (the .xz file
+// format, sections 2.1.1 and 3.1) as LZMA2, without undoing the filters
+// before it. The kernel's xz_wrap.sh compresses an ARM zImage with the ARM
+// BCJ filter, which the xz package does not decode; BCJ rewrites only
+// branch instructions (4-byte words whose top byte is 0xEB), so text such
+// as the banner comes out as it went in.
+func xzLZMA2(r io.Reader) (io.Reader, error) {
+	br := bufio.NewReader(r)
+	stream := make([]byte, 12) // magic, flags, CRC32
+	if _, err := io.ReadFull(br, stream); err != nil || !bytes.HasPrefix(stream, xzMagic) {
+		return nil, errors.New("no xz stream header")
+	}
+	size, err := br.ReadByte()
+	if err != nil || size == 0 { // 0 starts the index: no block
+		return nil, errors.New("no xz block")
+	}
+	p := make([]byte, int(size)*4+3) // the header is (size+1)*4 bytes, size byte included
+	if _, err := io.ReadFull(br, p); err != nil {
+		return nil, err
+	}
+	flags := p[0]
+	p = p[1:]
+	varint := func() (uint64, error) { // multibyte integer: 7 bits a byte, at most 9
+		var v uint64
+		for i := 0; i < 9 && len(p) > 0; i++ {
+			b := p[0]
+			p = p[1:]
+			v |= uint64(b&0x7f) << (7 * i)
+			if b&0x80 == 0 {
+				return v, nil
+			}
+		}
+		return 0, errors.New("bad xz block header")
+	}
+	for _, present := range []bool{flags&0x40 != 0, flags&0x80 != 0} { // compressed, uncompressed size
+		if present {
+			if _, err := varint(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	var id, dictProp uint64
+	for range int(flags&3) + 1 {
+		if id, err = varint(); err != nil {
+			return nil, err
+		}
+		n, err := varint()
+		if err != nil || n > uint64(len(p)) {
+			return nil, errors.New("bad xz filter flags")
+		}
+		if id == 0x21 && n == 1 {
+			dictProp = uint64(p[0])
+		}
+		p = p[n:]
+	}
+	if id != 0x21 || dictProp > 40 {
+		return nil, errors.New("xz block does not end in LZMA2")
+	}
+	dict := int64(2|dictProp&1) << (dictProp/2 + 11)
+	dict = max(min(dict, lzma.MaxDictCap), lzma.MinDictCap)
+	return lzma.Reader2Config{DictCap: int(dict)}.NewReader2(br)
 }
 
 // CheckKernel reads the kernel at p and refuses one that is not a kernel

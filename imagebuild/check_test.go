@@ -126,14 +126,13 @@ func TestCheckKernelReal(t *testing.T) {
 		dir    string
 		arch   layout.Arch
 		format string
-		// release: the kernel says its release. Debian's armmp zImage
-		// holds it xz-compressed with the ARM BCJ filter, which is not
-		// read (the modules' vermagic is compared among themselves).
+		// release: the kernel says its release (Debian's armmp zImage
+		// in its xz payload, with the ARM BCJ filter).
 		release bool
 	}{
 		{"amd64", layout.X86_64, "bzImage", true},
 		{"arm64", layout.ARM64, "Image", true},
-		{"armhf", layout.ARM, "zImage", false},
+		{"armhf", layout.ARM, "zImage", true},
 	} {
 		k := filepath.Join(cache, c.dir, "vmlinuz")
 		if _, err := os.Stat(k); err != nil {
@@ -314,5 +313,37 @@ func TestBuildImageWarnsMissingInit(t *testing.T) {
 	}
 	if want := "warning: rootfs " + p.im.Rootfs + " has no /lib/systemd/systemd ([init] init)"; !strings.Contains(log.String(), want) {
 		t.Errorf("log:\n%s\nwant a line saying %q", log.String(), want)
+	}
+}
+
+// 32-bit ARM modules: the armmp ones pass for arm with the release its
+// zImage says, and are refused with another release; arm64's are refused
+// for arm (another machine), and armmp's for arm64.
+func TestCheckModulesArm(t *testing.T) {
+	cache := testenv.KernelCache()
+	armhf, arm64 := filepath.Join(cache, "armhf"), filepath.Join(cache, "arm64")
+	if _, err := os.Stat(filepath.Join(armhf, "modules")); err != nil {
+		testenv.Missing(t, "no armhf kernel in the cache (make kernels): "+err.Error())
+	}
+	ki, err := CheckKernel(filepath.Join(armhf, "vmlinuz"), layout.ARM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mods := config.DefaultModules(layout.ARM)
+	for _, c := range []struct {
+		dir     string
+		arch    layout.Arch
+		release string
+		want    string
+	}{
+		{armhf, layout.ARM, ki.Release, ""},
+		{armhf, layout.ARM, "6.1.0-99-armmp", "(vermagic), but the kernel is 6.1.0-99-armmp"},
+		{arm64, layout.ARM, "", "is built for arm64, not arm"},
+		{armhf, layout.ARM64, "", "is built for arm, not arm64"},
+	} {
+		err := CheckModules(filepath.Join(c.dir, "modules"), mods, c.arch, c.release)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("CheckModules(%s, %s, %q) = %v, want %q", c.dir, c.arch, c.release, err, c.want)
+		}
 	}
 }
