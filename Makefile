@@ -30,7 +30,8 @@ kernels: deps
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(OUT)/bin/ ./cmd/...
 
-# Unit tests and the QEMU boot tests for x86_64 and arm64. OVROOT_REQUIRE_TOOLS
+# Unit tests and the QEMU boot tests (x86_64 and arm64; 32-bit arm runs the
+# walking skeleton and the factory reset). OVROOT_REQUIRE_TOOLS
 # turns "skip: QEMU missing" into a failure, so this never passes by skipping.
 test: kernels
 	$(GO) vet ./...
@@ -54,10 +55,11 @@ unit:
 bench: kernels
 	OVROOT_REQUIRE_TOOLS=1 $(GO) test -run '^$$' -bench . -benchtime 3x ./...
 
-# Build demo images for both arches, then boot $(DEMO_ARCH) on this terminal.
+# Build demo images for every arch, then boot $(DEMO_ARCH) on this terminal.
 demo: kernels build
 	$(OUT)/bin/ovroot demo --kernel-cache $(KERNELS) --out $(OUT)/demo --arch x86_64
 	$(OUT)/bin/ovroot demo --kernel-cache $(KERNELS) --out $(OUT)/demo --arch arm64
+	$(OUT)/bin/ovroot demo --kernel-cache $(KERNELS) --out $(OUT)/demo --arch arm
 	$(OUT)/bin/ovroot run $(OUT)/demo/$(DEMO_ARCH).img
 
 clean:

@@ -261,7 +261,7 @@ func (LinuxSys) FreeBytes(path string) (int64, error) {
 	if err := unix.Statfs(path, &st); err != nil {
 		return 0, err
 	}
-	return int64(st.Bavail) * st.Bsize, nil
+	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
 // CanWrite writes n bytes to a scratch file in dir, syncs and removes it.

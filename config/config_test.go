@@ -118,6 +118,14 @@ func TestParseImageDefaults(t *testing.T) {
 	if im.Modules == nil || len(im.Modules) != 0 {
 		t.Errorf("modules = [] gave %#v", im.Modules)
 	}
+	// Debian's name for 32-bit ARM is accepted and gets arm's console.
+	im, err = ParseImage("image.toml", []byte("arch = \"armhf\"\nkernel=\"/k\"\nmodules_dir=\"/m\"\nrootfs=\"/r\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im.Arch != layout.ARM || im.Cmdline != "console=ttyAMA0 panic=-1" {
+		t.Errorf("arch = \"armhf\": arch %q, cmdline %q; want arm, console=ttyAMA0 panic=-1", im.Arch, im.Cmdline)
+	}
 }
 
 // Every bad file names the file, the line and the key.
@@ -133,12 +141,13 @@ func TestParseImageBad(t *testing.T) {
 		{"unknown key", "arch = \"x86_64\"\n" + base + "dat_size = \"1GiB\"\n", 5, "dat_size", "did you mean data_size"},
 		{"unknown init key", "arch = \"x86_64\"\n" + base + "[init]\nroot_lable = \"x\"\n", 6, "init.root_lable", "did you mean init.root_label"},
 		{"bad arch", base + "\narch = \"mips\"\n", 5, "arch", "mips"},
+		{"bad arch lists every arch", base + "\narch = \"armel\"\n", 5, "arch", "x86_64, arm64 or arm"},
 		{"bad size", "arch = \"x86_64\"\n" + base + "data_size = \"12 parsecs\"\n", 5, "data_size", "invalid size"},
 		{"negative size", "arch = \"x86_64\"\n" + base + "boot_size = -5\n", 5, "boot_size", "negative"},
 		{"wrong type", "arch = \"x86_64\"\n" + base + "modules = \"ext4\"\n", 5, "modules", ""},
 		{"syntax", "arch = \"x86_64\"\nkernel = \"/k\n", 2, "kernel", ""},
 		{"bad duration", "arch = \"x86_64\"\n" + base + "[init]\n\ndevice_timeout = \"soon\"\n", 7, "init.device_timeout", "invalid duration"},
-		{"missing arch", base, 0, "arch", "required"},
+		{"missing arch", base, 0, "arch", "required key missing (x86_64, arm64 or arm)"},
 		{"missing rootfs", "arch = \"arm64\"\nkernel = \"/k\"\nmodules_dir = \"/m\"\n", 0, "rootfs", "required"},
 		{"bad compression", "arch = \"x86_64\"\n" + base + "squashfs_compression = \"rar\"\n", 5, "squashfs_compression", "rar"},
 		{"data too large", "arch = \"x86_64\"\n" + base + "data_size = \"10TiB\"\n", 5, "data_size", "at most 64GiB"},

@@ -19,6 +19,7 @@ import (
 
 	"github.com/ovroot/ovroot/internal/kmod"
 	"github.com/ovroot/ovroot/layout"
+	"github.com/ulikunitz/xz/lzma"
 )
 
 // The checks here refuse, at build time, pieces that cannot boot together:
@@ -29,7 +30,7 @@ import (
 // KernelInfo is what a kernel image says about itself.
 type KernelInfo struct {
 	Arch    layout.Arch
-	Format  string // "bzImage", "Image", "gzip-compressed Image", "EFI zboot"
+	Format  string // "bzImage", "Image", "gzip-compressed Image", "EFI zboot", "zImage"
 	Release string // "" when the image does not say where to find it
 }
 
@@ -37,13 +38,21 @@ type KernelInfo struct {
 // Kernel Header": "HdrS" at 0x202, the protocol version at 0x206,
 // kernel_version at 0x20e, a pointer relative to 0x200) and
 // Documentation/arch/arm64/booting.rst (the Image header: magic
-// "ARM\x64" at 0x38).
+// "ARM\x64" at 0x38) and Documentation/arch/arm/booting.rst (the zImage
+// header: magic 0x016F2818 at 0x24, stored little-endian whatever the
+// kernel's endianness, and an endianness flag at 0x30 that reads
+// 0x04030201 for a little-endian kernel).
 const (
 	bzMagicOff      = 0x202
 	bzVersionOff    = 0x206
 	bzKernelVerOff  = 0x20e
 	arm64MagicOff   = 0x38
 	arm64HeaderSize = 0x40
+	zMagicOff       = 0x24
+	zEndianOff      = 0x30
+	zHeaderSize     = 0x34
+	zMagic          = 0x016F2818
+	zBigEndian      = 0x01020304 // the flag of a big-endian (BE8) kernel, read little-endian
 )
 
 var (
@@ -54,7 +63,8 @@ var (
 )
 
 // ReadKernel identifies a kernel image: an x86 bzImage, an arm64 Image
-// (plain, gzip-compressed as Debian ships it, or an EFI zboot image).
+// (plain, gzip-compressed as Debian ships it, or an EFI zboot image), or a
+// 32-bit ARM zImage.
 func ReadKernel(r io.ReaderAt, size int64) (*KernelInfo, error) {
 	if size == 0 {
 		return nil, errEmpty
@@ -66,6 +76,13 @@ func ReadKernel(r io.ReaderAt, size int64) (*KernelInfo, error) {
 	}
 	head = head[:n]
 	switch {
+	case len(head) >= zHeaderSize && binary.LittleEndian.Uint32(head[zMagicOff:]) == zMagic:
+		// Checked before "MZ": an ARM zImage with the EFI stub starts
+		// with "MZ" too.
+		if binary.LittleEndian.Uint32(head[zEndianOff:]) == zBigEndian {
+			return nil, errors.New("is a big-endian ARM zImage; ovroot's arm is little-endian armhf (Debian's linux-image-armmp)")
+		}
+		return &KernelInfo{Arch: layout.ARM, Format: "zImage", Release: zImageRelease(r, size)}, nil
 	case len(head) > bzKernelVerOff+2 && bytes.Equal(head[bzMagicOff:bzMagicOff+4], bzMagic):
 		ki := &KernelInfo{Arch: layout.X86_64, Format: "bzImage"}
 		// kernel_version exists from boot protocol 2.00 on.
@@ -104,9 +121,112 @@ func ReadKernel(r io.ReaderAt, size int64) (*KernelInfo, error) {
 		}
 		return nil, errors.New("is an EFI zboot image for an architecture ovroot does not build")
 	case bytes.HasPrefix(head, []byte(elf.ELFMAG)):
-		return nil, errors.New("is an ELF file (vmlinux?), not a bootable kernel image; give the bzImage (x86_64) or Image (arm64), e.g. /boot/vmlinuz-<release>")
+		return nil, errors.New("is an ELF file (vmlinux?), not a bootable kernel image; give the bzImage (x86_64), Image (arm64) or zImage (arm), e.g. /boot/vmlinuz-<release>")
 	}
-	return nil, errors.New("is not a Linux kernel image (no bzImage \"HdrS\" at 0x202, no arm64 Image \"ARM\\x64\" at 0x38, not gzip)")
+	return nil, errors.New("is not a Linux kernel image (no bzImage \"HdrS\" at 0x202, no arm64 Image \"ARM\\x64\" at 0x38, no ARM zImage magic 0x016F2818 at 0x24, not gzip)")
+}
+
+// kernelWanted says what kernel image each arch boots, for errors.
+var kernelWanted = map[layout.Arch]string{
+	layout.X86_64: "an x86 bzImage, e.g. Debian's linux-image-amd64",
+	layout.ARM64:  "an arm64 Image, e.g. Debian's linux-image-arm64",
+	layout.ARM:    "a 32-bit ARM zImage, e.g. Debian's linux-image-armmp",
+}
+
+// zImageRelease finds the release in a zImage's compressed kernel: the
+// decompressor is followed by the payload (arch/arm/boot/compressed/
+// piggy.S), gzip or xz (Debian's armmp); each candidate magic in the first
+// MiB is tried. "" when none holds the banner (lzo, lz4, lzma payloads:
+// CheckModules then compares the modules' vermagic among themselves).
+func zImageRelease(r io.ReaderAt, size int64) string {
+	const window = 1 << 20
+	head := make([]byte, min(size, window))
+	n, _ := r.ReadAt(head, 0)
+	head = head[:n]
+	tries := 0
+	for off := 0; off < len(head) && tries < 8; off++ {
+		var open func(io.Reader) (io.Reader, error)
+		switch {
+		case bytes.HasPrefix(head[off:], []byte{0x1f, 0x8b, 0x08}):
+			open = func(r io.Reader) (io.Reader, error) { return gzip.NewReader(r) }
+		case bytes.HasPrefix(head[off:], xzMagic):
+			open = xzLZMA2
+		default:
+			continue
+		}
+		tries++
+		d, err := open(io.NewSectionReader(r, int64(off), size-int64(off)))
+		if err != nil {
+			continue
+		}
+		if rel := findRelease(d); rel != "" {
+			return rel
+		}
+	}
+	return ""
+}
+
+// xzLZMA2 reads the first block of the xz stream in r (the .xz file
+// format, sections 2.1.1 and 3.1) as LZMA2, without undoing the filters
+// before it. The kernel's xz_wrap.sh compresses an ARM zImage with the ARM
+// BCJ filter, which the xz package does not decode; BCJ rewrites only
+// branch instructions (4-byte words whose top byte is 0xEB), so text such
+// as the banner comes out as it went in.
+func xzLZMA2(r io.Reader) (io.Reader, error) {
+	br := bufio.NewReader(r)
+	stream := make([]byte, 12) // magic, flags, CRC32
+	if _, err := io.ReadFull(br, stream); err != nil || !bytes.HasPrefix(stream, xzMagic) {
+		return nil, errors.New("no xz stream header")
+	}
+	size, err := br.ReadByte()
+	if err != nil || size == 0 { // 0 starts the index: no block
+		return nil, errors.New("no xz block")
+	}
+	p := make([]byte, int(size)*4+3) // the header is (size+1)*4 bytes, size byte included
+	if _, err := io.ReadFull(br, p); err != nil {
+		return nil, err
+	}
+	flags := p[0]
+	p = p[1:]
+	varint := func() (uint64, error) { // multibyte integer: 7 bits a byte, at most 9
+		var v uint64
+		for i := 0; i < 9 && len(p) > 0; i++ {
+			b := p[0]
+			p = p[1:]
+			v |= uint64(b&0x7f) << (7 * i)
+			if b&0x80 == 0 {
+				return v, nil
+			}
+		}
+		return 0, errors.New("bad xz block header")
+	}
+	for _, present := range []bool{flags&0x40 != 0, flags&0x80 != 0} { // compressed, uncompressed size
+		if present {
+			if _, err := varint(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	var id, dictProp uint64
+	for range int(flags&3) + 1 {
+		if id, err = varint(); err != nil {
+			return nil, err
+		}
+		n, err := varint()
+		if err != nil || n > uint64(len(p)) {
+			return nil, errors.New("bad xz filter flags")
+		}
+		if id == 0x21 && n == 1 {
+			dictProp = uint64(p[0])
+		}
+		p = p[n:]
+	}
+	if id != 0x21 || dictProp > 40 {
+		return nil, errors.New("xz block does not end in LZMA2")
+	}
+	dict := int64(2|dictProp&1) << (dictProp/2 + 11)
+	dict = max(min(dict, lzma.MaxDictCap), lzma.MinDictCap)
+	return lzma.Reader2Config{DictCap: int(dict)}.NewReader2(br)
 }
 
 // CheckKernel reads the kernel at p and refuses one that is not a kernel
@@ -129,7 +249,7 @@ func CheckKernel(p string, arch layout.Arch) (*KernelInfo, error) {
 		return nil, fmt.Errorf("kernel %s %w", p, err)
 	}
 	if ki.Arch != arch {
-		return nil, fmt.Errorf("kernel %s is an %s %s, not a kernel for %s", p, ki.Arch, ki.Format, arch)
+		return nil, fmt.Errorf("kernel %s is an %s %s, not a kernel for %s (want %s)", p, ki.Arch, ki.Format, arch, kernelWanted[arch])
 	}
 	return ki, nil
 }
@@ -193,7 +313,11 @@ func findRelease(r io.Reader) string {
 }
 
 // elfMachines are the ELF machines of each arch.
-var elfMachines = map[layout.Arch]elf.Machine{layout.X86_64: elf.EM_X86_64, layout.ARM64: elf.EM_AARCH64}
+var elfMachines = map[layout.Arch]elf.Machine{layout.X86_64: elf.EM_X86_64, layout.ARM64: elf.EM_AARCH64, layout.ARM: elf.EM_ARM}
+
+// elfClasses are the ELF classes of each arch: 32-bit ARM's programs and
+// modules are ELFCLASS32.
+var elfClasses = map[layout.Arch]elf.Class{layout.X86_64: elf.ELFCLASS64, layout.ARM64: elf.ELFCLASS64, layout.ARM: elf.ELFCLASS32}
 
 func machineArch(m elf.Machine) string {
 	for a, em := range elfMachines {
@@ -216,7 +340,7 @@ func CheckStaticELF(r io.ReaderAt, arch layout.Arch) error {
 	if f.Type != elf.ET_EXEC && f.Type != elf.ET_DYN {
 		return fmt.Errorf("is an ELF %s, not an executable", f.Type)
 	}
-	if want := elfMachines[arch]; f.Machine != want || f.Class != elf.ELFCLASS64 {
+	if f.Machine != elfMachines[arch] || f.Class != elfClasses[arch] {
 		return fmt.Errorf("is an executable for %s (%s), not for %s", machineArch(f.Machine), f.Class, arch)
 	}
 	for _, p := range f.Progs {

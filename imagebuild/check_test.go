@@ -49,6 +49,21 @@ func fakeZboot(machine uint16) []byte {
 	return b
 }
 
+// fakeZImage is a 32-bit ARM zImage as booting.rst describes it: the
+// magic 0x016F2818 at 0x24 (little-endian), start and end addresses, the
+// endianness flag at 0x30, and a payload (piggy.S) after the decompressor.
+// efiStub starts it with "MZ", as an armmp zImage with the EFI stub does.
+func fakeZImage(endian uint32, efiStub bool, payload []byte) []byte {
+	b := make([]byte, 0x8000)
+	if efiStub {
+		copy(b, "MZ")
+	}
+	binary.LittleEndian.PutUint32(b[0x24:], 0x016F2818)
+	binary.LittleEndian.PutUint32(b[0x2c:], uint32(len(b)+len(payload)))
+	binary.LittleEndian.PutUint32(b[0x30:], endian)
+	return append(b, payload...)
+}
+
 func gz(b []byte) []byte {
 	var buf bytes.Buffer
 	w := gzip.NewWriter(&buf)
@@ -75,6 +90,16 @@ func TestReadKernel(t *testing.T) {
 		{"riscv EFI zboot", fakeZboot(0x5064), "", "", "EFI zboot image for an architecture ovroot does not build"},
 		{"gzip of something else", gz([]byte(strings.Repeat("x", 4096))), "", "", "holds no arm64 Image"},
 		{"vmlinux", append([]byte("\x7fELF"), make([]byte, 4096)...), "", "", "is an ELF file (vmlinux?)"},
+		{"ARM zImage", fakeZImage(0x04030201, false, nil), layout.ARM, "", ""},
+		{"ARM zImage with the EFI stub", fakeZImage(0x04030201, true, nil), layout.ARM, "", ""},
+		{"ARM zImage of an old kernel without the endianness flag", fakeZImage(0, false, nil), layout.ARM, "", ""},
+		{"ARM zImage, gzip payload", fakeZImage(0x04030201, true, gz(fakeArm64Image("6.1.0-50-armmp")[0x100:])), layout.ARM, "6.1.0-50-armmp", ""},
+		{"big-endian ARM zImage", fakeZImage(0x01020304, false, nil), "", "", "big-endian ARM zImage"},
+		{"zImage magic byte-swapped", func() []byte {
+			b := fakeZImage(0x04030201, false, nil)
+			binary.BigEndian.PutUint32(b[0x24:], 0x016F2818)
+			return b
+		}(), "", "", "no ARM zImage magic 0x016F2818 at 0x24"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -92,31 +117,44 @@ func TestReadKernel(t *testing.T) {
 	}
 }
 
-// The real kernels of the cache: identified, and each refused for the
-// other arch, naming both.
+// The real kernels of the cache: identified, and each refused for every
+// other arch, naming both and the kernel that arch wants.
 func TestCheckKernelReal(t *testing.T) {
 	cache := testenv.KernelCache()
+	wantFor := map[layout.Arch]string{layout.X86_64: "bzImage", layout.ARM64: "arm64 Image", layout.ARM: "32-bit ARM zImage"}
 	for _, c := range []struct {
-		dir     string
-		arch    layout.Arch
-		other   layout.Arch
-		release string
-	}{{"amd64", layout.X86_64, layout.ARM64, "-amd64"}, {"arm64", layout.ARM64, layout.X86_64, "-arm64"}} {
+		dir    string
+		arch   layout.Arch
+		format string
+		// release: the kernel says its release (Debian's armmp zImage
+		// in its xz payload, with the ARM BCJ filter).
+		release bool
+	}{
+		{"amd64", layout.X86_64, "bzImage", true},
+		{"arm64", layout.ARM64, "Image", true},
+		{"armhf", layout.ARM, "zImage", true},
+	} {
 		k := filepath.Join(cache, c.dir, "vmlinuz")
 		if _, err := os.Stat(k); err != nil {
 			testenv.Missing(t, "no kernel in the cache (make kernels): "+err.Error())
 		}
 		ki, err := CheckKernel(k, c.arch)
-		if err != nil || !strings.HasSuffix(ki.Release, c.release) {
-			t.Errorf("CheckKernel(%s, %s) = %+v, %v", k, c.arch, ki, err)
+		if err != nil || ki.Format != c.format {
+			t.Errorf("CheckKernel(%s, %s) = %+v, %v; want a %s", k, c.arch, ki, err, c.format)
 		}
 		want, _ := os.ReadFile(filepath.Join(cache, c.dir, "release"))
-		if ki != nil && ki.Release != strings.TrimSpace(string(want)) {
+		if c.release && ki != nil && ki.Release != strings.TrimSpace(string(want)) {
 			t.Errorf("%s: release %q, the cache says %q", k, ki.Release, want)
 		}
-		_, err = CheckKernel(k, c.other)
-		if err == nil || !strings.Contains(err.Error(), string(c.arch)) || !strings.Contains(err.Error(), "not a kernel for "+string(c.other)) {
-			t.Errorf("CheckKernel(%s, %s) = %v, want an error naming both arches", k, c.other, err)
+		for _, other := range layout.Arches {
+			if other == c.arch {
+				continue
+			}
+			_, err = CheckKernel(k, other)
+			if err == nil || !strings.Contains(err.Error(), "is an "+string(c.arch)+" "+c.format) ||
+				!strings.Contains(err.Error(), "not a kernel for "+string(other)) || !strings.Contains(err.Error(), wantFor[other]) {
+				t.Errorf("CheckKernel(%s, %s) = %v, want an error naming both arches and the %s %s wants", k, other, err, wantFor[other], other)
+			}
 		}
 	}
 }
@@ -125,7 +163,8 @@ func TestCheckStaticELF(t *testing.T) {
 	cache := testenv.KernelCache()
 	static := filepath.Join(cache, "amd64", "e2fsck")
 	staticArm := filepath.Join(cache, "arm64", "e2fsck")
-	for _, p := range []string{static, staticArm, "/bin/sh"} {
+	staticArm32 := filepath.Join(cache, "armhf", "e2fsck")
+	for _, p := range []string{static, staticArm, staticArm32, "/bin/sh"} {
 		if _, err := os.Stat(p); err != nil {
 			testenv.Missing(t, "missing "+p+" (make kernels)")
 		}
@@ -141,6 +180,11 @@ func TestCheckStaticELF(t *testing.T) {
 		{staticArm, layout.ARM64, ""},
 		{staticArm, layout.X86_64, "is an executable for arm64 (ELFCLASS64), not for x86_64"},
 		{static, layout.ARM64, "is an executable for x86_64 (ELFCLASS64), not for arm64"},
+		{staticArm32, layout.ARM, ""},
+		{staticArm32, layout.X86_64, "is an executable for arm (ELFCLASS32), not for x86_64"},
+		{staticArm32, layout.ARM64, "is an executable for arm (ELFCLASS32), not for arm64"},
+		{staticArm, layout.ARM, "is an executable for arm64 (ELFCLASS64), not for arm"},
+		{static, layout.ARM, "is an executable for x86_64 (ELFCLASS64), not for arm"},
 		{"/bin/sh", layout.X86_64, "is dynamically linked (interpreter /lib"},
 		{text, layout.X86_64, "is not an ELF executable"},
 	} {
@@ -269,5 +313,37 @@ func TestBuildImageWarnsMissingInit(t *testing.T) {
 	}
 	if want := "warning: rootfs " + p.im.Rootfs + " has no /lib/systemd/systemd ([init] init)"; !strings.Contains(log.String(), want) {
 		t.Errorf("log:\n%s\nwant a line saying %q", log.String(), want)
+	}
+}
+
+// 32-bit ARM modules: the armmp ones pass for arm with the release its
+// zImage says, and are refused with another release; arm64's are refused
+// for arm (another machine), and armmp's for arm64.
+func TestCheckModulesArm(t *testing.T) {
+	cache := testenv.KernelCache()
+	armhf, arm64 := filepath.Join(cache, "armhf"), filepath.Join(cache, "arm64")
+	if _, err := os.Stat(filepath.Join(armhf, "modules")); err != nil {
+		testenv.Missing(t, "no armhf kernel in the cache (make kernels): "+err.Error())
+	}
+	ki, err := CheckKernel(filepath.Join(armhf, "vmlinuz"), layout.ARM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mods := config.DefaultModules(layout.ARM)
+	for _, c := range []struct {
+		dir     string
+		arch    layout.Arch
+		release string
+		want    string
+	}{
+		{armhf, layout.ARM, ki.Release, ""},
+		{armhf, layout.ARM, "6.1.0-99-armmp", "(vermagic), but the kernel is 6.1.0-99-armmp"},
+		{arm64, layout.ARM, "", "is built for arm64, not arm"},
+		{armhf, layout.ARM64, "", "is built for arm, not arm64"},
+	} {
+		err := CheckModules(filepath.Join(c.dir, "modules"), mods, c.arch, c.release)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("CheckModules(%s, %s, %q) = %v, want %q", c.dir, c.arch, c.release, err, c.want)
+		}
 	}
 }

@@ -19,7 +19,7 @@ import (
 // data filesystem passes the host's e2fsck after each power-off.
 func TestBoot(t *testing.T) {
 	requireTools(t)
-	for _, arch := range layout.Arches {
+	for _, arch := range allArches {
 		t.Run(string(arch), func(t *testing.T) {
 			t.Parallel()
 			testBoot(t, arch)

@@ -68,7 +68,7 @@ func (c *campaign) table() string {
 	const d = "%-8s %-26s %6d %7d %12d %6s %14d %5d %5d %7d %9d %5d\n"
 	fmt.Fprintf(&b, f, "arch", "scenario", "log", "flushes", "crash states", "booted", "fsync'd files", "empty", "lost", "garbage", "fs errors", "other")
 	var total campaignRow
-	for _, a := range layout.Arches {
+	for _, a := range testArches {
 		for _, s := range scenarios {
 			r := c.rows[string(a)+" "+s]
 			if r == nil {
@@ -166,7 +166,7 @@ func TestPowerCutCampaign(t *testing.T) {
 	t.Logf("power-cut campaign: seed %d (replay: OVROOT_CAMPAIGN_SEED=%d), %+v", p.seed, p.seed, p)
 	c := &campaign{rows: map[string]*campaignRow{}}
 	t.Run("arches", func(t *testing.T) {
-		for _, arch := range layout.Arches {
+		for _, arch := range testArches {
 			t.Run(string(arch), func(t *testing.T) {
 				t.Parallel()
 				cr := &campaignRun{t: t, arch: arch, p: p, c: c, rng: rand.New(rand.NewSource(p.seed))}

@@ -87,7 +87,7 @@ func expectVolatile(t *testing.T, vm *qemu.VM, reason string) {
 // still boots, in the best state it can, and says which.
 func TestNeverBricked(t *testing.T) {
 	requireTools(t)
-	for _, arch := range layout.Arches {
+	for _, arch := range testArches {
 		t.Run(string(arch), func(t *testing.T) {
 			t.Parallel()
 			rootfs := makeSmallRootfs(t, arch)

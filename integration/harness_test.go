@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +28,33 @@ const (
 	commandTimeout = 2 * time.Minute
 )
 
+// Which arches each test boots. Every arch ovroot supports proves, in the
+// walking skeleton (TestBoot) and a factory reset, that its kernel, its
+// modules and its cross-compiled programs boot and keep data. The
+// expensive tests (power-cut campaign, faults, terminal, the installed
+// binary, reset power cuts) run on testArches only: the init is the same Go
+// code on every arch, and TCG boots of 32-bit ARM on top would not fit the
+// suite in its time.
+var (
+	// allArches is every arch ovroot supports.
+	allArches = layout.Arches
+	// testArches run the expensive tests.
+	testArches = []layout.Arch{layout.X86_64, layout.ARM64}
+	// otherArches are allArches minus testArches: they run the cheap
+	// checks that testArches cover inside the expensive tests.
+	otherArches = except(allArches, testArches)
+)
+
+func except(all, drop []layout.Arch) []layout.Arch {
+	var out []layout.Arch
+	for _, a := range all {
+		if !slices.Contains(drop, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // requireTools skips (or, under `make test`, fails) when the tests cannot run.
 func requireTools(t *testing.T) {
 	t.Helper()
@@ -34,7 +62,7 @@ func requireTools(t *testing.T) {
 		t.Skip("QEMU boot test: skipped with -short")
 	}
 	var missing []string
-	for _, tool := range []string{"qemu-system-x86_64", "qemu-system-aarch64", "mksquashfs", "e2fsck", "debugfs"} {
+	for _, tool := range []string{"qemu-system-x86_64", "qemu-system-aarch64", "qemu-system-arm", "mksquashfs", "e2fsck", "debugfs"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing = append(missing, tool)
 		}

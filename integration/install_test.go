@@ -20,7 +20,7 @@ import (
 func TestInstalledBinary(t *testing.T) {
 	requireTools(t)
 	bin := buildHostTool(t)
-	for _, arch := range layout.Arches {
+	for _, arch := range testArches {
 		t.Run(string(arch), func(t *testing.T) {
 			t.Parallel()
 			testInstalledBinary(t, arch, bin)

@@ -99,12 +99,62 @@ func checkFactoryQuick(t *testing.T, vm *qemu.VM, tag string) {
 	}
 }
 
+// TestFactoryResetCmdline is the factory reset by kernel command line on
+// the arches TestFactoryReset leaves out (32-bit ARM): a used device,
+// booted with ovroot.reset=1, comes up with the factory root the host
+// computed and the kept path; /rom is untouched; the next boot does not
+// reset again. TestFactoryReset checks the same on testArches (its step 3).
+func TestFactoryResetCmdline(t *testing.T) {
+	requireTools(t)
+	for _, arch := range otherArches {
+		t.Run(string(arch), func(t *testing.T) {
+			t.Parallel()
+			testFactoryResetCmdline(t, arch)
+		})
+	}
+}
+
+func testFactoryResetCmdline(t *testing.T, arch layout.Arch) {
+	rootfs := makeSmallRootfsTar(t, arch)
+	factory := factoryManifest(t, rootfs)
+	want := plain(factory)
+	img := buildImage(t, arch, rootfs, func(im *config.Image) {
+		im.Init.Reset.Keep = []string{keptDir}
+	})
+
+	vm := boot(t, img)
+	expect(t, vm, "GUEST: ready")
+	dirty(t, vm, "1")
+	powerOff(t, vm)
+
+	vm = boot(t, img, withCmdline("ovroot.reset=1"))
+	expect(t, vm, "ovroot: factory reset (trigger=cmdline, kept 1 paths) in")
+	expect(t, vm, "GUEST: ready")
+	checkFactory(t, vm, "1")
+	checkFactoryFull(t, vm, factory)
+	out := guest(t, vm, "manifest /rom")
+	if got := regexp.MustCompile(`manifest entries=\d+ digest=[0-9a-f]+`).FindString(out); got != "manifest entries="+strconv.Itoa(len(want))+" digest="+manifest.Digest(want) {
+		t.Errorf("/rom changed: %q", out)
+	}
+	guest(t, vm, "write "+afterResetMarker+" written-after-the-reset")
+	powerOff(t, vm)
+	fsck(t, img, layout.DataLabel)
+
+	vm = boot(t, img)
+	expect(t, vm, "GUEST: ready")
+	if strings.Contains(vm.Console(), "factory reset (trigger=") {
+		t.Errorf("a boot without a trigger reset the device:\n%s", vm.Tail(60))
+	}
+	checkMarker(t, vm)
+	powerOff(t, vm)
+}
+
 // TestFactoryReset resets through each trigger in turn on one disk:
 // ovrootctl (after a cancelled request), the kernel command line, and the
 // reset button pressed through a virtio keyboard.
 func TestFactoryReset(t *testing.T) {
 	requireTools(t)
-	for _, arch := range layout.Arches {
+	for _, arch := range testArches {
 		t.Run(string(arch), func(t *testing.T) {
 			t.Parallel()
 			testFactoryReset(t, arch)
@@ -320,7 +370,7 @@ func TestResetPowerCut(t *testing.T) {
 	seed := testenv.Int(t, "OVROOT_RESET_SEED", time.Now().UnixNano(), 0)
 	cuts := int(testenv.Int(t, "OVROOT_RESET_CUTS", 10, 1))
 	t.Logf("power-cut seed %d, %d cuts per arch (replay: OVROOT_RESET_SEED=%d)", seed, cuts, seed)
-	for _, arch := range layout.Arches {
+	for _, arch := range testArches {
 		t.Run(string(arch), func(t *testing.T) {
 			t.Parallel()
 			testResetPowerCut(t, arch, seed, cuts)
@@ -410,7 +460,7 @@ func minResetSteps(n int) int {
 // and ovrootctl can ask for one, and withdraw it, on a full partition.
 func TestFactoryResetFullPartition(t *testing.T) {
 	requireTools(t)
-	for _, arch := range layout.Arches {
+	for _, arch := range testArches {
 		t.Run(string(arch), func(t *testing.T) {
 			t.Parallel()
 			testFactoryResetFullPartition(t, arch)

@@ -31,7 +31,7 @@ import (
 func TestTerminal(t *testing.T) {
 	requireTools(t)
 	ovroot := buildHostTool(t)
-	for _, arch := range layout.Arches {
+	for _, arch := range testArches {
 		t.Run(string(arch), func(t *testing.T) {
 			t.Parallel()
 			testTerminal(t, arch, ovroot)

@@ -12,7 +12,7 @@ import (
 // after the boot. The guest polls (up to 30 s); the host asserts no timing.
 func TestTrashCollected(t *testing.T) {
 	requireTools(t)
-	for _, arch := range layout.Arches {
+	for _, arch := range testArches {
 		t.Run(string(arch), func(t *testing.T) {
 			t.Parallel()
 			testTrashCollected(t, arch)

@@ -64,32 +64,47 @@ type Arch string
 const (
 	X86_64 Arch = "x86_64"
 	ARM64  Arch = "arm64"
+	// ARM is 32-bit ARM: ARMv7-A with hardware floating point (Debian's
+	// armhf, its armmp kernel).
+	ARM Arch = "arm"
 )
 
 // Arches lists the supported architectures in a stable order.
-var Arches = []Arch{X86_64, ARM64}
+var Arches = []Arch{X86_64, ARM64, ARM}
+
+// ArchNames is how messages list the architectures users may give.
+const ArchNames = "x86_64, arm64 or arm"
 
 type archInfo struct {
-	goarch     string
+	goarch string
+	// goVariant pins the Go toolchain's instruction-set level for the
+	// arch (GOAMD64, GOARM64, GOARM), so a user's environment never
+	// builds device programs for a newer CPU than the arch's baseline.
+	goVariant  string
 	debianArch string
 	rootType   string // DPS root partition type GUID
 	console    string // serial console device for the kernel cmdline
 }
 
 var archTable = map[Arch]archInfo{
-	X86_64: {goarch: "amd64", debianArch: "amd64", rootType: "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", console: "ttyS0"},
-	ARM64:  {goarch: "arm64", debianArch: "arm64", rootType: "B921B045-1DF0-41C3-AF44-4C6F280D3FAE", console: "ttyAMA0"},
+	X86_64: {goarch: "amd64", goVariant: "GOAMD64=v1", debianArch: "amd64", rootType: "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", console: "ttyS0"},
+	ARM64:  {goarch: "arm64", goVariant: "GOARM64=v8.0", debianArch: "arm64", rootType: "B921B045-1DF0-41C3-AF44-4C6F280D3FAE", console: "ttyAMA0"},
+	// GOARM=7 is ARMv7 with VFPv3 hardware floating point: Debian armhf's ABI.
+	ARM: {goarch: "arm", goVariant: "GOARM=7", debianArch: "armhf", rootType: "69DAD710-2CE4-4E3C-B16C-21A1D49ABED3", console: "ttyAMA0"},
 }
 
-// ParseArch accepts the names users type (x86_64, amd64, arm64, aarch64).
+// ParseArch accepts the names users type (x86_64, amd64, arm64, aarch64,
+// arm, armhf, armv7).
 func ParseArch(s string) (Arch, error) {
 	switch s {
 	case "x86_64", "amd64":
 		return X86_64, nil
 	case "arm64", "aarch64":
 		return ARM64, nil
+	case "arm", "armhf", "armv7":
+		return ARM, nil
 	}
-	return "", fmt.Errorf("unknown arch %q (want x86_64 or arm64)", s)
+	return "", fmt.Errorf("unknown arch %q (want %s)", s, ArchNames)
 }
 
 func (a Arch) info() archInfo {
@@ -103,7 +118,12 @@ func (a Arch) info() archInfo {
 // GOARCH is the Go toolchain's name for the arch.
 func (a Arch) GOARCH() string { return a.info().goarch }
 
-// DebianArch is Debian's name for the arch (package suffix).
+// GoVariant is the Go toolchain's instruction-set setting for the arch,
+// as an environment entry ("GOARM=7").
+func (a Arch) GoVariant() string { return a.info().goVariant }
+
+// DebianArch is Debian's name for the arch (package suffix, and the
+// directory of the kernel cache: amd64, arm64, armhf).
 func (a Arch) DebianArch() string { return a.info().debianArch }
 
 // RootTypeGUID is the DPS root partition type for the arch.

@@ -28,7 +28,7 @@ import (
 // Config is one VM.
 type Config struct {
 	Arch     layout.Arch
-	Binary   string // default qemu-system-x86_64 / qemu-system-aarch64
+	Binary   string // default qemu-system-x86_64 / qemu-system-aarch64 / qemu-system-arm
 	Kernel   string
 	Initrd   string
 	Cmdline  string
@@ -49,6 +49,12 @@ var archArgs = map[layout.Arch]struct {
 }{
 	layout.X86_64: {"qemu-system-x86_64", "qemu-system-x86", []string{"-M", "q35"}},
 	layout.ARM64:  {"qemu-system-aarch64", "qemu-system-arm", []string{"-M", "virt", "-cpu", "cortex-a57"}},
+	// Cortex-A15: ARMv7-A with VFPv4 and NEON, what Debian's armmp kernel
+	// and GOARM=7 programs run on. highmem=off: the A15 has LPAE, so QEMU
+	// would put the PCIe ECAM and MMIO above 4 GiB, where armmp (built
+	// without LPAE) cannot reach them ("pci-host-generic: probe of
+	// 4010000000.pcie failed with error -16") and finds no disk.
+	layout.ARM: {"qemu-system-arm", "qemu-system-arm", []string{"-M", "virt,highmem=off", "-cpu", "cortex-a15"}},
 }
 
 // Args returns the binary and its arguments.

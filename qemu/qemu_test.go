@@ -35,6 +35,21 @@ func TestArgs(t *testing.T) {
 	if got != want {
 		t.Errorf("args:\n got %s\nwant %s", got, want)
 	}
+	// 32-bit ARM: highmem=off keeps the PCIe bridge below 4 GiB, where
+	// Debian's armmp kernel (no LPAE) finds the virtio disk.
+	c = Config{Arch: layout.ARM, Kernel: "/k", Disks: []string{"/a.img"}}
+	bin, args, _ = c.Args()
+	got = bin + " " + strings.Join(args, " ")
+	want = "qemu-system-arm -M virt,highmem=off -cpu cortex-a15 -accel tcg -m 512 -smp 1 -nodefaults -no-reboot -display none " +
+		"-serial stdio -monitor none -kernel /k -drive if=none,id=d0,file=/a.img,format=raw -device virtio-blk-pci,drive=d0"
+	if got != want {
+		t.Errorf("args:\n got %s\nwant %s", got, want)
+	}
+	for _, a := range layout.Arches {
+		if _, _, err := (Config{Arch: a}).Args(); err != nil {
+			t.Errorf("arch %s: %v", a, err)
+		}
+	}
 	if _, _, err := (Config{Arch: "riscv"}).Args(); err == nil {
 		t.Error("unknown arch accepted")
 	}

@@ -26,7 +26,7 @@ type imageFlags struct {
 
 func (f *imageFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.file, "f", "", "image.toml to read (flags override its keys)")
-	fs.StringVar(&f.arch, "arch", "", "target architecture: x86_64 or arm64 (image.toml: arch)")
+	fs.StringVar(&f.arch, "arch", "", "target architecture: "+layout.ArchNames+" (image.toml: arch)")
 	fs.StringVar(&f.kernel, "kernel", "", "kernel image (image.toml: kernel)")
 	fs.StringVar(&f.modulesDir, "modules", "", "kernel modules tree, lib/modules/<release> (image.toml: modules_dir)")
 	fs.Var(&f.modules, "module", "module to carry, repeatable or comma-separated; replaces the default list (image.toml: modules)")
@@ -140,7 +140,7 @@ func (c Context) logf(format string, args ...any) {
 func runInitramfs(c Context, ctx context.Context, args []string) error {
 	fs := c.flagSet("initramfs", "--arch A [--modules DIR] [--module m,...] [--init-config init.toml] -o initrd.img",
 		"ovroot initramfs --arch x86_64 --modules .cache/kernels/amd64/modules -o initrd.img")
-	arch := fs.String("arch", "", "target architecture: x86_64 or arm64 (required)")
+	arch := fs.String("arch", "", "target architecture: "+layout.ArchNames+" (required)")
 	modulesDir := fs.String("modules", "", "kernel modules tree, lib/modules/<release>")
 	var modules stringList
 	fs.Var(&modules, "module", "module to carry, repeatable or comma-separated (default: the image defaults for the arch)")

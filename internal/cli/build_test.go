@@ -53,6 +53,7 @@ func TestFlagsOverFile(t *testing.T) {
 		{"--arch over a partial file (x86_64)", paths, []string{"--arch", "x86_64"}, "arch = \"x86_64\"\n" + paths},
 		{"--arch over a partial file (arm64)", paths, []string{"--arch", "aarch64"}, "arch = \"arm64\"\n" + paths},
 		{"--arch replaces the file's arch and its default cmdline", "arch = \"x86_64\"\n" + paths, []string{"--arch", "arm64"}, "arch = \"arm64\"\n" + paths},
+		{"--arch armhf is 32-bit arm", "arch = \"x86_64\"\n" + paths, []string{"--arch", "armhf"}, "arch = \"arm\"\n" + paths},
 		{"--arch keeps a cmdline the file sets", "arch = \"x86_64\"\ncmdline = \"quiet\"\n" + paths, []string{"--arch", "arm64"},
 			"arch = \"arm64\"\ncmdline = \"quiet\"\n" + paths},
 		{"--arch keeps modules the file sets", "modules = [\"ext4\"]\n" + paths, []string{"--arch", "arm64"},

@@ -16,8 +16,8 @@ import (
 func runDemo(c Context, ctx context.Context, args []string) error {
 	fs := c.flagSet("demo", "--arch A --kernel-cache DIR --out DIR",
 		"ovroot demo --arch arm64 --kernel-cache .cache/kernels --out out/demo && ovroot run out/demo/arm64.img")
-	arch := fs.String("arch", "x86_64", "target architecture: x86_64 or arm64")
-	cache := fs.String("kernel-cache", ".cache/kernels", "where `make kernels` put Debian's kernels (<debarch>/vmlinuz, <debarch>/modules)")
+	arch := fs.String("arch", "x86_64", "target architecture: "+layout.ArchNames)
+	cache := fs.String("kernel-cache", ".cache/kernels", "where `make kernels` put Debian's kernels (<debarch>/vmlinuz, <debarch>/modules; debarch amd64, arm64 or armhf)")
 	out := fs.String("out", "out/demo", "output directory: <arch>.img and rootfs-<arch>/")
 	if _, err := parse(fs, args); err != nil {
 		return err

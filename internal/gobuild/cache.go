@@ -64,7 +64,7 @@ func CacheDir() (string, error) {
 // in Dir/build/<source key>/:
 //
 //	src/                      the extracted module source
-//	<go version>/<arch>/<set>/ the compiled programs
+//	<go version>/<arch>-<GOARM etc.>/<set>/ the compiled programs
 //
 // Every entry is written under a temporary name and renamed into place, so
 // builds running at once (two terminals, parallel tests) never see half an
@@ -108,7 +108,7 @@ func (c *Cache) Programs(ctx context.Context, arch layout.Arch, set Set) (string
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(base, ver, string(arch), set.Name)
+	dir := filepath.Join(base, ver, targetKey(arch), set.Name)
 	unlock := lock(dir)
 	defer unlock()
 	if complete(dir, set) {

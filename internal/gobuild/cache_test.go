@@ -2,6 +2,7 @@ package gobuild
 
 import (
 	"context"
+	"debug/buildinfo"
 	"debug/elf"
 	"encoding/json"
 	"fmt"
@@ -148,7 +149,7 @@ echo x >> "` + dir + `/builds"
 while [ "$1" != -o ]; do shift; done
 out=$2; shift 2
 [ -f go.mod ] || { echo "no go.mod in $PWD" >&2; exit 4; }
-for p in "$@"; do echo "$GOARCH $p" > "$out/$(basename "$p")"; done
+for p in "$@"; do echo "$GOARCH GOARM=$GOARM $p" > "$out/$(basename "$p")"; done
 `
 	goCmd = filepath.Join(dir, "go")
 	if err := os.WriteFile(goCmd, []byte(script), 0o755); err != nil {
@@ -200,7 +201,7 @@ func TestCacheCompilesOnce(t *testing.T) {
 	}
 	for _, p := range set.Programs() {
 		data, err := os.ReadFile(filepath.Join(dirs[0], p))
-		if err != nil || !strings.HasPrefix(string(data), "amd64 ") {
+		if err != nil || !strings.HasPrefix(string(data), "amd64 GOARM= ") {
 			t.Errorf("program %s: %q, %v", p, data, err)
 		}
 	}
@@ -222,6 +223,19 @@ func TestCacheCompilesOnce(t *testing.T) {
 	if _, err := c.Programs(ctx, layout.ARM64, set); err != nil {
 		t.Fatal(err)
 	}
+	// 32-bit arm is built with GOARM=7, whatever the user's GOARM, and
+	// cached under a name that says so.
+	t.Setenv("GOARM", "5")
+	armDir, err := c.Programs(ctx, layout.ARM, set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(filepath.Join(armDir, "init")); !strings.HasPrefix(string(data), "arm GOARM=7 ") {
+		t.Errorf("arm program built with %q, want GOARCH=arm GOARM=7", data)
+	}
+	if !strings.Contains(armDir, "GOARM7") {
+		t.Errorf("arm programs cached in %s: the cache key does not name GOARM", armDir)
+	}
 	src["cmd/init/main.go"] = &fstest.MapFile{Data: []byte("package main // changed\n")}
 	changed, err := c.Programs(ctx, layout.X86_64, set)
 	if err != nil {
@@ -230,20 +244,68 @@ func TestCacheCompilesOnce(t *testing.T) {
 	if changed == dirs[0] {
 		t.Errorf("changed source reused %s", changed)
 	}
-	if n := builds(); n != 3 {
-		t.Errorf("go build ran %d times, want 3 (x86_64, arm64, changed source)", n)
+	if n := builds(); n != 4 {
+		t.Errorf("go build ran %d times, want 4 (x86_64, arm64, arm, changed source)", n)
 	}
 	// A half-deleted entry (a program missing) is rebuilt, not used.
 	os.Remove(filepath.Join(changed, "rush"))
 	if _, err := c.Programs(ctx, layout.X86_64, set); err != nil {
 		t.Fatal(err)
 	}
-	if n := builds(); n != 4 {
-		t.Errorf("an entry missing a program was used (%d builds, want 4)", n)
+	if n := builds(); n != 5 {
+		t.Errorf("an entry missing a program was used (%d builds, want 5)", n)
 	}
 	sort.Strings(logs)
 	if !strings.Contains(strings.Join(logs, "\n"), "from the cache") {
 		t.Errorf("no cache hit was logged:\n%s", strings.Join(logs, "\n"))
+	}
+}
+
+// The go command's environment pins the arch and its instruction-set
+// level over whatever the user set, and the cache key names both, so a
+// build for one GOARM is never reused for another.
+func TestGoEnv(t *testing.T) {
+	t.Setenv("GOARM", "5")
+	t.Setenv("GOAMD64", "v3")
+	t.Setenv("GOARM64", "v9.0")
+	t.Setenv("GOARCH", "riscv64")
+	last := func(env []string, key string) string {
+		v := ""
+		for _, e := range env {
+			if k, val, ok := strings.Cut(e, "="); ok && k == key {
+				v = val
+			}
+		}
+		return v
+	}
+	cases := []struct {
+		arch                     layout.Arch
+		goarch, varKey, varValue string
+		key                      string
+	}{
+		{layout.X86_64, "amd64", "GOAMD64", "v1", "x86_64-GOAMD64v1"},
+		{layout.ARM64, "arm64", "GOARM64", "v8.0", "arm64-GOARM64v8.0"},
+		{layout.ARM, "arm", "GOARM", "7", "arm-GOARM7"},
+	}
+	keys := map[string]bool{}
+	for _, tc := range cases {
+		env := goEnv(tc.arch)
+		if got := last(env, "GOARCH"); got != tc.goarch {
+			t.Errorf("goEnv(%s): GOARCH=%s, want %s", tc.arch, got, tc.goarch)
+		}
+		if got := last(env, tc.varKey); got != tc.varValue {
+			t.Errorf("goEnv(%s): %s=%s, want %s (the user's value must not win)", tc.arch, tc.varKey, got, tc.varValue)
+		}
+		if got := last(env, "CGO_ENABLED"); got != "0" {
+			t.Errorf("goEnv(%s): CGO_ENABLED=%s, want 0", tc.arch, got)
+		}
+		if got := targetKey(tc.arch); got != tc.key {
+			t.Errorf("targetKey(%s) = %q, want %q", tc.arch, got, tc.key)
+		}
+		keys[targetKey(tc.arch)] = true
+	}
+	if len(keys) != len(layout.Arches) {
+		t.Errorf("targetKey gives %d distinct keys for %d arches", len(keys), len(layout.Arches))
 	}
 }
 
@@ -265,7 +327,8 @@ func TestCacheBuildsEmbeddedSource(t *testing.T) {
 		t.Skip("go not on PATH")
 	}
 	c := &Cache{Dir: t.TempDir(), Log: t.Logf}
-	machines := map[layout.Arch]elf.Machine{layout.X86_64: elf.EM_X86_64, layout.ARM64: elf.EM_AARCH64}
+	t.Setenv("GOARM", "5") // a user's setting must not reach the device programs
+	machines := map[layout.Arch]elf.Machine{layout.X86_64: elf.EM_X86_64, layout.ARM64: elf.EM_AARCH64, layout.ARM: elf.EM_ARM}
 	for _, arch := range layout.Arches {
 		dir, err := c.Programs(context.Background(), arch, Device)
 		if err != nil {
@@ -285,6 +348,21 @@ func TestCacheBuildsEmbeddedSource(t *testing.T) {
 				t.Errorf("%s for %s is for %s", p, arch, f.Machine)
 			}
 			f.Close()
+			// The ELF header does not say GOARM; the build info does.
+			bi, err := buildinfo.ReadFile(filepath.Join(dir, p))
+			if err != nil {
+				t.Fatalf("%s for %s: build info: %v", p, arch, err)
+			}
+			k, v, _ := strings.Cut(arch.GoVariant(), "=")
+			got := ""
+			for _, s := range bi.Settings {
+				if s.Key == k {
+					got = s.Value
+				}
+			}
+			if got != v {
+				t.Errorf("%s for %s was built with %s=%q, want %q", p, arch, k, got, v)
+			}
 		}
 	}
 }

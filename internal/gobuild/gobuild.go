@@ -59,13 +59,22 @@ func build(ctx context.Context, goCmd string, arch layout.Arch, tags []string, s
 
 // goEnv is the environment of every go command: static, for the device,
 // with go.mod and go.sum as they are (a go.work above the cache, or a
-// user's GOFLAGS=-mod=vendor, must not change what is built).
+// user's GOFLAGS=-mod=vendor, must not change what is built), for the
+// arch's baseline CPU (GOARM=7 for arm: a user's GOARM=5 or GOAMD64=v3
+// must not either). Later entries win, so these override the user's.
 func goEnv(arch layout.Arch) []string {
 	env := append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOWORK=off", "GOFLAGS=-mod=readonly")
 	if arch != "" {
-		env = append(env, "GOARCH="+arch.GOARCH())
+		env = append(env, "GOARCH="+arch.GOARCH(), arch.GoVariant())
 	}
 	return env
+}
+
+// targetKey names what a build for arch targets, for the cache: the arch
+// and its instruction-set setting ("arm-GOARM7"), so programs built for
+// one GOARM are never taken for another's.
+func targetKey(arch layout.Arch) string {
+	return string(arch) + "-" + strings.ReplaceAll(arch.GoVariant(), "=", "")
 }
 
 func errNoGo(goCmd string, err error) error {
