@@ -27,12 +27,12 @@ import (
 
 // Config is one VM.
 type Config struct {
-	Arch     layout.Arch
-	Binary   string // default qemu-system-x86_64 / qemu-system-aarch64
-	Kernel   string
-	Initrd   string
-	Cmdline  string
-	Disks    []string // raw images, attached in order as virtio-blk-pci
+	Arch    layout.Arch
+	Binary  string // default qemu-system-x86_64 / qemu-system-aarch64
+	Kernel  string
+	Initrd  string
+	Cmdline string
+	Disks   []string // raw images, attached in order as virtio-blk-pci
 	// Snapshot leaves the disks untouched: writes go to a temporary
 	// overlay QEMU drops at exit (snapshot=on).
 	Snapshot bool
