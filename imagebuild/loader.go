@@ -178,8 +178,8 @@ func FindSystemdBoot(ctx context.Context, arch layout.Arch, logf func(string, ..
 }
 
 // kernelForLoader is the kernel file the boot partition carries: the
-// kernel as given, except a gzip-compressed arm64 Image (Debian's vmlinuz)
-// is decompressed into dir. Neither UEFI firmware nor systemd-boot can
+// kernel as given, except a gzip-compressed arm64 Image (Ubuntu's vmlinuz;
+// Debian bookworm's is the plain Image) is decompressed into dir. Neither UEFI firmware nor systemd-boot can
 // start it (the Image itself is the PE/COFF EFI application, its gzip is
 // not), and U-Boot's booti needs kernel_comp_addr_r set to take it; QEMU
 // -kernel starts the plain Image as well.

@@ -156,7 +156,7 @@ func readBootFile(t *testing.T, image, name string) ([]byte, error) {
 func TestBuildLoaderImage(t *testing.T) {
 	needTools(t, "mksquashfs")
 	_, initrd := fakeBootFiles(t)
-	// A gzip-compressed arm64 Image, as Debian ships vmlinuz.
+	// A gzip-compressed arm64 Image, as Ubuntu ships vmlinuz.
 	img := make([]byte, 1<<20)
 	copy(img[0x38:], "ARM\x64")
 	var gz bytes.Buffer

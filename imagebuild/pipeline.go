@@ -183,8 +183,8 @@ func imageLoaderFile(ctx context.Context, im *config.Image, o Options, logf func
 		return "", nil
 	}
 	if im.Boot.LoaderFile != "" {
-		if err := CheckEFI("loader_file", im.Boot.LoaderFile, im.Arch); err != nil {
-			return "", fmt.Errorf("boot.loader_file: %w", err)
+		if err := CheckEFI("boot.loader_file", im.Boot.LoaderFile, im.Arch); err != nil {
+			return "", err
 		}
 		return im.Boot.LoaderFile, nil
 	}
