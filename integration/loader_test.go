@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -26,9 +27,10 @@ var loaderChains = []struct {
 // boot partition, the init the overlay root. A file written on the first
 // boot is read on a second boot through the same chain. The guest proves
 // which chain started it: under UEFI /sys/firmware/efi and the
-// LoaderEntrySelected variable systemd-boot sets; under U-Boot no EFI, and
-// the command line of extlinux.conf (its ovroot.loader=uboot is in no other
-// place), after U-Boot said on the console it read that file.
+// LoaderEntrySelected variable systemd-boot sets; under U-Boot no EFI, the
+// u-boot,version U-Boot puts in the device tree's /chosen, and the command
+// line of extlinux.conf (its ovroot.loader=uboot is in no other place),
+// after U-Boot said on the console it read that file.
 func TestLoaderChain(t *testing.T) {
 	requireTools(t)
 	for _, c := range loaderChains {
@@ -68,6 +70,11 @@ func testLoaderChain(t *testing.T, arch layout.Arch, loader layout.Loader) {
 			t.Errorf("/proc/cmdline = %q, want the boot entry's %s", cmdline, marker)
 		}
 		efi := guest(t, vm, "exists /sys/firmware/efi")
+		// U-Boot records itself in the device tree it hands the kernel.
+		uboot := guest(t, vm, "exists /proc/device-tree/chosen/u-boot,version")
+		if want := fmt.Sprintf("exists=%v", loader == layout.LoaderUBoot); !strings.Contains(uboot, want) {
+			t.Errorf("booted through %s: %s, want %s", loader, strings.TrimSpace(uboot), want)
+		}
 		switch loader {
 		case layout.LoaderUEFI:
 			if !strings.Contains(efi, "exists=true") {
