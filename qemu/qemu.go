@@ -3,6 +3,10 @@
 // kill (a power cut). It is both `ovroot run` and the QEMU test harness, in
 // the style of hugelgupf/vmtest.
 //
+// A VM boots either directly (-kernel, -initrd, -append: ForImage) or from
+// its disk alone through firmware (OVMF, AAVMF or U-Boot: ForImageLoader,
+// firmware.go), as the device does.
+//
 // It always uses TCG unless told otherwise: on the machines this project is
 // built on /dev/kvm opens but the guest hangs. It does not build images.
 package qemu
