@@ -15,7 +15,8 @@ all: build
 deps:
 	scripts/install-deps.sh
 
-# Debian's amd64, arm64 and armhf (armmp) kernels + modules, and e2fsck-static, into
+# Debian's amd64, arm64 and armhf (armmp) kernels + modules, e2fsck-static and
+# systemd-boot (the UEFI loader of amd64 and arm64 images), into
 # $(KERNELS); no-op when there.
 kernels: deps
 	scripts/fetch-kernel.sh amd64 $(KERNELS)
@@ -24,6 +25,8 @@ kernels: deps
 	scripts/fetch-e2fsck.sh amd64 $(KERNELS)
 	scripts/fetch-e2fsck.sh arm64 $(KERNELS)
 	scripts/fetch-e2fsck.sh armhf $(KERNELS)
+	scripts/fetch-systemd-boot.sh amd64 $(KERNELS)
+	scripts/fetch-systemd-boot.sh arm64 $(KERNELS)
 
 # Static (CGO_ENABLED=0): out/bin/ovrootctl runs on any Linux rootfs of the
 # host's arch, musl or busybox too. Images get their own for their arch.

@@ -182,9 +182,31 @@ type Image struct {
 	// initramfs, started on the console when no root can be built.
 	EmergencyShell bool `toml:"emergency_shell"`
 	Init           Init `toml:"init"`
+	// Boot is how firmware starts the image from its disk.
+	Boot Boot `toml:"boot"`
 
 	file string // where it was read from, for errors
 	src  []byte
+}
+
+// Boot is image.toml's [boot] table.
+type Boot struct {
+	// Loader is uefi, uboot or none; "" = the arch's default
+	// (layout.Arch.DefaultLoader).
+	Loader string `toml:"loader"`
+	// LoaderFile is the UEFI loader binary put on the ESP as
+	// EFI/BOOT/BOOT<arch>.EFI; "" = Debian's systemd-boot, found or
+	// fetched by ovroot build. A vendor's build or a signed shim goes here.
+	LoaderFile string `toml:"loader_file"`
+}
+
+// Loader is the loader the image boots through: the [boot] loader key, or
+// the arch's default. Validate has checked it.
+func (im *Image) Loader() layout.Loader {
+	if im.Boot.Loader == "" {
+		return im.Arch.DefaultLoader()
+	}
+	return layout.Loader(im.Boot.Loader)
 }
 
 // E2fsckNone as the e2fsck key builds an image without e2fsck on purpose.
@@ -300,7 +322,7 @@ func LoadImage(path string) (*Image, error) {
 		return nil, err
 	}
 	dir := filepath.Dir(path)
-	for _, p := range []*string{&im.Kernel, &im.ModulesDir, &im.Rootfs, &im.E2fsck} {
+	for _, p := range []*string{&im.Kernel, &im.ModulesDir, &im.Rootfs, &im.E2fsck, &im.Boot.LoaderFile} {
 		if *p != "" && *p != E2fsckNone && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
@@ -355,6 +377,17 @@ func (im *Image) Validate() error {
 		if strings.TrimSpace(m) == "" || strings.ContainsAny(m, " /") {
 			return bad("modules", "entry %d (%q) is not a module name", i+1, m)
 		}
+	}
+	if im.Boot.Loader != "" {
+		if _, err := layout.ParseLoader(im.Boot.Loader); err != nil {
+			return bad("boot.loader", "%v", err)
+		}
+	}
+	if err := im.Arch.Supports(im.Loader()); err != nil {
+		return bad("boot.loader", "%v", err)
+	}
+	if im.Boot.LoaderFile != "" && im.Loader() != layout.LoaderUEFI {
+		return bad("boot.loader_file", "is a UEFI loader binary, but the image boots through %s (set loader = \"uefi\" or leave loader_file out)", im.Loader())
 	}
 	if err := im.Init.validate(file, "init."); err != nil {
 		return withLine(err, im.src)
@@ -411,7 +444,7 @@ func knownKeys(v any) []string {
 		return initKeys("")
 	case *Image:
 		return append([]string{"arch", "kernel", "modules_dir", "modules", "rootfs", "cmdline", "squashfs_compression",
-			"boot_size", "root_size", "data_size", "e2fsck", "emergency_shell"}, initKeys("init.")...)
+			"boot_size", "root_size", "data_size", "e2fsck", "emergency_shell", "ctl", "boot", "boot.loader", "boot.loader_file"}, initKeys("init.")...)
 	}
 	return nil
 }

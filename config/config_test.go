@@ -161,6 +161,10 @@ func TestParseImageBad(t *testing.T) {
 		{"unknown key name", "arch = \"x86_64\"\n" + base + "[init.reset]\nbutton_key = \"KEY_BANANA\"\n", 6, "init.reset.button_key", "unknown key"},
 		{"hold past window", "arch = \"x86_64\"\n" + base + "[init.reset]\nbutton_window = \"1s\"\nbutton_hold = \"3s\"\n", 7, "init.reset.button_hold", "longer than button_window"},
 		{"reset typo", "arch = \"x86_64\"\n" + base + "[init.reset]\nkeeps = []\n", 6, "init.reset.keeps", "did you mean init.reset.keep"},
+		{"unknown loader", "arch = \"x86_64\"\n" + base + "[boot]\nloader = \"grub\"\n", 6, "boot.loader", "want uefi, uboot or none"},
+		{"uboot on x86_64", "arch = \"x86_64\"\n" + base + "[boot]\nloader = \"uboot\"\n", 6, "boot.loader", "use uefi"},
+		{"loader file without uefi", "arch = \"arm64\"\n" + base + "[boot]\nloader = \"uboot\"\nloader_file = \"/shim.efi\"\n", 7, "boot.loader_file", "boots through uboot"},
+		{"loader typo", "arch = \"arm64\"\n" + base + "[boot]\nloadr = \"uefi\"\n", 6, "boot.loadr", "did you mean boot.loader"},
 		{"zero timeout", "arch = \"x86_64\"\n" + base + "[init]\ndevice_timeout = \"0s\"\n", 6, "init.device_timeout", "out of range"},
 	}
 	for _, c := range cases {
@@ -318,5 +322,37 @@ func TestValidateKeep(t *testing.T) {
 		if err := validateKeep([]string{bad}); err == nil {
 			t.Errorf("validateKeep(%q) = nil, want an error", bad)
 		}
+	}
+}
+
+// The loader defaults per arch, as README documents them, and a [boot]
+// table read as written.
+func TestImageLoader(t *testing.T) {
+	base := "kernel = \"/k\"\nmodules_dir = \"/m\"\nrootfs = \"/r\"\n"
+	for _, c := range []struct {
+		name, src string
+		want      layout.Loader
+	}{
+		{"x86_64 default", "arch = \"x86_64\"\n" + base, layout.LoaderUEFI},
+		{"arm64 default", "arch = \"arm64\"\n" + base, layout.LoaderUEFI},
+		{"arm64 uboot", "arch = \"arm64\"\n" + base + "[boot]\nloader = \"uboot\"\n", layout.LoaderUBoot},
+		{"x86_64 none", "arch = \"x86_64\"\n" + base + "[boot]\nloader = \"none\"\n", layout.LoaderNone},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			im, err := ParseImage("image.toml", []byte(c.src))
+			if err == nil {
+				err = im.Validate()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := im.Loader(); got != c.want {
+				t.Errorf("Loader() = %q, want %q", got, c.want)
+			}
+		})
+	}
+	// An arch without UEFI here (32-bit ARM) defaults to U-Boot.
+	if got := layout.Arch("arm").DefaultLoader(); got != layout.LoaderUBoot {
+		t.Errorf("arm DefaultLoader() = %q, want uboot", got)
 	}
 }

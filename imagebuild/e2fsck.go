@@ -61,48 +61,27 @@ func FindE2fsck(ctx context.Context, arch layout.Arch, logf func(string, ...any)
 // FetchE2fsck downloads Debian's e2fsck-static for arch with apt-get and
 // unpacks its /sbin/e2fsck.static to dest, as scripts/fetch-e2fsck.sh does.
 func FetchE2fsck(ctx context.Context, arch layout.Arch, dest string) error {
-	tmp, err := os.MkdirTemp("", "ovroot-e2fsck-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	run := func(dir, name string, args ...string) error {
-		cmd := exec.CommandContext(ctx, name, args...)
-		cmd.Dir = dir
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
-		}
-		return nil
-	}
 	pkg := "e2fsck-static:" + arch.DebianArch()
-	if err := run(tmp, "apt-get", "download", "-q", pkg); err != nil {
-		return fmt.Errorf("fetch %s (a foreign arch needs `dpkg --add-architecture %s && apt-get update` first): %w", pkg, arch.DebianArch(), err)
-	}
-	debs, _ := filepath.Glob(filepath.Join(tmp, "e2fsck-static_*.deb"))
-	if len(debs) != 1 {
-		return fmt.Errorf("fetch %s: apt-get download left %d .deb files", pkg, len(debs))
-	}
-	if err := run(tmp, "dpkg-deb", "-x", debs[0], filepath.Join(tmp, "x")); err != nil {
+	if err := fetchDebFile(ctx, pkg, "e2fsck-static_*.deb", "/sbin/e2fsck.static", dest, 0o755); err != nil {
 		return err
 	}
-	bin := filepath.Join(tmp, "x", "sbin", "e2fsck.static")
-	if err := CheckStatic(bin, arch); err != nil {
+	if err := CheckStatic(dest, arch); err != nil {
+		os.Remove(dest)
 		return fmt.Errorf("%s: %w", pkg, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
-		return err
+	return nil
+}
+
+// runIn runs a command in dir; its output is in the error.
+func runIn(ctx context.Context, dir, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
 	}
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		return err
-	}
-	part := dest + ".tmp" + fmt.Sprint(os.Getpid())
-	if err := os.WriteFile(part, data, 0o755); err != nil {
-		return err
-	}
-	return os.Rename(part, dest)
+	return nil
 }
 
 // CheckStatic makes sure p is an executable the device can run from the

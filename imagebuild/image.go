@@ -24,10 +24,15 @@ import (
 
 // Spec is what goes into an image.
 type Spec struct {
-	Arch          layout.Arch
-	Kernel        string // host path; copied as layout.KernelFile
-	Initramfs     string // host path; copied as layout.InitrdFile
-	Cmdline       string
+	Arch      layout.Arch
+	Kernel    string // host path; copied as layout.KernelFile
+	Initramfs string // host path; copied as layout.InitrdFile
+	Cmdline   string
+	// Loader is how firmware boots the image (layout.Loader); "" = none.
+	Loader layout.Loader
+	// LoaderFile is the UEFI loader binary (systemd-boot, a vendor's, a
+	// shim), for LoaderUEFI.
+	LoaderFile    string
 	Rootfs        string // directory or tarball
 	Compression   string // mksquashfs -comp
 	BootSize      int64
@@ -47,6 +52,9 @@ type BootInfo struct {
 	Kernel        string      `json:"kernel"`
 	Initrd        string      `json:"initrd"`
 	KernelRelease string      `json:"kernel_release,omitempty"`
+	// Loader is what boots the image from its disk (uefi, uboot, none);
+	// absent in images built before loaders, which boot as none.
+	Loader layout.Loader `json:"loader,omitempty"`
 }
 
 // Partition is one partition of an image.
@@ -134,7 +142,21 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 			return nil, fmt.Errorf("%s %s is not a regular file", f.what, f.path)
 		}
 	}
-	out, err := CheckOutput(out, []Input{{"kernel", s.Kernel}, {"initramfs", s.Initramfs}, {"rootfs", s.Rootfs}})
+	if s.Loader == "" {
+		s.Loader = layout.LoaderNone
+	}
+	if err := s.Arch.Supports(s.Loader); err != nil {
+		return nil, fmt.Errorf("loader: %w", err)
+	}
+	if s.Loader == layout.LoaderUEFI {
+		if s.LoaderFile == "" {
+			return nil, errors.New("loader uefi: no loader binary given")
+		}
+		if err := CheckEFI("loader file", s.LoaderFile, s.Arch); err != nil {
+			return nil, err
+		}
+	}
+	out, err := CheckOutput(out, []Input{{"kernel", s.Kernel}, {"initramfs", s.Initramfs}, {"rootfs", s.Rootfs}, {"loader file", s.LoaderFile}})
 	if err != nil {
 		return nil, err
 	}
@@ -143,6 +165,9 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
+	if s.Kernel, err = kernelForLoader(s.Kernel, tmp); err != nil {
+		return nil, err
+	}
 	sqfs := filepath.Join(tmp, "root.squashfs")
 	logf("squashfs: making it of %s", s.Rootfs)
 	stop := showProgress(s.Progress, "squashfs", sqfs)
@@ -180,8 +205,11 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 
 	// GUIDs derived from the inputs, so the same inputs give the same bytes.
 	seed := sha256.New()
-	fmt.Fprintf(seed, "%s\x00%s\x00%d\x00%d\x00%d\x00", s.Arch, s.Cmdline, s.BootSize, rootSize, s.DataSize)
-	for _, p := range []string{s.Kernel, s.Initramfs, sqfs} {
+	fmt.Fprintf(seed, "%s\x00%s\x00%d\x00%d\x00%d\x00%s\x00", s.Arch, s.Cmdline, s.BootSize, rootSize, s.DataSize, s.Loader)
+	for _, p := range []string{s.Kernel, s.Initramfs, sqfs, s.LoaderFile} {
+		if p == "" {
+			continue
+		}
 		if err := hashFile(ctx, seed, p); err != nil {
 			return nil, err
 		}
@@ -237,13 +265,21 @@ func writeImage(ctx context.Context, s Spec, image string, total int64, parts []
 	}()
 	table := &gpt.Table{LogicalSectorSize: sectorSize, PhysicalSectorSize: sectorSize, ProtectiveMBR: true, GUID: guid(0)}
 	for _, p := range parts {
+		var attrs uint64
+		if p.Index == 1 && s.Loader == layout.LoaderUBoot {
+			// "Legacy BIOS bootable" (UEFI spec 2.10 table 5.6, bit 2):
+			// the flag U-Boot's distro boot scans for (part list
+			// -bootable); without any it tries partition 1 anyway.
+			attrs = 1 << 2
+		}
 		table.Partitions = append(table.Partitions, &gpt.Partition{
-			Index: p.Index,
-			Start: uint64(p.Start / sectorSize),
-			End:   uint64((p.Start+p.Size)/sectorSize - 1),
-			Type:  gpt.Type(p.TypeGUID),
-			Name:  p.Label,
-			GUID:  guid(byte(p.Index)),
+			Attributes: attrs,
+			Index:      p.Index,
+			Start:      uint64(p.Start / sectorSize),
+			End:        uint64((p.Start+p.Size)/sectorSize - 1),
+			Type:       gpt.Type(p.TypeGUID),
+			Name:       p.Label,
+			GUID:       guid(byte(p.Index)),
 		})
 	}
 	if err := d.Partition(table); err != nil {
@@ -388,11 +424,22 @@ func writeBoot(d *disk.Disk, s Spec) error {
 	if err != nil {
 		return err
 	}
-	info, err := json.MarshalIndent(BootInfo{Arch: s.Arch, Cmdline: s.Cmdline, Kernel: layout.KernelFile, Initrd: layout.InitrdFile, KernelRelease: s.KernelRelease}, "", "  ")
+	info, err := json.MarshalIndent(BootInfo{Arch: s.Arch, Cmdline: s.Cmdline, Kernel: layout.KernelFile, Initrd: layout.InitrdFile, KernelRelease: s.KernelRelease, Loader: s.Loader}, "", "  ")
 	if err != nil {
 		return err
 	}
+	dirs := map[string]bool{}
 	copyIn := func(name string, r io.Reader) error {
+		// Parent directories first (EFI, EFI/BOOT, loader, ...).
+		for i := range name {
+			if name[i] != '/' || dirs[name[:i]] {
+				continue
+			}
+			if err := fs.Mkdir("/" + name[:i]); err != nil {
+				return fmt.Errorf("create %s: %w", name[:i], err)
+			}
+			dirs[name[:i]] = true
+		}
 		f, err := fs.OpenFile("/"+name, os.O_CREATE|os.O_RDWR)
 		if err != nil {
 			return fmt.Errorf("create %s: %w", name, err)
@@ -415,6 +462,20 @@ func writeBoot(d *disk.Disk, s Spec) error {
 		err = copyIn(c.name, src)
 		src.Close()
 		if err != nil {
+			return err
+		}
+	}
+	for _, b := range LoaderFiles(s.Arch, s.Loader, s.Cmdline, s.KernelRelease, s.LoaderFile) {
+		var r io.Reader = bytes.NewReader(b.Data)
+		if b.Source != "" {
+			f, err := os.Open(b.Source)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			r = f
+		}
+		if err := copyIn(b.Name, r); err != nil {
 			return err
 		}
 	}
@@ -447,9 +508,21 @@ func ListPartitions(image string) ([]Partition, error) {
 	return out, nil
 }
 
+// ReadBootInfo reads an image's ovroot.json.
+func ReadBootInfo(image string) (*BootInfo, error) {
+	info, _, _, err := readBoot(image, "")
+	return info, err
+}
+
 // ReadBoot reads the boot info of an image and extracts its kernel and
 // initramfs into dir.
 func ReadBoot(image, dir string) (*BootInfo, string, string, error) {
+	return readBoot(image, dir)
+}
+
+// readBoot reads ovroot.json, and extracts the kernel and initramfs into
+// dir unless dir is "".
+func readBoot(image, dir string) (*BootInfo, string, string, error) {
 	parts, err := ListPartitions(image)
 	if err != nil {
 		return nil, "", "", err
@@ -490,6 +563,14 @@ func ReadBoot(image, dir string) (*BootInfo, string, string, error) {
 	}
 	if !info.Arch.Valid() {
 		return nil, "", "", fmt.Errorf("%s in %s names unknown arch %q", layout.BootInfoFile, image, info.Arch)
+	}
+	if info.Loader != "" {
+		if _, err := layout.ParseLoader(string(info.Loader)); err != nil {
+			return nil, "", "", fmt.Errorf("%s in %s: %w", layout.BootInfoFile, image, err)
+		}
+	}
+	if dir == "" {
+		return &info, "", "", nil
 	}
 	var paths [2]string
 	for i, name := range []string{info.Kernel, info.Initrd} {

@@ -34,6 +34,9 @@ type Options struct {
 	// FindE2fsck finds a static e2fsck for the arch when the image names
 	// none; nil = FindE2fsck (the kernel cache, else fetched from Debian).
 	FindE2fsck func(ctx context.Context, arch layout.Arch, logf func(string, ...any)) (string, error)
+	// FindLoader finds the UEFI loader for the arch when the image names
+	// no loader_file; nil = FindSystemdBoot.
+	FindLoader func(ctx context.Context, arch layout.Arch, logf func(string, ...any)) (string, error)
 }
 
 // ImageResult summarizes BuildImage.
@@ -43,7 +46,10 @@ type ImageResult struct {
 	Bytes   int64    // its size
 	Modules []string // in load order
 	E2fsck  string   // the e2fsck carried; "" = none
-	Ctl     string   // what was done about ovrootctl
+	Loader  layout.Loader
+	// LoaderFile is the UEFI loader binary on the ESP; "" = none.
+	LoaderFile string
+	Ctl        string // what was done about ovrootctl
 }
 
 // CtlPath is where an image gets ovrootctl when its rootfs has none.
@@ -64,10 +70,14 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 	// Refused before anything is built: the image must not replace one of
 	// its own inputs, or land inside the rootfs.
 	if _, err := CheckOutput(out, []Input{{"image spec", im.File()}, {"kernel", im.Kernel}, {"modules directory", im.ModulesDir},
-		{"rootfs", im.Rootfs}, {"e2fsck", e2fsckInput(im.E2fsck)}, {"init binary", o.InitBinary}}); err != nil {
+		{"rootfs", im.Rootfs}, {"e2fsck", e2fsckInput(im.E2fsck)}, {"init binary", o.InitBinary}, {"loader file", im.Boot.LoaderFile}}); err != nil {
 		return nil, err
 	}
 	if err := checkPieces(ctx, im, o, logf); err != nil {
+		return nil, err
+	}
+	loaderFile, err := imageLoaderFile(ctx, im, o, logf)
+	if err != nil {
 		return nil, err
 	}
 	initCfg := o.InitConfig
@@ -140,6 +150,8 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		Kernel:        im.Kernel,
 		Initramfs:     initrd,
 		Cmdline:       im.Cmdline,
+		Loader:        im.Loader(),
+		LoaderFile:    loaderFile,
 		Rootfs:        im.Rootfs,
 		Compression:   im.Compression,
 		BootSize:      int64(im.BootSize),
@@ -154,7 +166,7 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		return nil, fmt.Errorf("image: %w", err)
 	}
 	logf("image: %s in %s", out, time.Since(t).Round(time.Millisecond))
-	r := &ImageResult{Result: res, Path: out, Modules: rep.Modules, E2fsck: e2fsck, Ctl: "off (ctl = false)"}
+	r := &ImageResult{Result: res, Path: out, Modules: rep.Modules, E2fsck: e2fsck, Ctl: "off (ctl = false)", Loader: im.Loader(), LoaderFile: loaderFile}
 	if len(adds) > 0 {
 		r.Ctl = adds[0].Note
 	}
@@ -162,6 +174,31 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		r.Bytes = fi.Size()
 	}
 	return r, nil
+}
+
+// imageLoaderFile decides the UEFI loader binary on the ESP: the one the
+// image names (checked to be an EFI application for the arch), else
+// systemd-boot found or fetched. Other loaders need none.
+func imageLoaderFile(ctx context.Context, im *config.Image, o Options, logf func(string, ...any)) (string, error) {
+	if im.Loader() != layout.LoaderUEFI {
+		return "", nil
+	}
+	if im.Boot.LoaderFile != "" {
+		if err := CheckEFI("boot.loader_file", im.Boot.LoaderFile, im.Arch); err != nil {
+			return "", err
+		}
+		return im.Boot.LoaderFile, nil
+	}
+	find := o.FindLoader
+	if find == nil {
+		find = FindSystemdBoot
+	}
+	p, err := find(ctx, im.Arch, logf)
+	if err != nil {
+		return "", fmt.Errorf("loader uefi: %w", err)
+	}
+	logf("loader: uefi, %s as %s", p, im.Arch.EFIBootFile())
+	return p, nil
 }
 
 // imageE2fsck decides the e2fsck the initramfs carries: the one the image

@@ -187,6 +187,13 @@ func boot(t *testing.T, img image, opts ...bootOpt) *qemu.VM {
 	for _, o := range opts {
 		o(&cfg)
 	}
+	return startVM(t, img, cfg)
+}
+
+// startVM starts QEMU with cfg, logging the console to a file kept on
+// failure.
+func startVM(t *testing.T, img image, cfg qemu.Config) *qemu.VM {
+	t.Helper()
 	if cfg.Arch != img.arch {
 		t.Fatalf("image records arch %s, built for %s", cfg.Arch, img.arch)
 	}

@@ -141,7 +141,7 @@ type termRun struct {
 	waited  bool
 }
 
-// runOnTerminal starts `ovroot run disk.img` under sh, the session leader
+// runOnTerminal starts `ovroot run --direct disk.img` under sh, the session leader
 // on a new 80x24 pseudo-terminal, as a login shell in a terminal window is.
 func runOnTerminal(t *testing.T, ovroot string, img image, name string) *termRun {
 	t.Helper()
@@ -159,7 +159,7 @@ func runOnTerminal(t *testing.T, ovroot string, img image, name string) *termRun
 	// sh stays, so that the session's end (SIGHUP to the terminal's
 	// foreground group) does not do what ovroot must.
 	r.sh = exec.Command("/bin/sh", "-c", `"$@"; echo "ovroot exited $?"; exec sleep 3600`,
-		"sh", ovroot, "run", "--timeout", "10m", img.path)
+		"sh", ovroot, "run", "--direct", "--timeout", "10m", img.path)
 	r.sh.Stdin, r.sh.Stdout, r.sh.Stderr = tty, tty, tty
 	r.sh.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	if err := r.sh.Start(); err != nil {

@@ -3,6 +3,10 @@
 // kill (a power cut). It is both `ovroot run` and the QEMU test harness, in
 // the style of hugelgupf/vmtest.
 //
+// A VM boots either directly (-kernel, -initrd, -append: ForImage) or from
+// its disk alone through firmware (OVMF, AAVMF or U-Boot: ForImageLoader,
+// firmware.go), as the device does.
+//
 // It always uses TCG unless told otherwise: on the machines this project is
 // built on /dev/kvm opens but the guest hangs. It does not build images.
 package qemu
@@ -27,12 +31,18 @@ import (
 
 // Config is one VM.
 type Config struct {
-	Arch     layout.Arch
-	Binary   string // default qemu-system-x86_64 / qemu-system-aarch64 / qemu-system-arm
-	Kernel   string
-	Initrd   string
-	Cmdline  string
-	Disks    []string // raw images, attached in order as virtio-blk-pci
+	Arch    layout.Arch
+	Binary  string // default qemu-system-x86_64 / qemu-system-aarch64 / qemu-system-arm
+	Kernel  string
+	Initrd  string
+	Cmdline string
+	Disks   []string // raw images, attached in order as virtio-blk-pci
+	// Snapshot leaves the disks untouched: writes go to a temporary
+	// overlay QEMU drops at exit (snapshot=on).
+	Snapshot bool
+	// Firmware boots the VM from its disk instead of -kernel; zero =
+	// QEMU's default firmware.
+	Firmware Firmware
 	MemoryMB int      // default 512
 	CPUs     int      // default 1
 	Accel    string   // default "tcg"
@@ -95,9 +105,23 @@ func (c Config) Args() (string, []string, error) {
 	if c.Cmdline != "" {
 		args = append(args, "-append", c.Cmdline)
 	}
+	switch {
+	case c.Firmware.BIOS != "":
+		args = append(args, "-bios", c.Firmware.BIOS)
+	case c.Firmware.Code != "":
+		// UEFI in two flash chips: the code read-only, the variable
+		// store writable (the private copy the caller made).
+		args = append(args, "-drive", "if=pflash,format=raw,readonly=on,file="+escape(c.Firmware.Code))
+		if c.Firmware.Vars != "" {
+			args = append(args, "-drive", "if=pflash,format=raw,file="+escape(c.Firmware.Vars))
+		}
+	}
+	snap := ""
+	if c.Snapshot {
+		snap = ",snapshot=on"
+	}
 	for i, d := range c.Disks {
-		// QEMU's option syntax escapes a comma by doubling it.
-		args = append(args, "-drive", fmt.Sprintf("if=none,id=d%d,file=%s,format=raw", i, strings.ReplaceAll(d, ",", ",,")),
+		args = append(args, "-drive", fmt.Sprintf("if=none,id=d%d,file=%s,format=raw%s", i, escape(d), snap),
 			"-device", fmt.Sprintf("virtio-blk-pci,drive=d%d", i))
 	}
 	if c.QMP != "" {
@@ -106,6 +130,9 @@ func (c Config) Args() (string, []string, error) {
 	args = append(args, c.Extra...)
 	return bin, args, nil
 }
+
+// escape quotes a value in QEMU's option syntax, where a comma is doubled.
+func escape(v string) string { return strings.ReplaceAll(v, ",", ",,") }
 
 // CommandLine is the command, shell-quoted, to rerun by hand.
 func (c Config) CommandLine() string {

@@ -94,6 +94,8 @@ func run(w io.Writer, args []string) error {
 		fmt.Fprintf(w, "%s type=%s perm=%04o rdev=%d:%d size=%d\n", arg(1), typeName(st.Mode),
 			st.Mode&0o7777, unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev)), st.Size)
 		return nil
+	case "efivar": // efivar NAME: a systemd-boot variable (UTF-16 string), efivarfs mounted if need be
+		return printEFIVar(w, arg(1))
 	case "exists":
 		_, err := os.Lstat(arg(1))
 		fmt.Fprintf(w, "%s exists=%v\n", arg(1), err == nil)
@@ -422,4 +424,38 @@ func waitEmpty(w io.Writer, dir string, limit time.Duration) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// loaderVendor is systemd-boot's vendor GUID for its variables
+// (LoaderEntrySelected, LoaderInfo, ...; systemd's BOOT_LOADER_INTERFACE).
+const loaderVendor = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
+
+// printEFIVar prints a UEFI variable systemd-boot set, read through
+// efivarfs (4 bytes of attributes, then the value: a NUL-terminated
+// UTF-16LE string).
+func printEFIVar(w io.Writer, name string) error {
+	const dir = "/sys/firmware/efi/efivars"
+	if _, err := os.Stat("/sys/firmware/efi"); err != nil {
+		return fmt.Errorf("not booted by UEFI: %w", err)
+	}
+	if err := unix.Mount("efivarfs", dir, "efivarfs", unix.MS_RDONLY, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+		return fmt.Errorf("mount efivarfs on %s: %w", dir, err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, name+"-"+loaderVendor))
+	if err != nil {
+		return err
+	}
+	if len(data) < 4 {
+		return fmt.Errorf("%s: %d bytes", name, len(data))
+	}
+	var s []rune
+	for i := 4; i+1 < len(data); i += 2 {
+		c := rune(data[i]) | rune(data[i+1])<<8
+		if c == 0 {
+			break
+		}
+		s = append(s, c)
+	}
+	fmt.Fprintf(w, "%s\n", string(s))
+	return nil
 }

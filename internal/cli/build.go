@@ -21,6 +21,7 @@ type imageFlags struct {
 	dataSize, bootSize, rootSize                                 string
 	modules                                                      stringList
 	initBinary, e2fsck                                           string
+	loader, loaderFile                                           string
 	noCtl                                                        bool
 }
 
@@ -38,6 +39,8 @@ func (f *imageFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.rootSize, "root-size", "", "root partition size, 0 = fit (image.toml: root_size)")
 	fs.StringVar(&f.initBinary, "init-binary", "", "prebuilt /init for the arch (default: cmd/init compiled from the source built into ovroot)")
 	fs.StringVar(&f.e2fsck, "e2fsck", "", "static e2fsck for the arch, carried to repair the data partition; default: found or fetched, \"none\" = without (image.toml: e2fsck)")
+	fs.StringVar(&f.loader, "loader", "", "how firmware boots the image: uefi, uboot or none; default uefi for x86_64 and arm64 (image.toml: [boot] loader)")
+	fs.StringVar(&f.loaderFile, "loader-file", "", "UEFI loader binary for the ESP (a vendor's systemd-boot, a signed shim); default: Debian's systemd-boot, found or fetched (image.toml: [boot] loader_file)")
 	fs.BoolVar(&f.noCtl, "no-ctl", false, "do not add ovrootctl at "+imagebuild.CtlPath+" when the rootfs has none (image.toml: ctl = false)")
 }
 
@@ -83,6 +86,8 @@ func (f *imageFlags) apply(im *config.Image) (*config.Image, error) {
 	set(&im.Cmdline, f.cmdline)
 	set(&im.Compression, f.compression)
 	set(&im.E2fsck, f.e2fsck)
+	set(&im.Boot.Loader, f.loader)
+	set(&im.Boot.LoaderFile, f.loaderFile)
 	if f.noCtl {
 		im.Ctl = false
 	}

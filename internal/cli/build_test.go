@@ -14,9 +14,9 @@ import (
 
 // view is the part of an image spec a build uses, comparable as a string.
 func view(im *config.Image) string {
-	return fmt.Sprintf("arch=%s kernel=%s modules_dir=%s modules=%v rootfs=%s cmdline=%q comp=%s boot=%s root=%s data=%s e2fsck=%s shell=%v init=%+v",
+	return fmt.Sprintf("arch=%s kernel=%s modules_dir=%s modules=%v rootfs=%s cmdline=%q comp=%s boot=%s root=%s data=%s e2fsck=%s shell=%v init=%+v boot=%+v loader=%s",
 		im.Arch, im.Kernel, im.ModulesDir, im.Modules, im.Rootfs, im.Cmdline, im.Compression,
-		im.BootSize, im.RootSize, im.DataSize, im.E2fsck, im.EmergencyShell, im.Init)
+		im.BootSize, im.RootSize, im.DataSize, im.E2fsck, im.EmergencyShell, im.Init, im.Boot, im.Loader())
 }
 
 // specFrom applies command-line args (flags of ovroot build) over an
@@ -62,6 +62,9 @@ func TestFlagsOverFile(t *testing.T) {
 			[]string{"--data-size", "512MiB", "--cmdline", "console=ttyS0", "--module", "squashfs,overlay", "--rootfs", "/other.tar"},
 			"arch = \"x86_64\"\ndata_size = \"512MiB\"\ncmdline = \"console=ttyS0\"\nmodules = [\"squashfs\", \"overlay\"]\n" +
 				"kernel = \"/k/vmlinuz\"\nmodules_dir = \"/m\"\nrootfs = \"/other.tar\"\n"},
+		{"--loader and --loader-file over [boot]", "arch = \"arm64\"\n" + paths + "[boot]\nloader = \"uboot\"\n",
+			[]string{"--loader", "uefi", "--loader-file", "/shim.efi"},
+			"arch = \"arm64\"\n" + paths + "[boot]\nloader = \"uefi\"\nloader_file = \"/shim.efi\"\n"},
 		{"flags alone equal a full file", "", []string{"--arch", "arm64", "--kernel", "/k/vmlinuz", "--modules", "/m", "--rootfs", "/r.tar"},
 			"arch = \"arm64\"\n" + paths},
 	}
@@ -95,6 +98,8 @@ func TestFlagsErrors(t *testing.T) {
 		{"no file, no arch", "", []string{"--kernel", "/k"}, "give -f image.toml or --arch"},
 		{"bad arch", paths, []string{"--arch", "mips"}, "--arch"},
 		{"bad size", "arch = \"x86_64\"\n" + paths, []string{"--data-size", "lots"}, "--data-size"},
+		{"uboot on x86_64", paths, []string{"--arch", "x86_64", "--loader", "uboot"}, "boot.loader: uboot does not boot x86_64"},
+		{"unknown loader", paths, []string{"--arch", "arm64", "--loader", "grub"}, "unknown loader \"grub\""},
 		{"absurd size", "arch = \"x86_64\"\n" + paths, []string{"--data-size", "10TiB"}, "data_size: 10TiB is larger than ovroot builds (at most 64GiB"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

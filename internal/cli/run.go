@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/ovroot/ovroot/layout"
@@ -10,11 +11,15 @@ import (
 
 func runRun(c Context, ctx context.Context, args []string) error {
 	fs := c.flagSet("run", "[flags] disk.img",
-		"ovroot run --timeout 2m out/demo/arm64.img   (in QEMU: Ctrl-a x quits)")
+		"ovroot run --timeout 2m out/demo/arm64.img   (through its firmware and loader; in QEMU: Ctrl-a x quits)\n  ovroot run --direct --snapshot out/demo/arm64.img   (QEMU -kernel; the disk left as it was)")
 	arch := fs.String("arch", "", "override the arch recorded in the image")
 	timeout := fs.Duration("timeout", 0, "kill QEMU and fail after this long (0 = no limit)")
 	memory := fs.Int("memory", 512, "guest memory in MiB")
-	cmdline := fs.String("append", "", "extra kernel command line parameters")
+	cmdline := fs.String("append", "", "extra kernel command line parameters (with --direct)")
+	direct := fs.Bool("direct", false, "boot the kernel and initramfs of the boot partition with QEMU -kernel, skipping firmware and loader (faster)")
+	snapshot := fs.Bool("snapshot", false, "leave the disk image untouched: the guest's writes are dropped at exit")
+	firmware := fs.String("firmware", "", "firmware file instead of Debian's for the image's loader: UEFI code (OVMF/AAVMF) or U-Boot's u-boot.bin")
+	vars := fs.String("firmware-vars", "", "UEFI variable store to start from (copied, never written); with --firmware")
 	var extra stringList
 	fs.Var(&extra, "qemu-arg", "extra QEMU argument, repeatable")
 	pos, err := parse(fs, args)
@@ -24,11 +29,33 @@ func runRun(c Context, ctx context.Context, args []string) error {
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: give exactly one disk image", ErrUsage)
 	}
-	cfg, cleanup, err := qemu.ForImage(pos[0])
-	if err != nil {
-		return err
+	if *vars != "" && *firmware == "" {
+		return fmt.Errorf("%w: --firmware-vars needs --firmware", ErrUsage)
+	}
+	var cfg qemu.Config
+	var cleanup func()
+	if !*direct {
+		cfg, cleanup, err = qemu.ForImageLoader(pos[0], qemu.FirmwareOptions{File: *firmware, Vars: *vars})
+		if errors.Is(err, qemu.ErrNoLoader) && *firmware == "" {
+			c.logf("%v: booting it directly (-kernel)", err)
+			*direct = true
+		} else if err != nil {
+			return err
+		} else if *cmdline != "" {
+			cleanup()
+			return fmt.Errorf("%w: --append needs --direct: through its loader the image boots the command line of its boot entry", ErrUsage)
+		}
+	}
+	if *direct {
+		if *firmware != "" {
+			return fmt.Errorf("%w: --firmware boots through the image's loader; leave out --direct", ErrUsage)
+		}
+		if cfg, cleanup, err = qemu.ForImage(pos[0]); err != nil {
+			return err
+		}
 	}
 	defer cleanup()
+	cfg.Snapshot = *snapshot
 	if *arch != "" {
 		if cfg.Arch, err = layout.ParseArch(*arch); err != nil {
 			return fmt.Errorf("--arch: %w", err)

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"github.com/ovroot/ovroot/layout"
 	"io"
 	"os"
 	"strings"
@@ -25,6 +26,16 @@ func printSummary(w io.Writer, im *config.Image, res *imagebuild.ImageResult) {
 	e2fsck := "none (the data partition cannot be repaired)"
 	if res.E2fsck != "" {
 		e2fsck = res.E2fsck
+	}
+	loader := string(res.Loader)
+	switch res.Loader {
+	case layout.LoaderUEFI:
+		loader = fmt.Sprintf("uefi (%s as %s)", res.LoaderFile, im.Arch.EFIBootFile())
+	case layout.LoaderUBoot:
+		loader = "uboot (" + layout.ExtlinuxFile + ")"
+	}
+	if loader != "" {
+		fmt.Fprintf(w, "  loader: %s\n", loader)
 	}
 	fmt.Fprintf(w, "  e2fsck: %s\n  ovrootctl: %s\n  modules: %s\n", e2fsck, res.Ctl, strings.Join(res.Modules, " "))
 	fmt.Fprintf(w, "boot it: ovroot run %s\n", shellWord(res.Path))
