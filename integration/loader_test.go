@@ -11,7 +11,7 @@ import (
 )
 
 // loaderChains are the firmware boot chains proven in QEMU, one boot pair
-// each. A 32-bit ARM U-Boot chain is one more line: {layout.ARM, layout.LoaderUBoot}.
+// each.
 var loaderChains = []struct {
 	arch   layout.Arch
 	loader layout.Loader
@@ -19,6 +19,7 @@ var loaderChains = []struct {
 	{layout.X86_64, layout.LoaderUEFI},
 	{layout.ARM64, layout.LoaderUEFI},
 	{layout.ARM64, layout.LoaderUBoot},
+	{layout.ARM, layout.LoaderUBoot},
 }
 
 // TestLoaderChain boots each image from its disk alone, as a device does:
