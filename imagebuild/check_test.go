@@ -271,3 +271,20 @@ func TestBuildImageWarnsMissingInit(t *testing.T) {
 		t.Errorf("log:\n%s\nwant a line saying %q", log.String(), want)
 	}
 }
+
+// The initramfs is made while mksquashfs runs: when it fails, the build
+// fails with its error (not a cancelled mksquashfs) and writes no image.
+func TestBuildImageInitramfsFails(t *testing.T) {
+	p := goodPieces(t)
+	p.im.E2fsck = ""
+	missing := filepath.Join(t.TempDir(), "gone", "e2fsck")
+	find := func(context.Context, layout.Arch, func(string, ...any)) (string, error) { return missing, nil }
+	out := filepath.Join(t.TempDir(), "disk.img")
+	_, err := BuildImage(context.Background(), p.im, out, Options{InitBinary: p.init, FindE2fsck: find})
+	if err == nil || !strings.HasPrefix(err.Error(), "initramfs: ") || !strings.Contains(err.Error(), missing) {
+		t.Errorf("BuildImage = %v, want the initramfs error naming %s", err, missing)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("an image was written")
+	}
+}

@@ -2,6 +2,7 @@ package imagebuild
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -115,41 +116,83 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 	if im.Ctl {
 		adds = append(adds, Addition{Path: CtlPath, Source: filepath.Join(progs, "ovrootctl"), Mode: 0o755, Unless: ctlPaths})
 	}
+	// The initramfs is made while mksquashfs runs: neither needs the
+	// other, and together they take about as long as the longer one.
+	// Build waits for it (Pending) before it writes the boot partition.
+	// A failed initramfs stops the squashfs too (bctx): no waiting for
+	// mksquashfs to hear of an error it cannot change.
+	bctx, cancel := context.WithCancel(ctx)
+	type built struct {
+		rep *initramfs.Report
+		err error
+	}
+	done := make(chan built, 1)
+	go func() {
+		t := time.Now()
+		rep, err := initramfs.Build(bctx, initramfs.Options{
+			Arch:       im.Arch,
+			InitBinary: initBin,
+			ModulesDir: im.ModulesDir,
+			Modules:    im.Modules,
+			InitConfig: initCfg,
+			Files:      extra,
+		}, w)
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			err = fmt.Errorf("initramfs: %w", err)
+			cancel()
+		} else {
+			logf("initramfs: %d modules, %d bytes in %s (alongside the squashfs)", len(rep.Modules), rep.Bytes, time.Since(t).Round(time.Millisecond))
+		}
+		done <- built{rep, err}
+	}()
+	var (
+		rep    *initramfs.Report
+		ierr   error
+		waited bool
+	)
+	wait := func() (string, error) {
+		if !waited {
+			b := <-done
+			rep, ierr, waited = b.rep, b.err, true
+		}
+		if ierr != nil {
+			return "", ierr
+		}
+		return rep.Release, nil
+	}
+	// On every return the initramfs is stopped and waited for before tmp
+	// is removed.
+	defer func() {
+		cancel()
+		if !waited {
+			<-done
+		}
+	}()
 	t := time.Now()
-	stop := showProgress(o.Progress, "initramfs", initrd)
-	rep, err := initramfs.Build(ctx, initramfs.Options{
-		Arch:       im.Arch,
-		InitBinary: initBin,
-		ModulesDir: im.ModulesDir,
-		Modules:    im.Modules,
-		InitConfig: initCfg,
-		Files:      extra,
-	}, w)
-	stop()
-	if cerr := w.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, fmt.Errorf("initramfs: %w", err)
-	}
-	logf("initramfs: %d modules, %d bytes in %s", len(rep.Modules), rep.Bytes, time.Since(t).Round(time.Millisecond))
-	t = time.Now()
-	res, err := Build(ctx, Spec{
-		Arch:          im.Arch,
-		Kernel:        im.Kernel,
-		Initramfs:     initrd,
-		Cmdline:       im.Cmdline,
-		Rootfs:        im.Rootfs,
-		Compression:   im.Compression,
-		BootSize:      int64(im.BootSize),
-		RootSize:      int64(im.RootSize),
-		DataSize:      int64(im.DataSize),
-		KernelRelease: rep.Release,
-		Add:           adds,
-		Log:           logf,
-		Progress:      o.Progress,
+	res, err := Build(bctx, Spec{
+		Arch:        im.Arch,
+		Kernel:      im.Kernel,
+		Initramfs:   initrd,
+		Cmdline:     im.Cmdline,
+		Rootfs:      im.Rootfs,
+		Compression: im.Compression,
+		BootSize:    int64(im.BootSize),
+		RootSize:    int64(im.RootSize),
+		DataSize:    int64(im.DataSize),
+		Pending:     wait,
+		Add:         adds,
+		Log:         logf,
+		Progress:    o.Progress,
 	}, out)
 	if err != nil {
+		// The initramfs's own error when it is why the build stopped.
+		cancel()
+		if wait(); ierr != nil && ctx.Err() == nil && !errors.Is(ierr, context.Canceled) {
+			return nil, ierr
+		}
 		return nil, fmt.Errorf("image: %w", err)
 	}
 	logf("image: %s in %s", out, time.Since(t).Round(time.Millisecond))
