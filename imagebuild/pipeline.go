@@ -12,6 +12,7 @@ import (
 	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/initramfs"
 	"github.com/ovroot/ovroot/internal/gobuild"
+	"github.com/ovroot/ovroot/internal/kmod"
 	"github.com/ovroot/ovroot/layout"
 )
 
@@ -34,6 +35,10 @@ type Options struct {
 	// FindE2fsck finds a static e2fsck for the arch when the image names
 	// none; nil = FindE2fsck (the kernel cache, else fetched from Debian).
 	FindE2fsck func(ctx context.Context, arch layout.Arch, logf func(string, ...any)) (string, error)
+	// InitramfsCache is the directory keeping built initramfs archives
+	// by a hash of all they carry (see initrdCache); "" = "initramfs" in
+	// gobuild.CacheDir(), "off" = build every time.
+	InitramfsCache string
 }
 
 // ImageResult summarizes BuildImage.
@@ -67,7 +72,8 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		{"rootfs", im.Rootfs}, {"e2fsck", e2fsckInput(im.E2fsck)}, {"init binary", o.InitBinary}}); err != nil {
 		return nil, err
 	}
-	if err := checkPieces(ctx, im, o, logf); err != nil {
+	ix, err := checkPieces(ctx, im, o, logf)
+	if err != nil {
 		return nil, err
 	}
 	initCfg := o.InitConfig
@@ -122,6 +128,15 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 	// A failed initramfs stops the squashfs too (bctx): no waiting for
 	// mksquashfs to hear of an error it cannot change.
 	bctx, cancel := context.WithCancel(ctx)
+	cache := initrdCache{Dir: o.InitramfsCache, Keep: 8}
+	switch cache.Dir {
+	case "off":
+		cache.Dir = ""
+	case "":
+		if d, err := gobuild.CacheDir(); err == nil {
+			cache.Dir = filepath.Join(d, "initramfs")
+		}
+	}
 	type built struct {
 		rep *initramfs.Report
 		err error
@@ -129,14 +144,15 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 	done := make(chan built, 1)
 	go func() {
 		t := time.Now()
-		rep, err := initramfs.Build(bctx, initramfs.Options{
+		rep, hit, err := cache.build(bctx, initramfs.Options{
 			Arch:       im.Arch,
 			InitBinary: initBin,
 			ModulesDir: im.ModulesDir,
 			Modules:    im.Modules,
 			InitConfig: initCfg,
 			Files:      extra,
-		}, w)
+			Index:      ix,
+		}, ix, w)
 		if cerr := w.Close(); err == nil {
 			err = cerr
 		}
@@ -144,7 +160,11 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 			err = fmt.Errorf("initramfs: %w", err)
 			cancel()
 		} else {
-			logf("initramfs: %d modules, %d bytes in %s (alongside the squashfs)", len(rep.Modules), rep.Bytes, time.Since(t).Round(time.Millisecond))
+			from := "built alongside the squashfs"
+			if hit {
+				from = "from the cache " + cache.Dir
+			}
+			logf("initramfs: %d modules, %d bytes in %s (%s)", len(rep.Modules), rep.Bytes, time.Since(t).Round(time.Millisecond), from)
 		}
 		done <- built{rep, err}
 	}()
@@ -240,27 +260,35 @@ func imageE2fsck(ctx context.Context, im *config.Image, o Options, logf func(str
 
 // checkPieces refuses pieces that cannot boot together (see check.go), and
 // warns when the rootfs lacks the program the init will start.
-func checkPieces(ctx context.Context, im *config.Image, o Options, logf func(string, ...any)) error {
+// It returns the modules' index (nil without a modules directory), loaded
+// once for the check and the initramfs.
+func checkPieces(ctx context.Context, im *config.Image, o Options, logf func(string, ...any)) (*kmod.Index, error) {
 	ki, err := CheckKernel(im.Kernel, im.Arch)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := CheckModules(im.ModulesDir, im.Modules, im.Arch, ki.Release); err != nil {
-		return err
+	var ix *kmod.Index
+	if im.ModulesDir != "" {
+		if ix, err = kmod.LoadIndex(im.ModulesDir); err != nil {
+			return nil, err
+		}
+		if err := checkModules(ix, im.ModulesDir, im.Modules, im.Arch, ki.Release); err != nil {
+			return nil, err
+		}
 	}
 	for _, f := range []struct{ what, path string }{{"init binary", o.InitBinary}, {"e2fsck", im.E2fsck}} {
 		if f.path != "" && !(f.what == "e2fsck" && f.path == config.E2fsckNone) {
 			if err := checkStaticFile(f.what, f.path, im.Arch); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
 	if has, err := RootfsHas(ctx, im.Rootfs, im.Init.Init); err != nil {
-		return err
+		return nil, err
 	} else if !has {
 		logf("warning: rootfs %s has no %s ([init] init): the device will have no program to start after the root is ready", im.Rootfs, im.Init.Init)
 	}
-	return nil
+	return ix, nil
 }
 
 // emergencyCommands are carried in /bin of the initramfs when
