@@ -110,11 +110,10 @@ func fixFATLabelTime(image string, start, size int64) error {
 		fixed := []byte{0, 0, 0, 0x21, 0, 0x21, 0}
 		copy(e[13:20], fixed)
 		copy(e[22:26], []byte{0, 0, 0x21, 0})
+		// No fsync here: writeImage syncs the whole file once the
+		// squashfs is in (copyAt), before the image is renamed into place.
 		_, err := f.WriteAt(e, start+off)
-		if err != nil {
-			return err
-		}
-		return f.Sync()
+		return err
 	}
 	return fmt.Errorf("no volume label entry %q in the FAT root directory", bootVolumeLabel)
 }

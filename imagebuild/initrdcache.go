@@ -132,7 +132,7 @@ func (c initrdCache) build(ctx context.Context, o initramfs.Options, ix *kmod.In
 	if err != nil {
 		return nil, false, err
 	}
-	if tmp != nil && tmp.Close() == nil && os.Rename(tmp.Name(), entry) == nil {
+	if tmp != nil && tmp.Chmod(0o644) == nil && tmp.Close() == nil && os.Rename(tmp.Name(), entry) == nil {
 		c.prune()
 	}
 	return rep, false, nil
