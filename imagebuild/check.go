@@ -375,6 +375,11 @@ func CheckModules(dir string, names []string, arch layout.Arch, kernelRelease st
 	if err != nil {
 		return err
 	}
+	return checkModules(ix, dir, names, arch, kernelRelease)
+}
+
+// checkModules is CheckModules on an index already loaded.
+func checkModules(ix *kmod.Index, dir string, names []string, arch layout.Arch, kernelRelease string) error {
 	mods, err := ix.Closure(names...)
 	if err != nil {
 		return fmt.Errorf("modules in %s: %w", dir, err)

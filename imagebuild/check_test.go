@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/internal/testenv"
@@ -346,4 +347,69 @@ func TestCheckModulesArm(t *testing.T) {
 			t.Errorf("CheckModules(%s, %s, %q) = %v, want %q", c.dir, c.arch, c.release, err, c.want)
 		}
 	}
+}
+
+// The initramfs is made while mksquashfs runs: when it fails, the build
+// fails with its error (not a cancelled mksquashfs) and writes no image.
+func TestBuildImageInitramfsFails(t *testing.T) {
+	p := goodPieces(t)
+	p.im.E2fsck = ""
+	missing := filepath.Join(t.TempDir(), "gone", "e2fsck")
+	find := func(context.Context, layout.Arch, func(string, ...any)) (string, error) { return missing, nil }
+	out := filepath.Join(t.TempDir(), "disk.img")
+	_, err := BuildImage(context.Background(), p.im, out, Options{InitBinary: p.init, FindE2fsck: find})
+	if err == nil || !strings.HasPrefix(err.Error(), "initramfs: ") || !strings.Contains(err.Error(), missing) {
+		t.Errorf("BuildImage = %v, want the initramfs error naming %s", err, missing)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("an image was written")
+	}
+}
+
+// A second build with the same initramfs inputs takes the archive from the
+// cache, byte for byte the one built; a change to any carried file, or to
+// the init config, builds anew.
+func TestBuildImageInitramfsCache(t *testing.T) {
+	p := goodPieces(t)
+	e2fsck := filepath.Join(t.TempDir(), "e2fsck")
+	data, err := os.ReadFile(p.im.E2fsck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(e2fsck, data, 0o755)
+	p.im.E2fsck = e2fsck
+	cache := t.TempDir()
+	build := func(want string) []byte {
+		t.Helper()
+		var log bytes.Buffer
+		logf := func(format string, args ...any) { fmt.Fprintf(&log, format+"\n", args...) }
+		out := filepath.Join(t.TempDir(), "disk.img")
+		if _, err := BuildImage(context.Background(), p.im, out, Options{InitBinary: p.init, Log: logf, InitramfsCache: cache}); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("log:\n%s\nwant a line saying %q", log.String(), want)
+		}
+		_, _, initrd, err := ReadBoot(out, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(initrd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	const built, cached = "(built alongside the squashfs)", "(from the cache "
+	first := build(built)
+	if again := build(cached); !bytes.Equal(again, first) {
+		t.Error("the cached initramfs differs from the one built")
+	}
+	os.WriteFile(e2fsck, append(data, 0), 0o755)
+	if b := build(built); bytes.Equal(b, first) {
+		t.Error("a changed e2fsck gave the same initramfs")
+	}
+	p.im.Init.DeviceTimeout = config.Duration(7 * time.Second)
+	build(built)
+	build(cached)
 }

@@ -40,8 +40,14 @@ type Spec struct {
 	DataSize      int64
 	KernelRelease string
 	Add           []Addition // host files added to the root unless it has them
-	Log           func(format string, args ...any)
-	Progress      io.Writer // a terminal for status lines during long steps; nil = quiet
+	// Pending, when set, is waited for once the squashfs is made and
+	// before Initramfs is read; it returns the kernel release to record
+	// when KernelRelease is "". BuildImage makes the initramfs with it
+	// while mksquashfs runs (they need nothing of each other). An error
+	// from it fails the build.
+	Pending  func() (kernelRelease string, err error)
+	Log      func(format string, args ...any)
+	Progress io.Writer // a terminal for status lines during long steps; nil = quiet
 }
 
 // BootInfo is layout.BootInfoFile in the boot partition: what `ovroot run`
@@ -112,11 +118,10 @@ func fixFATLabelTime(image string, start, size int64) error {
 		fixed := []byte{0, 0, 0, 0x21, 0, 0x21, 0}
 		copy(e[13:20], fixed)
 		copy(e[22:26], []byte{0, 0, 0x21, 0})
+		// No fsync here: writeImage syncs the whole file once the
+		// squashfs is in (copyAt), before the image is renamed into place.
 		_, err := f.WriteAt(e, start+off)
-		if err != nil {
-			return err
-		}
-		return f.Sync()
+		return err
 	}
 	return fmt.Errorf("no volume label entry %q in the FAT root directory", bootVolumeLabel)
 }
@@ -135,11 +140,20 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 	if !s.Arch.Valid() {
 		return nil, fmt.Errorf("unknown arch %q", s.Arch)
 	}
-	for _, f := range []struct{ what, path string }{{"kernel", s.Kernel}, {"initramfs", s.Initramfs}} {
-		if fi, err := os.Stat(f.path); err != nil {
-			return nil, fmt.Errorf("%s: %w", f.what, err)
+	checkFile := func(what, p string) error {
+		if fi, err := os.Stat(p); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		} else if !fi.Mode().IsRegular() {
-			return nil, fmt.Errorf("%s %s is not a regular file", f.what, f.path)
+			return fmt.Errorf("%s %s is not a regular file", what, p)
+		}
+		return nil
+	}
+	if err := checkFile("kernel", s.Kernel); err != nil {
+		return nil, err
+	}
+	if s.Pending == nil {
+		if err := checkFile("initramfs", s.Initramfs); err != nil {
+			return nil, err
 		}
 	}
 	if s.Loader == "" {
@@ -178,6 +192,18 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 	}
 	for _, a := range s.Add {
 		logf("squashfs: %s", a.Note)
+	}
+	if s.Pending != nil {
+		rel, err := s.Pending()
+		if err != nil {
+			return nil, err
+		}
+		if s.KernelRelease == "" {
+			s.KernelRelease = rel
+		}
+		if err := checkFile("initramfs", s.Initramfs); err != nil {
+			return nil, err
+		}
 	}
 	fi, err := os.Stat(sqfs)
 	if err != nil {

@@ -2,6 +2,7 @@ package imagebuild
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"github.com/ovroot/ovroot/initramfs"
 	"github.com/ovroot/ovroot/internal/eshell"
 	"github.com/ovroot/ovroot/internal/gobuild"
+	"github.com/ovroot/ovroot/internal/kmod"
 	"github.com/ovroot/ovroot/layout"
 )
 
@@ -37,6 +39,10 @@ type Options struct {
 	// FindLoader finds the UEFI loader for the arch when the image names
 	// no loader_file; nil = FindSystemdBoot.
 	FindLoader func(ctx context.Context, arch layout.Arch, logf func(string, ...any)) (string, error)
+	// InitramfsCache is the directory keeping built initramfs archives
+	// by a hash of all they carry (see initrdCache); "" = "initramfs" in
+	// gobuild.CacheDir(), "off" = build every time.
+	InitramfsCache string
 }
 
 // ImageResult summarizes BuildImage.
@@ -73,7 +79,8 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		{"rootfs", im.Rootfs}, {"e2fsck", e2fsckInput(im.E2fsck)}, {"init binary", o.InitBinary}, {"loader file", im.Boot.LoaderFile}}); err != nil {
 		return nil, err
 	}
-	if err := checkPieces(ctx, im, o, logf); err != nil {
+	ix, err := checkPieces(ctx, im, o, logf)
+	if err != nil {
 		return nil, err
 	}
 	loaderFile, err := imageLoaderFile(ctx, im, o, logf)
@@ -126,43 +133,99 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 	if im.Ctl {
 		adds = append(adds, Addition{Path: CtlPath, Source: filepath.Join(progs, "ovrootctl"), Mode: 0o755, Unless: ctlPaths})
 	}
+	// The initramfs is made while mksquashfs runs: neither needs the
+	// other, and together they take about as long as the longer one.
+	// Build waits for it (Pending) before it writes the boot partition.
+	// A failed initramfs stops the squashfs too (bctx): no waiting for
+	// mksquashfs to hear of an error it cannot change.
+	bctx, cancel := context.WithCancel(ctx)
+	cache := initrdCache{Dir: o.InitramfsCache, Keep: 8}
+	switch cache.Dir {
+	case "off":
+		cache.Dir = ""
+	case "":
+		if d, err := gobuild.CacheDir(); err == nil {
+			cache.Dir = filepath.Join(d, "initramfs")
+		}
+	}
+	type built struct {
+		rep *initramfs.Report
+		err error
+	}
+	done := make(chan built, 1)
+	go func() {
+		t := time.Now()
+		rep, hit, err := cache.build(bctx, initramfs.Options{
+			Arch:       im.Arch,
+			InitBinary: initBin,
+			ModulesDir: im.ModulesDir,
+			Modules:    im.Modules,
+			InitConfig: initCfg,
+			Files:      extra,
+			Index:      ix,
+		}, ix, w)
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			err = fmt.Errorf("initramfs: %w", err)
+			cancel()
+		} else {
+			from := "built alongside the squashfs"
+			if hit {
+				from = "from the cache " + cache.Dir
+			}
+			logf("initramfs: %d modules, %d bytes in %s (%s)", len(rep.Modules), rep.Bytes, time.Since(t).Round(time.Millisecond), from)
+		}
+		done <- built{rep, err}
+	}()
+	var (
+		rep    *initramfs.Report
+		ierr   error
+		waited bool
+	)
+	wait := func() (string, error) {
+		if !waited {
+			b := <-done
+			rep, ierr, waited = b.rep, b.err, true
+		}
+		if ierr != nil {
+			return "", ierr
+		}
+		return rep.Release, nil
+	}
+	// On every return the initramfs is stopped and waited for before tmp
+	// is removed.
+	defer func() {
+		cancel()
+		if !waited {
+			<-done
+		}
+	}()
 	t := time.Now()
-	stop := showProgress(o.Progress, "initramfs", initrd)
-	rep, err := initramfs.Build(ctx, initramfs.Options{
-		Arch:       im.Arch,
-		InitBinary: initBin,
-		ModulesDir: im.ModulesDir,
-		Modules:    im.Modules,
-		InitConfig: initCfg,
-		Files:      extra,
-	}, w)
-	stop()
-	if cerr := w.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, fmt.Errorf("initramfs: %w", err)
-	}
-	logf("initramfs: %d modules, %d bytes in %s", len(rep.Modules), rep.Bytes, time.Since(t).Round(time.Millisecond))
-	t = time.Now()
-	res, err := Build(ctx, Spec{
-		Arch:          im.Arch,
-		Kernel:        im.Kernel,
-		Initramfs:     initrd,
-		Cmdline:       im.Cmdline,
-		Loader:        im.Loader(),
-		LoaderFile:    loaderFile,
-		Rootfs:        im.Rootfs,
-		Compression:   im.Compression,
-		BootSize:      int64(im.BootSize),
-		RootSize:      int64(im.RootSize),
-		DataSize:      int64(im.DataSize),
-		KernelRelease: rep.Release,
-		Add:           adds,
-		Log:           logf,
-		Progress:      o.Progress,
+	res, err := Build(bctx, Spec{
+		Arch:        im.Arch,
+		Kernel:      im.Kernel,
+		Initramfs:   initrd,
+		Cmdline:     im.Cmdline,
+		Loader:      im.Loader(),
+		LoaderFile:  loaderFile,
+		Rootfs:      im.Rootfs,
+		Compression: im.Compression,
+		BootSize:    int64(im.BootSize),
+		RootSize:    int64(im.RootSize),
+		DataSize:    int64(im.DataSize),
+		Pending:     wait,
+		Add:         adds,
+		Log:         logf,
+		Progress:    o.Progress,
 	}, out)
 	if err != nil {
+		// The initramfs's own error when it is why the build stopped.
+		cancel()
+		if wait(); ierr != nil && ctx.Err() == nil && !errors.Is(ierr, context.Canceled) {
+			return nil, ierr
+		}
 		return nil, fmt.Errorf("image: %w", err)
 	}
 	logf("image: %s in %s", out, time.Since(t).Round(time.Millisecond))
@@ -235,27 +298,35 @@ func imageE2fsck(ctx context.Context, im *config.Image, o Options, logf func(str
 
 // checkPieces refuses pieces that cannot boot together (see check.go), and
 // warns when the rootfs lacks the program the init will start.
-func checkPieces(ctx context.Context, im *config.Image, o Options, logf func(string, ...any)) error {
+// It returns the modules' index (nil without a modules directory), loaded
+// once for the check and the initramfs.
+func checkPieces(ctx context.Context, im *config.Image, o Options, logf func(string, ...any)) (*kmod.Index, error) {
 	ki, err := CheckKernel(im.Kernel, im.Arch)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := CheckModules(im.ModulesDir, im.Modules, im.Arch, ki.Release); err != nil {
-		return err
+	var ix *kmod.Index
+	if im.ModulesDir != "" {
+		if ix, err = kmod.LoadIndex(im.ModulesDir); err != nil {
+			return nil, err
+		}
+		if err := checkModules(ix, im.ModulesDir, im.Modules, im.Arch, ki.Release); err != nil {
+			return nil, err
+		}
 	}
 	for _, f := range []struct{ what, path string }{{"init binary", o.InitBinary}, {"e2fsck", im.E2fsck}} {
 		if f.path != "" && !(f.what == "e2fsck" && f.path == config.E2fsckNone) {
 			if err := checkStaticFile(f.what, f.path, im.Arch); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
 	if has, err := RootfsHas(ctx, im.Rootfs, im.Init.Init); err != nil {
-		return err
+		return nil, err
 	} else if !has {
 		logf("warning: rootfs %s has no %s ([init] init): the device will have no program to start after the root is ready", im.Rootfs, im.Init.Init)
 	}
-	return nil
+	return ix, nil
 }
 
 // emergencyShell lists the shell's files: /bin/sh and its commands (ls,

@@ -35,6 +35,9 @@ type Options struct {
 	Modules    []string // module names or aliases; their closure is carried
 	InitConfig []byte   // layout.InitConfigPath; nil = none (the init uses defaults)
 	Files      []File   // anything else to carry
+	// Index is ModulesDir's index when the caller has loaded it already
+	// (imagebuild checks the modules first); nil = loaded here.
+	Index *kmod.Index
 }
 
 // File is an extra file to carry.
@@ -86,9 +89,12 @@ func Build(ctx context.Context, o Options, w io.Writer) (*Report, error) {
 	rep := &Report{}
 	var load bytes.Buffer
 	if o.ModulesDir != "" {
-		ix, err := kmod.LoadIndex(o.ModulesDir)
-		if err != nil {
-			return nil, err
+		ix := o.Index
+		if ix == nil {
+			var err error
+			if ix, err = kmod.LoadIndex(o.ModulesDir); err != nil {
+				return nil, err
+			}
 		}
 		mods, err := ix.Closure(o.Modules...)
 		if err != nil {
