@@ -17,8 +17,8 @@
 //	attempt.go         panics in an attempt or a data step become errors
 //	sys.go             the Sys seam: every privileged operation; sys_linux.go
 //	                   is the real one, tests use a recording fake
-//	probe.go, ext4.go, format.go   what a partition holds; the ext4 superblock;
-//	                   a power-cut-safe ext4 format (go-diskfs)
+//	probe.go, ext4.go, format.go, mkfs.go   what a partition holds; the ext4 superblock;
+//	                   a power-cut-safe ext4 format (mkfs.go)
 //	cmdline.go, partitions.go, log.go   pure parsing and the kmsg logger
 //
 // The names on the data partition and the state record ovrootctl reads are

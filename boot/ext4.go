@@ -71,7 +71,7 @@ type ext4Backup struct {
 func (b ext4Backup) offset() int64 { return b.Block * b.BlockSize }
 
 // ext4BackupCandidates are where the backup superblock of block group 1
-// lies for each block size mke2fs and go-diskfs use (8*blocksize blocks per
+// lies for each block size mke2fs and mkfsExt4 use (8*blocksize blocks per
 // group; with 1 KiB blocks the first data block is 1), in a partition of
 // size bytes.
 func ext4BackupCandidates(size int64) []ext4Backup {

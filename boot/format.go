@@ -5,14 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-
-	"github.com/diskfs/go-diskfs/backend"
-	"github.com/diskfs/go-diskfs/backend/file"
-	"github.com/diskfs/go-diskfs/filesystem/ext4"
+	"time"
 )
 
 // makeExt4 makes an ext4 filesystem labelled label on the open device
-// (go-diskfs: no mke2fs in the initramfs), so that a power cut at any
+// (mkfsExt4: no mke2fs in the initramfs), so that a power cut at any
 // moment of it leaves a partition that the next boot still finds blank:
 // everything Probe looks at (the first MiB, and the magic of the backup
 // superblocks) is held back in memory and written only after the rest of
@@ -27,28 +24,21 @@ func makeExt4(f *os.File, size int64, label string) error {
 var errPowerCut = errors.New("power cut (test)")
 
 func formatExt4(f *os.File, size int64, label string, failAfter int) error {
-	d, err := newDeferred(file.New(f, false), f, size)
+	d, err := newDeferred(f, size)
 	if err != nil {
 		return err
 	}
 	d.failAfter = failAfter
-	// Without reserved GDT blocks: go-diskfs v1.9.4 writes a resize inode
-	// that e2fsck calls invalid ("Resize inode not valid. Recreate?"), which
-	// also stops e2fsck -p. Online resize of the data partition is not used.
-	params := &ext4.Params{VolumeName: label, Features: []ext4.FeatureOpt{ext4.WithFeatureReservedGDTBlocksForExpansion(false)},
-		SectorsPerBlock: sectorsPerBlock(size)}
-	if _, err := ext4.Create(d, size, 0, 512, params); err != nil {
+	if err := mkfsExt4(d, d.zero, size, label, time.Now()); err != nil {
 		return err
 	}
 	return d.commit()
 }
 
 // sectorsPerBlock picks the block size as mke2fs does: 1 KiB blocks for
-// a small partition (below 512 MiB), 4 KiB above. It matters for the
-// format's time too: go-diskfs v1.9.4 does work per block group, and per
-// inode bitmap bit past the group's inodes (a fmt.Sprintf each), so 4 KiB
-// blocks (32768 blocks a group) make a 4 GiB format several times cheaper
-// than 1 KiB blocks (8192). Below 512 MiB, 1 KiB blocks keep a backup
+// a small partition (below 512 MiB), 4 KiB above. 4 KiB
+// blocks (32768 blocks a group) keep the block groups, and so the
+// format's writes, few. Below 512 MiB, 1 KiB blocks keep a backup
 // superblock in group 1 at 8 MiB, where the probe and e2fsck -b find it.
 func sectorsPerBlock(size int64) uint8 {
 	if size < 512<<20 {
@@ -57,12 +47,10 @@ func sectorsPerBlock(size int64) uint8 {
 	return 8
 }
 
-// deferred is a go-diskfs backend that holds back the writes to the bytes
-// Probe reads, until commit.
+// deferred is an io.WriterAt on the partition that holds back the writes
+// to the bytes Probe reads, until commit.
 type deferred struct {
-	backend.Storage
 	f         *os.File
-	w         backend.WritableFile
 	head      []byte           // the first blankProbeBytes, as written so far
 	magicAt   []int64          // offsets of the backup superblock magics Probe reads
 	magic     map[int64][]byte // their held-back bytes
@@ -73,16 +61,12 @@ type deferred struct {
 	zeroed      int64 // bytes zeroed with it
 }
 
-func newDeferred(s backend.Storage, f *os.File, size int64) (*deferred, error) {
-	w, err := s.Writable()
-	if err != nil {
-		return nil, err
-	}
+func newDeferred(f *os.File, size int64) (*deferred, error) {
 	n := int64(blankProbeBytes)
 	if size < n {
 		n = size
 	}
-	d := &deferred{Storage: s, f: f, w: w, head: make([]byte, n), magic: map[int64][]byte{}}
+	d := &deferred{f: f, head: make([]byte, n), magic: map[int64][]byte{}}
 	if _, err := f.ReadAt(d.head, 0); err != nil {
 		return nil, fmt.Errorf("read the start of the partition: %w", err)
 	}
@@ -91,9 +75,6 @@ func newDeferred(s backend.Storage, f *os.File, size int64) (*deferred, error) {
 	}
 	return d, nil
 }
-
-// Writable returns d itself: every write goes through WriteAt below.
-func (d *deferred) Writable() (backend.WritableFile, error) { return d, nil }
 
 // WriteAt keeps writes to the head and to the magic bytes in memory.
 func (d *deferred) WriteAt(p []byte, off int64) (int, error) {
@@ -134,15 +115,31 @@ func (d *deferred) WriteAt(p []byte, off int64) (int, error) {
 	if len(p) >= zeroRangeMin && allZero(p) && d.zeroRange(off, int64(len(p))) {
 		return n, nil
 	}
-	if _, err := d.w.WriteAt(p, off); err != nil {
+	if _, err := d.f.WriteAt(p, off); err != nil {
 		return 0, err
 	}
 	return n, nil
 }
 
+// zero makes n bytes at off read back as zeros: fallocate, or written
+// zeros where the device refuses it.
+func (d *deferred) zero(off, n int64) error {
+	if d.zeroRange(off, n) {
+		return nil
+	}
+	buf := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		k := min(n, int64(len(buf)))
+		if _, err := d.WriteAt(buf[:k], off); err != nil {
+			return err
+		}
+		off, n = off+k, n-k
+	}
+	return nil
+}
+
 // zeroRangeMin is the smallest all-zero write that is turned into a zeroing
-// request: go-diskfs zeroes every inode table and the journal with plain
-// writes, which under emulation (and on slow flash) is most of the format.
+// request (the zeros written where the device refuses fallocate).
 const zeroRangeMin = 64 << 10
 
 var zeroPage [zeroRangeMin]byte
@@ -158,20 +155,6 @@ func allZero(p []byte) bool {
 		p = p[n:]
 	}
 	return true
-}
-
-// ReadAt reads what was written, held-back bytes included.
-func (d *deferred) ReadAt(p []byte, off int64) (int, error) {
-	n, err := d.Storage.ReadAt(p, off)
-	for i := 0; i < n; i++ {
-		pos := off + int64(i)
-		if pos < int64(len(d.head)) {
-			p[i] = d.head[pos]
-		} else if b, ok := d.magic[pos]; ok {
-			p[i] = b[0]
-		}
-	}
-	return n, err
 }
 
 // commit syncs the filesystem, then writes the held-back head and syncs,

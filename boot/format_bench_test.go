@@ -8,8 +8,8 @@ import (
 )
 
 // BenchmarkFormatExt4 formats a sparse file of each size as the first
-// boot formats the data partition (go-diskfs, with the zeroing of inode
-// tables and journal sent as fallocate(FALLOC_FL_ZERO_RANGE)). Compare
+// boot formats the data partition (mkfsExt4, with the zeroing of the
+// journal sent as fallocate(FALLOC_FL_ZERO_RANGE)). Compare
 // 256MiB with 4096MiB for how the cost grows with the partition.
 func BenchmarkFormatExt4(b *testing.B) {
 	for _, size := range []int64{256 << 20, 4 << 30} {

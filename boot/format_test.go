@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func formatTarget(t *testing.T, size int64) *os.File {
@@ -106,7 +107,7 @@ func TestFormatExt4PowerCut(t *testing.T) {
 				if err == nil {
 					continue // the format needs no more writes than this
 				}
-				if !strings.Contains(err.Error(), errPowerCut.Error()) { // go-diskfs does not wrap errors
+				if !strings.Contains(err.Error(), errPowerCut.Error()) {
 					t.Fatalf("cut after %d writes: %v", k, err)
 				}
 				if c := probeFile(t, f, size); c != ContentBlank {
@@ -149,4 +150,101 @@ func TestFormatExt4OverGarbage(t *testing.T) {
 		t.Fatalf("after format: %s", c)
 	}
 	e2fsckClean(t, f.Name())
+}
+
+// TestFormatExt4Sizes checks the format at sizes around the layout's edges:
+// one flex group or several, 1 KiB and 4 KiB blocks, a last block group
+// that is short (or too short to keep), e2fsck -fn clean each time.
+func TestFormatExt4Sizes(t *testing.T) {
+	for _, size := range []int64{
+		17 << 20,                  // 3 groups, the last one short
+		8<<20 + 100<<10,           // a last group too short to keep
+		300<<20 + 12345<<10 + 512, // not a multiple of the block size
+		511 << 20,                 // the largest with 1 KiB blocks: 64 groups, 4 flex groups
+		4 << 30,                   // 4 KiB blocks, 32 groups
+		5<<30 + 3<<20,             // a short last group with 4 KiB blocks
+	} {
+		t.Run(fmt.Sprintf("%dKiB", size>>10), func(t *testing.T) {
+			f := formatTarget(t, size)
+			if err := makeExt4(f, size, "rootfs_data"); err != nil {
+				t.Fatal(err)
+			}
+			if c := probeFile(t, f, size); c != ContentExt4 {
+				t.Fatalf("after format: %s", c)
+			}
+			e2fsckClean(t, f.Name())
+		})
+	}
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct{ n int64 }
+
+func (c *countingWriter) WriteAt(p []byte, off int64) (int, error) {
+	c.n += int64(len(p))
+	return len(p), nil
+}
+
+// The format writes metadata only (the inode tables are left to the
+// kernel's lazy init): a few KiB per block group, whatever their inode
+// tables hold. The journal is zeroed through the zero function, not written.
+func TestFormatExt4WritesLittle(t *testing.T) {
+	for _, size := range []int64{256 << 20, 4 << 30, 64 << 30} {
+		var w countingWriter
+		var zeroed int64
+		zero := func(off, n int64) error { zeroed += n; return nil }
+		if err := mkfsExt4(&w, zero, size, "x", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		g, err := ext4Geometry(size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if limit := int64(g.groups)*int64(g.bs)*3 + 64<<10; w.n > limit {
+			t.Errorf("%d MiB: wrote %d bytes, want at most %d (3 blocks a group, 64 KiB more)", size>>20, w.n, limit)
+		}
+		if zeroed != int64(g.jblocks*g.bs) {
+			t.Errorf("%d MiB: zeroed %d bytes, want the journal's %d", size>>20, zeroed, g.jblocks*g.bs)
+		}
+	}
+}
+
+// The kernel grows the data partition online; a filesystem without a
+// resize inode is grown there by converting it to meta_bg. resize2fs (the
+// offline path on the host) must grow the format 4x and leave it clean.
+func TestFormatExt4Grows(t *testing.T) {
+	if _, err := exec.LookPath("resize2fs"); err != nil {
+		testenv.Missing(t, "resize2fs not installed (make deps)")
+	}
+	for _, size := range []int64{200 << 20, 640 << 20} {
+		t.Run(fmt.Sprintf("%dMiB", size>>20), func(t *testing.T) {
+			f := formatTarget(t, size)
+			if err := makeExt4(f, size, "rootfs_data"); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Truncate(4 * size); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.Command("resize2fs", f.Name()).CombinedOutput(); err != nil {
+				t.Fatalf("resize2fs: %v\n%s", err, out)
+			}
+			e2fsckClean(t, f.Name())
+			sb, err := readExt4Superblock(f, ext4SuperblockOffset)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := int64(sb.BlocksCountLo) << (10 + sb.LogBlockSize); got != 4*size {
+				t.Errorf("after resize2fs: %d bytes, want %d", got, 4*size)
+			}
+		})
+	}
+}
+
+func TestFormatExt4TooSmall(t *testing.T) {
+	for _, size := range []int64{0, 1 << 20} {
+		f := formatTarget(t, max(size, 1))
+		if err := makeExt4(f, size, "rootfs_data"); err == nil || !strings.Contains(err.Error(), "too small") {
+			t.Errorf("%d bytes: %v, want too small", size, err)
+		}
+	}
 }

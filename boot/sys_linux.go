@@ -97,7 +97,7 @@ func (LinuxSys) Probe(dev string) (Content, error) {
 	return Probe(f, size)
 }
 
-// Format makes an ext4 filesystem with go-diskfs, so the initramfs needs no
+// Format makes an ext4 filesystem with mkfsExt4, so the initramfs needs no
 // mke2fs and no C libraries. The result is checked by the QEMU tests with the
 // host's e2fsck -fn after the guest powers off.
 func (LinuxSys) Format(dev, fstype, label string) error {
