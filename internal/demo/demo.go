@@ -43,7 +43,9 @@ const motd = `Welcome to the ovroot demo.
   ovrootctl status     how the root was built (persistent or VOLATILE)
   ovrootctl changes    what you changed compared with the factory root
   cat /proc/mounts     / is an overlay of /rom (squashfs) and /overlay (ext4)
-  poweroff             power off (your changes to / persist across boots)
+  sync                 then
+  poweroff             power off (your changes to / persist across boots; u-root's
+                       poweroff does not sync, so run sync first)
 `
 
 // BuildRootfs writes the demo root filesystem for arch into dir, with the
