@@ -34,6 +34,11 @@ type Sys interface {
 	// ReadConsoleLine reads one line typed on the console within timeout
 	// ("" when none was).
 	ReadConsoleLine(timeout time.Duration) (string, error)
+	// OpenDisk opens the whole disk /dev/<name> for its partition table.
+	OpenDisk(name string) (Disk, error)
+	// GrowFS grows the filesystem of dev, mounted at mountpoint, to fill
+	// dev; from == to (bytes) when it already does.
+	GrowFS(dev, mountpoint string) (from, to int64, err error)
 	// StartTrashCollector deletes the contents of the trash directory in a
 	// background process that outlives switch_root.
 	StartTrashCollector(trash string) error
