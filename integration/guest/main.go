@@ -94,6 +94,13 @@ func run(w io.Writer, args []string) error {
 		fmt.Fprintf(w, "%s type=%s perm=%04o rdev=%d:%d size=%d\n", arg(1), typeName(st.Mode),
 			st.Mode&0o7777, unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev)), st.Size)
 		return nil
+	case "statfs": // statfs PATH: the filesystem's size and free space in bytes
+		var st unix.Statfs_t
+		if err := unix.Statfs(arg(1), &st); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "%s size=%d avail=%d\n", arg(1), int64(st.Blocks)*st.Bsize, int64(st.Bavail)*st.Bsize)
+		return nil
 	case "exists":
 		_, err := os.Lstat(arg(1))
 		fmt.Fprintf(w, "%s exists=%v\n", arg(1), err == nil)
