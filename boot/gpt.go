@@ -165,7 +165,9 @@ type diskGPT struct {
 
 // readDiskGPT reads both tables: the backup at the primary's alternate LBA,
 // or at the last LBA when the primary is not valid (a primary cut while
-// being rewritten says nothing trustworthy about where the backup is).
+// being rewritten says nothing trustworthy about where the backup is, and
+// the backup is written at the last LBA before the primary is touched).
+// A valid primary whose backup is not valid gets a new backup anyway.
 func readDiskGPT(r io.ReaderAt, sectors uint64, ss int) diskGPT {
 	var d diskGPT
 	if sectors < 3 {
@@ -178,13 +180,6 @@ func readDiskGPT(r io.ReaderAt, sectors uint64, ss int) diskGPT {
 		d.BackupLBA = d.Primary.Header.AlternateLBA
 	}
 	d.Backup, d.BackupErr = readGPT(r, d.BackupLBA, sectors, ss)
-	if d.BackupErr != nil && d.BackupLBA != sectors-1 {
-		// The alternate LBA may be stale (a primary that was not yet
-		// rewritten after the backup moved): try the end of the disk too.
-		if b, err := readGPT(r, sectors-1, sectors, ss); err == nil {
-			d.Backup, d.BackupErr, d.BackupLBA = b, nil, sectors-1
-		}
-	}
 	return d
 }
 
