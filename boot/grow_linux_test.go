@@ -90,3 +90,24 @@ func TestBootRepairsPrimaryGPT(t *testing.T) {
 		t.Errorf("state = %+v, want persistent with a warning", st)
 	}
 }
+
+// TestBootFormatSize: a blank data partition is formatted at most
+// formatMaxWhenGrowing bytes when the filesystem is grown right after,
+// whole with grow = false.
+func TestBootFormatSize(t *testing.T) {
+	for _, tc := range []struct {
+		config, want string
+	}{
+		{"", "format /dev/vda3 ext4 rootfs_data 268435456"},
+		{"grow = false\n", "format /dev/vda3 ext4 rootfs_data 0"},
+	} {
+		sys := &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentBlank}}
+		e := &bootEnv{sys: sys, config: tc.config}
+		if _, err := e.run(t); err != nil {
+			t.Fatal(err)
+		}
+		if indexOf(sys.calls, tc.want) < 0 {
+			t.Errorf("config %q: no call %q in:\n%s", tc.config, tc.want, strings.Join(sys.calls, "\n"))
+		}
+	}
+}

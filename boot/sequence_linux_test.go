@@ -79,8 +79,8 @@ func (f *fakeSys) Probe(dev string) (Content, error) {
 	}
 	return ContentUnknown, errors.New("no such device")
 }
-func (f *fakeSys) Format(dev, fstype, label string) error {
-	f.rec("format %s %s %s", dev, fstype, label)
+func (f *fakeSys) Format(dev, fstype, label string, size int64) error {
+	f.rec("format %s %s %s %d", dev, fstype, label, size)
 	if f.panicIn == "Format" {
 		var sb *struct{ magic uint16 }
 		_ = sb.magic // a nil dereference, as a formatter might make
@@ -214,7 +214,7 @@ func TestBootFirstBootFormatsBlankData(t *testing.T) {
 		"load virtio_blk.ko",
 		"open-disk vda", // the GPT and the data partition to the disk's size
 		fmt.Sprintf("mount /dev/vda2 /rom squashfs %#x ", unix.MS_RDONLY),
-		"format /dev/vda3 ext4 rootfs_data",
+		"format /dev/vda3 ext4 rootfs_data 268435456", // at most formatMaxWhenGrowing
 		fmt.Sprintf("mount /dev/vda3 /overlay ext4 %#x ", unix.MS_NOATIME),
 		"growfs /dev/vda3 /overlay", // the data filesystem to its partition's size
 		"mount overlay /newroot overlay 0x0 " + overlayOpts,

@@ -16,8 +16,9 @@ type Sys interface {
 	BlockDevices() ([]BlockDev, error)
 	// Probe tells what a block device holds.
 	Probe(dev string) (Content, error)
-	// Format makes a filesystem of type fstype labelled label on dev.
-	Format(dev, fstype, label string) error
+	// Format makes a filesystem of type fstype labelled label on dev, of
+	// at most size bytes (0: all of dev).
+	Format(dev, fstype, label string, size int64) error
 	// Repair runs the filesystem checker in preen mode on dev (from the
 	// backup superblock when the primary is gone) and returns its output.
 	Repair(dev, fstype string) (string, error)

@@ -100,7 +100,7 @@ func (LinuxSys) Probe(dev string) (Content, error) {
 // Format makes an ext4 filesystem with go-diskfs, so the initramfs needs no
 // mke2fs and no C libraries. The result is checked by the QEMU tests with the
 // host's e2fsck -fn after the guest powers off.
-func (LinuxSys) Format(dev, fstype, label string) error {
+func (LinuxSys) Format(dev, fstype, label string, max int64) error {
 	if fstype != "ext4" {
 		return fmt.Errorf("formatting %s is not supported", fstype)
 	}
@@ -112,6 +112,9 @@ func (LinuxSys) Format(dev, fstype, label string) error {
 	size, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
 		return err
+	}
+	if max > 0 && max < size {
+		size = max
 	}
 	return makeExt4(f, size, label)
 }
