@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -20,9 +21,14 @@ type linuxDisk struct {
 	ss   int
 }
 
-// OpenDisk opens /dev/<name> (a whole disk) for reading and writing.
+// OpenDisk opens /dev/<name> (a whole disk) for reading and writing, or
+// for reading only when the device is read-only (an eMMC's boot areas): its
+// GPT can still be looked at, and a write says why it failed.
 func (LinuxSys) OpenDisk(name string) (Disk, error) {
 	f, err := os.OpenFile("/dev/"+name, os.O_RDWR, 0)
+	if errors.Is(err, unix.EROFS) || errors.Is(err, unix.EACCES) {
+		f, err = os.Open("/dev/" + name)
+	}
 	if err != nil {
 		return nil, err
 	}
