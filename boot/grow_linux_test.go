@@ -111,3 +111,28 @@ func TestBootFormatSize(t *testing.T) {
 		}
 	}
 }
+
+// TestBootReplaysJournalBeforeRepair: a data filesystem the kernel refuses
+// (EUCLEAN) with a journal to replay (a cut during an online grow that
+// added a meta_bg descriptor block) is replayed and mounted, not repaired.
+func TestBootReplaysJournalBeforeRepair(t *testing.T) {
+	sys := &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4},
+		mountFail: map[string]int{"/overlay": 1}, journalPending: true}
+	e := &bootEnv{sys: sys}
+	b, err := e.run(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replay, mount := indexOf(sys.calls, "replay-journal /dev/vda3"), -1
+	for i, c := range sys.calls {
+		if strings.HasPrefix(c, "mount /dev/vda3 /overlay") {
+			mount = i // the last one
+		}
+	}
+	if replay < 0 || mount < replay || indexOf(sys.calls, "repair") >= 0 {
+		t.Errorf("want the journal replayed, then the mount, and no repair:\n%s", strings.Join(sys.calls, "\n"))
+	}
+	if st := b.State(); st.Mode != layout.ModePersistent {
+		t.Errorf("mode %s, want persistent", st.Mode)
+	}
+}

@@ -33,6 +33,8 @@ type fakeSys struct {
 	panicIn   string          // a method that panics, as third-party code on bad data might
 	disks     map[string]Disk // OpenDisk's answers; absent = an error
 	fsGrow    [2]int64        // GrowFS's from, to; zero = nothing to do
+	// journalPending: ReplayJournal replays, and the mount works after it.
+	journalPending bool
 	// devsAfterReread is what BlockDevices lists once the kernel re-read
 	// the memDisk at disks["vda"] (nil = devs).
 	devsAfterReread []BlockDev
@@ -119,6 +121,14 @@ func (f *fakeSys) OpenDisk(name string) (Disk, error) {
 		return d, nil
 	}
 	return nil, fmt.Errorf("open /dev/%s: %w", name, os.ErrNotExist)
+}
+func (f *fakeSys) ReplayJournal(dev string) (string, error) {
+	f.rec("replay-journal %s", dev)
+	if !f.journalPending {
+		return "", errNoRecovery
+	}
+	f.mountFail = nil
+	return "rootfs_data: recovering journal\n", nil
 }
 func (f *fakeSys) GrowFS(dev, mountpoint string) (int64, int64, error) {
 	f.rec("growfs %s %s", dev, mountpoint)

@@ -22,6 +22,10 @@ type Sys interface {
 	// Repair runs the filesystem checker in preen mode on dev (from the
 	// backup superblock when the primary is gone) and returns its output.
 	Repair(dev, fstype string) (string, error)
+	// ReplayJournal replays the journal of the ext4 on dev (e2fsck -E
+	// journal_only), only when its superblock says it needs recovery;
+	// errNoRecovery when it does not.
+	ReplayJournal(dev string) (string, error)
 	// WaitForKey watches the evdev device (all /dev/input/event* when "")
 	// for key code during window, and reports whether it was held for hold.
 	// A press that starts inside the window may finish its hold after it.

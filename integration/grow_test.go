@@ -238,7 +238,15 @@ func TestGrowPowerCut(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		bootGrowState(t, fmt.Sprintf("cut %d at %s", n, cut), image{arch: arch, path: disk}, size, want, "")
+		kept := filepath.Join(os.TempDir(), fmt.Sprintf("ovroot-grow-crash-%d-%d.img", seed, n))
+		if err := copySparse(kept, disk, 0, -1); err != nil {
+			t.Fatal(err)
+		}
+		if bootGrowState(t, fmt.Sprintf("cut %d at %s", n, cut), image{arch: arch, path: disk}, size, want, "") {
+			os.Remove(kept)
+		} else {
+			t.Logf("the crash state as it was before its boot is kept in %s", kept)
+		}
 		os.Remove(disk)
 	}
 
@@ -264,9 +272,9 @@ func TestGrowPowerCut(t *testing.T) {
 
 // bootGrowState boots one crash state and checks it ends grown, with the
 // file written before the grow, and a clean data filesystem.
-func bootGrowState(t *testing.T, what string, img image, size, want int64, wantLog string) {
+func bootGrowState(t *testing.T, what string, img image, size, want int64, wantLog string) bool {
 	t.Helper()
-	t.Run(strings.ReplaceAll(what, " ", "_"), func(t *testing.T) {
+	return t.Run(strings.ReplaceAll(what, " ", "_"), func(t *testing.T) {
 		vm := boot(t, img)
 		if _, err := vm.Expect(bootTimeout, "GUEST: ready"); err != nil {
 			t.Fatalf("%s: the device did not come up: %v", what, err)
