@@ -97,3 +97,28 @@ func findExt4Backup(r io.ReaderAt, size int64) (ext4Backup, bool) {
 	}
 	return ext4Backup{}, false
 }
+
+// ext4Size reads the block count and block size from the 1024 bytes of a
+// primary superblock (s_blocks_count_hi counts only with the 64bit
+// feature, INCOMPAT_64BIT).
+func ext4Size(sb []byte) (blocks uint64, blockSize int64, err error) {
+	if len(sb) < 0x158 {
+		return 0, 0, fmt.Errorf("ext4 superblock: %d bytes", len(sb))
+	}
+	s, err := parseExt4Superblock(sb)
+	if err != nil {
+		return 0, 0, err
+	}
+	if !s.valid() {
+		return 0, 0, fmt.Errorf("ext4 superblock: no magic")
+	}
+	if s.LogBlockSize > 6 {
+		return 0, 0, fmt.Errorf("ext4 superblock: block size 1024<<%d", s.LogBlockSize)
+	}
+	blocks = uint64(s.BlocksCountLo)
+	const incompat64bit = 0x80
+	if binary.LittleEndian.Uint32(sb[0x60:])&incompat64bit != 0 {
+		blocks |= uint64(binary.LittleEndian.Uint32(sb[0x150:])) << 32
+	}
+	return blocks, 1024 << s.LogBlockSize, nil
+}

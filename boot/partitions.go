@@ -15,6 +15,7 @@ type BlockDev struct {
 	Disk      string // the whole disk a partition belongs to ("vda"); Name for a disk
 	PartLabel string // GPT partition name (PARTNAME in uevent)
 	Partition bool
+	Number    int // partition number (PARTN), 1-based; 0 for a disk
 	Major     int
 	Minor     int
 }
@@ -46,6 +47,8 @@ func parseUevent(data []byte, disk string) (BlockDev, error) {
 			d.PartLabel = v
 		case "DEVTYPE":
 			d.Partition = v == "partition"
+		case "PARTN":
+			d.Number, _ = strconv.Atoi(v)
 		case "MAJOR":
 			d.Major, _ = strconv.Atoi(v)
 		case "MINOR":

@@ -16,7 +16,7 @@ func TestParseUevent(t *testing.T) {
 			name: "partition",
 			in:   "MAJOR=254\nMINOR=3\nDEVNAME=vda3\nDEVTYPE=partition\nDISKSEQ=1\nPARTN=3\nPARTNAME=rootfs_data\n",
 			disk: "vda",
-			want: BlockDev{Name: "vda3", Disk: "vda", PartLabel: "rootfs_data", Partition: true, Major: 254, Minor: 3},
+			want: BlockDev{Name: "vda3", Disk: "vda", PartLabel: "rootfs_data", Partition: true, Number: 3, Major: 254, Minor: 3},
 		},
 		{
 			name: "disk",
@@ -42,7 +42,7 @@ func disk(name string, minor int) BlockDev {
 }
 
 func part(diskName string, n int, label string, diskMinor int) BlockDev {
-	return BlockDev{Name: diskName + string(rune('0'+n)), Disk: diskName, PartLabel: label, Partition: true, Major: 254, Minor: diskMinor + n}
+	return BlockDev{Name: diskName + string(rune('0'+n)), Disk: diskName, PartLabel: label, Partition: true, Number: n, Major: 254, Minor: diskMinor + n}
 }
 
 func TestSelectPartitions(t *testing.T) {

@@ -34,8 +34,9 @@ type Boot struct {
 	cfg          config.Init
 	cmdline      Cmdline
 	state        layout.State
-	resetTrigger string // cmdline or button: asked for on this boot
-	failsafe     string // why this boot is in failsafe mode; "" = it is not
+	resetTrigger string          // cmdline or button: asked for on this boot
+	failsafe     string          // why this boot is in failsafe mode; "" = it is not
+	gptChecked   map[string]bool // disks whose GPT repairPartitionTables read
 }
 
 // mountItem is one entry of a fixed mount table.
@@ -61,6 +62,7 @@ var pseudoFS = []mountItem{
 func (b *Boot) Run() error {
 	start := b.now()
 	b.state = layout.State{}
+	b.gptChecked = nil
 	b.mountPseudoFS()
 	b.readCmdline()
 	b.readConfig()
@@ -74,6 +76,9 @@ func (b *Boot) Run() error {
 	b.state.Timings.Devices = ms(b.now().Sub(t))
 	if err != nil {
 		return err
+	}
+	if data != nil && b.failsafe == "" {
+		b.growDisk(*data) // a disk larger than the image: before any mount
 	}
 
 	t = b.now()
@@ -239,6 +244,9 @@ func (b *Boot) waitForPartitions() (root BlockDev, data *BlockDev, err error) {
 		sel, serr := selectPartitions(devs, labels...)
 		if serr != nil {
 			return root, nil, fmt.Errorf("find partitions: %w", serr)
+		}
+		if len(sel.Missing) > 0 {
+			b.repairPartitionTables(devs) // a primary GPT cut mid-write
 		}
 		elapsed := b.now().Sub(start)
 		rootDev, haveRoot := sel.Found[b.cfg.RootLabel]

@@ -28,9 +28,16 @@ type fakeSys struct {
 	keyHeld   bool
 	mountFail map[string]int // by target: fail this many times with EUCLEAN, then succeed
 	repairErr error
-	console   string // what ReadConsoleLine returns
-	free      int64  // what FreeBytes returns; 0 = plenty
-	panicIn   string // a method that panics, as third-party code on bad data might
+	console   string          // what ReadConsoleLine returns
+	free      int64           // what FreeBytes returns; 0 = plenty
+	panicIn   string          // a method that panics, as third-party code on bad data might
+	disks     map[string]Disk // OpenDisk's answers; absent = an error
+	fsGrow    [2]int64        // GrowFS's from, to; zero = nothing to do
+	// journalPending: ReplayJournal replays, and the mount works after it.
+	journalPending bool
+	// devsAfterReread is what BlockDevices lists once the kernel re-read
+	// the memDisk at disks["vda"] (nil = devs).
+	devsAfterReread []BlockDev
 }
 
 func (f *fakeSys) rec(format string, args ...any) {
@@ -63,6 +70,9 @@ func (f *fakeSys) BlockDevices() ([]BlockDev, error) {
 	if f.listCalls <= f.devsAfter {
 		return nil, nil
 	}
+	if m, ok := f.disks["vda"].(*memDisk); ok && m.reread > 0 && f.devsAfterReread != nil {
+		return f.devsAfterReread, nil
+	}
 	return f.devs, nil
 }
 func (f *fakeSys) Probe(dev string) (Content, error) {
@@ -71,8 +81,8 @@ func (f *fakeSys) Probe(dev string) (Content, error) {
 	}
 	return ContentUnknown, errors.New("no such device")
 }
-func (f *fakeSys) Format(dev, fstype, label string) error {
-	f.rec("format %s %s %s", dev, fstype, label)
+func (f *fakeSys) Format(dev, fstype, label string, size int64) error {
+	f.rec("format %s %s %s %d", dev, fstype, label, size)
 	if f.panicIn == "Format" {
 		var sb *struct{ magic uint16 }
 		_ = sb.magic // a nil dereference, as a formatter might make
@@ -104,6 +114,25 @@ func (f *fakeSys) CanWrite(dir string, n int64) (bool, error) {
 func (f *fakeSys) ReadConsoleLine(timeout time.Duration) (string, error) {
 	f.rec("read-console %s", timeout)
 	return f.console, nil
+}
+func (f *fakeSys) OpenDisk(name string) (Disk, error) {
+	f.rec("open-disk %s", name)
+	if d, ok := f.disks[name]; ok {
+		return d, nil
+	}
+	return nil, fmt.Errorf("open /dev/%s: %w", name, os.ErrNotExist)
+}
+func (f *fakeSys) ReplayJournal(dev string) (string, error) {
+	f.rec("replay-journal %s", dev)
+	if !f.journalPending {
+		return "", errNoRecovery
+	}
+	f.mountFail = nil
+	return "rootfs_data: recovering journal\n", nil
+}
+func (f *fakeSys) GrowFS(dev, mountpoint string) (int64, int64, error) {
+	f.rec("growfs %s %s", dev, mountpoint)
+	return f.fsGrow[0], f.fsGrow[1], nil
 }
 func (f *fakeSys) SwitchRoot(newRoot, init string) error {
 	f.rec("switch_root %s %s", newRoot, init)
@@ -193,9 +222,11 @@ func TestBootFirstBootFormatsBlankData(t *testing.T) {
 		fmt.Sprintf("mount tmpfs /run tmpfs %#x mode=0755", unix.MS_NOSUID|unix.MS_NODEV),
 		"load virtio.ko",
 		"load virtio_blk.ko",
+		"open-disk vda", // the GPT and the data partition to the disk's size
 		fmt.Sprintf("mount /dev/vda2 /rom squashfs %#x ", unix.MS_RDONLY),
-		"format /dev/vda3 ext4 rootfs_data",
+		"format /dev/vda3 ext4 rootfs_data 268435456", // at most formatMaxWhenGrowing
 		fmt.Sprintf("mount /dev/vda3 /overlay ext4 %#x ", unix.MS_NOATIME),
+		"growfs /dev/vda3 /overlay", // the data filesystem to its partition's size
 		"mount overlay /newroot overlay 0x0 " + overlayOpts,
 		fmt.Sprintf("mount /rom /newroot/rom  %#x ", unix.MS_MOVE),
 		fmt.Sprintf("mount /overlay /newroot/overlay  %#x ", unix.MS_MOVE),

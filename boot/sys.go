@@ -16,11 +16,16 @@ type Sys interface {
 	BlockDevices() ([]BlockDev, error)
 	// Probe tells what a block device holds.
 	Probe(dev string) (Content, error)
-	// Format makes a filesystem of type fstype labelled label on dev.
-	Format(dev, fstype, label string) error
+	// Format makes a filesystem of type fstype labelled label on dev, of
+	// at most size bytes (0: all of dev).
+	Format(dev, fstype, label string, size int64) error
 	// Repair runs the filesystem checker in preen mode on dev (from the
 	// backup superblock when the primary is gone) and returns its output.
 	Repair(dev, fstype string) (string, error)
+	// ReplayJournal replays the journal of the ext4 on dev (e2fsck -E
+	// journal_only), only when its superblock says it needs recovery;
+	// errNoRecovery when it does not.
+	ReplayJournal(dev string) (string, error)
 	// WaitForKey watches the evdev device (all /dev/input/event* when "")
 	// for key code during window, and reports whether it was held for hold.
 	// A press that starts inside the window may finish its hold after it.
@@ -34,6 +39,11 @@ type Sys interface {
 	// ReadConsoleLine reads one line typed on the console within timeout
 	// ("" when none was).
 	ReadConsoleLine(timeout time.Duration) (string, error)
+	// OpenDisk opens the whole disk /dev/<name> for its partition table.
+	OpenDisk(name string) (Disk, error)
+	// GrowFS grows the filesystem of dev, mounted at mountpoint, to fill
+	// dev; from == to (bytes) when it already does.
+	GrowFS(dev, mountpoint string) (from, to int64, err error)
 	// StartTrashCollector deletes the contents of the trash directory in a
 	// background process that outlives switch_root.
 	StartTrashCollector(trash string) error

@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -100,7 +101,7 @@ func (LinuxSys) Probe(dev string) (Content, error) {
 // Format makes an ext4 filesystem with mkfsExt4, so the initramfs needs no
 // mke2fs and no C libraries. The result is checked by the QEMU tests with the
 // host's e2fsck -fn after the guest powers off.
-func (LinuxSys) Format(dev, fstype, label string) error {
+func (LinuxSys) Format(dev, fstype, label string, max int64) error {
 	if fstype != "ext4" {
 		return fmt.Errorf("formatting %s is not supported", fstype)
 	}
@@ -112,6 +113,9 @@ func (LinuxSys) Format(dev, fstype, label string) error {
 	size, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
 		return err
+	}
+	if max > 0 && max < size {
+		size = max
 	}
 	return makeExt4(f, size, label)
 }
@@ -241,6 +245,40 @@ func (LinuxSys) Repair(dev, fstype string) (string, error) {
 		fmt.Fprintf(&out, "e2fsck %s exited %d\n", strings.Join(args, " "), code)
 	}
 	return out.String(), fmt.Errorf("e2fsck could not repair %s", dev)
+}
+
+// errNoRecovery is ReplayJournal's answer for a journal with nothing to
+// replay.
+var errNoRecovery = errors.New("the journal needs no recovery")
+
+// ReplayJournal runs e2fsck -E journal_only -p when the superblock has
+// INCOMPAT_RECOVER (0x4) set.
+func (LinuxSys) ReplayJournal(dev string) (string, error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return "", err
+	}
+	sb := make([]byte, 1024)
+	_, err = f.ReadAt(sb, ext4SuperblockOffset)
+	f.Close()
+	if err != nil {
+		return "", err
+	}
+	const incompatRecover = 0x4
+	if s, err := parseExt4Superblock(sb); err != nil || !s.valid() || binary.LittleEndian.Uint32(sb[0x60:])&incompatRecover == 0 {
+		return "", errNoRecovery
+	}
+	if _, err := os.Stat(layout.E2fsckPath); err != nil {
+		return "", fmt.Errorf("no e2fsck in the initramfs (image key e2fsck): %w", err)
+	}
+	cmd := exec.Command(layout.E2fsckPath, "-E", "journal_only", "-p", dev)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Env = []string{"PATH=/sbin:/bin"}
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("e2fsck -E journal_only -p %s: %w", dev, err)
+	}
+	return out.String(), nil
 }
 
 // repairAttempts are the e2fsck runs to try in order: preen mode, then

@@ -57,6 +57,7 @@ func (b *Boot) mountRoot(data *BlockDev) error {
 func (b *Boot) usePersistent(data BlockDev) error {
 	err := b.guard("mount the data partition", func() error { return b.mountData(data) })
 	if err == nil {
+		b.growDataFS(data)
 		err = b.guard("factory reset", b.factoryReset)
 	}
 	if err != nil {

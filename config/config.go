@@ -30,7 +30,10 @@ type Init struct {
 	// FailsafeWindow is how long the init offers failsafe mode on the
 	// console ("press f and Enter"); 0, the default, does not ask.
 	FailsafeWindow Duration `toml:"failsafe_window"`
-	Reset          Reset    `toml:"reset"` // factory reset
+	// Grow moves the backup GPT to the end of a disk larger than the image
+	// and grows the data partition and its filesystem to fill it, at boot.
+	Grow  bool  `toml:"grow"`
+	Reset Reset `toml:"reset"` // factory reset
 }
 
 // Reset is the [reset] table of the init config: what a factory reset
@@ -60,6 +63,7 @@ func DefaultInit() Init {
 		Init:          "/sbin/init",
 		DataFSType:    "ext4",
 		OnCorrupt:     "keep",
+		Grow:          true,
 		Reset: Reset{
 			Keep:       []string{},
 			ButtonKey:  "KEY_RESTART",

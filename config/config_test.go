@@ -222,6 +222,7 @@ func TestInitEncodeRoundTrip(t *testing.T) {
 	in.DataLabel = "my data"
 	in.Reset.Keep = []string{"/etc/dropbear", "/root/.ssh"}
 	in.Reset.ButtonWindow = Duration(3 * time.Second)
+	in.Grow = false
 	b, err := in.Encode()
 	if err != nil {
 		t.Fatal(err)
@@ -354,5 +355,18 @@ func TestImageLoader(t *testing.T) {
 	// An arch without UEFI here (32-bit ARM) defaults to U-Boot.
 	if got := layout.Arch("arm").DefaultLoader(); got != layout.LoaderUBoot {
 		t.Errorf("arm DefaultLoader() = %q, want uboot", got)
+	}
+}
+
+func TestInitGrow(t *testing.T) {
+	if !DefaultInit().Grow {
+		t.Error("DefaultInit().Grow = false, want true (grow unless turned off)")
+	}
+	c, err := ParseInit("init.toml", []byte("grow = false\n"))
+	if err != nil || c.Grow {
+		t.Errorf("ParseInit(grow = false) = Grow %v, %v; want false", c.Grow, err)
+	}
+	if _, err := ParseInit("init.toml", []byte("grow = \"no\"\n")); err == nil || !strings.Contains(err.Error(), "grow") {
+		t.Errorf("ParseInit(grow = \"no\") error = %v, want one naming grow", err)
 	}
 }

@@ -96,6 +96,13 @@ func run(w io.Writer, args []string) error {
 		return nil
 	case "efivar": // efivar NAME: a systemd-boot variable (UTF-16 string), efivarfs mounted if need be
 		return printEFIVar(w, arg(1))
+	case "statfs": // statfs PATH: the filesystem's size and free space in bytes
+		var st unix.Statfs_t
+		if err := unix.Statfs(arg(1), &st); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "%s size=%d avail=%d\n", arg(1), int64(st.Blocks)*int64(st.Bsize), int64(st.Bavail)*int64(st.Bsize))
+		return nil
 	case "exists":
 		_, err := os.Lstat(arg(1))
 		fmt.Fprintf(w, "%s exists=%v\n", arg(1), err == nil)
