@@ -114,21 +114,14 @@ func (b *Boot) repairAndMount(dev BlockDev, cause error) error {
 	return nil
 }
 
-// formatMaxWhenGrowing caps the filesystem the init formats when it grows
-// the data filesystem right after (grow = true). go-diskfs's format takes
-// time in proportion to the size (61 s for 20 GiB, 3 s for 256 MiB, QEMU
-// TCG), the kernel's online resize far less (5 s from 256 MiB to 20 GiB,
-// converting to meta_bg on the way).
-const formatMaxWhenGrowing = 256 << 20
-
 func (b *Boot) format(dev BlockDev) error {
 	fstype := b.cfg.DataFSType
 	t := b.now()
-	var max int64
-	if b.cfg.Grow {
-		max = formatMaxWhenGrowing
-	}
-	if err := b.Sys.Format(dev.Path(), fstype, b.cfg.DataLabel, max); err != nil {
+	// The whole partition, already grown to the disk when it is the last
+	// one: the format writes tens of KiB whatever the size, and a
+	// filesystem made at its size gets mke2fs's block size and journal
+	// size for it (one made small and grown online keeps both).
+	if err := b.Sys.Format(dev.Path(), fstype, b.cfg.DataLabel, 0); err != nil {
 		return fmt.Errorf("format %s as %s: %w", dev, fstype, err)
 	}
 	b.state.Formatted = true

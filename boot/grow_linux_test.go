@@ -91,14 +91,13 @@ func TestBootRepairsPrimaryGPT(t *testing.T) {
 	}
 }
 
-// TestBootFormatSize: a blank data partition is formatted at most
-// formatMaxWhenGrowing bytes when the filesystem is grown right after,
-// whole with grow = false.
+// TestBootFormatSize: a blank data partition is formatted whole, grow on
+// or off (the format costs the same at any size).
 func TestBootFormatSize(t *testing.T) {
 	for _, tc := range []struct {
 		config, want string
 	}{
-		{"", "format /dev/vda3 ext4 rootfs_data 268435456"},
+		{"", "format /dev/vda3 ext4 rootfs_data 0"},
 		{"grow = false\n", "format /dev/vda3 ext4 rootfs_data 0"},
 	} {
 		sys := &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentBlank}}

@@ -224,7 +224,7 @@ func TestBootFirstBootFormatsBlankData(t *testing.T) {
 		"load virtio_blk.ko",
 		"open-disk vda", // the GPT and the data partition to the disk's size
 		fmt.Sprintf("mount /dev/vda2 /rom squashfs %#x ", unix.MS_RDONLY),
-		"format /dev/vda3 ext4 rootfs_data 268435456", // at most formatMaxWhenGrowing
+		"format /dev/vda3 ext4 rootfs_data 0", // the whole partition
 		fmt.Sprintf("mount /dev/vda3 /overlay ext4 %#x ", unix.MS_NOATIME),
 		"growfs /dev/vda3 /overlay", // the data filesystem to its partition's size
 		"mount overlay /newroot overlay 0x0 " + overlayOpts,
