@@ -470,7 +470,15 @@ func writeBoot(d *disk.Disk, s Spec) error {
 		if err != nil {
 			return fmt.Errorf("create %s: %w", name, err)
 		}
-		if _, err := io.Copy(f, r); err != nil {
+		// One Write of the whole file: go-diskfs allocates clusters and
+		// rewrites the whole FAT on every Write, so io.Copy's 32 KiB
+		// chunks cost a FAT write each (a third of a second for a kernel
+		// and an initramfs). Boot files are a few MiB.
+		data, err := io.ReadAll(r)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+		if _, err := f.Write(data); err != nil {
 			return fmt.Errorf("write %s: %w", name, err)
 		}
 		if err := f.Close(); err != nil {
