@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -120,10 +121,98 @@ func fixFATLabelTime(image string, start, size int64) error {
 		copy(e[22:26], []byte{0, 0, 0x21, 0})
 		// No fsync here: writeImage syncs the whole file once the
 		// squashfs is in (copyAt), before the image is renamed into place.
-		_, err := f.WriteAt(e, start+off)
-		return err
+		if _, err := f.WriteAt(e, start+off); err != nil {
+			return err
+		}
+		return fixFATDotTimes(f, start)
 	}
 	return fmt.Errorf("no volume label entry %q in the FAT root directory", bootVolumeLabel)
+}
+
+// fixFATDotTimes gives the "." and ".." entries of every directory of the
+// FAT32 filesystem at start the FAT epoch as their times: go-diskfs
+// stamps them with the clock (Chtimes reaches only a directory's entry in
+// its parent), so two builds of the same inputs a few seconds apart
+// differed there. It reads the boot sector (Microsoft's FAT32 layout:
+// bytes per sector at 11, sectors per cluster 13, reserved sectors 14,
+// FAT count 16, sectors per FAT 36, root cluster 44) and walks the tree,
+// following each directory's cluster chain in the first FAT.
+func fixFATDotTimes(f *os.File, start int64) error {
+	bs := make([]byte, 512)
+	if _, err := f.ReadAt(bs, start); err != nil {
+		return fmt.Errorf("FAT boot sector: %w", err)
+	}
+	bps := int64(binary.LittleEndian.Uint16(bs[11:]))
+	spc := int64(bs[13])
+	reserved := int64(binary.LittleEndian.Uint16(bs[14:]))
+	fats := int64(bs[16])
+	fatSectors := int64(binary.LittleEndian.Uint32(bs[36:]))
+	root := binary.LittleEndian.Uint32(bs[44:])
+	if bps == 0 || spc == 0 || fats == 0 || fatSectors == 0 || root < 2 {
+		return errors.New("FAT boot sector: not a FAT32 filesystem")
+	}
+	fatStart := start + reserved*bps
+	dataStart := fatStart + fats*fatSectors*bps
+	clusterSize := bps * spc
+	maxCluster := uint32(fatSectors * bps / 4)
+	next := func(c uint32) (uint32, error) {
+		b := make([]byte, 4)
+		if _, err := f.ReadAt(b, fatStart+int64(c)*4); err != nil {
+			return 0, err
+		}
+		return binary.LittleEndian.Uint32(b) & 0x0FFFFFFF, nil
+	}
+	fixed := []byte{0, 0, 0, 0x21, 0, 0x21, 0}
+	seen := map[uint32]bool{}
+	var walk func(dir uint32, depth int) error
+	walk = func(dir uint32, depth int) error {
+		if depth > 16 || seen[dir] {
+			return fmt.Errorf("FAT directory tree: cluster %d seen twice or too deep", dir)
+		}
+		seen[dir] = true
+		for c, i := dir, 0; c >= 2 && c < 0x0FFFFFF8; i++ {
+			if c >= maxCluster || i > 1<<16 {
+				return fmt.Errorf("FAT directory at cluster %d: bad chain", dir)
+			}
+			off := dataStart + int64(c-2)*clusterSize
+			buf := make([]byte, clusterSize)
+			if _, err := f.ReadAt(buf, off); err != nil {
+				return err
+			}
+			dirty := false
+			for e := int64(0); e+32 <= clusterSize; e += 32 {
+				ent := buf[e : e+32]
+				if ent[0] == 0 {
+					break
+				}
+				if ent[0] == 0xE5 || ent[11]&0x0F == 0x0F || ent[11]&0x10 == 0 {
+					continue // deleted, a long-name part, or not a directory
+				}
+				if ent[0] == '.' {
+					copy(ent[13:20], fixed)
+					copy(ent[22:26], []byte{0, 0, 0x21, 0})
+					dirty = true
+					continue
+				}
+				sub := uint32(binary.LittleEndian.Uint16(ent[20:]))<<16 | uint32(binary.LittleEndian.Uint16(ent[26:]))
+				if err := walk(sub, depth+1); err != nil {
+					return err
+				}
+			}
+			if dirty {
+				if _, err := f.WriteAt(buf, off); err != nil {
+					return err
+				}
+			}
+			n, err := next(c)
+			if err != nil {
+				return err
+			}
+			c = n
+		}
+		return nil
+	}
+	return walk(root, 0)
 }
 
 func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
@@ -463,6 +552,11 @@ func writeBoot(d *disk.Disk, s Spec) error {
 			}
 			if err := fs.Mkdir("/" + name[:i]); err != nil {
 				return fmt.Errorf("create %s: %w", name[:i], err)
+			}
+			// Directories too get the clock from go-diskfs: two builds
+			// a few seconds apart differed in EFI/ and loader/.
+			if err := fs.Chtimes("/"+name[:i], fatEpoch, fatEpoch, fatEpoch); err != nil {
+				return fmt.Errorf("set the time of %s: %w", name[:i], err)
 			}
 			dirs[name[:i]] = true
 		}

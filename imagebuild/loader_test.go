@@ -5,9 +5,12 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -214,6 +217,7 @@ func TestBuildLoaderImage(t *testing.T) {
 			if sum(t, out) != sum(t, out2) {
 				t.Error("two builds from the same inputs differ")
 			}
+			checkFATEpoch(t, out)
 		})
 	}
 	// Refused: uboot on x86_64, uefi without or with a wrong loader.
@@ -231,5 +235,35 @@ func TestBuildLoaderImage(t *testing.T) {
 		if _, err := Build(context.Background(), c.spec, filepath.Join(t.TempDir(), "x.img")); err == nil || !strings.Contains(err.Error(), c.err) {
 			t.Errorf("%s: Build = %v, want %q", c.name, err, c.err)
 		}
+	}
+}
+
+// checkFATEpoch lists the boot partition with mtools and fails on any
+// entry, "." and ".." included, with a time other than the FAT epoch: a
+// clock time makes two builds seconds apart differ (two builds within the
+// same two seconds, as above, cannot show it).
+func checkFATEpoch(t *testing.T, image string) {
+	t.Helper()
+	needTools(t, "mdir")
+	parts, err := ListPartitions(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("mdir", "-/", "-a", "-i", fmt.Sprintf("%s@@%d", image, parts[0].Start), "::").CombinedOutput()
+	if err != nil {
+		t.Fatalf("mdir: %v\n%s", err, out)
+	}
+	dated := regexp.MustCompile(`\d{4}-\d\d-\d\d +\d+:\d\d`)
+	n := 0
+	for _, l := range strings.Split(string(out), "\n") {
+		if d := dated.FindString(l); d != "" {
+			n++
+			if !regexp.MustCompile(`^1980-01-01 +0:00$`).MatchString(d) {
+				t.Errorf("boot partition entry not at the FAT epoch: %q", l)
+			}
+		}
+	}
+	if n < 6 {
+		t.Errorf("mdir listed %d dated entries, want the dot entries too:\n%s", n, out)
 	}
 }
