@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -291,6 +292,23 @@ func bootGrowState(t *testing.T, what string, img image, size, want int64, wantL
 		t.Logf("%s:\n%s", what, grepLines(vm.Console(), "ovroot: gr"))
 		powerOff(t, vm)
 		checkGrownOnHost(t, img.path, size)
-		fsck(t, img, layout.DataLabel)
+		fsckAfterCut(t, img, layout.DataLabel)
 	})
+}
+
+// fsckAfterCut is fsck for a disk whose history holds a power cut: e2fsck
+// -fn must find nothing but what crashFsckProblems leaves out, the
+// superblock's global free block and inode counts, which the kernel
+// recomputes at every mount and does not write back until an unmount our
+// guests never do (seen after a cut during the online resize: the counts
+// of before the new groups). Everything else, per-group counts included,
+// stays a failure.
+func fsckAfterCut(t *testing.T, img image, label string) {
+	t.Helper()
+	p := partition(t, img, label)
+	out, err := exec.Command("e2fsck", "-fn", p).CombinedOutput()
+	if problems := crashFsckProblems(string(out)); len(problems) > 0 || (err != nil && !fsckFindings.Match(out)) {
+		t.Fatalf("e2fsck -fn on %s of %s: %v %q\n%s", label, img.path, err, problems, out)
+	}
+	t.Logf("e2fsck -fn %s: clean but for the global free counts\n%s", label, out)
 }
