@@ -87,6 +87,10 @@ func (c initrdCache) key(o initramfs.Options, ix *kmod.Index) (string, *initramf
 		}
 	}
 	for _, f := range o.Files {
+		if f.Link != "" {
+			fmt.Fprintf(h, "\x00link %s %s\x00", f.Path, f.Link)
+			continue
+		}
 		if err := file(f.Path, f.Mode.Perm(), f.Source); err != nil {
 			return "", nil, err
 		}
