@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -29,8 +28,10 @@ type Boot struct {
 	// OnPseudoFS runs once /proc, /sys and /dev are mounted (the logger
 	// attaches to /dev/kmsg there).
 	OnPseudoFS func()
-	// ModuleWorkers is how many modules load at a time; 0 means one per
-	// CPU.
+	// ModuleWorkers is how many modules load at a time along the
+	// dependency graph; 0 means 1 (list order). Parallel loads measured
+	// slower with -smp 2 under QEMU TCG on a busy 2-core host (README,
+	// Performance), so nothing sets it yet.
 	ModuleWorkers int
 
 	cfg          config.Init
@@ -157,10 +158,9 @@ func (b *Boot) readConfig() {
 
 // loadModules loads the modules the initramfs carries. The list names,
 // for each module, the modules it needs (depends=) and wants loaded first
-// (softdep pre:); a module starts once those are done, with as many loads
-// at a time as the machine has CPUs (finit_module from several threads: the
-// kernel relocates and initialises independent modules in parallel), so
-// one CPU loads them in list order. A module whose dependency failed is
+// (softdep pre:); a module starts once those are done, with ModuleWorkers
+// loads at a time (finit_module from several threads; by default one, in
+// list order). A module whose dependency failed is
 // not tried; a module for a CPU feature this CPU lacks (crc32c-intel
 // without SSE4.2) is not tried either. A driver for hardware this machine
 // lacks (ENODEV: a virtio driver on real hardware) is not a failure; any
@@ -187,10 +187,7 @@ func (b *Boot) loadModules() {
 		}
 		return "this CPU lacks the feature it is for"
 	}
-	workers := b.ModuleWorkers
-	if workers == 0 {
-		workers = runtime.NumCPU()
-	}
+	workers := max(b.ModuleWorkers, 1)
 	out := loadGraph(entries, workers,
 		func(e loadEntry) error { return b.Sys.LoadModule(b.path(e.path)) },
 		func(err error) bool { return errors.Is(err, unix.ENODEV) },
