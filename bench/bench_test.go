@@ -304,7 +304,7 @@ func writeTarball(t *testing.T, dir, out string) {
 // prove which root it runs on, and powers off.
 const realInit = `#!/bin/busybox sh
 echo "` + markerReal + `" > /dev/kmsg
-/bin/busybox dmesg | /bin/busybox grep -e 'Run /init as init process' -e '` + markerReal + `' | /bin/busybox sed 's/^/bench-dmesg: /'
+/bin/busybox dmesg | /bin/busybox grep -e 'Run /init as init process' -e '` + markerReal + `' -e 'ovroot: ' | /bin/busybox sed 's/^/bench-dmesg: /'
 /bin/busybox grep -e ' / overlay ' -e ' /rom squashfs ' -e ' /overlay ext4 ' /proc/mounts | /bin/busybox sed 's/^/bench-mount: /'
 echo ` + markerDone + `
 /bin/busybox sync
@@ -320,7 +320,7 @@ mount -t proc -o nosuid,nodev,noexec proc /proc
 mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
 mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev
 mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
-while read -r m; do insmod "$m" || echo "preinit: insmod $m failed"; done < ` + layout.ModuleLoadList + `
+while read -r m rest; do insmod "$m" || echo "preinit: insmod $m failed"; done < ` + layout.ModuleLoadList + `
 root= data=
 while [ -z "$root" ] || [ -z "$data" ]; do
 	for u in /sys/class/block/*/uevent; do
@@ -363,6 +363,9 @@ func bootRows(t *testing.T, work, ovroot, kdir string) []row {
 	}
 	t.Cleanup(cleanup)
 	cfg.Cmdline += " printk.time=1"
+	// OVROOT_BENCH_SMP: the guest's CPUs (1 by default), for the modules
+	// the init loads in parallel.
+	cfg.CPUs = int(testenv.Int(t, "OVROOT_BENCH_SMP", 1, 1))
 	ovCfg := cfg
 	preCfg := cfg
 	preCfg.Initrd = filepath.Join(work, "preinit.img")
@@ -395,6 +398,7 @@ func bootRows(t *testing.T, work, ovroot, kdir string) []row {
 	for i := 0; i < n; i++ {
 		c := bootOnce(t, ovCfg, fmt.Sprintf("ovroot boot %d", i+1))
 		ov = append(ov, handOver(t, c))
+		logInitTimes(t, c)
 		if m := regexp.MustCompile(`ovroot:.*VmHWM\D{0,20}(\d+)\s*kB`).FindStringSubmatch(c); m != nil {
 			v, _ := strconv.ParseFloat(m[1], 64)
 			rssKB = append(rssKB, v)
@@ -403,8 +407,12 @@ func bootRows(t *testing.T, work, ovroot, kdir string) []row {
 		pre = append(pre, handOver(t, c))
 	}
 	mo, mp := medianF(ov), medianF(pre)
+	smp := ""
+	if cfg.CPUs > 1 {
+		smp = fmt.Sprintf(", -smp %d", cfg.CPUs)
+	}
 	rows = append(rows, row{
-		figure:   fmt.Sprintf("`Run /init` → real init's first line, data formatted (median of %d alternating boots each)", n),
+		figure:   fmt.Sprintf("`Run /init` → real init's first line, data formatted (median of %d alternating boots each%s)", n, smp),
 		ovroot:   fmt.Sprintf("%.3f s %s", mo, spreadF(ov)),
 		baseline: fmt.Sprintf("%.3f s %s", mp, spreadF(pre)),
 		ratio:    fmt.Sprintf("%.2fx", mo/mp),
@@ -470,6 +478,30 @@ var (
 	reReal    = regexp.MustCompile(`bench-dmesg: \[\s*([0-9.]+)\] ` + markerReal)
 )
 
+// logInitTimes logs, for one ovroot boot, the kernel timestamps of the
+// init's lines relative to `Run /init` (the first one is the Go runtime's
+// start-up and the pseudo file systems) and its timing lines.
+func logInitTimes(t *testing.T, console string) {
+	t.Helper()
+	a := reRunInit.FindStringSubmatch(console)
+	if a == nil {
+		return
+	}
+	start, _ := strconv.ParseFloat(a[1], 64)
+	for _, m := range reInitLine.FindAllStringSubmatch(console, -1) {
+		ts, _ := strconv.ParseFloat(m[1], 64)
+		if strings.Contains(m[2], "modules") || strings.Contains(m[2], "ready") || strings.Contains(m[2], "switching") {
+			t.Logf("+%.3f s %s", ts-start, m[2])
+		}
+	}
+	if m := reInitLine.FindStringSubmatch(console); m != nil {
+		ts, _ := strconv.ParseFloat(m[1], 64)
+		t.Logf("+%.3f s first init line: %s", ts-start, m[2])
+	}
+}
+
+var reInitLine = regexp.MustCompile(`bench-dmesg: \[\s*([0-9.]+)\] (ovroot: [^\r\n]*)`)
+
 // handOver is the kernel's time from running /init to the real init's mark.
 func handOver(t *testing.T, console string) float64 {
 	t.Helper()
@@ -523,10 +555,11 @@ func buildPreinit(t *testing.T, ovInitrd, out string) {
 	add := func(r cpio.Record) { files[r.Name] = r }
 	sc := bufio.NewScanner(strings.NewReader(load))
 	for sc.Scan() {
-		p := strings.TrimSpace(sc.Text())
-		if p == "" {
+		f := strings.Fields(sc.Text()) // the path, then what the init schedules by
+		if len(f) == 0 {
 			continue
 		}
+		p := f[0]
 		data, ok := mods[p]
 		if !ok {
 			t.Fatalf("module %s listed in %s is not in the initramfs", p, layout.ModuleLoadList)

@@ -1,8 +1,6 @@
 package boot
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +28,11 @@ type Boot struct {
 	// OnPseudoFS runs once /proc, /sys and /dev are mounted (the logger
 	// attaches to /dev/kmsg there).
 	OnPseudoFS func()
+	// ModuleWorkers is how many modules load at a time along the
+	// dependency graph; 0 means 1 (list order). Parallel loads measured
+	// slower with -smp 2 under QEMU TCG on a busy 2-core host (README,
+	// Performance), so nothing sets it yet.
+	ModuleWorkers int
 
 	cfg          config.Init
 	cmdline      Cmdline
@@ -153,11 +156,17 @@ func (b *Boot) readConfig() {
 	b.cfg = cfg
 }
 
-// loadModules loads the modules the initramfs carries, in the order the host
-// tool resolved (dependencies first). A driver for hardware this machine
-// lacks (ENODEV: crc32c-intel without SSE4.2, a virtio driver on real
-// hardware) is not a failure; any other failure is logged and skipped: the
-// mount that needs the module reports the consequence.
+// loadModules loads the modules the initramfs carries. The list names,
+// for each module, the modules it needs (depends=) and wants loaded first
+// (softdep pre:); a module starts once those are done, with ModuleWorkers
+// loads at a time (finit_module from several threads; by default one, in
+// list order). A module whose dependency failed is
+// not tried; a module for a CPU feature this CPU lacks (crc32c-intel
+// without SSE4.2) is not tried either. A driver for hardware this machine
+// lacks (ENODEV: a virtio driver on real hardware) is not a failure; any
+// other failure is logged and skipped: the mount that needs the module
+// reports the consequence. The lines are logged in list order, whatever
+// order the loads finished in.
 func (b *Boot) loadModules() {
 	list, err := os.ReadFile(b.path(layout.ModuleLoadList))
 	if errors.Is(err, os.ErrNotExist) {
@@ -167,25 +176,46 @@ func (b *Boot) loadModules() {
 		b.Warnf("read module list %s: %v", layout.ModuleLoadList, err)
 		return
 	}
+	entries, problems := parseLoadList(string(list))
+	for _, p := range problems {
+		b.Warnf("module list %s: %s", layout.ModuleLoadList, p)
+	}
+	cpu, cpuErr := os.ReadFile(b.path("/sys/devices/system/cpu/modalias"))
+	skip := func(e loadEntry) string {
+		if len(e.needs) == 0 || cpuErr != nil || cpuMatches(e.needs, strings.TrimSpace(string(cpu))) {
+			return "" // no modalias to check against: try it, as before
+		}
+		return "this CPU lacks the feature it is for"
+	}
+	workers := max(b.ModuleWorkers, 1)
+	out := loadGraph(entries, workers,
+		func(e loadEntry) error { return b.Sys.LoadModule(b.path(e.path)) },
+		func(err error) bool { return errors.Is(err, unix.ENODEV) },
+		skip, b.now)
 	var loaded, absent, failed int
 	var took []moduleTime
-	sc := bufio.NewScanner(bytes.NewReader(list))
-	for sc.Scan() {
-		p := strings.TrimSpace(sc.Text())
-		if p == "" || strings.HasPrefix(p, "#") {
+	for i, o := range out {
+		e := entries[i]
+		base := filepath.Base(e.path)
+		switch {
+		case o.depFail:
+			b.Warnf("module %s: not loaded: it %s", base, o.skipped)
+			failed++
+			continue
+		case o.skipped != "":
+			b.Logf("module %s: not loaded: %s (not needed)", base, o.skipped)
+			absent++
 			continue
 		}
-		t := b.now()
-		err := b.Sys.LoadModule(b.path(p))
-		took = append(took, moduleTime{strings.TrimSuffix(filepath.Base(p), ".ko"), b.now().Sub(t)})
+		took = append(took, moduleTime{strings.TrimSuffix(base, ".ko"), o.took})
 		switch {
-		case err == nil:
+		case o.err == nil:
 			loaded++
-		case errors.Is(err, unix.ENODEV):
-			b.Logf("module %s: no such device on this machine (not needed)", filepath.Base(p))
+		case errors.Is(o.err, unix.ENODEV):
+			b.Logf("module %s: no such device on this machine (not needed)", base)
 			absent++
 		default:
-			b.Warnf("load module %s: %v", p, err)
+			b.Warnf("load module %s: %v", e.path, o.err)
 			failed++
 		}
 	}
@@ -197,6 +227,7 @@ func (b *Boot) loadModules() {
 	if s := slowest(took, 3); s != "" {
 		slow = "; slowest: " + s
 	}
+	slow += fmt.Sprintf("; %d at a time", workers)
 	if failed > 0 {
 		b.Warnf("%s, %d failed%s", summary, failed, slow)
 		return

@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,9 +40,12 @@ type fakeSys struct {
 	// devsAfterReread is what BlockDevices lists once the kernel re-read
 	// the memDisk at disks["vda"] (nil = devs).
 	devsAfterReread []BlockDev
+	mu              sync.Mutex
 }
 
 func (f *fakeSys) rec(format string, args ...any) {
+	f.mu.Lock() // modules load from several goroutines
+	defer f.mu.Unlock()
 	f.calls = append(f.calls, fmt.Sprintf(format, args...))
 }
 
@@ -208,7 +213,7 @@ const overlayOpts = "lowerdir=/rom,upperdir=/overlay/upper,workdir=/overlay/work
 func TestBootFirstBootFormatsBlankData(t *testing.T) {
 	e := &bootEnv{
 		cmdline: "console=ttyS0",
-		modules: []string{"/lib/modules/6.1/kernel/virtio.ko", "/lib/modules/6.1/kernel/virtio_blk.ko"},
+		modules: []string{"/lib/modules/6.1/kernel/virtio.ko", "/lib/modules/6.1/kernel/virtio_blk.ko deps=virtio"},
 		sys:     &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentBlank}},
 	}
 	b, err := e.run(t)
@@ -426,7 +431,7 @@ func TestBootDecisions(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := &bootEnv{cmdline: tc.cmdline, config: tc.config, sys: tc.sys,
-				modules: []string{"/lib/modules/x/crc32c_intel.ko", "/lib/modules/x/ext4.ko"}}
+				modules: []string{"/lib/modules/x/crc32c_intel.ko", "/lib/modules/x/ext4.ko after=crc32c_intel"}}
 			b, err := e.run(t)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
@@ -528,5 +533,47 @@ func TestSlowest(t *testing.T) {
 	}
 	if got := slowest(nil, 3); got != "" {
 		t.Errorf("slowest(nil) = %q, want empty", got)
+	}
+}
+
+// The init's module step through the fake Sys: a module whose dependency
+// failed is not tried and is reported with it, independent ones load, and
+// a module for a CPU feature this CPU lacks is not tried and is no failure.
+func TestLoadModulesGraph(t *testing.T) {
+	sys := &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4},
+		moduleErr: map[string]error{"jbd2.ko": unix.ENOEXEC}}
+	e := &bootEnv{sys: sys, modules: []string{
+		"/lib/modules/x/crc32c-intel.ko needs=cpu:type:x86,ven*fam*mod*:feature:*0094*",
+		"/lib/modules/x/jbd2.ko after=crc32c_intel",
+		"/lib/modules/x/squashfs.ko",
+		"/lib/modules/x/ext4.ko deps=jbd2 after=crc32c_intel",
+	}, setup: func(root string) {
+		os.MkdirAll(filepath.Join(root, "sys/devices/system/cpu"), 0o755)
+		os.WriteFile(filepath.Join(root, "sys/devices/system/cpu/modalias"), []byte("cpu:type:x86,ven0000fam0006mod0006:feature:,0000,0001,0093\n"), 0o644)
+	}}
+	if _, err := e.run(t); err != nil {
+		t.Fatal(err)
+	}
+	var loads []string
+	for _, c := range sys.calls {
+		if strings.HasPrefix(c, "load ") {
+			loads = append(loads, c)
+		}
+	}
+	sort.Strings(loads)
+	if want := []string{"load jbd2.ko", "load squashfs.ko"}; !reflect.DeepEqual(loads, want) {
+		t.Errorf("loads %q, want %q (no crc32c-intel: the CPU lacks SSE4.2; no ext4: jbd2 failed)", loads, want)
+	}
+	for _, w := range []string{
+		"load module /lib/modules/x/jbd2.ko: exec format error",
+		"module ext4.ko: not loaded: it needs jbd2, which did not load",
+		"loaded 1 modules (1 for hardware not present), 2 failed",
+	} {
+		if !e.warned(w) {
+			t.Errorf("no warning %q in %q", w, e.warnings)
+		}
+	}
+	if e.warned("crc32c") {
+		t.Errorf("crc32c-intel warned about: %q", e.warnings)
 	}
 }

@@ -101,12 +101,24 @@ func Build(ctx context.Context, o Options, w io.Writer) (*Report, error) {
 			return nil, err
 		}
 		rep.Release = ix.Release()
+		deps, after := ix.Waits(mods)
 		for _, m := range mods {
 			name := path.Join("lib/modules", rep.Release, m.Path)
 			if err := addFile(name, filepath.Join(o.ModulesDir, filepath.FromSlash(m.Path)), 0o644); err != nil {
 				return nil, fmt.Errorf("module %s: %w", m.Name, err)
 			}
-			fmt.Fprintf(&load, "/%s\n", name)
+			// One line per module (see layout.ModuleLoadList).
+			fmt.Fprintf(&load, "/%s", name)
+			if d := deps[m.Name]; len(d) > 0 {
+				fmt.Fprintf(&load, " deps=%s", strings.Join(d, ","))
+			}
+			if a := after[m.Name]; len(a) > 0 {
+				fmt.Fprintf(&load, " after=%s", strings.Join(a, ","))
+			}
+			for _, a := range m.CPUAliases() {
+				fmt.Fprintf(&load, " needs=%s", a)
+			}
+			load.WriteString("\n")
 			rep.Modules = append(rep.Modules, m.Name)
 		}
 	} else if len(o.Modules) > 0 {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -141,7 +142,24 @@ func TestBuildModules(t *testing.T) {
 		t.Error("two builds from the same inputs differ")
 	}
 	recs := readArchive(t, a.Bytes())
-	load := strings.Fields(content(t, recs[strings.TrimPrefix(layout.ModuleLoadList, "/")]))
+	var load []string
+	waits := map[string]string{} // module file name: the rest of its line
+	for _, line := range strings.Split(strings.TrimSpace(content(t, recs[strings.TrimPrefix(layout.ModuleLoadList, "/")])), "\n") {
+		f := strings.Fields(line)
+		load = append(load, f[0])
+		waits[path.Base(f[0])] = strings.Join(f[1:], " ")
+	}
+	// What the init schedules by: ext4 needs jbd2, mbcache and crc16 and
+	// wants crc32c (softdep pre:) first; jbd2 wants crc32c too.
+	for mod, want := range map[string]string{
+		"ext4.ko":           "deps=crc16,jbd2,mbcache after=crc32c_generic",
+		"jbd2.ko":           "after=crc32c_generic",
+		"crc32c_generic.ko": "",
+	} {
+		if waits[mod] != want {
+			t.Errorf("load list line of %s: %q after the path, want %q", mod, waits[mod], want)
+		}
+	}
 	if len(load) != len(rep.Modules) || len(load) == 0 {
 		t.Fatalf("load list %v, report %v", load, rep.Modules)
 	}

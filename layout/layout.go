@@ -38,7 +38,10 @@ const (
 	// InitConfigPath is the init's TOML config.
 	InitConfigPath = "/etc/ovroot/init.toml"
 	// ModuleLoadList lists module files (paths inside the initramfs), one per
-	// line, in the order the init must load them (dependencies first).
+	// line, in an order the init may load them in (dependencies first). After
+	// the path, space-separated: deps=a,b (modules it needs), after=c
+	// (softdep pre:, loaded first if they load), needs=cpu:... (one per cpu:
+	// alias; the module is for a CPU feature).
 	ModuleLoadList = "/lib/modules/ovroot.load"
 	// E2fsckPath is where the initramfs carries a static e2fsck (Debian's
 	// e2fsck-static) to repair the data partition, when the image has one.

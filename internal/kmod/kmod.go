@@ -287,3 +287,66 @@ func (ix *Index) Closure(names ...string) ([]*Module, error) {
 	}
 	return order, nil
 }
+
+// Waits returns, for each module of order (a Closure), the earlier modules
+// of order it must wait for: deps are its depends= (it cannot load without
+// them), after are its softdep pre: entries and the modules that name it in
+// softdep post: (loaded first when they load at all). Names are normalized
+// and sorted; a module later in order is never named, so the waits form no
+// cycle and order itself respects them.
+func (ix *Index) Waits(order []*Module) (deps, after map[string][]string) {
+	pos := map[string]int{}
+	for i, m := range order {
+		pos[m.Name] = i
+	}
+	deps, after = map[string][]string{}, map[string][]string{}
+	add := func(to map[string][]string, m string, i int, names []string) {
+		for _, n := range names {
+			targets, _ := ix.resolve(n)
+			for _, t := range targets {
+				if j, ok := pos[t]; ok && j < i && !contains(to[m], t) {
+					to[m] = append(to[m], t)
+				}
+			}
+		}
+	}
+	for i, m := range order {
+		add(deps, m.Name, i, m.Depends)
+		add(after, m.Name, i, m.SoftPre)
+		for _, n := range m.SoftPost {
+			targets, _ := ix.resolve(n)
+			for _, t := range targets {
+				if j, ok := pos[t]; ok && j > i && !contains(after[t], m.Name) {
+					after[t] = append(after[t], m.Name)
+				}
+			}
+		}
+	}
+	for _, to := range []map[string][]string{deps, after} {
+		for k := range to {
+			sort.Strings(to[k])
+		}
+	}
+	return deps, after
+}
+
+// CPUAliases are the module's cpu: aliases: a module that has some is for
+// a CPU feature (crc32c-intel for SSE4.2) and does nothing without it.
+func (m *Module) CPUAliases() []string {
+	var out []string
+	for _, a := range m.Aliases {
+		if strings.HasPrefix(a, "cpu:") {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
