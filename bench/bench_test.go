@@ -406,7 +406,7 @@ func bootRows(t *testing.T, work, ovroot, kdir string) []row {
 		c = bootOnce(t, preCfg, fmt.Sprintf("preinit boot %d", i+1))
 		pre = append(pre, handOver(t, c))
 	}
-	mo, mp := medianF(ov), medianF(pre)
+	mo, mp := median(ov), median(pre)
 	smp := ""
 	if cfg.CPUs > 1 {
 		smp = fmt.Sprintf(", -smp %d", cfg.CPUs)
@@ -434,7 +434,7 @@ func bootRows(t *testing.T, work, ovroot, kdir string) []row {
 	rows = append(rows, fr)
 	rr := row{figure: "peak RSS of the init (VmHWM it logs before switch_root)", baseline: "—", ratio: "—", goal: "reported"}
 	if len(rssKB) > 0 {
-		rr.ovroot = fmt.Sprintf("%.1f MiB", medianF(rssKB)/1024)
+		rr.ovroot = fmt.Sprintf("%.1f MiB", median(rssKB)/1024)
 		rr.met = "reported"
 	} else {
 		rr.ovroot, rr.met = "n/a (the init does not log VmHWM)", "n/a"
@@ -718,16 +718,9 @@ func metStr(ok bool) string {
 	return "not met"
 }
 
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func medianF(v []float64) float64 {
+// median is the middle run (the mean of the two middle ones for an even
+// count), of durations or of seconds.
+func median[T time.Duration | float64](v []T) T {
 	s := slices.Clone(v)
 	slices.Sort(s)
 	if len(s)%2 == 1 {
