@@ -32,8 +32,12 @@ type Init struct {
 	FailsafeWindow Duration `toml:"failsafe_window"`
 	// Grow moves the backup GPT to the end of a disk larger than the image
 	// and grows the data partition and its filesystem to fill it, at boot.
-	Grow  bool  `toml:"grow"`
-	Reset Reset `toml:"reset"` // factory reset
+	Grow bool `toml:"grow"`
+	// ConfirmAfter confirms a trial boot of a new root slot once the real
+	// init has run this long; 0 (written "off", the default) leaves it to
+	// an explicit `ovrootctl mark-good`.
+	ConfirmAfter Duration `toml:"confirm_after"`
+	Reset        Reset    `toml:"reset"` // factory reset
 }
 
 // Reset is the [reset] table of the init config: what a factory reset
@@ -186,6 +190,12 @@ type Image struct {
 	// initramfs, started on the console when no root can be built.
 	EmergencyShell bool `toml:"emergency_shell"`
 	Init           Init `toml:"init"`
+	// Slots is 1 (one root partition, rootfs) or 2 (A/B: rootfs_a and
+	// rootfs_b, upgraded with update bundles).
+	Slots int `toml:"slots"`
+	// Board names the hardware the image is for; an update bundle for
+	// another board is refused. "" = "generic".
+	Board string `toml:"board"`
 	// Boot is how firmware starts the image from its disk.
 	Boot Boot `toml:"boot"`
 
@@ -202,6 +212,9 @@ type Boot struct {
 	// EFI/BOOT/BOOT<arch>.EFI; "" = Debian's systemd-boot, found or
 	// fetched by ovroot build. A vendor's build or a signed shim goes here.
 	LoaderFile string `toml:"loader_file"`
+	// Tries is how many trial boots a new root slot gets before the
+	// loader falls back to the other slot; 0 = layout.DefaultTries.
+	Tries int `toml:"tries"`
 }
 
 // Loader is the loader the image boots through: the [boot] loader key, or

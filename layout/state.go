@@ -29,8 +29,10 @@ type State struct {
 	DataFull        bool `json:"data_full,omitempty"`
 	ReserveReleased bool `json:"reserve_released,omitempty"`
 	// Reset is the factory reset performed on this boot, if any.
-	Reset   *ResetRecord `json:"reset,omitempty"`
-	Timings Timings      `json:"timings_ms"`
+	Reset *ResetRecord `json:"reset,omitempty"`
+	// Slot is the root slot booted, in a two-slot image.
+	Slot    *SlotState `json:"slot,omitempty"`
+	Timings Timings    `json:"timings_ms"`
 }
 
 // Timings of the boot phases in milliseconds.
@@ -65,4 +67,42 @@ type ResetRecord struct {
 	Kept        []string  `json:"kept,omitempty"` // keep-list paths that existed and were carried over
 	DurationMS  int64     `json:"duration_ms"`
 	Resumed     bool      `json:"resumed,omitempty"` // finished a reset a power cut interrupted
+}
+
+// SlotState is what the init knows at boot about the slot it booted
+// (State.Slot; nil for a one-slot image).
+type SlotState struct {
+	Slot    Slot   `json:"slot"`
+	BuildID string `json:"build_id,omitempty"` // from ovroot.build=
+	// Trial is set when the loader booted the slot on trial (systemd-boot's
+	// LoaderBootCountPath names a counted entry): the boot must be
+	// confirmed (mark-good, confirm_after) or the slot is abandoned.
+	Trial *Trial `json:"trial,omitempty"`
+	// UpperBuild is the build id the data partition's upper was made on;
+	// UpperOtherBuild says it differs from BuildID.
+	UpperBuild      string `json:"upper_build,omitempty"`
+	UpperOtherBuild bool   `json:"upper_other_build,omitempty"`
+}
+
+// Trial is a counted boot: the entry file as the loader renamed it.
+type Trial struct {
+	Entry string `json:"entry"` // e.g. loader/entries/ovroot-b+2-1.conf
+	Left  int    `json:"tries_left"`
+	Done  int    `json:"tries_done"`
+}
+
+// UpperBuild is MetaDir/UpperBuildFile: the build the upper was made on.
+type UpperBuild struct {
+	BuildID string    `json:"build_id"`
+	Slot    Slot      `json:"slot"`
+	Time    time.Time `json:"time"`
+}
+
+// SlotEvent is one line of MetaDir/SlotLogFile.
+type SlotEvent struct {
+	Time    time.Time `json:"time"`
+	Slot    Slot      `json:"slot"`
+	BuildID string    `json:"build_id,omitempty"`
+	Event   string    `json:"event"` // "trial-failed", "confirmed", "upgraded"
+	Reason  string    `json:"reason,omitempty"`
 }

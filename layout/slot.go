@@ -1,0 +1,69 @@
+package layout
+
+// A/B root slots: an image with two root partitions boots one of them (the
+// boot entry names it on the kernel command line) and keeps the other for
+// the next upgrade. The data partition is shared by both.
+//
+// The boot partition of a two-slot UEFI image:
+//
+//	EFI/BOOT/BOOT<ARCH>.EFI               systemd-boot
+//	loader/loader.conf                    default ovroot-* (the highest version with tries left)
+//	loader/entries/ovroot-a.conf          slot a, confirmed (no counter)
+//	loader/entries/ovroot-b+3.conf        slot b on trial: 3 boots left (systemd-boot boot counting)
+//	slot-a/vmlinuz, slot-a/initrd.img     the kernel and initramfs of slot a
+//	slot-b/vmlinuz, slot-b/initrd.img     those of slot b (written by an upgrade)
+//	ovroot.json                           the image as built (factory slot a)
+
+// Slot names a root slot: "a" or "b".
+type Slot string
+
+const (
+	SlotA Slot = "a"
+	SlotB Slot = "b"
+)
+
+// Slots lists the slots in order.
+var Slots = []Slot{SlotA, SlotB}
+
+// Valid reports whether s is a slot name.
+func (s Slot) Valid() bool { return s == SlotA || s == SlotB }
+
+// Other is the slot that is not s.
+func (s Slot) Other() Slot {
+	if s == SlotA {
+		return SlotB
+	}
+	return SlotA
+}
+
+// Label is the PARTLABEL of the slot's root partition: base_a, base_b
+// (rootfs_a, rootfs_b for the default root label).
+func (s Slot) Label(base string) string { return base + "_" + string(s) }
+
+// Dir is the slot's directory in the boot partition (kernel, initramfs).
+func (s Slot) Dir() string { return "slot-" + string(s) }
+
+// Kernel command line parameters the boot entries of a two-slot image add.
+const (
+	// SlotParam names the slot the entry boots (ovroot.slot=b).
+	SlotParam = "ovroot.slot"
+	// BuildParam is the build id of the slot's root (ovroot.build=<16 hex>).
+	BuildParam = "ovroot.build"
+)
+
+// Files of the slots scheme.
+const (
+	// EntriesDir holds the Boot Loader Spec entries, one per slot.
+	EntriesDir = "loader/entries"
+	// UpperBuildFile (in MetaDir on the data filesystem) is the JSON
+	// UpperBuild record: the build the upper was made on.
+	UpperBuildFile = "upper-build"
+	// SlotLogFile (in MetaDir) is JSON lines of SlotEvent: trial boots
+	// that failed and why, for ovrootctl status.
+	SlotLogFile = "slot-log"
+	// ESPMountDir is where ovrootctl and the init's confirmer mount the
+	// boot partition while they change entries.
+	ESPMountDir = RunDir + "/esp"
+	// DefaultTries is how many trial boots a new slot gets.
+	DefaultTries = 3
+)

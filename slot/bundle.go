@@ -1,0 +1,290 @@
+package slot
+
+import (
+	"archive/tar"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/ovroot/ovroot/layout"
+)
+
+// An update bundle is one uncompressed POSIX tar file:
+//
+//	ovroot-bundle.json   the Manifest (first member)
+//	root.squashfs        the root, written to the inactive slot
+//	vmlinuz              the kernel, to slot-X/ on the boot partition
+//	initrd.img           the initramfs, likewise
+//
+// in that order, each member listed in Manifest.Files with its size and
+// SHA-256. A tar reads as a stream, so a bundle can come from a file, a
+// pipe or a block device.
+const (
+	ManifestName = "ovroot-bundle.json"
+	RootName     = "root.squashfs"
+	// BundleFormat is the manifest's format number; a device refuses a
+	// bundle of a format it does not know.
+	BundleFormat = 1
+)
+
+// BundleMembers is the order of the members after the manifest.
+var BundleMembers = []string{RootName, layout.KernelFile, layout.InitrdFile}
+
+// Manifest describes a bundle.
+type Manifest struct {
+	Format int           `json:"format"`
+	Arch   layout.Arch   `json:"arch"`
+	Board  string        `json:"board"`
+	Loader layout.Loader `json:"loader"`
+	// BuildID is BuildID(sha256 of root.squashfs).
+	BuildID string `json:"build_id"`
+	// Cmdline is the image's kernel command line as built; the entry adds
+	// the slot's parameters (Entry.KernelCmdline).
+	Cmdline       string    `json:"cmdline"`
+	KernelRelease string    `json:"kernel_release,omitempty"`
+	Tries         int       `json:"tries"` // trial boots the new slot gets
+	Created       time.Time `json:"created"`
+	Files         []File    `json:"files"`
+}
+
+// File is one member of a bundle.
+type File struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"` // hex
+}
+
+// File returns the manifest's entry for name.
+func (m Manifest) File(name string) (File, bool) {
+	for _, f := range m.Files {
+		if f.Name == name {
+			return f, true
+		}
+	}
+	return File{}, false
+}
+
+// Check reports what makes m unusable on any device: a format, arch,
+// loader or member list this code does not know, or a build id that does
+// not match the root's checksum.
+func (m Manifest) Check() error {
+	if m.Format != BundleFormat {
+		return fmt.Errorf("bundle format %d, this ovrootctl reads format %d", m.Format, BundleFormat)
+	}
+	if !m.Arch.Valid() {
+		return fmt.Errorf("bundle is for unknown arch %q", m.Arch)
+	}
+	if _, err := layout.ParseLoader(string(m.Loader)); err != nil {
+		return fmt.Errorf("bundle: %w", err)
+	}
+	if m.Tries < 1 || m.Tries > 99 {
+		return fmt.Errorf("bundle gives %d trial boots (want 1 to 99)", m.Tries)
+	}
+	if len(m.Files) != len(BundleMembers) {
+		return fmt.Errorf("bundle lists %d files, want %v", len(m.Files), BundleMembers)
+	}
+	for i, f := range m.Files {
+		if f.Name != BundleMembers[i] {
+			return fmt.Errorf("bundle file %d is %q, want %q", i+1, f.Name, BundleMembers[i])
+		}
+		if f.Size <= 0 {
+			return fmt.Errorf("bundle file %s has size %d", f.Name, f.Size)
+		}
+		if b, err := hex.DecodeString(f.SHA256); err != nil || len(b) != sha256.Size {
+			return fmt.Errorf("bundle file %s: sha256 %q is not a SHA-256 in hex", f.Name, f.SHA256)
+		}
+	}
+	sum, _ := hex.DecodeString(m.Files[0].SHA256)
+	if id := BuildID(sum); m.BuildID != id {
+		return fmt.Errorf("bundle build id %q does not match its root (%s)", m.BuildID, id)
+	}
+	return nil
+}
+
+// Source is one member to write: its name and where its bytes come from.
+type Source struct {
+	Name string
+	Open func() (io.ReadCloser, error)
+}
+
+// WriteBundle writes a bundle to w: m (Files are filled in here, from two
+// passes over each source: one to hash and size, one to copy) and then
+// the sources, which must be BundleMembers in order. m.BuildID is set from
+// the root's checksum.
+func WriteBundle(w io.Writer, m Manifest, srcs []Source) error {
+	if len(srcs) != len(BundleMembers) {
+		return fmt.Errorf("bundle needs %v", BundleMembers)
+	}
+	m.Format = BundleFormat
+	m.Files = nil
+	for i, s := range srcs {
+		if s.Name != BundleMembers[i] {
+			return fmt.Errorf("bundle member %d is %q, want %q", i+1, s.Name, BundleMembers[i])
+		}
+		f, err := hashSource(s)
+		if err != nil {
+			return err
+		}
+		m.Files = append(m.Files, f)
+	}
+	sum, _ := hex.DecodeString(m.Files[0].SHA256)
+	m.BuildID = BuildID(sum)
+	if err := m.Check(); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	data = append(data, '\n')
+	tw := tar.NewWriter(w)
+	hdr := func(name string, size int64) *tar.Header {
+		return &tar.Header{Name: name, Size: size, Mode: 0o644, ModTime: m.Created, Format: tar.FormatPAX, Typeflag: tar.TypeReg}
+	}
+	if err := tw.WriteHeader(hdr(ManifestName, int64(len(data)))); err != nil {
+		return err
+	}
+	if _, err := tw.Write(data); err != nil {
+		return err
+	}
+	for i, s := range srcs {
+		if err := tw.WriteHeader(hdr(s.Name, m.Files[i].Size)); err != nil {
+			return err
+		}
+		r, err := s.Open()
+		if err != nil {
+			return fmt.Errorf("bundle member %s: %w", s.Name, err)
+		}
+		h := sha256.New()
+		n, err := io.Copy(tw, io.TeeReader(r, h))
+		r.Close()
+		if err != nil {
+			return fmt.Errorf("bundle member %s: %w", s.Name, err)
+		}
+		if n != m.Files[i].Size || hex.EncodeToString(h.Sum(nil)) != m.Files[i].SHA256 {
+			return fmt.Errorf("bundle member %s changed while the bundle was written", s.Name)
+		}
+	}
+	return tw.Close()
+}
+
+func hashSource(s Source) (File, error) {
+	r, err := s.Open()
+	if err != nil {
+		return File{}, fmt.Errorf("bundle member %s: %w", s.Name, err)
+	}
+	defer r.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, r)
+	if err != nil {
+		return File{}, fmt.Errorf("bundle member %s: %w", s.Name, err)
+	}
+	return File{Name: s.Name, Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// Reader reads a bundle as a stream.
+type Reader struct {
+	Manifest Manifest
+	tr       *tar.Reader
+	next     int
+}
+
+// NewReader reads the manifest and checks it (Manifest.Check).
+func NewReader(r io.Reader) (*Reader, error) {
+	tr := tar.NewReader(r)
+	h, err := tr.Next()
+	if err != nil {
+		return nil, fmt.Errorf("not an ovroot update bundle (no tar header: %v)", err)
+	}
+	if h.Name != ManifestName {
+		return nil, fmt.Errorf("not an ovroot update bundle (first member is %q, want %s)", h.Name, ManifestName)
+	}
+	if h.Size > 1<<20 {
+		return nil, fmt.Errorf("bundle manifest is %d bytes: too large", h.Size)
+	}
+	data, err := io.ReadAll(tr)
+	if err != nil {
+		return nil, fmt.Errorf("bundle manifest: %w", err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("bundle manifest: %w", err)
+	}
+	if err := m.Check(); err != nil {
+		return nil, err
+	}
+	return &Reader{Manifest: m, tr: tr}, nil
+}
+
+// ErrChecksum is wrapped by every checksum or size mismatch.
+var ErrChecksum = errors.New("checksum mismatch")
+
+// Next returns the next member (in BundleMembers order) as a reader of
+// exactly its manifest size that checks the SHA-256 when it reaches the
+// end: the final Read returns an error wrapping ErrChecksum instead of
+// io.EOF when the bytes differ. io.EOF after the last member.
+func (r *Reader) Next() (File, io.Reader, error) {
+	if r.next >= len(r.Manifest.Files) {
+		return File{}, nil, io.EOF
+	}
+	want := r.Manifest.Files[r.next]
+	h, err := r.tr.Next()
+	if err != nil {
+		return want, nil, fmt.Errorf("bundle member %s: %w", want.Name, err)
+	}
+	if h.Name != want.Name {
+		return want, nil, fmt.Errorf("bundle member %d is %q, the manifest says %q", r.next+1, h.Name, want.Name)
+	}
+	if h.Size != want.Size {
+		return want, nil, fmt.Errorf("bundle member %s is %d bytes, the manifest says %d: %w", want.Name, h.Size, want.Size, ErrChecksum)
+	}
+	r.next++
+	return want, &checkReader{f: want, r: r.tr, h: sha256.New()}, nil
+}
+
+type checkReader struct {
+	f File
+	r io.Reader
+	h interface {
+		io.Writer
+		Sum([]byte) []byte
+	}
+	n int64
+}
+
+func (c *checkReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.h.Write(p[:n])
+	c.n += int64(n)
+	if err == io.EOF {
+		if got := hex.EncodeToString(c.h.Sum(nil)); c.n != c.f.Size || got != c.f.SHA256 {
+			return n, fmt.Errorf("bundle member %s: sha256 %s, the manifest says %s: %w", c.f.Name, got, c.f.SHA256, ErrChecksum)
+		}
+	}
+	return n, err
+}
+
+// Verify reads the whole bundle from r and checks every member against
+// its manifest: the pass a device makes before it changes anything.
+func Verify(r io.Reader) (Manifest, error) {
+	br, err := NewReader(r)
+	if err != nil {
+		return Manifest{}, err
+	}
+	for {
+		_, mr, err := br.Next()
+		if err == io.EOF {
+			return br.Manifest, nil
+		}
+		if err != nil {
+			return br.Manifest, err
+		}
+		if _, err := io.Copy(io.Discard, mr); err != nil {
+			return br.Manifest, err
+		}
+	}
+}
