@@ -36,8 +36,8 @@ type Init struct {
 	// ConfirmAfter confirms a trial boot of a new root slot once the real
 	// init has run this long; 0 (written "off", the default) leaves it to
 	// an explicit `ovrootctl mark-good`.
-	ConfirmAfter Duration `toml:"confirm_after"`
-	Reset        Reset    `toml:"reset"` // factory reset
+	ConfirmAfter OffDuration `toml:"confirm_after"`
+	Reset        Reset       `toml:"reset"` // factory reset
 }
 
 // Reset is the [reset] table of the init config: what a factory reset
@@ -101,6 +101,9 @@ func (c Init) validate(file, prefix string) error {
 	}
 	if c.FailsafeWindow.D() > time.Minute {
 		return bad("failsafe_window", "%s is too long (at most 1m: it delays every boot)", c.FailsafeWindow)
+	}
+	if c.ConfirmAfter.D() != 0 && (c.ConfirmAfter.D() < time.Second || c.ConfirmAfter.D() > 24*time.Hour) {
+		return bad("confirm_after", "%s is out of range (want \"off\", or 1s to 24h)", c.ConfirmAfter)
 	}
 	if c.OnCorrupt != "keep" && c.OnCorrupt != "format" {
 		return bad("on_corrupt", "%q is not one of keep, format", c.OnCorrupt)
@@ -406,11 +409,28 @@ func (im *Image) Validate() error {
 	if im.Boot.LoaderFile != "" && im.Loader() != layout.LoaderUEFI {
 		return bad("boot.loader_file", "is a UEFI loader binary, but the image boots through %s (set loader = \"uefi\" or leave loader_file out)", im.Loader())
 	}
+	switch im.Slots {
+	case 0, 1:
+	case 2:
+		if im.Loader() != layout.LoaderUEFI {
+			return bad("slots", "2 needs loader uefi (the image boots through %s): U-Boot boot counting is not implemented yet", im.Loader())
+		}
+	default:
+		return bad("slots", "%d is not 1 or 2", im.Slots)
+	}
+	if im.Board != "" && !boardRE.MatchString(im.Board) {
+		return bad("board", "%q is not a board name (lower-case letters, digits, '.', '_' and '-', at most 64)", im.Board)
+	}
+	if im.Boot.Tries < 0 || im.Boot.Tries > 99 {
+		return bad("boot.tries", "%d is out of range (want 1 to 99; 0 = %d)", im.Boot.Tries, layout.DefaultTries)
+	}
 	if err := im.Init.validate(file, "init."); err != nil {
 		return withLine(err, im.src)
 	}
 	return nil
 }
+
+var boardRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
 var typeErrRE = regexp.MustCompile(`line (\d+) \(last key "([^"]*)"\): (.*)`)
 

@@ -95,3 +95,33 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 // MarshalText implements encoding.TextMarshaler.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// OffDuration is a duration that may be turned off: "off" (or "0") is 0.
+type OffDuration Duration
+
+// D is the duration; 0 = off.
+func (d OffDuration) D() time.Duration { return time.Duration(d) }
+
+func (d OffDuration) String() string {
+	if d == 0 {
+		return "off"
+	}
+	return time.Duration(d).String()
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *OffDuration) UnmarshalText(b []byte) error {
+	if s := string(b); s == "off" || s == "0" {
+		*d = 0
+		return nil
+	}
+	var v Duration
+	if err := v.UnmarshalText(b); err != nil {
+		return fmt.Errorf("%v, or \"off\"", err)
+	}
+	*d = OffDuration(v)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d OffDuration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }

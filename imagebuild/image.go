@@ -21,6 +21,7 @@ import (
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/google/uuid"
 	"github.com/ovroot/ovroot/layout"
+	"github.com/ovroot/ovroot/slot"
 )
 
 // Spec is what goes into an image.
@@ -40,13 +41,22 @@ type Spec struct {
 	RootSize      int64 // 0 = the squashfs rounded up to 1 MiB
 	DataSize      int64
 	KernelRelease string
-	Add           []Addition // host files added to the root unless it has them
+	// Slots is 1 (one root partition) or 2 (A/B: rootfs_a holds the
+	// squashfs, rootfs_b waits for the first upgrade); 0 = 1.
+	Slots int
+	Board string // the hardware the image is for (ovroot.json, bundles)
+	Tries int    // trial boots a new slot gets (bundles)
+	// Bundle, when set, is where an update bundle of the same root,
+	// kernel and initramfs is written (two-slot images only).
+	Bundle string
+	Add    []Addition // host files added to the root unless it has them
 	// Pending, when set, is waited for once the squashfs is made and
 	// before Initramfs is read; it returns the kernel release to record
 	// when KernelRelease is "". BuildImage makes the initramfs with it
 	// while mksquashfs runs (they need nothing of each other). An error
 	// from it fails the build.
 	Pending  func() (kernelRelease string, err error)
+	buildID  string // set by Build for a two-slot image
 	Log      func(format string, args ...any)
 	Progress io.Writer // a terminal for status lines during long steps; nil = quiet
 }
@@ -62,6 +72,13 @@ type BootInfo struct {
 	// Loader is what boots the image from its disk (uefi, uboot, none);
 	// absent in images built before loaders, which boot as none.
 	Loader layout.Loader `json:"loader,omitempty"`
+	// Two-slot images: the slot count, the board, the build id of the
+	// factory root (slot a) and the trial boots an upgrade gets. Absent
+	// in one-slot images.
+	Slots   int    `json:"slots,omitempty"`
+	Board   string `json:"board,omitempty"`
+	BuildID string `json:"build_id,omitempty"`
+	Tries   int    `json:"tries,omitempty"`
 }
 
 // Partition is one partition of an image.
@@ -76,6 +93,8 @@ type Partition struct {
 // Result describes a built image.
 type Result struct {
 	Partitions    []Partition
+	BuildID       string // two-slot images: slot.BuildID of the squashfs
+	BundleBytes   int64  // the update bundle's size, when one was written
 	SquashfsBytes int64
 	Entries       int // rootfs entries, the root directory included
 }
@@ -248,6 +267,25 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 	if s.Loader == "" {
 		s.Loader = layout.LoaderNone
 	}
+	switch s.Slots {
+	case 0, 1:
+		s.Slots = 1
+		if s.Bundle != "" {
+			return nil, errors.New("an update bundle is for two-slot images (slots = 2): a one-slot image has no slot to write it to")
+		}
+	case 2:
+		if s.Loader != layout.LoaderUEFI {
+			return nil, fmt.Errorf("slots = 2 needs loader uefi (boot counting through systemd-boot); loader %s has none here", s.Loader)
+		}
+		if s.Tries == 0 {
+			s.Tries = layout.DefaultTries
+		}
+		if s.Board == "" {
+			s.Board = DefaultBoard
+		}
+	default:
+		return nil, fmt.Errorf("slots = %d: want 1 or 2", s.Slots)
+	}
 	if err := s.Arch.Supports(s.Loader); err != nil {
 		return nil, fmt.Errorf("loader: %w", err)
 	}
@@ -262,6 +300,16 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 	out, err := CheckOutput(out, []Input{{"kernel", s.Kernel}, {"initramfs", s.Initramfs}, {"rootfs", s.Rootfs}, {"loader file", s.LoaderFile}})
 	if err != nil {
 		return nil, err
+	}
+	if s.Bundle != "" {
+		b, err := CheckOutput(s.Bundle, []Input{{"kernel", s.Kernel}, {"initramfs", s.Initramfs}, {"rootfs", s.Rootfs}, {"loader file", s.LoaderFile}, {"image", out}})
+		if err != nil {
+			return nil, fmt.Errorf("update bundle: %w", err)
+		}
+		if b == out {
+			return nil, fmt.Errorf("update bundle %s is the image's output too", s.Bundle)
+		}
+		s.Bundle = b
 	}
 	tmp, err := os.MkdirTemp("", "ovroot-image-")
 	if err != nil {
@@ -303,6 +351,10 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 	rootSize := s.RootSize
 	if rootSize == 0 {
 		rootSize = roundUp(sqSize, mib)
+		if s.Slots == 2 {
+			// Room for the roots of later upgrades: half as much again.
+			rootSize = roundUp(sqSize+sqSize/2, mib)
+		}
 	} else if rootSize < sqSize {
 		return nil, fmt.Errorf("root_size %d bytes is smaller than the squashfs (%d bytes)", rootSize, sqSize)
 	}
@@ -310,6 +362,22 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 		{Index: 1, Label: layout.BootLabel, TypeGUID: layout.ESPTypeGUID, Size: roundUp(s.BootSize, mib)},
 		{Index: 2, Label: layout.RootLabel, TypeGUID: s.Arch.RootTypeGUID(), Size: roundUp(rootSize, mib)},
 		{Index: 3, Label: layout.DataLabel, TypeGUID: layout.LinuxDataTypeGUID, Size: roundUp(s.DataSize, mib)},
+	}
+	var buildID string
+	if s.Slots == 2 {
+		sum := sha256.New()
+		if err := hashFile(ctx, sum, sqfs); err != nil {
+			return nil, err
+		}
+		buildID = slot.BuildID(sum.Sum(nil))
+		s.buildID = buildID
+		parts = []Partition{
+			parts[0],
+			{Index: 2, Label: layout.SlotA.Label(layout.RootLabel), TypeGUID: s.Arch.RootTypeGUID(), Size: roundUp(rootSize, mib)},
+			{Index: 3, Label: layout.SlotB.Label(layout.RootLabel), TypeGUID: s.Arch.RootTypeGUID(), Size: roundUp(rootSize, mib)},
+			{Index: 4, Label: layout.DataLabel, TypeGUID: layout.LinuxDataTypeGUID, Size: roundUp(s.DataSize, mib)},
+		}
+		logf("slots: 2 (a holds build %s; each slot %d MiB)", buildID, roundUp(rootSize, mib)/mib)
 	}
 	off := int64(gptReserve)
 	for i := range parts {
@@ -321,6 +389,9 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 	// GUIDs derived from the inputs, so the same inputs give the same bytes.
 	seed := sha256.New()
 	fmt.Fprintf(seed, "%s\x00%s\x00%d\x00%d\x00%d\x00%s\x00", s.Arch, s.Cmdline, s.BootSize, rootSize, s.DataSize, s.Loader)
+	if s.Slots == 2 {
+		fmt.Fprintf(seed, "slots=2\x00%s\x00%d\x00", s.Board, s.Tries)
+	}
 	for _, p := range []string{s.Kernel, s.Initramfs, sqfs, s.LoaderFile} {
 		if p == "" {
 			continue
@@ -362,7 +433,16 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 		return nil, fmt.Errorf("rename %s to %s: %w", partial, out, err)
 	}
 	complete = true
-	return &Result{Partitions: parts, SquashfsBytes: sqSize, Entries: entries}, nil
+	res := &Result{Partitions: parts, SquashfsBytes: sqSize, Entries: entries, BuildID: buildID}
+	if s.Bundle != "" {
+		n, err := writeBundle(ctx, s, sqfs)
+		if err != nil {
+			return nil, fmt.Errorf("update bundle %s: %w", s.Bundle, err)
+		}
+		res.BundleBytes = n
+		logf("bundle: %s, %d bytes, build %s", s.Bundle, n, buildID)
+	}
+	return res, nil
 }
 
 // writeImage writes the GPT, the boot partition and the squashfs into a new
@@ -539,7 +619,20 @@ func writeBoot(d *disk.Disk, s Spec) error {
 	if err != nil {
 		return err
 	}
-	info, err := json.MarshalIndent(BootInfo{Arch: s.Arch, Cmdline: s.Cmdline, Kernel: layout.KernelFile, Initrd: layout.InitrdFile, KernelRelease: s.KernelRelease, Loader: s.Loader}, "", "  ")
+	bi := BootInfo{Arch: s.Arch, Cmdline: s.Cmdline, Kernel: layout.KernelFile, Initrd: layout.InitrdFile, KernelRelease: s.KernelRelease, Loader: s.Loader}
+	loaderFiles := LoaderFiles(s.Arch, s.Loader, s.Cmdline, s.KernelRelease, s.LoaderFile)
+	if s.Slots == 2 {
+		var direct slot.Entry
+		loaderFiles, direct = slotLoaderFiles(s)
+		bi.Kernel = layout.SlotA.Dir() + "/" + layout.KernelFile
+		bi.Initrd = layout.SlotA.Dir() + "/" + layout.InitrdFile
+		// What `ovroot run --direct` hands the kernel: slot a, as the
+		// loader would, without ovroot.loader= (no loader started it).
+		direct.Loader = ""
+		bi.Cmdline = direct.KernelCmdline()
+		bi.Slots, bi.Board, bi.BuildID, bi.Tries = 2, s.Board, s.buildID, s.Tries
+	}
+	info, err := json.MarshalIndent(bi, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -582,7 +675,7 @@ func writeBoot(d *disk.Disk, s Spec) error {
 		// Reproducible: fixed times keep the same inputs the same bytes.
 		return fs.Chtimes("/"+name, fatEpoch, fatEpoch, fatEpoch)
 	}
-	for _, c := range []struct{ name, src string }{{layout.KernelFile, s.Kernel}, {layout.InitrdFile, s.Initramfs}} {
+	for _, c := range []struct{ name, src string }{{bi.Kernel, s.Kernel}, {bi.Initrd, s.Initramfs}} {
 		src, err := os.Open(c.src)
 		if err != nil {
 			return err
@@ -593,7 +686,7 @@ func writeBoot(d *disk.Disk, s Spec) error {
 			return err
 		}
 	}
-	for _, b := range LoaderFiles(s.Arch, s.Loader, s.Cmdline, s.KernelRelease, s.LoaderFile) {
+	for _, b := range loaderFiles {
 		var r io.Reader = bytes.NewReader(b.Data)
 		if b.Source != "" {
 			f, err := os.Open(b.Source)

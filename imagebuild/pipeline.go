@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/ovroot/ovroot/config"
@@ -43,6 +44,9 @@ type Options struct {
 	// by a hash of all they carry (see initrdCache); "" = "initramfs" in
 	// gobuild.CacheDir(), "off" = build every time.
 	InitramfsCache string
+	// Bundle, when set, is where the update bundle of a two-slot image is
+	// written too.
+	Bundle string
 }
 
 // ImageResult summarizes BuildImage.
@@ -56,6 +60,7 @@ type ImageResult struct {
 	// LoaderFile is the UEFI loader binary on the ESP; "" = none.
 	LoaderFile string
 	Ctl        string // what was done about ovrootctl
+	Board      string // two-slot images
 }
 
 // CtlPath is where an image gets ovrootctl when its rootfs has none.
@@ -78,6 +83,18 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 	if _, err := CheckOutput(out, []Input{{"image spec", im.File()}, {"kernel", im.Kernel}, {"modules directory", im.ModulesDir},
 		{"rootfs", im.Rootfs}, {"e2fsck", e2fsckInput(im.E2fsck)}, {"init binary", o.InitBinary}, {"loader file", im.Boot.LoaderFile}}); err != nil {
 		return nil, err
+	}
+	if im.Slots == 2 {
+		// A copy: the caller's image keeps the modules it named.
+		mods := append([]string(nil), im.Modules...)
+		for _, m := range SlotModules {
+			if !slices.Contains(mods, m) {
+				mods = append(mods, m)
+			}
+		}
+		cp := *im
+		cp.Modules = mods
+		im = &cp
 	}
 	ix, err := checkPieces(ctx, im, o, logf)
 	if err != nil {
@@ -215,6 +232,10 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		BootSize:    int64(im.BootSize),
 		RootSize:    int64(im.RootSize),
 		DataSize:    int64(im.DataSize),
+		Slots:       im.Slots,
+		Board:       im.Board,
+		Tries:       im.Boot.Tries,
+		Bundle:      o.Bundle,
 		Pending:     wait,
 		Add:         adds,
 		Log:         logf,
@@ -230,6 +251,12 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 	}
 	logf("image: %s in %s", out, time.Since(t).Round(time.Millisecond))
 	r := &ImageResult{Result: res, Path: out, Modules: rep.Modules, E2fsck: e2fsck, Ctl: "off (ctl = false)", Loader: im.Loader(), LoaderFile: loaderFile}
+	if im.Slots == 2 {
+		r.Board = im.Board
+		if r.Board == "" {
+			r.Board = DefaultBoard
+		}
+	}
 	if len(adds) > 0 {
 		r.Ctl = adds[0].Note
 	}

@@ -22,6 +22,8 @@ type imageFlags struct {
 	modules                                                      stringList
 	initBinary, e2fsck                                           string
 	loader, loaderFile                                           string
+	board                                                        string
+	slots                                                        int
 	noCtl                                                        bool
 }
 
@@ -41,6 +43,8 @@ func (f *imageFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.e2fsck, "e2fsck", "", "static e2fsck for the arch, carried to repair the data partition; default: found or fetched, \"none\" = without (image.toml: e2fsck)")
 	fs.StringVar(&f.loader, "loader", "", "how firmware boots the image: uefi, uboot or none; default uefi for x86_64 and arm64 (image.toml: [boot] loader)")
 	fs.StringVar(&f.loaderFile, "loader-file", "", "UEFI loader binary for the ESP (a vendor's systemd-boot, a signed shim); default: Debian's systemd-boot, found or fetched (image.toml: [boot] loader_file)")
+	fs.IntVar(&f.slots, "slots", 0, "root slots: 1, or 2 for A/B upgrades with update bundles (image.toml: slots)")
+	fs.StringVar(&f.board, "board", "", "the hardware the image is for; bundles for another board are refused (image.toml: board)")
 	fs.BoolVar(&f.noCtl, "no-ctl", false, "do not add ovrootctl at "+imagebuild.CtlPath+" when the rootfs has none (image.toml: ctl = false)")
 }
 
@@ -88,6 +92,10 @@ func (f *imageFlags) apply(im *config.Image) (*config.Image, error) {
 	set(&im.E2fsck, f.e2fsck)
 	set(&im.Boot.Loader, f.loader)
 	set(&im.Boot.LoaderFile, f.loaderFile)
+	set(&im.Board, f.board)
+	if f.slots != 0 {
+		im.Slots = f.slots
+	}
 	if f.noCtl {
 		im.Ctl = false
 	}
@@ -119,20 +127,40 @@ func runBuild(c Context, ctx context.Context, args []string) error {
 		"ovroot build --arch arm64 --kernel vmlinuz --modules lib/modules/6.1.0-56-arm64 --rootfs rootfs.tar.gz -o disk.img")
 	var f imageFlags
 	f.register(fs)
-	out := fs.String("o", "", "disk image to write (required)")
+	out := fs.String("o", "", "disk image to write (required unless --update)")
+	update := fs.String("update", "", "also write an update bundle of the root, kernel and initramfs to this file, for `ovrootctl upgrade` (two-slot images)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	if *out == "" {
+	if *out == "" && *update == "" {
 		return fmt.Errorf("%w: -o disk.img is required", ErrUsage)
 	}
 	im, err := f.image()
 	if err != nil {
 		return err
 	}
-	res, err := imagebuild.BuildImage(ctx, im, *out, imagebuild.Options{InitBinary: f.initBinary, Log: c.logf, Progress: c.terminal()})
+	if *update != "" && im.Slots != 2 {
+		return fmt.Errorf("--update: an update bundle is for two-slot images: set slots = 2 (or --slots 2); this image has one root slot")
+	}
+	imageOut := *out
+	if imageOut == "" {
+		// Only the bundle was asked for: the image is made beside it and
+		// dropped (it costs a GPT and a boot partition; the squashfs is
+		// made once for both).
+		dir, err := os.MkdirTemp(filepath.Dir(*update), ".ovroot-update-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		imageOut = filepath.Join(dir, "disk.img")
+	}
+	res, err := imagebuild.BuildImage(ctx, im, imageOut, imagebuild.Options{InitBinary: f.initBinary, Log: c.logf, Progress: c.terminal(), Bundle: *update})
 	if err != nil {
 		return err
+	}
+	if *out == "" {
+		fmt.Fprintf(c.Stdout, "update bundle %s: build %s, %d bytes (%s, board %s)\n", *update, res.BuildID, res.BundleBytes, im.Arch, res.Board)
+		return nil
 	}
 	printSummary(c.Stdout, im, res)
 	return nil

@@ -37,6 +37,12 @@ func printSummary(w io.Writer, im *config.Image, res *imagebuild.ImageResult) {
 	if loader != "" {
 		fmt.Fprintf(w, "  loader: %s\n", loader)
 	}
+	if res.BuildID != "" {
+		fmt.Fprintf(w, "  slots: a (build %s, confirmed) and b (empty until an upgrade); board %s\n", res.BuildID, res.Board)
+	}
+	if res.BundleBytes > 0 {
+		fmt.Fprintf(w, "  update bundle: build %s, %s\n", res.BuildID, human(res.BundleBytes))
+	}
 	fmt.Fprintf(w, "  e2fsck: %s\n  ovrootctl: %s\n  modules: %s\n", e2fsck, res.Ctl, strings.Join(res.Modules, " "))
 	fmt.Fprintf(w, "boot it: ovroot run %s\n", shellWord(res.Path))
 }

@@ -1,0 +1,108 @@
+package imagebuild
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ovroot/ovroot/layout"
+	"github.com/ovroot/ovroot/slot"
+)
+
+// DefaultBoard is the board of an image that names none.
+const DefaultBoard = "generic"
+
+// SlotModules are the modules a two-slot image loads at boot besides its
+// own: efivarfs, for the init to read which entry systemd-boot counted
+// (LoaderBootCountPath), and vfat with the character sets ovrootctl mounts
+// the boot partition with (codepage 437, iocharset utf8), so mark-good and
+// upgrade can change the boot entries after switch_root, when the
+// initramfs and its modules are gone.
+var SlotModules = []string{"efivarfs", "vfat", "nls_cp437", "nls_utf8"}
+
+// SlotsLoaderConf is loader.conf of a two-slot image: systemd-boot boots
+// the first entry matching slot.DefaultPattern in its order, which puts
+// entries with no tries left last and the highest version first.
+func SlotsLoaderConf() string {
+	return "timeout 0\neditor no\ndefault " + slot.DefaultPattern + "\n"
+}
+
+// slotLoaderFiles is the boot partition of a two-slot image besides the
+// kernel and initramfs (in slot-a/): systemd-boot, loader.conf, and the
+// confirmed entry of slot a, generation 1. It returns slot a's entry too.
+func slotLoaderFiles(s Spec) ([]BootFile, slot.Entry) {
+	e := slot.Entry{Slot: layout.SlotA, Generation: 1, BuildID: s.buildID, Options: s.Cmdline, Loader: s.Loader, Release: s.KernelRelease}
+	name := slot.Name{Slot: layout.SlotA}.FileName()
+	return []BootFile{
+		{Name: s.Arch.EFIBootFile(), Source: s.LoaderFile},
+		{Name: layout.LoaderConfFile, Data: []byte(SlotsLoaderConf())},
+		{Name: layout.EntriesDir + "/" + name, Data: []byte(e.Text())},
+	}, e
+}
+
+// bundleTime is every bundle's creation time and tar member time, so the
+// same inputs give the same bundle bytes.
+var bundleTime = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// writeBundle writes the update bundle of a two-slot build to s.Bundle:
+// written beside it and renamed when complete, so a failed build leaves
+// what was there. It returns the bundle's size.
+func writeBundle(ctx context.Context, s Spec, sqfs string) (int64, error) {
+	if s.buildID == "" {
+		return 0, errors.New("no build id: not a two-slot build")
+	}
+	f, err := os.CreateTemp(filepath.Dir(s.Bundle), "."+filepath.Base(s.Bundle)+".partial-")
+	if err != nil {
+		return 0, err
+	}
+	done := false
+	defer func() {
+		if !done {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	open := func(p string) func() (io.ReadCloser, error) {
+		return func() (io.ReadCloser, error) {
+			f, err := os.Open(p)
+			if err != nil {
+				return nil, err
+			}
+			return readCloser{ctxReader{ctx, f}, f}, nil
+		}
+	}
+	m := slot.Manifest{Arch: s.Arch, Board: s.Board, Loader: s.Loader, Cmdline: s.Cmdline,
+		KernelRelease: s.KernelRelease, Tries: s.Tries, Created: bundleTime}
+	err = slot.WriteBundle(f, m, []slot.Source{
+		{Name: slot.RootName, Open: open(sqfs)},
+		{Name: layout.KernelFile, Open: open(s.Kernel)},
+		{Name: layout.InitrdFile, Open: open(s.Initramfs)},
+	})
+	if err != nil {
+		return 0, err
+	}
+	if err := f.Sync(); err != nil {
+		return 0, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if err := f.Close(); err != nil {
+		return 0, err
+	}
+	if err := os.Rename(f.Name(), s.Bundle); err != nil {
+		return 0, fmt.Errorf("rename to %s: %w", s.Bundle, err)
+	}
+	done = true
+	return fi.Size(), nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
