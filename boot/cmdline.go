@@ -2,6 +2,7 @@ package boot
 
 import (
 	"fmt"
+	"github.com/ovroot/ovroot/layout"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +26,11 @@ type Cmdline struct {
 	// Failsafe boots the factory root with a RAM upper and the data
 	// partition read-only (ovroot.failsafe=1).
 	Failsafe bool
+	// Slot is the root slot the boot entry names (ovroot.slot=a|b);
+	// "" for a one-slot image.
+	Slot layout.Slot
+	// BuildID is the build id of that slot's root (ovroot.build=).
+	BuildID string
 	// Params holds every parameter as given, last one wins (flags map to "").
 	Params map[string]string
 }
@@ -63,6 +69,18 @@ func parseCmdline(s string) (c Cmdline, problems []string) {
 			if p := parseFlag(key, val, &c.Failsafe); p != "" {
 				problems = append(problems, p)
 			}
+		case layout.SlotParam:
+			if sl := layout.Slot(val); sl.Valid() {
+				c.Slot = sl
+			} else {
+				problems = append(problems, fmt.Sprintf("%s=%q: want a or b, ignored", key, val))
+			}
+		case layout.BuildParam:
+			if val == "" || len(val) > 64 || strings.Trim(val, "0123456789abcdef") != "" {
+				problems = append(problems, fmt.Sprintf("%s=%q: want a build id (lower-case hex), ignored", key, val))
+				continue
+			}
+			c.BuildID = val
 		case "ovroot.reset_step_delay":
 			d, err := time.ParseDuration(val)
 			if err != nil || d < 0 || d > time.Minute {

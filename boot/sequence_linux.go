@@ -33,6 +33,8 @@ type Boot struct {
 	// slower with -smp 2 under QEMU TCG on a busy 2-core host (README,
 	// Performance), so nothing sets it yet.
 	ModuleWorkers int
+	// Reboot restarts the machine (FailTrial); nil = sync and reboot(2).
+	Reboot func() error
 
 	cfg          config.Init
 	cmdline      Cmdline
@@ -73,6 +75,7 @@ func (b *Boot) Run() error {
 	b.fault("after-modules")
 	b.askForReset()    // kernel command line, reset button
 	b.askForFailsafe() // kernel command line, console key
+	b.readSlot()       // A/B: which root, and is it on trial
 
 	t := b.now()
 	root, data, err := b.waitForPartitions()
@@ -262,7 +265,8 @@ func (b *Boot) waitForPartitions() (root BlockDev, data *BlockDev, err error) {
 		b.Logf("rootdelay: waiting %s before looking for partitions", d)
 		b.sleep(d)
 	}
-	labels := []string{b.cfg.RootLabel, b.cfg.DataLabel}
+	rootLabel := b.rootLabel()
+	labels := []string{rootLabel, b.cfg.DataLabel}
 	timeout := b.cfg.DeviceTimeout.D()
 	start := b.now()
 	b.Logf("waiting for PARTLABEL %s (timeout %s%s)", strings.Join(labels, ", "), timeout, map[bool]string{true: ", rootwait", false: ""}[b.cmdline.RootWait])
@@ -280,19 +284,23 @@ func (b *Boot) waitForPartitions() (root BlockDev, data *BlockDev, err error) {
 			b.repairPartitionTables(devs) // a primary GPT cut mid-write
 		}
 		elapsed := b.now().Sub(start)
-		rootDev, haveRoot := sel.Found[b.cfg.RootLabel]
+		rootDev, haveRoot := sel.Found[rootLabel]
 		if len(sel.Missing) == 0 || (elapsed >= timeout && (haveRoot || !b.cmdline.RootWait)) {
 			for _, w := range sel.Warnings {
 				b.Warnf("%s", w)
 			}
 			if !haveRoot {
+				what := rootLabel
+				if b.cmdline.Slot != "" {
+					what += " (the root of slot " + string(b.cmdline.Slot) + ")"
+				}
 				return root, nil, fmt.Errorf("no partition labelled %s after %s; block devices: %s",
-					b.cfg.RootLabel, timeout, describeDevices(devs))
+					what, timeout, describeDevices(devs))
 			}
 			b.state.RootDevice = rootDev.Path()
 			if d, ok := sel.Found[b.cfg.DataLabel]; ok {
 				b.state.DataDevice = d.Path()
-				b.Logf("found %s=%s %s=%s in %d ms", b.cfg.RootLabel, rootDev.Path(), b.cfg.DataLabel, d.Path(), ms(elapsed))
+				b.Logf("found %s=%s %s=%s in %d ms", rootLabel, rootDev.Path(), b.cfg.DataLabel, d.Path(), ms(elapsed))
 				return rootDev, &d, nil
 			}
 			b.Warnf("no partition labelled %s after %s; block devices: %s", b.cfg.DataLabel, timeout, describeDevices(devs))

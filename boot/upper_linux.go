@@ -45,6 +45,7 @@ func (b *Boot) mountRoot(data *BlockDev) error {
 		return err
 	}
 	if persistent {
+		b.recordUpperBuild()
 		b.collectTrash()
 	}
 	return nil

@@ -14,15 +14,15 @@ import (
 )
 
 // DefaultBoard is the board of an image that names none.
-const DefaultBoard = "generic"
+const DefaultBoard = slot.DefaultBoard
 
 // SlotModules are the modules a two-slot image loads at boot besides its
 // own: efivarfs, for the init to read which entry systemd-boot counted
 // (LoaderBootCountPath), and vfat with the character sets ovrootctl mounts
-// the boot partition with (codepage 437, iocharset utf8), so mark-good and
+// the boot partition with (codepage 437, iocharset ascii), so mark-good and
 // upgrade can change the boot entries after switch_root, when the
 // initramfs and its modules are gone.
-var SlotModules = []string{"efivarfs", "vfat", "nls_cp437", "nls_utf8"}
+var SlotModules = []string{"efivarfs", "vfat", "nls_cp437", "nls_ascii"}
 
 // SlotsLoaderConf is loader.conf of a two-slot image: systemd-boot boots
 // the first entry matching slot.DefaultPattern in its order, which puts

@@ -34,6 +34,11 @@ func main() {
 		// success the real init replaces this process and nothing returns.
 		err := b.Attempt()
 		log.Errorf("cannot build a root (attempt %d): %v", attempt, err)
+		if b.InTrial() {
+			// A new root slot on trial: reboot, so the loader counts the
+			// try and falls back to the other slot when none are left.
+			b.FailTrial(err) // returns only if the reboot failed
+		}
 		boot.Rescue(log, b.Sys) // emergency shell, or a pause; then try again
 	}
 }

@@ -27,7 +27,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// exitAtOnce in a root makes the agent exit as soon as it starts: a root
+// whose init dies, which the kernel answers with a panic (and, with
+// panic=, a reboot).
+const exitAtOnce = "/etc/ovroot-test/exit-at-once"
+
 func main() {
+	if _, err := os.Stat(exitAtOnce); err == nil {
+		fmt.Println("GUEST: exiting at once (" + exitAtOnce + ")")
+		os.Exit(1)
+	}
 	quietConsole()
 	fmt.Printf("GUEST: ready pid=%d\n", os.Getpid())
 	in := bufio.NewScanner(os.Stdin)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ovroot/ovroot/layout"
+	"github.com/ovroot/ovroot/slot"
 )
 
 // Context is one invocation of ovrootctl.
@@ -26,6 +27,8 @@ type Context struct {
 	// Now and Reboot replace the clock and the reboot in tests.
 	Now    func() time.Time
 	Reboot func() error
+	// Mounter mounts the boot partition (A/B commands); nil = mount(2).
+	Mounter slot.Mounter
 }
 
 const usage = `usage: ovrootctl <command> [flags]
@@ -35,6 +38,10 @@ commands:
   changes [--json]  what differs from the factory root: added, modified, deleted paths
   factory-reset [--reboot] [--cancel]
                     erase every change at the next boot (or withdraw the request)
+  upgrade BUNDLE [--wipe] [--reboot]
+                    write an update bundle to the root slot not running; the next
+                    boot tries it (two-slot images)
+  mark-good         confirm the running slot: the loader stops counting its boots
 `
 
 // Execute runs the command in c.Args.
@@ -50,6 +57,10 @@ func (c Context) Execute(ctx context.Context) error {
 		return c.changes(c.Args[1:])
 	case "factory-reset":
 		return c.factoryReset(c.Args[1:])
+	case "upgrade":
+		return c.upgrade(c.Args[1:])
+	case "mark-good":
+		return c.markGood(c.Args[1:])
 	case "-h", "--help", "help":
 		fmt.Fprint(c.Stdout, usage)
 		return nil
@@ -89,11 +100,22 @@ func (c Context) status(args []string) error {
 	if err != nil {
 		return err
 	}
+	var slots []slot.SlotInfo
+	var slotsErr error
+	if st.Slot != nil {
+		slots, slotsErr = c.system().Slots()
+	}
 	if *asJSON {
-		return json.NewEncoder(c.Stdout).Encode(struct {
+		out := struct {
 			layout.State
 			resetStatus
-		}{st, rs})
+			Slots      []slot.SlotInfo `json:"slots,omitempty"`
+			SlotsError string          `json:"slots_error,omitempty"`
+		}{State: st, resetStatus: rs, Slots: slots}
+		if slotsErr != nil {
+			out.SlotsError = slotsErr.Error()
+		}
+		return json.NewEncoder(c.Stdout).Encode(out)
 	}
 	w := c.Stdout
 	if st.Mode == layout.ModeVolatile {
@@ -118,6 +140,9 @@ func (c Context) status(args []string) error {
 	}
 	if st.Formatted {
 		fmt.Fprintln(w, "first boot: the data partition was blank and was formatted")
+	}
+	for _, l := range slotLines(st, slots, slotsErr) {
+		fmt.Fprintln(w, l)
 	}
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "warning:   %s\n", warn)

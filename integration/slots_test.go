@@ -1,0 +1,361 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/ovroot/ovroot/config"
+	"github.com/ovroot/ovroot/imagebuild"
+	"github.com/ovroot/ovroot/layout"
+	"github.com/ovroot/ovroot/qemu"
+	"github.com/ovroot/ovroot/slot"
+)
+
+// The A/B tests: a two-slot image boots through UEFI and systemd-boot,
+// one boot per QEMU run (-no-reboot: a reboot or a kernel panic ends the
+// run), so the host counts the boots and sees every one. An update bundle
+// is a second disk the guest reads as /dev/vdb.
+
+// abTries is the trial boots a new slot gets in these tests: fewer boots
+// to prove "at most N" than the default 3.
+const abTries = 2
+
+// slotArches are the chains the A/B tests run on: x86_64 and arm64, both
+// UEFI (systemd-boot's boot counting).
+var slotArches = []layout.Arch{layout.X86_64, layout.ARM64}
+
+// abImage is the image.toml edit of every A/B test image.
+func abImage(im *config.Image) {
+	im.Slots = 2
+	im.Boot.Loader = string(layout.LoaderUEFI)
+	im.Boot.Tries = abTries
+	im.Board = "test-board"
+}
+
+// abRootfs is the small test rootfs with /etc/ovroot-test/version, and
+// with the marker that makes its init exit at once when broken.
+func abRootfs(t *testing.T, arch layout.Arch, version string, broken bool) string {
+	t.Helper()
+	root := makeSmallRootfs(t, arch)
+	dir := filepath.Join(root, "etc/ovroot-test")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "version"), []byte(version+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if broken {
+		if err := os.WriteFile(filepath.Join(dir, "exit-at-once"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+// buildBundle builds an update bundle of rootfs with the same image.toml
+// as abImage (the image made alongside is dropped).
+func buildBundle(t *testing.T, arch layout.Arch, rootfs string) string {
+	t.Helper()
+	dir := t.TempDir()
+	k := filepath.Join(kernelCache(), arch.DebianArch())
+	im := config.DefaultImage(arch)
+	im.Kernel = filepath.Join(k, "vmlinuz")
+	im.ModulesDir = filepath.Join(k, "modules")
+	im.Rootfs = rootfs
+	im.E2fsck = filepath.Join(k, "e2fsck")
+	im.DataSize = 128 << 20
+	im.EmergencyShell = false
+	abImage(im)
+	if err := im.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	bundle := filepath.Join(dir, "update.bundle")
+	_, err := imagebuild.BuildImage(context.Background(), im, filepath.Join(dir, "disk.img"), imagebuild.Options{Log: t.Logf, Bundle: bundle})
+	if err != nil {
+		t.Fatalf("build bundle: %v", err)
+	}
+	os.Remove(filepath.Join(dir, "disk.img"))
+	return bundle
+}
+
+// corruptBundle rewrites a bundle with its squashfs changed by corrupt
+// and a manifest made for the corrupt bytes: a vendor's broken build with
+// a valid checksum, which only booting it can catch.
+func corruptBundle(t *testing.T, bundle string, corrupt func(root []byte)) string {
+	t.Helper()
+	f, err := os.Open(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := slot.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	members := map[string][]byte{}
+	for {
+		file, mr, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if members[file.Name], err = io.ReadAll(mr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	corrupt(members[slot.RootName])
+	out := filepath.Join(t.TempDir(), "corrupt.bundle")
+	w, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var srcs []slot.Source
+	for _, name := range slot.BundleMembers {
+		data := members[name]
+		srcs = append(srcs, slot.Source{Name: name, Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }})
+	}
+	if err := slot.WriteBundle(w, r.Manifest, srcs); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// abDevice is one two-slot device booted again and again from its disk.
+type abDevice struct {
+	t     *testing.T
+	img   image
+	boots int // QEMU runs so far
+}
+
+// start starts one boot through the firmware, with bundle (if any) as the
+// second disk.
+func (d *abDevice) start(bundle string) *qemu.VM {
+	t := d.t
+	t.Helper()
+	cfg, cleanup, err := qemu.ForImageLoader(d.img.path, qemu.FirmwareOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cleanup)
+	if bundle != "" {
+		cfg.Disks = append(cfg.Disks, bundle)
+	}
+	d.boots++
+	return startVM(t, d.img, cfg)
+}
+
+// boot runs one boot: the guest agent's prompt (up=true), or QEMU ended
+// first (the root failed and the kernel rebooted: up=false).
+func (d *abDevice) boot(bundle string) (vm *qemu.VM, up bool) {
+	t := d.t
+	t.Helper()
+	vm = d.start(bundle)
+	if _, err := vm.Expect(bootTimeout, "GUEST: ready"); err != nil {
+		if vm.Exited() {
+			return vm, false
+		}
+		t.Fatalf("boot %d: neither the guest nor a reboot: %v\n%s", d.boots, err, vm.Tail(40))
+	}
+	return vm, true
+}
+
+// mustBoot boots and fails the test when the guest does not come up.
+func (d *abDevice) mustBoot(bundle string) *qemu.VM {
+	d.t.Helper()
+	vm, up := d.boot(bundle)
+	if !up {
+		d.t.Fatalf("boot %d ended before the guest came up:\n%s", d.boots, vm.Tail(60))
+	}
+	return vm
+}
+
+var slotParamRE = regexp.MustCompile(`ovroot\.slot=([ab])\b`)
+
+// runningSlot is the slot in the guest's /proc/cmdline.
+func runningSlot(t *testing.T, vm *qemu.VM) layout.Slot {
+	t.Helper()
+	m := slotParamRE.FindStringSubmatch(guest(t, vm, "cat /proc/cmdline"))
+	if m == nil {
+		t.Fatalf("no ovroot.slot= in the guest's /proc/cmdline")
+	}
+	return layout.Slot(m[1])
+}
+
+// espEntries lists loader/entries on the image's boot partition, read by
+// the host with mtools.
+func espEntries(t *testing.T, img image) []string {
+	t.Helper()
+	start, _ := partRange(t, img, layout.BootLabel)
+	out, err := exec.Command("mdir", "-b", "-i", fmt.Sprintf("%s@@%d", img.path, start), "::/"+layout.EntriesDir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("mdir the boot entries: %v\n%s", err, out)
+	}
+	var names []string
+	for _, l := range strings.Fields(string(out)) {
+		names = append(names, filepath.Base(l))
+	}
+	sort.Strings(names)
+	return names
+}
+
+func wantEntries(t *testing.T, img image, want ...string) {
+	t.Helper()
+	got := espEntries(t, img)
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("boot entries on the host's view of the ESP = %v, want %v", got, want)
+	}
+}
+
+// TestUpgrade proves the A/B cycle on each UEFI chain: an upgrade to a
+// good root switches slots and keeps the upper, mark-good makes it stay;
+// a root whose init exits at once, and a root with corrupt blocks behind
+// a valid checksum, are each tried at most abTries times, and the device
+// comes back on the confirmed slot by itself, with status saying why.
+func TestUpgrade(t *testing.T) {
+	requireTools(t)
+	for _, arch := range slotArches {
+		t.Run(string(arch), func(t *testing.T) {
+			t.Parallel()
+			testUpgrade(t, arch)
+		})
+	}
+}
+
+func testUpgrade(t *testing.T, arch layout.Arch) {
+	img := buildImage(t, arch, abRootfs(t, arch, "1", false), abImage)
+	good := buildBundle(t, arch, abRootfs(t, arch, "2", false))
+	broken := buildBundle(t, arch, abRootfs(t, arch, "3-init-exits", true))
+	// Bytes flipped between 10% and 90% of the squashfs: data blocks. The
+	// superblock at the start and the tables at the end stay whole, so it
+	// mounts, and the kernel finds the damage when the init runs.
+	corrupt := corruptBundle(t, buildBundle(t, arch, abRootfs(t, arch, "4-corrupt", false)), func(root []byte) {
+		for i := len(root) / 10; i < len(root)*9/10; i += 512 {
+			root[i] ^= 0xff
+		}
+	})
+	d := &abDevice{t: t, img: img}
+	wantEntries(t, img, "ovroot-a.conf")
+
+	// Boot 1: the factory slot a, confirmed. A change in the upper, then
+	// the upgrade to v2.
+	vm := d.mustBoot(good)
+	if s := runningSlot(t, vm); s != layout.SlotA {
+		t.Fatalf("factory boot runs slot %s, want a", s)
+	}
+	guest(t, vm, "write /root/kept.txt made-on-v1")
+	out := guest(t, vm, "exec /usr/bin/ovrootctl upgrade /dev/vdb")
+	for _, w := range []string{"upgrade: writing slot b: 100%", "slot b holds build", fmt.Sprintf("(%d tries)", abTries)} {
+		if !strings.Contains(out, w) {
+			t.Errorf("ovrootctl upgrade output lacks %q:\n%s", w, out)
+		}
+	}
+	powerOff(t, vm)
+	wantEntries(t, img, "ovroot-a.conf", fmt.Sprintf("ovroot-b+%d.conf", abTries))
+
+	// Boot 2: slot b on trial, v2's root, the upper kept.
+	vm = d.mustBoot("")
+	if s := runningSlot(t, vm); s != layout.SlotB {
+		t.Fatalf("after the upgrade the device runs slot %s, want b", s)
+	}
+	if v := guest(t, vm, "cat /etc/ovroot-test/version"); v != "2\n" {
+		t.Errorf("slot b's root says version %q, want 2", v)
+	}
+	if v := guest(t, vm, "cat /root/kept.txt"); strings.TrimSpace(v) != "made-on-v1" {
+		t.Errorf("the upper was not kept across the upgrade: /root/kept.txt = %q", v)
+	}
+	status := guest(t, vm, "exec /usr/bin/ovrootctl status")
+	for _, w := range []string{"slot:      b, build", "ON TRIAL (1 tries left)", "upper:     made on build", "another build", "slot a: generation 1", "slot b: generation 2"} {
+		if !strings.Contains(status, w) {
+			t.Errorf("status on the trial boot lacks %q:\n%s", w, status)
+		}
+	}
+	if out := guest(t, vm, "exec /usr/bin/ovrootctl mark-good"); !strings.Contains(out, "slot b (build") || !strings.Contains(out, "confirmed") {
+		t.Errorf("mark-good: %s", out)
+	}
+	powerOff(t, vm)
+	wantEntries(t, img, "ovroot-a.conf", "ovroot-b.conf")
+
+	// Boot 3: b stays, confirmed. Then the upgrade to a root whose init
+	// exits at once.
+	vm = d.mustBoot(broken)
+	if s := runningSlot(t, vm); s != layout.SlotB {
+		t.Fatalf("after mark-good the device runs slot %s, want b", s)
+	}
+	if status := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(status, "slot:      b, build") || !strings.Contains(status, ", confirmed") {
+		t.Errorf("status after mark-good:\n%s", status)
+	}
+	guest(t, vm, "exec /usr/bin/ovrootctl upgrade /dev/vdb")
+	powerOff(t, vm)
+	expectFallback(t, d, "init exits at once", "GUEST: exiting at once", "")
+
+	// Then a root with corrupt blocks behind a valid checksum.
+	vm = d.mustBoot(corrupt)
+	guest(t, vm, "exec /usr/bin/ovrootctl upgrade /dev/vdb")
+	powerOff(t, vm)
+	expectFallback(t, d, "corrupt squashfs", "SQUASHFS error", "")
+
+	if arch == layout.X86_64 {
+		// A root that does not even mount (its superblock zeroed): the
+		// init's own failure path, which records why for status.
+		vm = d.mustBoot(corruptBundle(t, buildBundle(t, arch, abRootfs(t, arch, "5-unmountable", false)), func(root []byte) {
+			clear(root[:4096])
+		}))
+		guest(t, vm, "exec /usr/bin/ovrootctl upgrade /dev/vdb")
+		powerOff(t, vm)
+		expectFallback(t, d, "unmountable squashfs", "ovroot: trial boot of slot a (build", "last failure: mount lower /dev/vda2")
+	}
+	fsck(t, img, layout.DataLabel)
+}
+
+// expectFallback boots a device whose slot a was just upgraded to a root
+// that cannot run: each trial boot must end in a reboot, at most abTries
+// of them, and then the device runs slot b again by itself, status naming
+// slot a abandoned (and statusWant, if set). consoleWant must be on the
+// console of every failed boot: what made it fail.
+func expectFallback(t *testing.T, d *abDevice, what, consoleWant, statusWant string) {
+	t.Helper()
+	failed := 0
+	sawConsole := true
+	for {
+		vm, up := d.boot("")
+		if up {
+			if s := runningSlot(t, vm); s != layout.SlotB {
+				t.Fatalf("%s: the guest came up on slot %s, want the confirmed b", what, s)
+			}
+			status := guest(t, vm, "exec /usr/bin/ovrootctl status")
+			want := "slot a: ABANDONED: build"
+			if !strings.Contains(status, want) || !strings.Contains(status, fmt.Sprintf("tried %d times and never confirmed", abTries)) || !strings.Contains(status, statusWant) {
+				t.Errorf("%s: status after the fallback lacks %q / tried %d times:\n%s", what, want, abTries, status)
+			}
+			powerOff(t, vm)
+			break
+		}
+		failed++
+		if !strings.Contains(vm.Console(), consoleWant) {
+			sawConsole = false
+		}
+		if failed > abTries {
+			t.Fatalf("%s: %d failed boots, more than the %d tries:\n%s", what, failed, abTries, vm.Tail(40))
+		}
+	}
+	if failed != abTries {
+		t.Errorf("%s: %d failed trial boots before the fallback, want %d", what, failed, abTries)
+	}
+	if !sawConsole {
+		t.Errorf("%s: a failed boot did not say %q on the console", what, consoleWant)
+	}
+	t.Logf("%s: %d trial boots failed, then slot b again (boot %d)", what, failed, d.boots)
+	wantEntries(t, d.img, fmt.Sprintf("ovroot-a+0-%d.conf", abTries), "ovroot-b.conf")
+}

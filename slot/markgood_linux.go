@@ -1,0 +1,91 @@
+package slot
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/ovroot/ovroot/layout"
+)
+
+// MarkGoodResult says what MarkGood did.
+type MarkGoodResult struct {
+	Slot    layout.Slot
+	BuildID string
+	From    string // the counted entry renamed ("" when already confirmed)
+	Entry   string // the confirmed entry
+	Warning string // the confirmation stands, but the slot log was not written
+}
+
+// MarkGood confirms the running slot: its counted entry ovroot-<s>+L-D.conf
+// is renamed ovroot-<s>.conf (the loader never counts it again, so power
+// cuts never abandon it) and a "confirmed" event is logged. Confirming a
+// confirmed slot changes nothing and is not an error.
+func (s *System) MarkGood() (MarkGoodResult, error) {
+	d, err := s.findDevice()
+	if err != nil {
+		return MarkGoodResult{}, err
+	}
+	res := MarkGoodResult{Slot: d.slot, BuildID: d.state.Slot.BuildID, Entry: Name{Slot: d.slot}.FileName()}
+	e, err := s.mountESP(d, true)
+	if err != nil {
+		return res, err
+	}
+	err = s.markGood(d, e, &res)
+	if cerr := s.closeESP(e); err == nil {
+		err = cerr
+	}
+	if err != nil || res.From == "" {
+		return res, err
+	}
+	ev := layout.SlotEvent{Time: s.now().UTC(), Slot: d.slot, BuildID: res.BuildID, Event: "confirmed"}
+	if err := s.appendEvent(d.state, ev); err != nil {
+		res.Warning = err.Error()
+	}
+	return res, nil
+}
+
+func (s *System) markGood(d device, e *esp, res *MarkGoodResult) error {
+	ents, err := ListEntries(e.dir)
+	if err != nil {
+		return err
+	}
+	mine := ofSlot(ents, d.slot)
+	if len(mine) == 0 {
+		return fmt.Errorf("no boot entry for the running slot %s in %s on %s", d.slot, layout.EntriesDir, d.esp.Dev())
+	}
+	dir := e.entriesDir()
+	confirmed := res.Entry
+	var counted []SlotEntry
+	haveConfirmed := false
+	for _, se := range mine {
+		if se.Err != nil {
+			return se.Err
+		}
+		if b := d.state.Slot.BuildID; b != "" && se.Entry.BuildID != b {
+			return fmt.Errorf("entry %s boots build %s, but this boot is build %s: not confirming it", se.File, se.Entry.BuildID, b)
+		}
+		if se.Name.Counted {
+			counted = append(counted, se)
+		} else {
+			haveConfirmed = true
+		}
+	}
+	if haveConfirmed {
+		// Confirmed already; a counted twin is what a power cut in the
+		// middle of a rename on FAT can leave: drop it.
+		for _, se := range counted {
+			if err := s.removeFile(dir, se.File); err != nil {
+				return fmt.Errorf("remove %s: %w", se.File, err)
+			}
+		}
+		return nil
+	}
+	if len(counted) != 1 {
+		return errors.New("more than one counted entry for the running slot: " + counted[0].File + ", " + counted[1].File)
+	}
+	if err := s.renameFile(dir, counted[0].File, confirmed); err != nil {
+		return fmt.Errorf("confirm slot %s: %w", d.slot, err)
+	}
+	res.From = counted[0].File
+	return nil
+}
