@@ -1,0 +1,180 @@
+package boot
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"unicode/utf16"
+
+	"github.com/ovroot/ovroot/layout"
+	"golang.org/x/sys/unix"
+)
+
+func slotDisk() []BlockDev {
+	return []BlockDev{disk("vda", 0), part("vda", 1, "boot", 0), part("vda", 2, "rootfs_a", 0), part("vda", 3, "rootfs_b", 0), part("vda", 4, "rootfs_data", 0)}
+}
+
+// efiVar is an efivarfs file: attributes, then UTF-16LE with a NUL.
+func efiVar(s string) []byte {
+	b := []byte{7, 0, 0, 0}
+	for _, c := range append(utf16.Encode([]rune(s)), 0) {
+		b = binary.LittleEndian.AppendUint16(b, c)
+	}
+	return b
+}
+
+// withBootCount makes /sys/firmware/efi and systemd-boot's
+// LoaderBootCountPath naming entry.
+func withBootCount(entry string) func(root string) {
+	return func(root string) {
+		dir := filepath.Join(root, efivarsDir)
+		os.MkdirAll(dir, 0o755)
+		if entry != "" {
+			os.WriteFile(filepath.Join(dir, bootCountVar), efiVar(entry), 0o644)
+		}
+	}
+}
+
+func TestCmdlineSlot(t *testing.T) {
+	for _, c := range []struct {
+		line     string
+		slot     layout.Slot
+		build    string
+		problems int
+	}{
+		{"ovroot.slot=b ovroot.build=0123456789abcdef", "b", "0123456789abcdef", 0},
+		{"ovroot.slot=a", "a", "", 0},
+		{"ovroot.slot=c ovroot.build=XYZ", "", "", 2},
+		{"ovroot.slot= ovroot.build=", "", "", 2},
+		{"console=ttyS0", "", "", 0},
+	} {
+		got, problems := parseCmdline(c.line)
+		if got.Slot != c.slot || got.BuildID != c.build || len(problems) != c.problems {
+			t.Errorf("%q: slot %q build %q problems %q; want %q %q %d", c.line, got.Slot, got.BuildID, problems, c.slot, c.build, c.problems)
+		}
+	}
+}
+
+// A slotted boot mounts its slot's root, and records the slot, the trial
+// systemd-boot counted, and the build the fresh upper was made on.
+func TestBootSlotTrial(t *testing.T) {
+	e := &bootEnv{
+		cmdline: "ovroot.slot=b ovroot.build=00000000000000bb",
+		sys:     &fakeSys{devs: slotDisk(), probe: map[string]Content{"/dev/vda4": ContentBlank}},
+		setup:   withBootCount(`\loader\entries\ovroot-b+2-1.conf`),
+	}
+	b, err := e.run(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(e.sys.calls, fmt.Sprintf("mount /dev/vda3 /rom squashfs %#x ", unix.MS_RDONLY)) {
+		t.Errorf("slot b's root (rootfs_b, vda3) not mounted at /rom:\n%s", strings.Join(e.sys.calls, "\n"))
+	}
+	st := b.State().Slot
+	if st == nil || st.Slot != "b" || st.BuildID != "00000000000000bb" || st.Trial == nil ||
+		*st.Trial != (layout.Trial{Entry: "loader/entries/ovroot-b+2-1.conf", Left: 2, Done: 1}) {
+		t.Fatalf("slot state = %+v (trial %+v)", st, st.Trial)
+	}
+	if !b.InTrial() || st.UpperBuild != "00000000000000bb" || st.UpperOtherBuild {
+		t.Errorf("in trial %v, upper build %q other %v", b.InTrial(), st.UpperBuild, st.UpperOtherBuild)
+	}
+	var rec layout.UpperBuild
+	data, err := os.ReadFile(filepath.Join(e.root, layout.Meta(layout.OverlayDir, layout.UpperBuildFile)))
+	if err != nil || json.Unmarshal(data, &rec) != nil || rec.BuildID != "00000000000000bb" || rec.Slot != "b" {
+		t.Errorf("upper build record %q, %v", data, err)
+	}
+}
+
+// A confirmed entry (no counter: no LoaderBootCountPath) is not a trial;
+// an upper made on another build is flagged and its record kept.
+func TestBootSlotConfirmedOtherBuild(t *testing.T) {
+	e := &bootEnv{
+		cmdline: "ovroot.slot=a ovroot.build=00000000000000aa",
+		sys:     &fakeSys{devs: slotDisk(), probe: map[string]Content{"/dev/vda4": ContentExt4}},
+		setup: func(root string) {
+			withBootCount("")(root)
+			meta := filepath.Join(root, layout.OverlayDir, layout.MetaDir)
+			os.MkdirAll(meta, 0o755)
+			os.WriteFile(filepath.Join(meta, layout.UpperBuildFile), []byte(`{"build_id":"00000000000000ff","slot":"b"}`), 0o644)
+		},
+	}
+	b, err := e.run(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := b.State().Slot
+	if st == nil || st.Trial != nil || b.InTrial() || st.UpperBuild != "00000000000000ff" || !st.UpperOtherBuild {
+		t.Fatalf("slot state = %+v", st)
+	}
+	// A counted entry of the other slot is not this boot's trial.
+	e.setup = withBootCount(`\loader\entries\ovroot-b+1-2.conf`)
+	e.sys = &fakeSys{devs: slotDisk(), probe: map[string]Content{"/dev/vda4": ContentExt4}}
+	if b, err = e.run(t); err != nil || b.InTrial() {
+		t.Errorf("another slot's counter made a trial: %v %v", err, b.InTrial())
+	}
+}
+
+// A trial boot that builds no root logs why in the data partition's slot
+// log and reboots; a confirmed boot with the same failure does not count
+// as a trial (the caller goes to the rescue path as before).
+func TestFailTrialRebootsAndRecords(t *testing.T) {
+	e := &bootEnv{
+		cmdline: "ovroot.slot=b ovroot.build=00000000000000bb",
+		sys: &fakeSys{devs: slotDisk(), probe: map[string]Content{"/dev/vda4": ContentExt4},
+			mountErr: map[string]error{layout.RomDir: unix.EINVAL}},
+		setup: withBootCount(`\loader\entries\ovroot-b+0-3.conf`),
+	}
+	b, err := e.run(t)
+	if err == nil || !strings.Contains(err.Error(), "mount lower /dev/vda3") {
+		t.Fatalf("Attempt() = %v, want the lower mount's error", err)
+	}
+	if !b.InTrial() {
+		t.Fatal("a counted boot of this slot is not a trial")
+	}
+	rebooted := 0
+	b.Reboot = func() error { rebooted++; return nil }
+	e.sys.calls = nil
+	b.FailTrial(err)
+	if rebooted != 1 {
+		t.Errorf("rebooted %d times, want 1", rebooted)
+	}
+	want := []string{fmt.Sprintf("mount /dev/vda4 /overlay ext4 %#x ", unix.MS_NOATIME), "umount /overlay"}
+	if !slices.Equal(e.sys.calls, want) {
+		t.Errorf("calls %q, want %q", e.sys.calls, want)
+	}
+	data, _ := os.ReadFile(filepath.Join(e.root, layout.Meta(layout.OverlayDir, layout.SlotLogFile)))
+	var ev layout.SlotEvent
+	if json.Unmarshal(data, &ev) != nil || ev.Event != "trial-failed" || ev.Slot != "b" || !strings.Contains(ev.Reason, "mount lower") {
+		t.Errorf("slot log %q", data)
+	}
+	if !e.warned("trial boot of slot b (build 00000000000000bb) failed") {
+		t.Errorf("no console line for the failed trial: %q", e.warnings)
+	}
+
+	// The same failure on a confirmed slot is not a trial.
+	e.setup = withBootCount("")
+	e.sys = &fakeSys{devs: slotDisk(), mountErr: map[string]error{layout.RomDir: unix.EINVAL}}
+	if b, err = e.run(t); err == nil || b.InTrial() {
+		t.Errorf("confirmed slot: err %v, in trial %v", err, b.InTrial())
+	}
+}
+
+// A missing slot partition names the label and the slot.
+func TestBootSlotMissing(t *testing.T) {
+	e := &bootEnv{
+		cmdline: "ovroot.slot=b",
+		config:  "device_timeout = \"100ms\"\n",
+		sys:     &fakeSys{devs: standardDisk()},
+	}
+	_, err := e.run(t)
+	if err == nil || !strings.Contains(err.Error(), "no partition labelled rootfs_b (the root of slot b)") {
+		t.Errorf("err = %v", err)
+	}
+	_ = errors.New
+}
