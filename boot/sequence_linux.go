@@ -35,6 +35,9 @@ type Boot struct {
 	ModuleWorkers int
 	// Reboot restarts the machine (FailTrial); nil = sync and reboot(2).
 	Reboot func() error
+	// StartConfirmer starts the background confirm_after process
+	// (confirm_linux.go); nil = the real one.
+	StartConfirmer func(newRoot string, after time.Duration) error
 
 	cfg          config.Init
 	cmdline      Cmdline
@@ -103,6 +106,7 @@ func (b *Boot) Run() error {
 	b.state.Timings.Total = ms(b.now().Sub(start))
 
 	b.writeState()
+	b.startConfirmer() // a trial boot with confirm_after
 	b.Logf("root ready in %d ms (modules %d ms, devices %d ms, mounts %d ms)",
 		b.state.Timings.Total, b.state.Timings.Modules, b.state.Timings.Devices, b.state.Timings.Mounts)
 	return b.switchRoot()

@@ -10,8 +10,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf16"
 
+	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/layout"
 	"golang.org/x/sys/unix"
 )
@@ -177,4 +179,32 @@ func TestBootSlotMissing(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 	_ = errors.New
+}
+
+// The confirmer starts only for a trial boot with confirm_after set.
+func TestConfirmerOnlyForTrials(t *testing.T) {
+	for _, c := range []struct {
+		trial bool
+		after time.Duration
+		want  int
+	}{{true, 5 * time.Second, 1}, {true, 0, 0}, {false, 5 * time.Second, 0}} {
+		b := &Boot{Logf: t.Logf, Warnf: t.Logf}
+		b.cfg.ConfirmAfter = config.OffDuration(c.after)
+		b.state.Slot = &layout.SlotState{Slot: "b"}
+		if c.trial {
+			b.state.Slot.Trial = &layout.Trial{Left: 1}
+		}
+		n := 0
+		b.StartConfirmer = func(root string, after time.Duration) error {
+			n++
+			if after != c.after || root != layout.NewRootDir {
+				t.Errorf("confirmer for %s after %s", root, after)
+			}
+			return nil
+		}
+		b.startConfirmer()
+		if n != c.want {
+			t.Errorf("trial %v confirm_after %s: %d confirmers started, want %d", c.trial, c.after, n, c.want)
+		}
+	}
 }

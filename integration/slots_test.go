@@ -5,16 +5,20 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/imagebuild"
+	"github.com/ovroot/ovroot/internal/testenv"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/qemu"
 	"github.com/ovroot/ovroot/slot"
@@ -63,7 +67,7 @@ func abRootfs(t *testing.T, arch layout.Arch, version string, broken bool) strin
 
 // buildBundle builds an update bundle of rootfs with the same image.toml
 // as abImage (the image made alongside is dropped).
-func buildBundle(t *testing.T, arch layout.Arch, rootfs string) string {
+func buildBundle(t *testing.T, arch layout.Arch, rootfs string, edits ...func(*config.Image)) string {
 	t.Helper()
 	dir := t.TempDir()
 	k := filepath.Join(kernelCache(), arch.DebianArch())
@@ -75,6 +79,9 @@ func buildBundle(t *testing.T, arch layout.Arch, rootfs string) string {
 	im.DataSize = 128 << 20
 	im.EmergencyShell = false
 	abImage(im)
+	for _, e := range edits {
+		e(im)
+	}
 	if err := im.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +242,14 @@ func TestUpgrade(t *testing.T) {
 
 func testUpgrade(t *testing.T, arch layout.Arch) {
 	img := buildImage(t, arch, abRootfs(t, arch, "1", false), abImage)
-	good := buildBundle(t, arch, abRootfs(t, arch, "2", false))
+	// On arm64 the new root confirms itself (confirm_after); on x86_64
+	// the running system confirms it with mark-good.
+	autoConfirm := arch == layout.ARM64
+	good := buildBundle(t, arch, abRootfs(t, arch, "2", false), func(im *config.Image) {
+		if autoConfirm {
+			im.Init.ConfirmAfter = config.OffDuration(5 * time.Second)
+		}
+	})
 	broken := buildBundle(t, arch, abRootfs(t, arch, "3-init-exits", true))
 	// Bytes flipped between 10% and 90% of the squashfs: data blocks. The
 	// superblock at the start and the tables at the end stay whole, so it
@@ -266,6 +280,10 @@ func testUpgrade(t *testing.T, arch layout.Arch) {
 
 	// Boot 2: slot b on trial, v2's root, the upper kept.
 	vm = d.mustBoot("")
+	if autoConfirm {
+		// First, so no command's output races the confirmer's line.
+		expect(t, vm, "confirmed after 5s (ovroot-b+1-1.conf is now ovroot-b.conf)")
+	}
 	if s := runningSlot(t, vm); s != layout.SlotB {
 		t.Fatalf("after the upgrade the device runs slot %s, want b", s)
 	}
@@ -275,13 +293,21 @@ func testUpgrade(t *testing.T, arch layout.Arch) {
 	if v := guest(t, vm, "cat /root/kept.txt"); strings.TrimSpace(v) != "made-on-v1" {
 		t.Errorf("the upper was not kept across the upgrade: /root/kept.txt = %q", v)
 	}
+	trialWant := "ON TRIAL (1 tries left)"
+	if autoConfirm {
+		trialWant = "confirmed (this boot started as a trial)"
+	}
 	status := guest(t, vm, "exec /usr/bin/ovrootctl status")
-	for _, w := range []string{"slot:      b, build", "ON TRIAL (1 tries left)", "upper:     made on build", "another build", "slot a: generation 1", "slot b: generation 2"} {
+	for _, w := range []string{"slot:      b, build", trialWant, "upper:     made on build", "another build", "slot a: generation 1", "slot b: generation 2"} {
 		if !strings.Contains(status, w) {
 			t.Errorf("status on the trial boot lacks %q:\n%s", w, status)
 		}
 	}
-	if out := guest(t, vm, "exec /usr/bin/ovrootctl mark-good"); !strings.Contains(out, "slot b (build") || !strings.Contains(out, "confirmed") {
+	if autoConfirm {
+		if out := guest(t, vm, "exec /usr/bin/ovrootctl mark-good"); !strings.Contains(out, "confirmed already") {
+			t.Errorf("mark-good after confirm_after: %s", out)
+		}
+	} else if out := guest(t, vm, "exec /usr/bin/ovrootctl mark-good"); !strings.Contains(out, "slot b (build") || !strings.Contains(out, "confirmed: ovroot-b+1-1.conf is now ovroot-b.conf") {
 		t.Errorf("mark-good: %s", out)
 	}
 	powerOff(t, vm)
@@ -358,4 +384,138 @@ func expectFallback(t *testing.T, d *abDevice, what, consoleWant, statusWant str
 	}
 	t.Logf("%s: %d trial boots failed, then slot b again (boot %d)", what, failed, d.boots)
 	wantEntries(t, d.img, fmt.Sprintf("ovroot-a+0-%d.conf", abTries), "ovroot-b.conf")
+}
+
+// copyDisk copies a device's disk (sparse: the images are mostly holes)
+// into a new device.
+func (d *abDevice) copyDisk(name string) *abDevice {
+	t := d.t
+	t.Helper()
+	out := filepath.Join(t.TempDir(), name+".img")
+	if b, err := exec.Command("cp", "--sparse=always", d.img.path, out).CombinedOutput(); err != nil {
+		t.Fatalf("copy %s: %v\n%s", d.img.path, err, b)
+	}
+	return &abDevice{t: t, img: image{arch: d.img.arch, path: out}}
+}
+
+// cutAfter kills QEMU (the power cut) after delay.
+func cutAfter(vm *qemu.VM, delay time.Duration) {
+	time.Sleep(delay)
+	vm.Kill()
+}
+
+// settle boots a device after a power cut until it runs a root: it must
+// come up within abTries+1 boots on slot a (the old root: the upgrade did
+// not finish or its trial was abandoned) or on slot b (the new root),
+// which a trial boot confirms with mark-good. The upper's file must be
+// there either way. It returns the slot it settled on.
+func settle(t *testing.T, d *abDevice, what string) layout.Slot {
+	t.Helper()
+	for failed := 0; ; failed++ {
+		if failed > abTries {
+			t.Fatalf("%s: %d boots in a row built no root: the device boots neither slot", what, failed)
+		}
+		vm, up := d.boot("")
+		if !up {
+			continue
+		}
+		s := runningSlot(t, vm)
+		if v := guest(t, vm, "cat /root/kept.txt"); strings.TrimSpace(v) != "made-on-v1" {
+			t.Errorf("%s: /root/kept.txt = %q after the cut", what, v)
+		}
+		want := map[layout.Slot]string{layout.SlotA: "1\n", layout.SlotB: "2\n"}[s]
+		if v := guest(t, vm, "cat /etc/ovroot-test/version"); v != want {
+			t.Errorf("%s: slot %s's root says version %q, want %q", what, s, v, want)
+		}
+		if s == layout.SlotB {
+			status := guest(t, vm, "exec /usr/bin/ovrootctl status")
+			if strings.Contains(status, "ON TRIAL") {
+				guest(t, vm, "exec /usr/bin/ovrootctl mark-good")
+			}
+		}
+		powerOff(t, vm)
+		if s == layout.SlotB && !slices.Contains(espEntries(t, d.img), "ovroot-b.conf") {
+			t.Errorf("%s: settled on slot b, but the ESP has %v, not ovroot-b.conf", what, espEntries(t, d.img))
+		}
+		t.Logf("%s: settled on slot %s after %d failed boots", what, s, failed)
+		return s
+	}
+}
+
+// TestSlotPowerCuts cuts the power (QEMU killed) at seeded moments: 10
+// during `ovrootctl upgrade` and the first trial boot, after each of which
+// the device must boot the old slot or the new one (confirmed then),
+// never neither, with a data partition e2fsck finds clean; and 20 during
+// boots of a confirmed slot, which must never fall back.
+// OVROOT_AB_SEED replays a run.
+func TestSlotPowerCuts(t *testing.T) {
+	requireTools(t)
+	arch := layout.X86_64
+	seed := testenv.Int(t, "OVROOT_AB_SEED", time.Now().UnixNano(), 0)
+	t.Logf("A/B power cuts: seed %d (replay: OVROOT_AB_SEED=%d)", seed, seed)
+	rng := rand.New(rand.NewSource(seed))
+	img := buildImage(t, arch, abRootfs(t, arch, "1", false), abImage)
+	bundle := buildBundle(t, arch, abRootfs(t, arch, "2", false))
+
+	// The devices the cuts start from: after the first boot (upper file
+	// made), and after a complete upgrade.
+	base := &abDevice{t: t, img: img}
+	vm := base.mustBoot("")
+	guest(t, vm, "write /root/kept.txt made-on-v1")
+	powerOff(t, vm)
+	upgraded := base.copyDisk("upgraded")
+	vm = upgraded.mustBoot(bundle)
+	start := time.Now()
+	guest(t, vm, "exec /usr/bin/ovrootctl upgrade /dev/vdb")
+	upgradeTook := time.Since(start)
+	powerOff(t, vm)
+	vm = upgraded.copyDisk("measure").start("")
+	start = time.Now()
+	expect(t, vm, "GUEST: ready")
+	bootTook := time.Since(start)
+	vm.Kill()
+	t.Logf("upgrade took %s, a trial boot to the guest %s", upgradeTook.Round(time.Millisecond), bootTook.Round(time.Millisecond))
+
+	settled := map[layout.Slot]int{}
+	for i := 0; i < 10; i++ {
+		var d *abDevice
+		var what string
+		if i%2 == 0 {
+			d = base.copyDisk(fmt.Sprintf("cut%d", i))
+			vm := d.mustBoot(bundle)
+			delay := time.Duration(rng.Int63n(int64(upgradeTook)))
+			what = fmt.Sprintf("cut %d, %s into ovrootctl upgrade", i, delay.Round(time.Millisecond))
+			if err := vm.Send("exec /usr/bin/ovrootctl upgrade /dev/vdb"); err != nil {
+				t.Fatal(err)
+			}
+			cutAfter(vm, delay)
+		} else {
+			d = upgraded.copyDisk(fmt.Sprintf("cut%d", i))
+			delay := time.Duration(rng.Int63n(int64(bootTook)))
+			what = fmt.Sprintf("cut %d, %s into the first trial boot", i, delay.Round(time.Millisecond))
+			cutAfter(d.start(""), delay)
+		}
+		settled[settle(t, d, what)]++
+		fsck(t, d.img, layout.DataLabel)
+	}
+	t.Logf("after 10 cuts: %d settled on the old slot a, %d on the new slot b", settled[layout.SlotA], settled[layout.SlotB])
+
+	// A confirmed slot b, cut 20 times at any moment of its boot.
+	d := upgraded.copyDisk("confirmed")
+	if settle(t, d, "confirming b") != layout.SlotB {
+		t.Fatal("the upgraded device did not come up on slot b")
+	}
+	for i := 0; i < 20; i++ {
+		cutAfter(d.start(""), time.Duration(rng.Int63n(int64(bootTook+bootTook/2))))
+	}
+	vm = d.mustBoot("")
+	if s := runningSlot(t, vm); s != layout.SlotB {
+		t.Errorf("after 20 power cuts the confirmed slot b gave way to slot %s", s)
+	}
+	if status := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(status, "slot:      b, build") || !strings.Contains(status, ", confirmed") || strings.Contains(status, "ABANDONED") {
+		t.Errorf("status after 20 cuts of a confirmed slot:\n%s", status)
+	}
+	powerOff(t, vm)
+	wantEntries(t, d.img, "ovroot-a.conf", "ovroot-b.conf")
+	fsck(t, d.img, layout.DataLabel)
 }

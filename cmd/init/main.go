@@ -20,6 +20,10 @@ func main() {
 	if boot.IsTrashCollector() {
 		boot.CollectTrash() // exits
 	}
+	// And the confirmer of a trial boot with confirm_after.
+	if boot.IsConfirmer() {
+		boot.Confirm() // exits
+	}
 
 	log := boot.NewLogger(os.Stdout)
 	b := &boot.Boot{

@@ -110,7 +110,15 @@ func slotLines(st layout.State, slots []slot.SlotInfo, slotsErr error) []string 
 	}
 	var out []string
 	l := fmt.Sprintf("slot:      %s, build %s", s.Slot, s.BuildID)
-	if s.Trial != nil {
+	confirmedSince := false // mark-good or confirm_after during this boot
+	for _, i := range slots {
+		if i.Running && i.State == slot.StateConfirmed && s.Trial != nil {
+			confirmedSince = true
+		}
+	}
+	if confirmedSince {
+		l += ", confirmed (this boot started as a trial)"
+	} else if s.Trial != nil {
 		l += fmt.Sprintf(", ON TRIAL (%d tries left): confirm with `ovrootctl mark-good`", s.Trial.Left)
 	} else {
 		l += ", confirmed"
