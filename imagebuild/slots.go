@@ -85,6 +85,9 @@ func writeBundle(ctx context.Context, s Spec, sqfs string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if err := f.Chmod(0o644); err != nil { // CreateTemp made it 0600
+		return 0, err
+	}
 	if err := f.Sync(); err != nil {
 		return 0, err
 	}
