@@ -3,8 +3,6 @@ package boot
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"syscall"
 	"time"
 
 	"github.com/ovroot/ovroot/layout"
@@ -41,24 +39,7 @@ func (b *Boot) startConfirmer() {
 }
 
 func startConfirmer(newRoot string, after time.Duration) error {
-	dir, err := os.Open(newRoot)
-	if err != nil {
-		return err
-	}
-	defer dir.Close()
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(exe)
-	cmd.Env = []string{confirmEnv + "=" + after.String()}
-	cmd.ExtraFiles = []*os.File{dir} // fd 3
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	return cmd.Process.Release()
+	return startBackground(confirmEnv+"="+after.String(), newRoot)
 }
 
 // IsConfirmer reports whether this process is the confirmer, not PID 1.

@@ -145,34 +145,9 @@ func (b *Boot) logSlotEvent(ev layout.SlotEvent) {
 	if mounted {
 		defer b.Sys.Unmount(layout.OverlayDir)
 	}
-	if err := appendSlotLog(b.path(layout.OverlayDir), ev); err != nil {
+	if err := slot.AppendEvent(b.path(layout.OverlayDir), ev); err != nil {
 		b.Warnf("slot log: %v (not recorded)", err)
 	}
-}
-
-// appendSlotLog appends one JSON line to MetaDir/SlotLogFile under dir
-// and syncs it.
-func appendSlotLog(dir string, ev layout.SlotEvent) error {
-	line, err := json.Marshal(ev)
-	if err != nil {
-		return err
-	}
-	meta := filepath.Join(dir, layout.MetaDir)
-	if err := os.MkdirAll(meta, 0o755); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(filepath.Join(meta, layout.SlotLogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(line, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // recordUpperBuild keeps MetaDir/UpperBuildFile: the build the upper was

@@ -159,18 +159,25 @@ func checkInit(newRoot, init string) error {
 // the trash directory as its working directory (fd 3, fchdir'd), so it
 // keeps deleting after switch_root has moved the mount; it exits when done.
 func (LinuxSys) StartTrashCollector(trash string) error {
-	dir, err := os.Open(trash)
+	return startBackground(collectorEnv+"=1", trash)
+}
+
+// startBackground runs this program again as a background child in its
+// own session, with env as its whole environment and the directory dir
+// open as its fd 3: it outlives switch_root, and reaches dir after it.
+func startBackground(env, dir string) error {
+	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
-	defer dir.Close()
+	defer d.Close()
 	exe, err := os.Executable()
 	if err != nil {
 		return err
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = []string{collectorEnv + "=1"}
-	cmd.ExtraFiles = []*os.File{dir}
+	cmd.Env = []string{env}
+	cmd.ExtraFiles = []*os.File{d}
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"math/rand"
@@ -69,28 +68,14 @@ func abRootfs(t *testing.T, arch layout.Arch, version string, broken bool) strin
 // as abImage (the image made alongside is dropped).
 func buildBundle(t *testing.T, arch layout.Arch, rootfs string, edits ...func(*config.Image)) string {
 	t.Helper()
-	dir := t.TempDir()
-	k := filepath.Join(kernelCache(), arch.DebianArch())
-	im := config.DefaultImage(arch)
-	im.Kernel = filepath.Join(k, "vmlinuz")
-	im.ModulesDir = filepath.Join(k, "modules")
-	im.Rootfs = rootfs
-	im.E2fsck = filepath.Join(k, "e2fsck")
-	im.DataSize = 128 << 20
-	im.EmergencyShell = false
-	abImage(im)
-	for _, e := range edits {
-		e(im)
-	}
-	if err := im.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	bundle := filepath.Join(dir, "update.bundle")
-	_, err := imagebuild.BuildImage(context.Background(), im, filepath.Join(dir, "disk.img"), imagebuild.Options{Log: t.Logf, Bundle: bundle})
-	if err != nil {
-		t.Fatalf("build bundle: %v", err)
-	}
-	os.Remove(filepath.Join(dir, "disk.img"))
+	bundle := filepath.Join(t.TempDir(), "update.bundle")
+	img := buildImageOpts(t, arch, rootfs, imagebuild.Options{Bundle: bundle}, func(im *config.Image) {
+		abImage(im)
+		for _, e := range edits {
+			e(im)
+		}
+	})
+	os.Remove(img.path)
 	return bundle
 }
 

@@ -418,7 +418,14 @@ func (s *System) appendEvent(st layout.State, ev layout.SlotEvent) error {
 	if st.Mode != layout.ModePersistent {
 		return fmt.Errorf("the data partition is not in use (%s): the slot log is not written", st.Mode)
 	}
-	p := s.slotLog()
+	return AppendEvent(s.path(layout.OverlayDir), ev)
+}
+
+// AppendEvent adds one line to the slot log of the data filesystem
+// mounted at dir (MetaDir/SlotLogFile) and syncs it; the init records a
+// failed trial boot with it too.
+func AppendEvent(dir string, ev layout.SlotEvent) error {
+	p := layout.Meta(dir, layout.SlotLogFile)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}

@@ -52,6 +52,11 @@ func (c Context) factoryReset(args []string) error {
 	if !*reboot {
 		return nil
 	}
+	return c.reboot()
+}
+
+// reboot says so and reboots (c.Reboot in tests).
+func (c Context) reboot() error {
 	fmt.Fprintln(c.Stdout, "rebooting")
 	if c.Reboot != nil {
 		return c.Reboot()

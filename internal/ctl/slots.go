@@ -60,11 +60,7 @@ func (c Context) upgrade(args []string) error {
 	if !*reboot {
 		return nil
 	}
-	fmt.Fprintln(c.Stdout, "rebooting")
-	if c.Reboot != nil {
-		return c.Reboot()
-	}
-	return rebootSystem()
+	return c.reboot()
 }
 
 // markGood confirms the running slot.
