@@ -13,6 +13,15 @@ package layout
 //	slot-a/vmlinuz, slot-a/initrd.img     the kernel and initramfs of slot a
 //	slot-b/vmlinuz, slot-b/initrd.img     those of slot b (written by an upgrade)
 //	ovroot.json                           the image as built (factory slot a)
+//
+// The boot partition of a two-slot U-Boot image (the same scheme, counted
+// by a boot script instead of systemd-boot; see slot.BootScript):
+//
+//	boot.scr                              the script U-Boot's distro boot runs
+//	loader/entries/ovroot-a.env           slot a's entry: generation, tries (0 = confirmed), command line
+//	loader/entries/ovroot-b.env           slot b's entry, on trial: tries 3
+//	loader/entries/ovroot-b.try1          one file per counted boot of slot b, created by boot.scr
+//	slot-a/, slot-b/, ovroot.json         as above
 
 // Slot names a root slot: "a" or "b".
 type Slot string
@@ -49,12 +58,20 @@ const (
 	SlotParam = "ovroot.slot"
 	// BuildParam is the build id of the slot's root (ovroot.build=<16 hex>).
 	BuildParam = "ovroot.build"
+	// TryParam is what a U-Boot image's boot script adds to a counted
+	// boot: ovroot.try=DONE/TRIES, both hex as U-Boot's setexpr writes
+	// them (this is try DONE of TRIES). systemd-boot says the same with the
+	// EFI variable LoaderBootCountPath instead.
+	TryParam = "ovroot.try"
 )
 
 // Files of the slots scheme.
 const (
 	// EntriesDir holds the Boot Loader Spec entries, one per slot.
 	EntriesDir = "loader/entries"
+	// BootScriptFile is the boot script of a two-slot U-Boot image, in
+	// U-Boot's legacy image format (mkimage -T script).
+	BootScriptFile = "boot.scr"
 	// UpperBuildFile (in MetaDir on the data filesystem) is the JSON
 	// UpperBuild record: the build the upper was made on.
 	UpperBuildFile = "upper-build"

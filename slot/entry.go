@@ -179,26 +179,8 @@ func ParseEntry(text string) (Entry, error) {
 			}
 			e.Generation, haveVersion = g, true
 		case "options":
-			var rest []string
-			fields := strings.Fields(v)
-			// The panic=5 KernelCmdline adds comes right after ovroot.build=.
-			if n := len(fields); n >= 2 && fields[n-1] == "panic=5" && strings.HasPrefix(fields[n-2], layout.BuildParam+"=") {
-				fields = fields[:n-1]
-			}
-			for _, f := range fields {
-				pk, pv, _ := strings.Cut(f, "=")
-				switch pk {
-				case layout.SlotParam:
-					e.Slot = layout.Slot(pv)
-				case layout.BuildParam:
-					e.BuildID = pv
-				case layout.LoaderParam:
-					e.Loader = layout.Loader(pv)
-				default:
-					rest = append(rest, f)
-				}
-			}
-			e.Options = strings.Join(rest, " ")
+			opts := parseOptions(v)
+			e.Slot, e.BuildID, e.Loader, e.Options = opts.Slot, opts.BuildID, opts.Loader, opts.Options
 		}
 	}
 	if !haveVersion {
@@ -208,6 +190,33 @@ func ParseEntry(text string) (Entry, error) {
 		return e, fmt.Errorf("options name no slot (%s=a or b)", layout.SlotParam)
 	}
 	return e, nil
+}
+
+// parseOptions splits a command line KernelCmdline made back into the
+// slot, build id, loader and the image's own options.
+func parseOptions(cmdline string) Entry {
+	var e Entry
+	var rest []string
+	fields := strings.Fields(cmdline)
+	// The panic=5 KernelCmdline adds comes right after ovroot.build=.
+	if n := len(fields); n >= 2 && fields[n-1] == "panic=5" && strings.HasPrefix(fields[n-2], layout.BuildParam+"=") {
+		fields = fields[:n-1]
+	}
+	for _, f := range fields {
+		pk, pv, _ := strings.Cut(f, "=")
+		switch pk {
+		case layout.SlotParam:
+			e.Slot = layout.Slot(pv)
+		case layout.BuildParam:
+			e.BuildID = pv
+		case layout.LoaderParam:
+			e.Loader = layout.Loader(pv)
+		default:
+			rest = append(rest, f)
+		}
+	}
+	e.Options = strings.Join(rest, " ")
+	return e
 }
 
 // BuildID is the build id of a root: the first 8 bytes of its squashfs's

@@ -3,6 +3,7 @@ package slot
 import (
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/ovroot/ovroot/layout"
 )
@@ -54,6 +55,9 @@ func (s *System) markGood(d device, e *esp, res *MarkGoodResult) error {
 		return fmt.Errorf("no boot entry for the running slot %s in %s on %s", d.slot, layout.EntriesDir, d.esp.Dev())
 	}
 	dir := e.entriesDir()
+	if _, ok := ParseEnvName(mine[0].File); ok {
+		res.Entry = mine[0].File
+	}
 	confirmed := res.Entry
 	var counted []SlotEntry
 	haveConfirmed := false
@@ -71,6 +75,10 @@ func (s *System) markGood(d device, e *esp, res *MarkGoodResult) error {
 		}
 	}
 	if haveConfirmed {
+		// U-Boot: markers a power cut left after the entry was confirmed.
+		if err := s.removeMarkers(dir, d.slot); err != nil {
+			return err
+		}
 		// Confirmed already; a counted twin is what a power cut in the
 		// middle of a rename on FAT can leave: drop it.
 		for _, se := range counted {
@@ -83,9 +91,26 @@ func (s *System) markGood(d device, e *esp, res *MarkGoodResult) error {
 	if len(counted) != 1 {
 		return errors.New("more than one counted entry for the running slot: " + counted[0].File + ", " + counted[1].File)
 	}
-	if err := s.renameFile(dir, counted[0].File, confirmed); err != nil {
+	c := counted[0]
+	if _, ok := ParseEnvName(c.File); ok {
+		// U-Boot: the entry again with tries 0, then its markers go.
+		err := s.replaceFile(dir, c.File, func(w io.Writer) error {
+			_, err := io.WriteString(w, c.Entry.Env(0))
+			return err
+		}, nil)
+		if err == nil {
+			err = s.removeMarkers(dir, d.slot)
+		}
+		if err != nil {
+			return fmt.Errorf("confirm slot %s: %w", d.slot, err)
+		}
+		res.From = fmt.Sprintf("%s with %d of %d tries used", c.File, c.Name.Done, c.Name.Done+c.Name.Left)
+		res.Entry = c.File + " with tries 0"
+		return nil
+	}
+	if err := s.renameFile(dir, c.File, confirmed); err != nil {
 		return fmt.Errorf("confirm slot %s: %w", d.slot, err)
 	}
-	res.From = counted[0].File
+	res.From = c.File
 	return nil
 }

@@ -258,7 +258,9 @@ func (s *System) closeESP(e *esp) error {
 
 func (e *esp) entriesDir() string { return filepath.Join(e.dir, layout.EntriesDir) }
 
-// SlotEntry is one entry file of the scheme on the boot partition.
+// SlotEntry is one entry file of the scheme on the boot partition: a
+// Boot Loader Spec file (UEFI), or a U-Boot entry file whose Name carries
+// the counter its markers make.
 type SlotEntry struct {
 	File  string // file name in loader/entries
 	Name  Name
@@ -267,25 +269,44 @@ type SlotEntry struct {
 }
 
 // ListEntries reads the scheme's entries in dir/loader/entries, sorted by
-// file name; other files (other systems' entries, temporary files) are
-// skipped.
+// file name; other files (other systems' entries, temporary files,
+// markers) are skipped.
 func ListEntries(dir string) ([]SlotEntry, error) {
-	ents, err := os.ReadDir(filepath.Join(dir, layout.EntriesDir))
+	edir := filepath.Join(dir, layout.EntriesDir)
+	ents, err := os.ReadDir(edir)
 	if err != nil {
 		return nil, fmt.Errorf("read the boot entries: %w", err)
 	}
+	markers := markersIn(ents)
 	var out []SlotEntry
 	for _, e := range ents {
-		n, ok := ParseName(e.Name())
-		if !ok || !e.Type().IsRegular() {
+		if !e.Type().IsRegular() {
 			continue
 		}
-		se := SlotEntry{File: e.Name(), Name: n}
-		data, err := os.ReadFile(filepath.Join(dir, layout.EntriesDir, e.Name()))
-		if err == nil {
-			se.Entry, err = ParseEntry(string(data))
+		var se SlotEntry
+		data, err := os.ReadFile(filepath.Join(edir, e.Name()))
+		if n, ok := ParseName(e.Name()); ok {
+			se = SlotEntry{File: e.Name(), Name: n}
+			if err == nil {
+				se.Entry, err = ParseEntry(string(data))
+			}
+		} else if sl, ok := ParseEnvName(e.Name()); ok {
+			se = SlotEntry{File: e.Name(), Name: Name{Slot: sl}}
+			var tries int
+			if err == nil {
+				se.Entry, tries, err = ParseEnv(string(data))
+			}
+			if tries > 0 {
+				done := 0
+				for markers[sl][done+1] {
+					done++
+				}
+				se.Name = Name{Slot: sl, Counted: true, Left: max(tries-done, 0), Done: done}
+			}
+		} else {
+			continue
 		}
-		if err == nil && se.Entry.Slot != n.Slot {
+		if err == nil && se.Entry.Slot != se.Name.Slot {
 			err = fmt.Errorf("boots slot %s", se.Entry.Slot)
 		}
 		if err != nil {
@@ -295,6 +316,37 @@ func ListEntries(dir string) ([]SlotEntry, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].File < out[j].File })
 	return out, nil
+}
+
+// markersIn finds the U-Boot boot markers among a directory's files.
+func markersIn(ents []os.DirEntry) map[layout.Slot]map[int]bool {
+	out := map[layout.Slot]map[int]bool{}
+	for _, e := range ents {
+		if sl, n, ok := ParseMarker(e.Name()); ok {
+			if out[sl] == nil {
+				out[sl] = map[int]bool{}
+			}
+			out[sl][n] = true
+		}
+	}
+	return out
+}
+
+// removeMarkers removes slot sl's boot markers (U-Boot images; none
+// elsewhere).
+func (s *System) removeMarkers(dir string, sl layout.Slot) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if msl, _, ok := ParseMarker(e.Name()); ok && msl == sl {
+			if err := s.removeFile(dir, e.Name()); err != nil {
+				return fmt.Errorf("remove slot %s's boot marker %s: %w", sl, e.Name(), err)
+			}
+		}
+	}
+	return nil
 }
 
 // ofSlot returns the entries of slot s.

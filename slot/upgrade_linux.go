@@ -140,6 +140,10 @@ func (s *System) upgrade(d device, e *esp, path string, res *UpgradeResult) erro
 			return fmt.Errorf("remove slot %s's entry %s: %w", other, se.File, err)
 		}
 	}
+	// Then what U-Boot counted of the slot's last trial.
+	if err := s.removeMarkers(e.entriesDir(), other); err != nil {
+		return err
+	}
 
 	// Pass 2: the same bytes, checked again as they are written.
 	if _, err := bundle.Seek(0, io.SeekStart); err != nil {
@@ -166,9 +170,12 @@ func (s *System) upgrade(d device, e *esp, path string, res *UpgradeResult) erro
 		}
 	}
 	ent := Entry{Slot: other, Generation: gen + 1, BuildID: m.BuildID, Options: m.Cmdline, Loader: m.Loader, Release: m.KernelRelease}
-	name := Name{Slot: other, Counted: true, Left: m.Tries}.FileName()
+	name, text := Name{Slot: other, Counted: true, Left: m.Tries}.FileName(), ent.Text()
+	if info.Loader == layout.LoaderUBoot {
+		name, text = EnvFileName(other), ent.Env(m.Tries)
+	}
 	if err := s.replaceFile(e.entriesDir(), name, func(w io.Writer) error {
-		_, err := io.WriteString(w, ent.Text())
+		_, err := io.WriteString(w, text)
 		return err
 	}, nil); err != nil {
 		return fmt.Errorf("add slot %s's entry: %w", other, err)
@@ -206,8 +213,8 @@ func checkFits(m Manifest, info ImageInfo) error {
 		return fmt.Errorf("the bundle is for board %q, this device is %q", board, info.Board)
 	case m.Loader != info.Loader:
 		return fmt.Errorf("the bundle is for loader %s, this device boots through %s", m.Loader, info.Loader)
-	case info.Loader != layout.LoaderUEFI:
-		return fmt.Errorf("upgrades need loader uefi (this device boots through %s)", info.Loader)
+	case info.Loader != layout.LoaderUEFI && info.Loader != layout.LoaderUBoot:
+		return fmt.Errorf("upgrades need loader uefi or uboot, which count trial boots (this device boots through %s)", info.Loader)
 	}
 	return nil
 }
