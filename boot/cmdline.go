@@ -2,10 +2,12 @@ package boot
 
 import (
 	"fmt"
-	"github.com/ovroot/ovroot/layout"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ovroot/ovroot/layout"
+	"github.com/ovroot/ovroot/slot"
 )
 
 // Cmdline is what the init takes from the kernel command line.
@@ -31,6 +33,9 @@ type Cmdline struct {
 	Slot layout.Slot
 	// BuildID is the build id of that slot's root (ovroot.build=).
 	BuildID string
+	// TryDone and TryOf are ovroot.try=DONE/TRIES, which a U-Boot image's
+	// boot script adds to a counted boot: this is try TryDone of TryOf.
+	TryDone, TryOf int
 	// Params holds every parameter as given, last one wins (flags map to "").
 	Params map[string]string
 }
@@ -81,6 +86,13 @@ func parseCmdline(s string) (c Cmdline, problems []string) {
 				continue
 			}
 			c.BuildID = val
+		case layout.TryParam:
+			done, of, err := slot.ParseTry(val)
+			if err != nil {
+				problems = append(problems, err.Error()+", ignored")
+				continue
+			}
+			c.TryDone, c.TryOf = done, of
 		case "ovroot.reset_step_delay":
 			d, err := time.ParseDuration(val)
 			if err != nil || d < 0 || d > time.Minute {

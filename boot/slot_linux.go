@@ -50,10 +50,14 @@ func (b *Boot) readSlot() {
 	b.Logf("slot %s (build %s)", st.Slot, st.BuildID)
 }
 
-// readTrial reads LoaderBootCountPath; a boot is a trial when it names a
+// readTrial tells a trial boot: U-Boot's boot script says so with
+// ovroot.try=; systemd-boot with LoaderBootCountPath, when that names a
 // counted entry of this slot. No EFI, no efivarfs or no variable: not a
 // trial (a confirmed entry, or a loader that does not count).
 func (b *Boot) readTrial() *layout.Trial {
+	if c := b.cmdline; c.TryOf > 0 {
+		return &layout.Trial{Entry: layout.EntriesDir + "/" + slot.EnvFileName(c.Slot), Left: c.TryOf - c.TryDone, Done: c.TryDone}
+	}
 	if _, err := os.Stat(b.path("/sys/firmware/efi")); err != nil {
 		return nil
 	}

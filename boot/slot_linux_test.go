@@ -55,11 +55,36 @@ func TestCmdlineSlot(t *testing.T) {
 		{"ovroot.slot=c ovroot.build=XYZ", "", "", 2},
 		{"ovroot.slot= ovroot.build=", "", "", 2},
 		{"console=ttyS0", "", "", 0},
+		{"ovroot.slot=b ovroot.try=4/0x3", "b", "", 1},
+		{"ovroot.slot=b ovroot.try=", "b", "", 1},
 	} {
 		got, problems := parseCmdline(c.line)
-		if got.Slot != c.slot || got.BuildID != c.build || len(problems) != c.problems {
-			t.Errorf("%q: slot %q build %q problems %q; want %q %q %d", c.line, got.Slot, got.BuildID, problems, c.slot, c.build, c.problems)
+		if got.Slot != c.slot || got.BuildID != c.build || len(problems) != c.problems || got.TryOf != 0 {
+			t.Errorf("%q: slot %q build %q try %d/%d problems %q; want %q %q %d", c.line, got.Slot, got.BuildID, got.TryDone, got.TryOf, problems, c.slot, c.build, c.problems)
 		}
+	}
+}
+
+// U-Boot's boot.scr says a boot is a trial on the command line: try 2 of
+// 3 leaves 1 try, whatever an EFI variable says.
+func TestBootSlotTrialUBoot(t *testing.T) {
+	e := &bootEnv{
+		cmdline: "ovroot.loader=uboot ovroot.slot=b ovroot.build=00000000000000bb ovroot.try=2/0x3",
+		sys:     &fakeSys{devs: slotDisk(), probe: map[string]Content{"/dev/vda4": ContentExt4}},
+	}
+	b, err := e.run(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := b.State().Slot
+	if st == nil || st.Trial == nil || *st.Trial != (layout.Trial{Entry: "loader/entries/ovroot-b.env", Left: 1, Done: 2}) || !b.InTrial() {
+		t.Fatalf("slot state = %+v (trial %+v)", st, st.Trial)
+	}
+	// Without ovroot.try= a U-Boot boot is confirmed.
+	e.cmdline = "ovroot.loader=uboot ovroot.slot=b ovroot.build=00000000000000bb"
+	e.sys = &fakeSys{devs: slotDisk(), probe: map[string]Content{"/dev/vda4": ContentExt4}}
+	if b, err = e.run(t); err != nil || b.InTrial() {
+		t.Errorf("a boot without ovroot.try= is a trial: %v %v", err, b.InTrial())
 	}
 }
 
