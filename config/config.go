@@ -412,8 +412,8 @@ func (im *Image) Validate() error {
 	switch im.Slots {
 	case 0, 1:
 	case 2:
-		if im.Loader() != layout.LoaderUEFI {
-			return bad("slots", "2 needs loader uefi (the image boots through %s): U-Boot boot counting is not implemented yet", im.Loader())
+		if l := im.Loader(); l != layout.LoaderUEFI && l != layout.LoaderUBoot {
+			return bad("slots", "2 needs a loader that counts trial boots, uefi or uboot (the image boots through %s)", l)
 		}
 	default:
 		return bad("slots", "%d is not 1 or 2", im.Slots)

@@ -164,6 +164,9 @@ func TestParseImageBad(t *testing.T) {
 		{"unknown loader", "arch = \"x86_64\"\n" + base + "[boot]\nloader = \"grub\"\n", 6, "boot.loader", "want uefi, uboot or none"},
 		{"uboot on x86_64", "arch = \"x86_64\"\n" + base + "[boot]\nloader = \"uboot\"\n", 6, "boot.loader", "use uefi"},
 		{"loader file without uefi", "arch = \"arm64\"\n" + base + "[boot]\nloader = \"uboot\"\nloader_file = \"/shim.efi\"\n", 7, "boot.loader_file", "boots through uboot"},
+		{"slots without a counting loader", "arch = \"arm64\"\n" + base + "slots = 2\n[boot]\nloader = \"none\"\n", 5, "slots", "uefi or uboot"},
+		{"three slots", "arch = \"arm64\"\n" + base + "slots = 3\n", 5, "slots", "not 1 or 2"},
+		{"too many tries", "arch = \"arm64\"\n" + base + "slots = 2\n[boot]\ntries = 100\n", 7, "boot.tries", "out of range"},
 		{"loader typo", "arch = \"arm64\"\n" + base + "[boot]\nloadr = \"uefi\"\n", 6, "boot.loadr", "did you mean boot.loader"},
 		{"zero timeout", "arch = \"x86_64\"\n" + base + "[init]\ndevice_timeout = \"0s\"\n", 6, "init.device_timeout", "out of range"},
 	}

@@ -274,8 +274,8 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 			return nil, errors.New("an update bundle is for two-slot images (slots = 2): a one-slot image has no slot to write it to")
 		}
 	case 2:
-		if s.Loader != layout.LoaderUEFI {
-			return nil, fmt.Errorf("slots = 2 needs loader uefi (boot counting through systemd-boot); loader %s has none here", s.Loader)
+		if s.Loader != layout.LoaderUEFI && s.Loader != layout.LoaderUBoot {
+			return nil, fmt.Errorf("slots = 2 needs loader uefi or uboot (something must count trial boots); loader %s has none", s.Loader)
 		}
 		if s.Tries == 0 {
 			s.Tries = layout.DefaultTries

@@ -17,6 +17,7 @@ import (
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/ovroot/ovroot/layout"
+	"github.com/ovroot/ovroot/slot"
 )
 
 func TestLoaderFiles(t *testing.T) {
@@ -265,5 +266,50 @@ func checkFATEpoch(t *testing.T, image string) {
 	}
 	if n < 6 {
 		t.Errorf("mdir listed %d dated entries, want the dot entries too:\n%s", n, out)
+	}
+}
+
+// A two-slot U-Boot image: boot.scr and slot a's entry file, confirmed,
+// instead of extlinux.conf (which distro boot would run first); no loader
+// is refused.
+func TestBuildSlotsUBoot(t *testing.T) {
+	needTools(t, "mksquashfs")
+	_, initrd := fakeBootFiles(t)
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "sbin"), 0o755)
+	spec := Spec{Arch: layout.ARM64, Initramfs: initrd, Cmdline: "console=ttyAMA0", Loader: layout.LoaderUBoot,
+		Rootfs: root, Compression: "gzip", BootSize: 40 << 20, DataSize: 20 << 20, KernelRelease: "6.1.0-test", Slots: 2}
+	img := make([]byte, 1<<20)
+	copy(img[0x38:], "ARM\x64")
+	spec.Kernel = filepath.Join(t.TempDir(), "Image")
+	os.WriteFile(spec.Kernel, img, 0o644)
+	out := filepath.Join(t.TempDir(), "disk.img")
+	res, err := Build(context.Background(), spec, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scr, err := readBootFile(t, out, layout.BootScriptFile)
+	if err != nil || !bytes.Equal(scr, slot.UImageScript(layout.ARM64, "ovroot A/B boot", slot.BootScript(layout.ARM64))) {
+		t.Errorf("boot.scr: %v, %d bytes: not the script for arm64", err, len(scr))
+	}
+	env, err := readBootFile(t, out, layout.EntriesDir+"/"+slot.EnvFileName(layout.SlotA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, tries, err := slot.ParseEnv(string(env))
+	if err != nil || tries != 0 || e.Slot != layout.SlotA || e.Generation != 1 || e.BuildID != res.BuildID || e.Loader != layout.LoaderUBoot {
+		t.Errorf("slot a's entry = %+v, tries %d, %v (build %s)", e, tries, err, res.BuildID)
+	}
+	for _, absent := range []string{layout.ExtlinuxFile, layout.LoaderConfFile} {
+		if _, err := readBootFile(t, out, absent); err == nil {
+			t.Errorf("%s is on a two-slot U-Boot image", absent)
+		}
+	}
+	if got, _ := readBootFile(t, out, "slot-a/"+layout.KernelFile); !bytes.Equal(got, img) {
+		t.Error("slot-a/vmlinuz is not the kernel")
+	}
+	spec.Loader = layout.LoaderNone
+	if _, err := Build(context.Background(), spec, filepath.Join(t.TempDir(), "x.img")); err == nil || !strings.Contains(err.Error(), "slots = 2 needs loader uefi or uboot") {
+		t.Errorf("slots = 2 with no loader: %v", err)
 	}
 }

@@ -87,7 +87,7 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 	if im.Slots == 2 {
 		// A copy: the caller's image keeps the modules it named.
 		mods := append([]string(nil), im.Modules...)
-		for _, m := range SlotModules {
+		for _, m := range SlotModules(im.Loader()) {
 			if !slices.Contains(mods, m) {
 				mods = append(mods, m)
 			}

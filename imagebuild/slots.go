@@ -17,12 +17,19 @@ import (
 const DefaultBoard = slot.DefaultBoard
 
 // SlotModules are the modules a two-slot image loads at boot besides its
-// own: efivarfs, for the init to read which entry systemd-boot counted
-// (LoaderBootCountPath), and vfat with the character sets ovrootctl mounts
-// the boot partition with (codepage 437, iocharset ascii), so mark-good and
-// upgrade can change the boot entries after switch_root, when the
-// initramfs and its modules are gone.
-var SlotModules = []string{"efivarfs", "vfat", "nls_cp437", "nls_ascii"}
+// own: vfat with the character sets ovrootctl mounts the boot partition
+// with (codepage 437, iocharset ascii), so mark-good and upgrade can change
+// the boot entries after switch_root, when the initramfs and its modules
+// are gone; and for UEFI efivarfs, for the init to read which entry
+// systemd-boot counted (LoaderBootCountPath). U-Boot says that on the
+// command line (ovroot.try=), and efivarfs refuses to load without EFI.
+func SlotModules(loader layout.Loader) []string {
+	mods := []string{"vfat", "nls_cp437", "nls_ascii"}
+	if loader == layout.LoaderUEFI {
+		mods = append([]string{"efivarfs"}, mods...)
+	}
+	return mods
+}
 
 // SlotsLoaderConf is loader.conf of a two-slot image: systemd-boot boots
 // the first entry matching slot.DefaultPattern in its order, which puts
@@ -32,10 +39,18 @@ func SlotsLoaderConf() string {
 }
 
 // slotLoaderFiles is the boot partition of a two-slot image besides the
-// kernel and initramfs (in slot-a/): systemd-boot, loader.conf, and the
-// confirmed entry of slot a, generation 1. It returns slot a's entry too.
+// kernel and initramfs (in slot-a/): for UEFI systemd-boot, loader.conf,
+// and the confirmed entry of slot a, generation 1; for U-Boot boot.scr
+// and slot a's entry file, confirmed (tries 0), generation 1. It returns
+// slot a's entry too.
 func slotLoaderFiles(s Spec) ([]BootFile, slot.Entry) {
 	e := slot.Entry{Slot: layout.SlotA, Generation: 1, BuildID: s.buildID, Options: s.Cmdline, Loader: s.Loader, Release: s.KernelRelease}
+	if s.Loader == layout.LoaderUBoot {
+		return []BootFile{
+			{Name: layout.BootScriptFile, Data: slot.UImageScript(s.Arch, "ovroot A/B boot", slot.BootScript(s.Arch))},
+			{Name: layout.EntriesDir + "/" + slot.EnvFileName(layout.SlotA), Data: []byte(e.Env(0))},
+		}, e
+	}
 	name := slot.Name{Slot: layout.SlotA}.FileName()
 	return []BootFile{
 		{Name: s.Arch.EFIBootFile(), Source: s.LoaderFile},

@@ -33,6 +33,9 @@ func printSummary(w io.Writer, im *config.Image, res *imagebuild.ImageResult) {
 		loader = fmt.Sprintf("uefi (%s as %s)", res.LoaderFile, im.Arch.EFIBootFile())
 	case layout.LoaderUBoot:
 		loader = "uboot (" + layout.ExtlinuxFile + ")"
+		if res.BuildID != "" {
+			loader = "uboot (" + layout.BootScriptFile + ", A/B boot counting)"
+		}
 	}
 	if loader != "" {
 		fmt.Fprintf(w, "  loader: %s\n", loader)
