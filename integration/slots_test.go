@@ -32,16 +32,54 @@ import (
 // to prove "at most N" than the default 3.
 const abTries = 2
 
-// slotArches are the chains the A/B tests run on: x86_64 and arm64, both
-// UEFI (systemd-boot's boot counting).
-var slotArches = []layout.Arch{layout.X86_64, layout.ARM64}
+// abChain is a boot chain the A/B tests run on.
+type abChain struct {
+	arch   layout.Arch
+	loader layout.Loader
+}
 
-// abImage is the image.toml edit of every A/B test image.
-func abImage(im *config.Image) {
+// slotChains are the chains of TestSlots/upgrade: x86_64 and arm64 UEFI
+// (systemd-boot's boot counting), and 32-bit ARM with U-Boot (boot.scr's).
+var slotChains = []abChain{{layout.X86_64, layout.LoaderUEFI}, {layout.ARM64, layout.LoaderUEFI}, {layout.ARM, layout.LoaderUBoot}}
+
+func (c abChain) name() string {
+	if c.loader == layout.LoaderUEFI {
+		return string(c.arch)
+	}
+	return string(c.arch) + "-" + string(c.loader)
+}
+
+// image is the image.toml edit of every A/B test image of the chain.
+func (c abChain) image(im *config.Image) {
 	im.Slots = 2
-	im.Boot.Loader = string(layout.LoaderUEFI)
+	im.Boot.Loader = string(c.loader)
 	im.Boot.Tries = abTries
 	im.Board = "test-board"
+}
+
+// entries are the files the host must see in loader/entries: both slots
+// confirmed, or slot s on trial with done of abTries boots counted (U-Boot
+// shows the count in its marker files, systemd-boot in the name).
+func (c abChain) entries(trial layout.Slot, done int) []string {
+	var out []string
+	for _, sl := range layout.Slots {
+		if c.loader == layout.LoaderUBoot {
+			out = append(out, slot.EnvFileName(sl))
+			if sl == trial {
+				for i := 1; i <= done; i++ {
+					out = append(out, slot.MarkerName(sl, i))
+				}
+			}
+			continue
+		}
+		n := slot.Name{Slot: sl}
+		if sl == trial {
+			n = slot.Name{Slot: sl, Counted: true, Left: abTries - done, Done: done}
+		}
+		out = append(out, n.FileName())
+	}
+	sort.Strings(out)
+	return out
 }
 
 // abRootfs is the small test rootfs with /etc/ovroot-test/version, and
@@ -66,11 +104,11 @@ func abRootfs(t *testing.T, arch layout.Arch, version string, broken bool) strin
 
 // buildBundle builds an update bundle of rootfs with the same image.toml
 // as abImage (the image made alongside is dropped).
-func buildBundle(t *testing.T, arch layout.Arch, rootfs string, edits ...func(*config.Image)) string {
+func buildBundle(t *testing.T, c abChain, rootfs string, edits ...func(*config.Image)) string {
 	t.Helper()
 	bundle := filepath.Join(t.TempDir(), "update.bundle")
-	img := buildImageOpts(t, arch, rootfs, imagebuild.Options{Bundle: bundle}, func(im *config.Image) {
-		abImage(im)
+	img := buildImageOpts(t, c.arch, rootfs, imagebuild.Options{Bundle: bundle}, func(im *config.Image) {
+		c.image(im)
 		for _, e := range edits {
 			e(im)
 		}
@@ -127,6 +165,7 @@ func corruptBundle(t *testing.T, bundle string, corrupt func(root []byte)) strin
 // abDevice is one two-slot device booted again and again from its disk.
 type abDevice struct {
 	t     *testing.T
+	chain abChain
 	img   image
 	boots int // QEMU runs so far
 }
@@ -202,6 +241,17 @@ func espEntries(t *testing.T, img image) []string {
 	return names
 }
 
+// espFile is a file on the image's boot partition, read by the host.
+func espFile(t *testing.T, img image, name string) string {
+	t.Helper()
+	start, _ := partRange(t, img, layout.BootLabel)
+	out, err := exec.Command("mtype", "-i", fmt.Sprintf("%s@@%d", img.path, start), "::/"+name).CombinedOutput()
+	if err != nil {
+		t.Fatalf("mtype %s: %v\n%s", name, err, out)
+	}
+	return string(out)
+}
+
 func wantEntries(t *testing.T, img image, want ...string) {
 	t.Helper()
 	got := espEntries(t, img)
@@ -221,39 +271,61 @@ func wantEntries(t *testing.T, img image, want ...string) {
 // cores with each other instead of adding up.
 func TestSlots(t *testing.T) {
 	requireTools(t)
-	for _, arch := range slotArches {
-		t.Run("upgrade/"+string(arch), func(t *testing.T) {
+	for _, c := range slotChains {
+		t.Run("upgrade/"+c.name(), func(t *testing.T) {
 			t.Parallel()
-			testUpgrade(t, arch)
+			testUpgrade(t, c)
 		})
 	}
-	t.Run("powercuts/x86_64", func(t *testing.T) {
-		t.Parallel()
-		testSlotPowerCuts(t, layout.X86_64)
-	})
+	// The power-cut run takes as long as the rest of TestSlots together:
+	// make test runs it on x86_64 UEFI; OVROOT_AB_POWERCUTS=x86_64,arm-uboot
+	// (any of slotChains' names) runs it on other chains too.
+	cutChains := []string{"x86_64"}
+	if s := os.Getenv("OVROOT_AB_POWERCUTS"); s != "" {
+		cutChains = strings.Split(s, ",")
+	}
+	for _, name := range cutChains {
+		if !slices.ContainsFunc(slotChains, func(c abChain) bool { return c.name() == name }) {
+			t.Fatalf("OVROOT_AB_POWERCUTS: no chain %q (want names of upgrade/ subtests)", name)
+		}
+	}
+	for _, c := range slotChains {
+		if !slices.Contains(cutChains, c.name()) {
+			continue
+		}
+		t.Run("powercuts/"+c.name(), func(t *testing.T) {
+			t.Parallel()
+			testSlotPowerCuts(t, c)
+		})
+	}
 }
 
-func testUpgrade(t *testing.T, arch layout.Arch) {
-	img := buildImage(t, arch, abRootfs(t, arch, "1", false), abImage)
+func testUpgrade(t *testing.T, c abChain) {
+	arch := c.arch
+	img := buildImage(t, arch, abRootfs(t, arch, "1", false), c.image)
 	// On arm64 the new root confirms itself (confirm_after); on x86_64
 	// the running system confirms it with mark-good.
 	autoConfirm := arch == layout.ARM64
-	good := buildBundle(t, arch, abRootfs(t, arch, "2", false), func(im *config.Image) {
+	good := buildBundle(t, c, abRootfs(t, arch, "2", false), func(im *config.Image) {
 		if autoConfirm {
 			im.Init.ConfirmAfter = config.OffDuration(5 * time.Second)
 		}
 	})
-	broken := buildBundle(t, arch, abRootfs(t, arch, "3-init-exits", true))
+	broken := buildBundle(t, c, abRootfs(t, arch, "3-init-exits", true))
 	// Bytes flipped between 10% and 90% of the squashfs: data blocks. The
 	// superblock at the start and the tables at the end stay whole, so it
 	// mounts, and the kernel finds the damage when the init runs.
-	corrupt := corruptBundle(t, buildBundle(t, arch, abRootfs(t, arch, "4-corrupt", false)), func(root []byte) {
+	corrupt := corruptBundle(t, buildBundle(t, c, abRootfs(t, arch, "4-corrupt", false)), func(root []byte) {
 		for i := len(root) / 10; i < len(root)*9/10; i += 512 {
 			root[i] ^= 0xff
 		}
 	})
-	d := &abDevice{t: t, img: img}
-	wantEntries(t, img, "ovroot-a.conf")
+	d := &abDevice{t: t, chain: c, img: img}
+	if c.loader == layout.LoaderUBoot {
+		wantEntries(t, img, slot.EnvFileName(layout.SlotA))
+	} else {
+		wantEntries(t, img, "ovroot-a.conf")
+	}
 
 	// Boot 1: the factory slot a, confirmed. A change in the upper, then
 	// the upgrade to v2.
@@ -269,7 +341,7 @@ func testUpgrade(t *testing.T, arch layout.Arch) {
 		}
 	}
 	powerOff(t, vm)
-	wantEntries(t, img, "ovroot-a.conf", fmt.Sprintf("ovroot-b+%d.conf", abTries))
+	wantEntries(t, img, c.entries(layout.SlotB, 0)...)
 
 	// Boot 2: slot b on trial, v2's root, the upper kept.
 	vm = d.mustBoot("")
@@ -279,6 +351,15 @@ func testUpgrade(t *testing.T, arch layout.Arch) {
 	}
 	if s := runningSlot(t, vm); s != layout.SlotB {
 		t.Fatalf("after the upgrade the device runs slot %s, want b", s)
+	}
+	if c.loader == layout.LoaderUBoot {
+		// boot.scr said so, and told the init (ovroot.try=).
+		if w := fmt.Sprintf("ovroot: slot b on trial: boot 1 of 0x%x", abTries); !strings.Contains(vm.Console(), w) {
+			t.Errorf("U-Boot did not say %q", w)
+		}
+		if cl := guest(t, vm, "cat /proc/cmdline"); !strings.Contains(cl, fmt.Sprintf("ovroot.try=1/0x%x", abTries)) {
+			t.Errorf("the trial boot's command line lacks ovroot.try=1/0x%x: %s", abTries, cl)
+		}
 	}
 	if v := guest(t, vm, "cat /etc/ovroot-test/version"); v != "2\n" {
 		t.Errorf("slot b's root says version %q, want 2", v)
@@ -300,11 +381,22 @@ func testUpgrade(t *testing.T, arch layout.Arch) {
 		if out := guest(t, vm, "exec /usr/bin/ovrootctl mark-good"); !strings.Contains(out, "confirmed already") {
 			t.Errorf("mark-good after confirm_after: %s", out)
 		}
-	} else if out := guest(t, vm, "exec /usr/bin/ovrootctl mark-good"); !strings.Contains(out, "slot b (build") || !strings.Contains(out, "confirmed: ovroot-b+1-1.conf is now ovroot-b.conf") {
-		t.Errorf("mark-good: %s", out)
+	} else {
+		want := "confirmed: ovroot-b+1-1.conf is now ovroot-b.conf"
+		if c.loader == layout.LoaderUBoot {
+			want = fmt.Sprintf("confirmed: ovroot-b.env with 1 of %d tries used is now ovroot-b.env with tries 0", abTries)
+		}
+		if out := guest(t, vm, "exec /usr/bin/ovrootctl mark-good"); !strings.Contains(out, "slot b (build") || !strings.Contains(out, want) {
+			t.Errorf("mark-good: %s\nwant %q", out, want)
+		}
 	}
 	powerOff(t, vm)
-	wantEntries(t, img, "ovroot-a.conf", "ovroot-b.conf")
+	wantEntries(t, img, c.entries("", 0)...)
+	if c.loader == layout.LoaderUBoot {
+		if env := espFile(t, img, layout.EntriesDir+"/ovroot-b.env"); !strings.Contains(env, "ovroot_tries=0x0\n") {
+			t.Errorf("ovroot-b.env after mark-good is not confirmed (tries 0):\n%s", env)
+		}
+	}
 
 	// Boot 3: b stays, confirmed. Then the upgrade to a root whose init
 	// exits at once.
@@ -328,7 +420,7 @@ func testUpgrade(t *testing.T, arch layout.Arch) {
 	if arch == layout.X86_64 {
 		// A root that does not even mount (its superblock zeroed): the
 		// init's own failure path, which records why for status.
-		vm = d.mustBoot(corruptBundle(t, buildBundle(t, arch, abRootfs(t, arch, "5-unmountable", false)), func(root []byte) {
+		vm = d.mustBoot(corruptBundle(t, buildBundle(t, c, abRootfs(t, arch, "5-unmountable", false)), func(root []byte) {
 			clear(root[:4096])
 		}))
 		guest(t, vm, "exec /usr/bin/ovrootctl upgrade /dev/vdb")
@@ -376,7 +468,7 @@ func expectFallback(t *testing.T, d *abDevice, what, consoleWant, statusWant str
 		t.Errorf("%s: a failed boot did not say %q on the console", what, consoleWant)
 	}
 	t.Logf("%s: %d trial boots failed, then slot b again (boot %d)", what, failed, d.boots)
-	wantEntries(t, d.img, fmt.Sprintf("ovroot-a+0-%d.conf", abTries), "ovroot-b.conf")
+	wantEntries(t, d.img, d.chain.entries(layout.SlotA, abTries)...)
 }
 
 // copyDisk copies a device's disk (sparse: the images are mostly holes)
@@ -388,7 +480,7 @@ func (d *abDevice) copyDisk(name string) *abDevice {
 	if b, err := exec.Command("cp", "--sparse=always", d.img.path, out).CombinedOutput(); err != nil {
 		t.Fatalf("copy %s: %v\n%s", d.img.path, err, b)
 	}
-	return &abDevice{t: t, img: image{arch: d.img.arch, path: out}}
+	return &abDevice{t: t, chain: d.chain, img: image{arch: d.img.arch, path: out}}
 }
 
 // cutAfter kills QEMU (the power cut) after delay.
@@ -427,8 +519,8 @@ func settle(t *testing.T, d *abDevice, what string) layout.Slot {
 			}
 		}
 		powerOff(t, vm)
-		if s == layout.SlotB && !slices.Contains(espEntries(t, d.img), "ovroot-b.conf") {
-			t.Errorf("%s: settled on slot b, but the ESP has %v, not ovroot-b.conf", what, espEntries(t, d.img))
+		if got, want := espEntries(t, d.img), d.chain.entries("", 0); s == layout.SlotB && !slices.Equal(got, want) {
+			t.Errorf("%s: settled on slot b, but the ESP has %v, not %v", what, got, want)
 		}
 		t.Logf("%s: settled on slot %s after %d failed boots", what, s, failed)
 		return s
@@ -441,16 +533,17 @@ func settle(t *testing.T, d *abDevice, what string) layout.Slot {
 // never neither, with a data partition e2fsck finds clean; and 20 during
 // boots of a confirmed slot, which must never fall back.
 // OVROOT_AB_SEED replays a run.
-func testSlotPowerCuts(t *testing.T, arch layout.Arch) {
+func testSlotPowerCuts(t *testing.T, c abChain) {
+	arch := c.arch
 	seed := testenv.Int(t, "OVROOT_AB_SEED", time.Now().UnixNano(), 0)
 	t.Logf("A/B power cuts: seed %d (replay: OVROOT_AB_SEED=%d)", seed, seed)
 	rng := rand.New(rand.NewSource(seed))
-	img := buildImage(t, arch, abRootfs(t, arch, "1", false), abImage)
-	bundle := buildBundle(t, arch, abRootfs(t, arch, "2", false))
+	img := buildImage(t, arch, abRootfs(t, arch, "1", false), c.image)
+	bundle := buildBundle(t, c, abRootfs(t, arch, "2", false))
 
 	// The devices the cuts start from: after the first boot (upper file
 	// made), and after a complete upgrade.
-	base := &abDevice{t: t, img: img}
+	base := &abDevice{t: t, chain: c, img: img}
 	vm := base.mustBoot("")
 	guest(t, vm, "write /root/kept.txt made-on-v1")
 	powerOff(t, vm)
@@ -509,6 +602,6 @@ func testSlotPowerCuts(t *testing.T, arch layout.Arch) {
 		t.Errorf("status after 20 cuts of a confirmed slot:\n%s", status)
 	}
 	powerOff(t, vm)
-	wantEntries(t, d.img, "ovroot-a.conf", "ovroot-b.conf")
+	wantEntries(t, d.img, c.entries("", 0)...)
 	fsck(t, d.img, layout.DataLabel)
 }
