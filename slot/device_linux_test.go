@@ -320,30 +320,39 @@ func TestUpgradePowerCut(t *testing.T) {
 		os.Truncate(filepath.Join(d.root, "dev/vda3"), 3<<20+4096)
 		write(t, d.esp("slot-b/vmlinuz"), []byte("kernel b"))
 		write(t, d.esp("slot-b/initrd.img"), []byte("initrd b"))
-		d.sys.cut = &powerCut{at: at}
-		finished := func() (done bool) {
-			defer func() {
-				if r := recover(); r != nil {
-					if r != errPowerCut {
-						panic(r)
-					}
-				}
-			}()
-			if _, err := d.sys.Upgrade(d.bundle); err != nil {
-				t.Fatalf("cut at %d: Upgrade: %v", at, err)
-			}
-			return true
-		}()
+		finished := d.upgradeCutAt(at)
 		d.checkBootable(at, factoryA, oldB, newB)
 		if finished {
-			if at < 10 {
-				t.Fatalf("only %d cut points: the cut hooks are not reached", at)
-			}
-			if got := d.entryFiles(); !equal(got, []string{"ovroot-a.conf", "ovroot-b+3.conf"}) {
-				t.Fatalf("after the whole upgrade entries are %v", got)
-			}
+			d.checkFinished(at, "ovroot-a.conf", "ovroot-b+3.conf")
 			return
 		}
+	}
+}
+
+// upgradeCutAt runs an upgrade that a power cut at event at stops; it
+// reports whether the upgrade finished first.
+func (d *testDevice) upgradeCutAt(at int) (finished bool) {
+	d.sys.cut = &powerCut{at: at}
+	defer func() {
+		if r := recover(); r != nil && r != errPowerCut {
+			panic(r)
+		}
+	}()
+	if _, err := d.sys.Upgrade(d.bundle); err != nil {
+		d.t.Fatalf("cut at %d: Upgrade: %v", at, err)
+	}
+	return true
+}
+
+// checkFinished checks an upgrade no cut stopped: there were enough cut
+// points, and the entries are want.
+func (d *testDevice) checkFinished(at int, want ...string) {
+	d.t.Helper()
+	if at < 10 {
+		d.t.Fatalf("only %d cut points: the cut hooks are not reached", at)
+	}
+	if got := d.entryFiles(); !equal(got, want) {
+		d.t.Fatalf("after the whole upgrade entries are %v, want %v", got, want)
 	}
 }
 
