@@ -149,7 +149,8 @@ func fixFATLabelTime(image string, start, size int64) error {
 }
 
 // fixFATDotTimes gives the "." and ".." entries of every directory of the
-// FAT32 filesystem at start the FAT epoch as their times: go-diskfs
+// FAT32 filesystem at start the FAT epoch as their times, and ".." in the
+// root's subdirectories cluster 0 as the spec wants: go-diskfs
 // stamps them with the clock (Chtimes reaches only a directory's entry in
 // its parent), so two builds of the same inputs a few seconds apart
 // differed there. It reads the boot sector (Microsoft's FAT32 layout:
@@ -210,6 +211,14 @@ func fixFATDotTimes(f *os.File, start int64) error {
 				if ent[0] == '.' {
 					copy(ent[13:20], fixed)
 					copy(ent[22:26], []byte{0, 0, 0x21, 0})
+					// ".." of a directory in the root names cluster 0,
+					// not the root's cluster (FAT spec; go-diskfs v1.9.4
+					// writes the root's, which fsck.fat flags in every
+					// top-level directory).
+					if ent[1] == '.' && uint32(binary.LittleEndian.Uint16(ent[20:]))<<16|uint32(binary.LittleEndian.Uint16(ent[26:])) == root {
+						clear(ent[20:22])
+						clear(ent[26:28])
+					}
 					dirty = true
 					continue
 				}

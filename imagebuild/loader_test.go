@@ -16,6 +16,7 @@ import (
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/partition/gpt"
+	"github.com/ovroot/ovroot/internal/testenv"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/slot"
 )
@@ -219,6 +220,7 @@ func TestBuildLoaderImage(t *testing.T) {
 				t.Error("two builds from the same inputs differ")
 			}
 			checkFATEpoch(t, out)
+			checkFATClean(t, out)
 		})
 	}
 	// Refused: uboot on x86_64, uefi without or with a wrong loader.
@@ -243,6 +245,40 @@ func TestBuildLoaderImage(t *testing.T) {
 // entry, "." and ".." included, with a time other than the FAT epoch: a
 // clock time makes two builds seconds apart differ (two builds within the
 // same two seconds, as above, cannot show it).
+// checkFATClean runs fsck.fat -n on the boot partition: no findings.
+func checkFATClean(t *testing.T, image string) {
+	t.Helper()
+	tool, err := exec.LookPath("fsck.fat")
+	if err != nil {
+		if tool, err = exec.LookPath("/usr/sbin/fsck.fat"); err != nil {
+			testenv.Missing(t, "fsck.fat not installed (make deps)")
+		}
+	}
+	parts, err := ListPartitions(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.Open(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	esp := filepath.Join(t.TempDir(), "boot.img")
+	dst, err := os.Create(esp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.Copy(dst, io.NewSectionReader(src, parts[0].Start, parts[0].Size))
+	dst.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(tool, "-n", esp).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "Fixing") || strings.Contains(string(out), "Auto-correcting") {
+		t.Errorf("fsck.fat -n on the boot partition: %v\n%s", err, out)
+	}
+}
+
 func checkFATEpoch(t *testing.T, image string) {
 	t.Helper()
 	needTools(t, "mdir")
@@ -308,6 +344,7 @@ func TestBuildSlotsUBoot(t *testing.T) {
 	if got, _ := readBootFile(t, out, "slot-a/"+layout.KernelFile); !bytes.Equal(got, img) {
 		t.Error("slot-a/vmlinuz is not the kernel")
 	}
+	checkFATClean(t, out)
 	spec.Loader = layout.LoaderNone
 	if _, err := Build(context.Background(), spec, filepath.Join(t.TempDir(), "x.img")); err == nil || !strings.Contains(err.Error(), "slots = 2 needs loader uefi or uboot") {
 		t.Errorf("slots = 2 with no loader: %v", err)

@@ -428,6 +428,7 @@ func testUpgrade(t *testing.T, c abChain) {
 		expectFallback(t, d, "unmountable squashfs", "ovroot: trial boot of slot a (build", "last failure: mount lower /dev/vda2")
 	}
 	fsck(t, img, layout.DataLabel)
+	fsckFAT(t, img)
 }
 
 // expectFallback boots a device whose slot a was just upgraded to a root
@@ -583,6 +584,7 @@ func testSlotPowerCuts(t *testing.T, c abChain) {
 		}
 		settled[settle(t, d, what)]++
 		fsck(t, d.img, layout.DataLabel)
+		fsckFAT(t, d.img)
 	}
 	t.Logf("after 10 cuts: %d settled on the old slot a, %d on the new slot b", settled[layout.SlotA], settled[layout.SlotB])
 
@@ -604,4 +606,5 @@ func testSlotPowerCuts(t *testing.T, c abChain) {
 	powerOff(t, vm)
 	wantEntries(t, d.img, c.entries("", 0)...)
 	fsck(t, d.img, layout.DataLabel)
+	fsckFAT(t, d.img)
 }

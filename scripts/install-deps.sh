@@ -11,9 +11,10 @@ set -euo pipefail
 # u-boot-qemu: U-Boot for QEMU's arm64 and 32-bit ARM virt boards;
 # systemd-boot-efi: the x86_64 EFI loader put on images (the arm64 one is
 # fetched as a foreign-arch package, like the kernels); busybox-static: the
-# shell-preinit baseline `make bench` compares the init against.
+# shell-preinit baseline `make bench` compares the init against; mtools and
+# dosfstools: the tests read and fsck the boot partition on the host.
 packages=(qemu-system-x86 qemu-system-arm squashfs-tools e2fsprogs cpio
-  ovmf qemu-efi-aarch64 u-boot-qemu systemd-boot-efi busybox-static mtools)
+  ovmf qemu-efi-aarch64 u-boot-qemu systemd-boot-efi busybox-static mtools dosfstools)
 
 sudo=()
 if [ "$(id -u)" != 0 ]; then
@@ -52,7 +53,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}" >&2
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-for tool in qemu-system-x86_64 qemu-system-aarch64 qemu-system-arm mksquashfs unsquashfs e2fsck; do
+for tool in qemu-system-x86_64 qemu-system-aarch64 qemu-system-arm mksquashfs unsquashfs e2fsck mdir fsck.fat; do
   command -v "$tool" >/dev/null || { echo "install-deps: $tool still missing after install" >&2; exit 1; }
 done
 for f in /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/AAVMF/AAVMF_CODE.fd /usr/lib/u-boot/qemu_arm64/u-boot.bin \
