@@ -283,28 +283,31 @@ func ListEntries(dir string) ([]SlotEntry, error) {
 		if !e.Type().IsRegular() {
 			continue
 		}
-		var se SlotEntry
+		n, bls := ParseName(e.Name())
+		sl, env := ParseEnvName(e.Name())
+		if !bls && !env {
+			continue
+		}
+		se := SlotEntry{File: e.Name(), Name: n}
 		data, err := os.ReadFile(filepath.Join(edir, e.Name()))
-		if n, ok := ParseName(e.Name()); ok {
-			se = SlotEntry{File: e.Name(), Name: n}
-			if err == nil {
-				se.Entry, err = ParseEntry(string(data))
-			}
-		} else if sl, ok := ParseEnvName(e.Name()); ok {
-			se = SlotEntry{File: e.Name(), Name: Name{Slot: sl}}
+		if bls && err == nil {
+			se.Entry, err = ParseEntry(string(data))
+		}
+		if env {
+			// U-Boot: the markers in a row from 1 are the tries used, as
+			// boot.scr counts them.
+			se.Name = Name{Slot: sl}
 			var tries int
 			if err == nil {
 				se.Entry, tries, err = ParseEnv(string(data))
 			}
 			if tries > 0 {
 				done := 0
-				for markers[sl][done+1] {
+				for done < tries && markers[sl][done+1] {
 					done++
 				}
-				se.Name = Name{Slot: sl, Counted: true, Left: max(tries-done, 0), Done: done}
+				se.Name = Name{Slot: sl, Counted: true, Left: tries - done, Done: done}
 			}
-		} else {
-			continue
 		}
 		if err == nil && se.Entry.Slot != se.Name.Slot {
 			err = fmt.Errorf("boots slot %s", se.Entry.Slot)
