@@ -417,6 +417,32 @@ func testUpgrade(t *testing.T, c abChain) {
 	powerOff(t, vm)
 	expectFallback(t, d, "corrupt squashfs", "SQUASHFS error", "")
 
+	if c.loader == layout.LoaderUBoot {
+		// A trial slot whose kernel is gone (the host deletes it): boot.scr
+		// counts the try, the load fails, and it boots the confirmed slot
+		// in the same boot instead of stopping at U-Boot's prompt.
+		vm = d.mustBoot(good)
+		guest(t, vm, "exec /usr/bin/ovrootctl upgrade /dev/vdb")
+		powerOff(t, vm)
+		start, _ := partRange(t, img, layout.BootLabel)
+		if out, err := exec.Command("mdel", "-i", fmt.Sprintf("%s@@%d", img.path, start), "::/slot-a/"+layout.KernelFile).CombinedOutput(); err != nil {
+			t.Fatalf("mdel slot-a's kernel: %v\n%s", err, out)
+		}
+		vm = d.mustBoot("")
+		if s := runningSlot(t, vm); s != layout.SlotB {
+			t.Errorf("with slot a's kernel gone the device runs slot %s, want b", s)
+		}
+		for _, w := range []string{"ovroot: slot a on trial: boot 1 of", "ovroot: booting slot a failed", "ovroot: booting slot b\n"} {
+			if !strings.Contains(strings.ReplaceAll(vm.Console(), "\r", ""), w) {
+				t.Errorf("U-Boot did not say %q", w)
+			}
+		}
+		if status := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(status, "slot a: generation 5, build") || !strings.Contains(status, fmt.Sprintf("on trial (%d of %d tries left)", abTries-1, abTries)) {
+			t.Errorf("status with slot a's kernel gone:\n%s", status)
+		}
+		powerOff(t, vm)
+		wantEntries(t, img, c.entries(layout.SlotA, 1)...)
+	}
 	if arch == layout.X86_64 {
 		// A root that does not even mount (its superblock zeroed): the
 		// init's own failure path, which records why for status.

@@ -136,7 +136,8 @@ func ParseTry(val string) (done, tries int, err error) {
 // confirmed or have tries left, else (nothing else is left) the highest
 // one at all. A trial boot first creates its marker; when that write
 // fails it boots the other slot if that one can boot, so a trial is never
-// booted uncounted while there is a fallback.
+// booted uncounted while there is a fallback. When the picked slot's
+// kernel does not load or start, it boots the other slot if confirmed.
 func BootScript(arch layout.Arch) string {
 	bootCmd := "booti"
 	if arch == layout.ARM {
@@ -188,15 +189,15 @@ func BootScript(arch layout.Arch) string {
 	}
 	w("if test -z \"${ovroot_pick}\"; then setenv ovroot_pick ${ovroot_any}; fi")
 	w("if test -z \"${ovroot_pick}\"; then echo \"ovroot: no slot entry in %s\"; exit; fi", layout.EntriesDir)
-	w("setenv ovroot_try")
 	// Per slot, unrolled: U-Boot's shell has no indirect variables.
 	for _, s := range layout.Slots {
 		o := s.Other()
+		w("setenv ovroot_%s_try", s)
 		w("if test \"${ovroot_pick}\" = \"%s\" && itest ${ovroot_%s_tries} -ne 0 && itest ${ovroot_%s_done} -lt ${ovroot_%s_tries}; then", s, s, s, s)
 		w("  setexpr ovroot_n ${ovroot_%s_done} + 1", s)
 		w("  mw.b ${kernel_addr_r} 0x31 1")
 		w("  if fatwrite %s ${kernel_addr_r} %s%s%s.try${ovroot_n} 1; then", part, dir, EntryPrefix, s)
-		w("    setenv ovroot_try \" %s=${ovroot_n}/${ovroot_%s_tries}\"", layout.TryParam, s)
+		w("    setenv ovroot_%s_try \" %s=${ovroot_n}/${ovroot_%s_tries}\"", s, layout.TryParam, s)
 		w("    echo \"ovroot: slot %s on trial: boot ${ovroot_n} of ${ovroot_%s_tries}\"", s, s)
 		w("  elif test \"${ovroot_%s_boots}\" = \"1\"; then", o)
 		w("    echo \"ovroot: cannot count a trial boot of slot %s (fatwrite failed): booting slot %s\"", s, o)
@@ -206,14 +207,24 @@ func BootScript(arch layout.Arch) string {
 		w("  fi")
 		w("fi")
 	}
-	w("if test \"${ovroot_pick}\" = \"a\"; then setenv bootargs \"${ovroot_a_args}${ovroot_try}\"; else setenv bootargs \"${ovroot_b_args}${ovroot_try}\"; fi")
+	// The picked slot, then, if its kernel or initramfs does not load or
+	// start, the other slot when it is confirmed: U-Boot would otherwise
+	// stop at its prompt, where nothing counts or reboots.
+	w("setenv ovroot_order ${ovroot_pick}")
+	for _, s := range layout.Slots {
+		o := s.Other()
+		w("if test \"${ovroot_pick}\" = \"%s\" && test \"${ovroot_%s_ok}\" = \"1\" && itest ${ovroot_%s_tries} -eq 0; then setenv ovroot_order \"%s %s\"; fi", s, o, o, s, o)
+	}
 	w("setenv ovroot_fdt ${fdtcontroladdr}")
 	w("if test -n \"${fdt_addr}\"; then setenv ovroot_fdt ${fdt_addr}; fi")
-	w("echo \"ovroot: booting slot ${ovroot_pick}\"")
-	w("if load %s ${kernel_addr_r} slot-${ovroot_pick}/%s && load %s ${ramdisk_addr_r} slot-${ovroot_pick}/%s; then", part, layout.KernelFile, part, layout.InitrdFile)
-	w("  %s ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${ovroot_fdt}", bootCmd)
-	w("fi")
-	w("echo \"ovroot: booting slot ${ovroot_pick} failed\"")
+	w("for ovroot_s in ${ovroot_order}; do")
+	w("  if test \"${ovroot_s}\" = \"a\"; then setenv bootargs \"${ovroot_a_args}${ovroot_a_try}\"; else setenv bootargs \"${ovroot_b_args}${ovroot_b_try}\"; fi")
+	w("  echo \"ovroot: booting slot ${ovroot_s}\"")
+	w("  if load %s ${kernel_addr_r} slot-${ovroot_s}/%s && load %s ${ramdisk_addr_r} slot-${ovroot_s}/%s; then", part, layout.KernelFile, part, layout.InitrdFile)
+	w("    %s ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${ovroot_fdt}", bootCmd)
+	w("  fi")
+	w("  echo \"ovroot: booting slot ${ovroot_s} failed\"")
+	w("done")
 	return b.String()
 }
 

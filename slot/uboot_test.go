@@ -120,13 +120,14 @@ func TestUImageScript(t *testing.T) {
 
 func TestBootScript(t *testing.T) {
 	arm64, arm := BootScript(layout.ARM64), BootScript(layout.ARM)
-	if !strings.Contains(arm64, "\n  booti ${kernel_addr_r}") || !strings.Contains(arm, "\n  bootz ${kernel_addr_r}") {
+	if !strings.Contains(arm64, "\n    booti ${kernel_addr_r}") || !strings.Contains(arm, "\n    bootz ${kernel_addr_r}") {
 		t.Error("arm64 must boot with booti, arm with bootz")
 	}
 	for _, want := range []string{
 		"loader/entries/ovroot-a.env", "loader/entries/ovroot-b.env",
 		"loader/entries/ovroot-b.try${ovroot_n} 1", // the marker U-Boot creates
-		" ovroot.try=${ovroot_n}/${ovroot_b_tries}",
+		"setenv ovroot_b_try \" ovroot.try=${ovroot_n}/${ovroot_b_tries}\"",
+		"setenv bootargs \"${ovroot_b_args}${ovroot_b_try}\"",
 		"for i in 1 2 3 4 5 6 7 8 9 a b c d e f 10 ", // hex, as setexpr writes ovroot_n
 		" 63; do",
 	} {
