@@ -38,8 +38,10 @@ type abChain struct {
 	loader layout.Loader
 }
 
-// slotChains are the chains of TestSlots/upgrade: x86_64 and arm64 UEFI
-// (systemd-boot's boot counting), and 32-bit ARM with U-Boot (boot.scr's).
+// slotChains are the chains the A/B tests can run on: x86_64 and arm64
+// UEFI (systemd-boot's boot counting), and 32-bit ARM with U-Boot
+// (boot.scr's). make test runs upgrade/ on x86_64 and arm-uboot and
+// powercuts/ on x86_64 (chainsFrom).
 var slotChains = []abChain{{layout.X86_64, layout.LoaderUEFI}, {layout.ARM64, layout.LoaderUEFI}, {layout.ARM, layout.LoaderUBoot}}
 
 func (c abChain) name() string {
@@ -271,28 +273,14 @@ func wantEntries(t *testing.T, img image, want ...string) {
 // cores with each other instead of adding up.
 func TestSlots(t *testing.T) {
 	requireTools(t)
-	for _, c := range slotChains {
+	for _, c := range chainsFrom(t, "OVROOT_AB_UPGRADES", "x86_64,arm-uboot") {
 		t.Run("upgrade/"+c.name(), func(t *testing.T) {
 			t.Parallel()
 			testUpgrade(t, c)
 		})
 	}
-	// The power-cut run takes as long as the rest of TestSlots together:
-	// make test runs it on x86_64 UEFI; OVROOT_AB_POWERCUTS=x86_64,arm-uboot
-	// (any of slotChains' names) runs it on other chains too.
-	cutChains := []string{"x86_64"}
-	if s := os.Getenv("OVROOT_AB_POWERCUTS"); s != "" {
-		cutChains = strings.Split(s, ",")
-	}
-	for _, name := range cutChains {
-		if !slices.ContainsFunc(slotChains, func(c abChain) bool { return c.name() == name }) {
-			t.Fatalf("OVROOT_AB_POWERCUTS: no chain %q (want names of upgrade/ subtests)", name)
-		}
-	}
-	for _, c := range slotChains {
-		if !slices.Contains(cutChains, c.name()) {
-			continue
-		}
+	// The power-cut run takes as long as the rest of TestSlots together.
+	for _, c := range chainsFrom(t, "OVROOT_AB_POWERCUTS", "x86_64") {
 		t.Run("powercuts/"+c.name(), func(t *testing.T) {
 			t.Parallel()
 			testSlotPowerCuts(t, c)
@@ -300,12 +288,32 @@ func TestSlots(t *testing.T) {
 	}
 }
 
+// chainsFrom is the chains named in the environment variable env
+// (comma-separated names of slotChains, e.g. x86_64,arm64,arm-uboot), or
+// in def. 2 cores run the default set within make test's time; the rest
+// run by hand.
+func chainsFrom(t *testing.T, env, def string) []abChain {
+	names := def
+	if s := os.Getenv(env); s != "" {
+		names = s
+	}
+	var out []abChain
+	for _, name := range strings.Split(names, ",") {
+		i := slices.IndexFunc(slotChains, func(c abChain) bool { return c.name() == name })
+		if i < 0 {
+			t.Fatalf("%s: no chain %q (want x86_64, arm64 or arm-uboot)", env, name)
+		}
+		out = append(out, slotChains[i])
+	}
+	return out
+}
+
 func testUpgrade(t *testing.T, c abChain) {
 	arch := c.arch
 	img := buildImage(t, arch, abRootfs(t, arch, "1", false), c.image)
-	// On arm64 the new root confirms itself (confirm_after); on x86_64
-	// the running system confirms it with mark-good.
-	autoConfirm := arch == layout.ARM64
+	// On the ARM chains the new root confirms itself (confirm_after); on
+	// x86_64 the running system confirms it with mark-good.
+	autoConfirm := arch != layout.X86_64
 	good := buildBundle(t, c, abRootfs(t, arch, "2", false), func(im *config.Image) {
 		if autoConfirm {
 			im.Init.ConfirmAfter = config.OffDuration(5 * time.Second)
@@ -347,7 +355,11 @@ func testUpgrade(t *testing.T, c abChain) {
 	vm = d.mustBoot("")
 	if autoConfirm {
 		// First, so no command's output races the confirmer's line.
-		expect(t, vm, "confirmed after 5s (ovroot-b+1-1.conf is now ovroot-b.conf)")
+		confirmed := "confirmed after 5s (ovroot-b+1-1.conf is now ovroot-b.conf)"
+		if c.loader == layout.LoaderUBoot {
+			confirmed = fmt.Sprintf("confirmed after 5s (ovroot-b.env with 1 of %d tries used is now ovroot-b.env with tries 0)", abTries)
+		}
+		expect(t, vm, confirmed)
 	}
 	if s := runningSlot(t, vm); s != layout.SlotB {
 		t.Fatalf("after the upgrade the device runs slot %s, want b", s)

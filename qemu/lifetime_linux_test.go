@@ -31,12 +31,18 @@ func TestStartFromThreadThatEnds(t *testing.T) {
 		err error
 	}
 	ch := make(chan started)
+	release := make(chan struct{})
+	defer close(release)
 	start := func() {
 		runtime.LockOSThread()
 		if unix.Gettid() == unix.Getpid() {
 			// The runtime never ends the main thread: no test there.
-			runtime.UnlockOSThread()
+			// Hold it (locked and blocked, it runs nothing else), so the
+			// next try runs on another thread; on a loaded machine the
+			// idle main thread otherwise took every try.
 			ch <- started{}
+			<-release
+			runtime.UnlockOSThread()
 			return
 		}
 		// Never unlocked: the thread ends with this goroutine.
