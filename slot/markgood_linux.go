@@ -3,7 +3,6 @@ package slot
 import (
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/ovroot/ovroot/layout"
 )
@@ -94,10 +93,7 @@ func (s *System) markGood(d device, e *esp, res *MarkGoodResult) error {
 	c := counted[0]
 	if _, ok := ParseEnvName(c.File); ok {
 		// U-Boot: the entry again with tries 0, then its markers go.
-		err := s.replaceFile(dir, c.File, func(w io.Writer) error {
-			_, err := io.WriteString(w, c.Entry.Env(0))
-			return err
-		}, nil)
+		err := s.replaceText(dir, c.File, c.Entry.Env(0))
 		if err == nil {
 			err = s.removeMarkers(dir, d.slot)
 		}

@@ -434,6 +434,14 @@ func (s *System) replaceFile(dir, name string, write func(io.Writer) error, chec
 	return syncDir(dir)
 }
 
+// replaceText is replaceFile for an entry's text.
+func (s *System) replaceText(dir, name, text string) error {
+	return s.replaceFile(dir, name, func(w io.Writer) error {
+		_, err := io.WriteString(w, text)
+		return err
+	}, nil)
+}
+
 // removeFile removes dir/name and syncs dir.
 func (s *System) removeFile(dir, name string) error {
 	if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {

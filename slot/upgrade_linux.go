@@ -174,10 +174,7 @@ func (s *System) upgrade(d device, e *esp, path string, res *UpgradeResult) erro
 	if info.Loader == layout.LoaderUBoot {
 		name, text = EnvFileName(other), ent.Env(m.Tries)
 	}
-	if err := s.replaceFile(e.entriesDir(), name, func(w io.Writer) error {
-		_, err := io.WriteString(w, text)
-		return err
-	}, nil); err != nil {
+	if err := s.replaceText(e.entriesDir(), name, text); err != nil {
 		return fmt.Errorf("add slot %s's entry: %w", other, err)
 	}
 	*res = UpgradeResult{Slot: other, BuildID: m.BuildID, Tries: m.Tries, Generation: ent.Generation, Entry: name}
