@@ -59,6 +59,16 @@ func (c abChain) image(im *config.Image) {
 	im.Board = "test-board"
 }
 
+// confirmText is what confirming slot b after its first trial boot
+// reports (mark-good and the confirm_after confirmer alike): the counted
+// entry and what it became.
+func (c abChain) confirmText() string {
+	if c.loader == layout.LoaderUBoot {
+		return fmt.Sprintf("ovroot-b.env with 1 of %d tries used is now ovroot-b.env with tries 0", abTries)
+	}
+	return fmt.Sprintf("ovroot-b+%d-1.conf is now ovroot-b.conf", abTries-1)
+}
+
 // entries are the files the host must see in loader/entries: both slots
 // confirmed, or slot s on trial with done of abTries boots counted (U-Boot
 // shows the count in its marker files, systemd-boot in the name).
@@ -230,8 +240,7 @@ func runningSlot(t *testing.T, vm *qemu.VM) layout.Slot {
 // the host with mtools.
 func espEntries(t *testing.T, img image) []string {
 	t.Helper()
-	start, _ := partRange(t, img, layout.BootLabel)
-	out, err := exec.Command("mdir", "-b", "-i", fmt.Sprintf("%s@@%d", img.path, start), "::/"+layout.EntriesDir).CombinedOutput()
+	out, err := exec.Command("mdir", "-b", "-i", espMtools(t, img), "::/"+layout.EntriesDir).CombinedOutput()
 	if err != nil {
 		t.Fatalf("mdir the boot entries: %v\n%s", err, out)
 	}
@@ -243,11 +252,17 @@ func espEntries(t *testing.T, img image) []string {
 	return names
 }
 
+// espMtools is the image's boot partition as mtools' -i names it.
+func espMtools(t *testing.T, img image) string {
+	t.Helper()
+	start, _ := partRange(t, img, layout.BootLabel)
+	return fmt.Sprintf("%s@@%d", img.path, start)
+}
+
 // espFile is a file on the image's boot partition, read by the host.
 func espFile(t *testing.T, img image, name string) string {
 	t.Helper()
-	start, _ := partRange(t, img, layout.BootLabel)
-	out, err := exec.Command("mtype", "-i", fmt.Sprintf("%s@@%d", img.path, start), "::/"+name).CombinedOutput()
+	out, err := exec.Command("mtype", "-i", espMtools(t, img), "::/"+name).CombinedOutput()
 	if err != nil {
 		t.Fatalf("mtype %s: %v\n%s", name, err, out)
 	}
@@ -355,11 +370,7 @@ func testUpgrade(t *testing.T, c abChain) {
 	vm = d.mustBoot("")
 	if autoConfirm {
 		// First, so no command's output races the confirmer's line.
-		confirmed := "confirmed after 5s (ovroot-b+1-1.conf is now ovroot-b.conf)"
-		if c.loader == layout.LoaderUBoot {
-			confirmed = fmt.Sprintf("confirmed after 5s (ovroot-b.env with 1 of %d tries used is now ovroot-b.env with tries 0)", abTries)
-		}
-		expect(t, vm, confirmed)
+		expect(t, vm, "confirmed after 5s ("+c.confirmText()+")")
 	}
 	if s := runningSlot(t, vm); s != layout.SlotB {
 		t.Fatalf("after the upgrade the device runs slot %s, want b", s)
@@ -394,10 +405,7 @@ func testUpgrade(t *testing.T, c abChain) {
 			t.Errorf("mark-good after confirm_after: %s", out)
 		}
 	} else {
-		want := "confirmed: ovroot-b+1-1.conf is now ovroot-b.conf"
-		if c.loader == layout.LoaderUBoot {
-			want = fmt.Sprintf("confirmed: ovroot-b.env with 1 of %d tries used is now ovroot-b.env with tries 0", abTries)
-		}
+		want := "confirmed: " + c.confirmText()
 		if out := guest(t, vm, "exec /usr/bin/ovrootctl mark-good"); !strings.Contains(out, "slot b (build") || !strings.Contains(out, want) {
 			t.Errorf("mark-good: %s\nwant %q", out, want)
 		}
@@ -436,8 +444,7 @@ func testUpgrade(t *testing.T, c abChain) {
 		vm = d.mustBoot(good)
 		guest(t, vm, "exec /usr/bin/ovrootctl upgrade /dev/vdb")
 		powerOff(t, vm)
-		start, _ := partRange(t, img, layout.BootLabel)
-		if out, err := exec.Command("mdel", "-i", fmt.Sprintf("%s@@%d", img.path, start), "::/slot-a/"+layout.KernelFile).CombinedOutput(); err != nil {
+		if out, err := exec.Command("mdel", "-i", espMtools(t, img), "::/slot-a/"+layout.KernelFile).CombinedOutput(); err != nil {
 			t.Fatalf("mdel slot-a's kernel: %v\n%s", err, out)
 		}
 		vm = d.mustBoot("")
