@@ -435,14 +435,9 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 	if err := writeImage(ctx, s, partial, total, parts, guid, sqfs); err != nil {
 		return nil, err
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(partial, out); err != nil {
-		return nil, fmt.Errorf("rename %s to %s: %w", partial, out, err)
-	}
-	complete = true
 	res := &Result{Partitions: parts, SquashfsBytes: sqSize, Entries: entries, BuildID: buildID}
+	// The bundle before the image is renamed into place: a bundle that
+	// cannot be written (a full disk) fails the build with out as it was.
 	if s.Bundle != "" {
 		n, err := writeBundle(ctx, s, sqfs)
 		if err != nil {
@@ -451,6 +446,13 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 		res.BundleBytes = n
 		logf("bundle: %s, %d bytes, build %s", s.Bundle, n, buildID)
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(partial, out); err != nil {
+		return nil, fmt.Errorf("rename %s to %s: %w", partial, out, err)
+	}
+	complete = true
 	return res, nil
 }
 

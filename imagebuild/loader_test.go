@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/ovroot/ovroot/internal/testenv"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/slot"
+	"golang.org/x/sys/unix"
 )
 
 func TestLoaderFiles(t *testing.T) {
@@ -352,6 +354,25 @@ func TestBuildSlotsUBoot(t *testing.T) {
 		t.Error("slot-a/vmlinuz is not the kernel")
 	}
 	checkFATClean(t, out)
+	// A bundle that fills its disk fails the build and leaves no image.
+	testenv.RequireRoot(t, "mount a small tmpfs for the bundle")
+	full := t.TempDir()
+	if err := unix.Mount("tmpfs", full, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(full, 0) })
+	failed := filepath.Join(t.TempDir(), "failed.img")
+	spec.Bundle = filepath.Join(full, "x.bundle")
+	if _, err := Build(context.Background(), spec, failed); err == nil || !strings.Contains(err.Error(), "no space left on device") {
+		t.Errorf("Build with a bundle on a full disk = %v", err)
+	}
+	if _, err := os.Stat(failed); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a build whose bundle failed left the image: %v", err)
+	}
+	if ents, _ := os.ReadDir(full); len(ents) != 0 {
+		t.Errorf("a failed bundle left %v", ents)
+	}
+	spec.Bundle = ""
 	spec.Loader = layout.LoaderNone
 	if _, err := Build(context.Background(), spec, filepath.Join(t.TempDir(), "x.img")); err == nil || !strings.Contains(err.Error(), "slots = 2 needs loader uefi or uboot") {
 		t.Errorf("slots = 2 with no loader: %v", err)
