@@ -1,0 +1,60 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// An unknown key is an error whether or not a known key is near it: a
+// key nothing resembles (frobnicate) must not pass as silently ignored.
+// TestParseImageBad covers the typos that get a "did you mean".
+func TestUnknownKeyWithoutNearMatch(t *testing.T) {
+	base := "arch = \"x86_64\"\nkernel = \"/k\"\nmodules_dir = \"/m\"\nrootfs = \"/r\"\n"
+	cases := []struct {
+		name  string
+		parse func(name string, data []byte) error
+		src   string
+		line  int
+		key   string
+	}{
+		{"image top level", parseImage, base + "frobnicate = 1\n", 5, "frobnicate"},
+		{"image [init]", parseImage, base + "[init]\nfrobnicate = 1\n", 6, "init.frobnicate"},
+		{"image [boot]", parseImage, base + "[boot]\nfrobnicate = \"x\"\n", 6, "boot.frobnicate"},
+		{"image [init.reset]", parseImage, base + "[init.reset]\nfrobnicate = true\n", 6, "init.reset.frobnicate"},
+		{"image unknown table", parseImage, base + "[frobnicate]\nx = 1\n", 5, "frobnicate"},
+		{"init.toml", parseInit, "root_label = \"sys\"\nfrobnicate = 1\n", 2, "frobnicate"},
+		{"init.toml [reset]", parseInit, "[reset]\nfrobnicate = 1\n", 2, "reset.frobnicate"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.parse("spec/x.toml", []byte(c.src))
+			if err == nil {
+				t.Fatalf("parse(%q) = nil error, want unknown key %s", c.src, c.key)
+			}
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("parse(%q) = %v, not a *config.Error", c.src, err)
+			}
+			if e.File != "spec/x.toml" || e.Line != c.line || e.Key != c.key {
+				t.Errorf("parse(%q) = file %q line %d key %q, want spec/x.toml line %d key %q (%v)", c.src, e.File, e.Line, e.Key, c.line, c.key, err)
+			}
+			if !strings.HasPrefix(e.Msg, "unknown key") || strings.Contains(e.Msg, "did you mean") {
+				t.Errorf("parse(%q) message %q, want plain \"unknown key\"", c.src, e.Msg)
+			}
+		})
+	}
+}
+
+func parseImage(name string, data []byte) error {
+	im, err := ParseImage(name, data)
+	if err == nil {
+		err = im.Validate()
+	}
+	return err
+}
+
+func parseInit(name string, data []byte) error {
+	_, err := ParseInit(name, data)
+	return err
+}
