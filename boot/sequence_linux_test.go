@@ -40,7 +40,10 @@ type fakeSys struct {
 	// devsAfterReread is what BlockDevices lists once the kernel re-read
 	// the memDisk at disks["vda"] (nil = devs).
 	devsAfterReread []BlockDev
-	mu              sync.Mutex
+	// onMount runs after a Mount is recorded, as the kernel's mount
+	// makes a filesystem's files appear (efivarfs's variables).
+	onMount func(source, target, fstype string)
+	mu      sync.Mutex
 }
 
 func (f *fakeSys) rec(format string, args ...any) {
@@ -51,6 +54,9 @@ func (f *fakeSys) rec(format string, args ...any) {
 
 func (f *fakeSys) Mount(source, target, fstype string, flags uintptr, data string) error {
 	f.rec("mount %s %s %s %#x %s", source, target, fstype, flags, data)
+	if f.onMount != nil {
+		f.onMount(source, target, fstype)
+	}
 	if f.mountFail[target] > 0 {
 		f.mountFail[target]--
 		return unix.EUCLEAN

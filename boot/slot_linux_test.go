@@ -118,6 +118,40 @@ func TestBootSlotTrial(t *testing.T) {
 	}
 }
 
+// /sys/firmware/efi is there but efivarfs is not mounted yet (the kernel
+// mounts it only when asked): the init must mount it and then read
+// LoaderBootCountPath, or a trial boot passes for a confirmed one and a
+// root that fails is never abandoned.
+func TestBootSlotTrialMountsEfivarfs(t *testing.T) {
+	var root string
+	sys := &fakeSys{devs: slotDisk(), probe: map[string]Content{"/dev/vda4": ContentExt4}}
+	sys.onMount = func(source, target, fstype string) {
+		if fstype == "efivarfs" && target == efivarsDir {
+			withBootCount(`\loader\entries\ovroot-b+1-2.conf`)(root)
+		}
+	}
+	e := &bootEnv{
+		cmdline: "ovroot.slot=b ovroot.build=00000000000000bb",
+		sys:     sys,
+		setup: func(r string) {
+			root = r
+			os.MkdirAll(filepath.Join(r, efivarsDir), 0o755) // the mount point, empty
+		},
+	}
+	b, err := e.run(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("mount efivarfs %s efivarfs %#x ", efivarsDir, unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC)
+	if !slices.Contains(sys.calls, want) {
+		t.Errorf("efivarfs not mounted (want %q):\n%s", want, strings.Join(sys.calls, "\n"))
+	}
+	st := b.State().Slot
+	if st == nil || st.Trial == nil || *st.Trial != (layout.Trial{Entry: "loader/entries/ovroot-b+1-2.conf", Left: 1, Done: 2}) || !b.InTrial() {
+		t.Fatalf("slot state = %+v, want a trial of loader/entries/ovroot-b+1-2.conf (1 left, 2 done)", st)
+	}
+}
+
 // A confirmed entry (no counter: no LoaderBootCountPath) is not a trial;
 // an upper made on another build is flagged and its record kept.
 func TestBootSlotConfirmedOtherBuild(t *testing.T) {
