@@ -139,3 +139,81 @@ func TestUBootUpgradePowerCut(t *testing.T) {
 		}
 	}
 }
+
+// TestUBootMarkGoodPowerCut cuts mark-good of a U-Boot trial (slot b, 2 of
+// 3 tries used) at every write and step. After each cut slot b's entry is
+// either still the whole trial entry with both markers of the boots done,
+// or the whole confirmed entry (tries 0, markers no longer count): never a
+// trial with fewer markers than boots done (boot.scr would grant extra
+// tries) nor a torn entry. A mark-good run after the cut confirms it.
+func TestUBootMarkGoodPowerCut(t *testing.T) {
+	trialB := Entry{Slot: layout.SlotB, Generation: 2, BuildID: "bbbbbbbbbbbbbbbb", Options: "console=ttyAMA0", Loader: layout.LoaderUBoot}
+	state := `{"mode":"persistent","root_device":"/dev/vda3","slot":{"slot":"b","build_id":"bbbbbbbbbbbbbbbb","trial":{"entry":"loader/entries/ovroot-b.env","tries_left":1,"tries_done":2}},"timings_ms":{}}`
+	entryB := func(d *testDevice) (tries int, markers []string) {
+		t.Helper()
+		data, err := os.ReadFile(d.esp("loader/entries/ovroot-b.env"))
+		if err != nil {
+			t.Fatalf("ovroot-b.env: %v", err)
+		}
+		e, tries, err := ParseEnv(string(data))
+		if err != nil || e.BuildID != trialB.BuildID || e.Generation != trialB.Generation {
+			t.Fatalf("ovroot-b.env is not whole (%v):\n%s", err, data)
+		}
+		for _, f := range d.entryFiles() {
+			if sl, _, ok := ParseMarker(f); ok && sl == layout.SlotB {
+				markers = append(markers, f)
+			}
+		}
+		return tries, markers
+	}
+	cuts := 0
+	for at := 1; ; at++ {
+		d := newDevice(t, deviceOpts{info: ubootInfo, state: state, files: map[string]string{
+			"ovroot-a.env": factoryAU.Env(0),
+			"ovroot-b.env": trialB.Env(3), "ovroot-b.try1": "1", "ovroot-b.try2": "1",
+		}})
+		finished := func() (done bool) {
+			d.sys.cut = &powerCut{at: at}
+			defer func() {
+				if r := recover(); r != nil && r != errPowerCut {
+					panic(r)
+				}
+			}()
+			if _, err := d.sys.MarkGood(); err != nil {
+				t.Fatalf("cut at %d: MarkGood: %v", at, err)
+			}
+			return true
+		}()
+		d.sys.cut = nil
+		tries, markers := entryB(d)
+		switch {
+		case tries == 0:
+		case tries == 3 && equal(markers, []string{"ovroot-b.try1", "ovroot-b.try2"}):
+		default:
+			t.Fatalf("cut at %d: ovroot-b.env has tries %d with markers %v: want the trial with both markers, or tries 0", at, tries, markers)
+		}
+		if data, _ := os.ReadFile(d.esp("loader/entries/ovroot-a.env")); string(data) != factoryAU.Env(0) {
+			t.Fatalf("cut at %d: the other slot's entry changed", at)
+		}
+		if finished {
+			if tries != 0 || len(markers) != 0 {
+				t.Fatalf("mark-good finished with tries %d, markers %v", tries, markers)
+			}
+			if cuts < 4 {
+				t.Fatalf("only %d cut points: the cut hooks are not reached", cuts)
+			}
+			return
+		}
+		cuts++
+		// The power cut ended the process that held the ESP lock, and /run
+		// is a tmpfs: the next boot starts without it.
+		os.Remove(filepath.Join(d.root, layout.RunDir, "esp.lock"))
+		// The next mark-good (the confirmer again, or a person) finishes it.
+		if _, err := d.sys.MarkGood(); err != nil {
+			t.Fatalf("cut at %d, then MarkGood: %v", at, err)
+		}
+		if tries, markers := entryB(d); tries != 0 || len(markers) != 0 {
+			t.Fatalf("cut at %d, then MarkGood: tries %d, markers %v; want confirmed, no markers", at, tries, markers)
+		}
+	}
+}
