@@ -545,6 +545,12 @@ func CheckOutput(out string, inputs []Input) (string, error) {
 		return "", fmt.Errorf("output %s: directory: %w", out, err)
 	}
 	full := filepath.Join(dir, filepath.Base(out))
+	// Both sides resolved and absolute: "rootfs/x.img" is inside
+	// /abs/rootfs, and so is anything reached through a symlink to it.
+	absFull, err := filepath.Abs(full)
+	if err != nil {
+		return "", fmt.Errorf("output %s: %w", out, err)
+	}
 	for _, in := range inputs {
 		if in.Path == "" {
 			continue
@@ -558,7 +564,10 @@ func CheckOutput(out string, inputs []Input) (string, error) {
 		}
 		if ifi.IsDir() {
 			if d, err := filepath.EvalSymlinks(in.Path); err == nil {
-				if rel, err := filepath.Rel(d, full); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+				if d, err = filepath.Abs(d); err != nil {
+					continue
+				}
+				if rel, err := filepath.Rel(d, absFull); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
 					return "", fmt.Errorf("output %s is inside the %s directory %s; the image would end up in the next build", out, in.What, in.Path)
 				}
 			}
