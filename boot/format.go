@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 )
@@ -59,6 +60,16 @@ type deferred struct {
 
 	noZeroRange bool  // the file refused fallocate(FALLOC_FL_ZERO_RANGE)
 	zeroed      int64 // bytes zeroed with it
+
+	// out is where commit writes and syncs: f, or in tests a recorder
+	// that cuts the power between any two of those writes.
+	out syncWriterAt
+}
+
+// syncWriterAt is what commit needs of the partition.
+type syncWriterAt interface {
+	io.WriterAt
+	Sync() error
 }
 
 func newDeferred(f *os.File, size int64) (*deferred, error) {
@@ -66,7 +77,7 @@ func newDeferred(f *os.File, size int64) (*deferred, error) {
 	if size < n {
 		n = size
 	}
-	d := &deferred{f: f, head: make([]byte, n), magic: map[int64][]byte{}}
+	d := &deferred{f: f, out: f, head: make([]byte, n), magic: map[int64][]byte{}}
 	if _, err := f.ReadAt(d.head, 0); err != nil {
 		return nil, fmt.Errorf("read the start of the partition: %w", err)
 	}
@@ -163,19 +174,19 @@ func allZero(p []byte) bool {
 // earlier one, and a magic on the disk without the head would make the
 // partition probe as a damaged ext4 rather than blank.
 func (d *deferred) commit() error {
-	if err := d.f.Sync(); err != nil {
+	if err := d.out.Sync(); err != nil {
 		return err
 	}
-	if _, err := d.f.WriteAt(d.head, 0); err != nil {
+	if _, err := d.out.WriteAt(d.head, 0); err != nil {
 		return err
 	}
-	if err := d.f.Sync(); err != nil {
+	if err := d.out.Sync(); err != nil {
 		return err
 	}
 	for pos, b := range d.magic {
-		if _, err := d.f.WriteAt(b, pos); err != nil {
+		if _, err := d.out.WriteAt(b, pos); err != nil {
 			return err
 		}
 	}
-	return d.f.Sync()
+	return d.out.Sync()
 }
