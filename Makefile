@@ -7,7 +7,7 @@ DEMO_ARCH ?= x86_64
 GO ?= go
 export OVROOT_KERNEL_CACHE := $(KERNELS)
 
-.PHONY: all deps kernels build test soak unit integration bench demo demo-images clean
+.PHONY: all deps kernels build test fuzz soak unit integration bench demo demo-images clean
 
 all: build
 
@@ -38,9 +38,14 @@ build:
 # turns "skip: QEMU missing" into a failure, so this never passes by skipping.
 test: kernels
 	$(GO) vet ./...
-	$(GO) test -run '^$$' -fuzz '^FuzzFlatten$$' -fuzztime 5s ./imagebuild/
+	GO=$(GO) FUZZTIME=4s FUZZ_MIN_EXECS=1000 scripts/fuzz.sh
 	OVROOT_REQUIRE_TOOLS=1 OVROOT_CAMPAIGN_SUMMARY=$(OUT)/powercut-campaign.txt $(GO) test -count=1 -timeout 40m ./...
 	@cat $(OUT)/powercut-campaign.txt
+
+# Every fuzz target for FUZZTIME (default 5m) each; make test runs them 4 s.
+FUZZTIME ?= 5m
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) FUZZ_MIN_EXECS=1000 scripts/fuzz.sh
 
 # The long power-cut campaign: every flush boundary of one recorded run of
 # each scenario, three random subsets of the pending writes at each, five

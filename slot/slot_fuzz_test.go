@@ -1,0 +1,94 @@
+package slot
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/ovroot/ovroot/layout"
+)
+
+// FuzzBundleReader: ovrootctl upgrade reads bundles from anywhere (a USB
+// stick, a pipe, later the network). Any byte string is refused with an
+// error or read to its end; a member is handed out only with the size the
+// manifest gives, and bytes whose hash differs end in ErrChecksum. The
+// manifest a reader returns has passed Check. Never a panic.
+func FuzzBundleReader(f *testing.F) {
+	root := bytes.Repeat([]byte("squashfs"), 700)
+	f.Add(fuzzBundle(f, root))
+	bad := fuzzBundle(f, root)
+	bad[len(bad)/2] ^= 1
+	f.Add(bad)
+	f.Add([]byte("hello"))
+	f.Add(fuzzBundle(f, root)[:1500])
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := NewReader(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		if err := r.Manifest.Check(); err != nil {
+			t.Fatalf("NewReader accepted a manifest Check refuses: %v", err)
+		}
+		for {
+			file, body, err := r.Next()
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
+				return
+			}
+			n, err := io.Copy(io.Discard, body)
+			if err != nil {
+				if !errors.Is(err, ErrChecksum) && !strings.Contains(err.Error(), file.Name) {
+					t.Fatalf("reading member %s: %v does not name it", file.Name, err)
+				}
+				return
+			}
+			if n != file.Size {
+				t.Fatalf("member %s: read %d bytes whose hash matched, the manifest says %d", file.Name, n, file.Size)
+			}
+		}
+	})
+}
+
+// fuzzBundle is a whole bundle with root as its root.
+func fuzzBundle(f *testing.F, root []byte) []byte {
+	var buf bytes.Buffer
+	src := func(name string, b []byte) Source {
+		return Source{Name: name, Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }}
+	}
+	m := Manifest{Arch: layout.ARM64, Board: "generic", Loader: layout.LoaderUEFI, Cmdline: "console=ttyAMA0", Tries: 3}
+	if err := WriteBundle(&buf, m, []Source{src(RootName, root), src(layout.KernelFile, []byte("kernel")), src(layout.InitrdFile, []byte("initrd"))}); err != nil {
+		f.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// FuzzParseEnv: the U-Boot entry format. What ParseEnv accepts names a
+// valid slot and tries within range, and Env writes it back to a text
+// that parses to the same entry (a device rewrites entries it read).
+func FuzzParseEnv(f *testing.F) {
+	e := Entry{Slot: layout.SlotB, Generation: 7, BuildID: "bbbbbbbbbbbbbbbb", Options: "console=ttyAMA0 quiet", Loader: layout.LoaderUBoot, Release: "6.1.0"}
+	f.Add(e.Env(3))
+	f.Add(e.Env(0))
+	f.Add(e.Env(3)[:40])
+	f.Add("ovroot_ok=1\novroot_gen=0x1\novroot_tries=0x0\novroot_args=ovroot.slot=a\novroot_slot=a\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		got, tries, err := ParseEnv(text)
+		if err != nil {
+			return
+		}
+		if !got.Slot.Valid() || tries < 0 || tries > MaxTries || got.Generation < 0 {
+			t.Fatalf("ParseEnv(%q) = %+v, tries %d", text, got, tries)
+		}
+		if strings.ContainsAny(got.Options+got.Release+got.BuildID, "\n") {
+			return // a value with a newline cannot come from Env
+		}
+		again, tries2, err := ParseEnv(got.Env(tries))
+		if err != nil || tries2 != tries || again.KernelCmdline() != got.KernelCmdline() || again.Generation != got.Generation {
+			t.Fatalf("ParseEnv(Env(%+v)) = %+v, %d, %v", got, again, tries2, err)
+		}
+	})
+}
