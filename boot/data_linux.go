@@ -48,6 +48,9 @@ func (b *Boot) mountData(dev BlockDev) error {
 		return nil
 	}
 	if b.cfg.OnCorrupt != "format" {
+		if b.dataChanged {
+			return fmt.Errorf("%w: leaving it as it is now (on_corrupt = keep)", problem)
+		}
 		return fmt.Errorf("%w: leaving it untouched (on_corrupt = keep)", problem)
 	}
 	b.Warnf("%v: formatting it %s because on_corrupt = format; its old content is lost", problem, fstype)
@@ -84,9 +87,12 @@ func (b *Boot) replayAndMount(dev BlockDev, cause error) bool {
 		return false
 	}
 	if err := b.mountDataFS(dev); err != nil {
+		// The repair that follows may still mount it; if not, its
+		// rollback undoes this replay too.
 		b.Warnf("journal of %s replayed, but: %v", dev.Path(), err)
 		return false
 	}
+	b.keepFsckChanges(dev)
 	b.Warnf("the kernel refused %s before replaying its journal; replayed it with e2fsck -E journal_only and mounted", dev.Path())
 	return true
 }
@@ -104,14 +110,42 @@ func (b *Boot) repairAndMount(dev BlockDev, cause error) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("%v; repair failed: %w", cause, err)
+		return b.undoFsck(dev, fmt.Errorf("%v; repair failed: %w", cause, err))
 	}
+	if err := b.mountDataFS(dev); err != nil {
+		return b.undoFsck(dev, fmt.Errorf("%v; e2fsck finished, but: %w", cause, err))
+	}
+	b.keepFsckChanges(dev)
 	b.Warnf("repaired %s in %d ms", dev.Path(), ms(b.now().Sub(t)))
 	b.state.Warnings = append(b.state.Warnings, fmt.Sprintf("data partition was repaired at boot: %v", cause))
-	if err := b.mountDataFS(dev); err != nil {
-		return fmt.Errorf("%v; repaired, but: %w", cause, err)
-	}
 	return nil
+}
+
+// undoFsck writes back what this boot's e2fsck runs changed on the data
+// partition, after a repair that did not end in a mounted filesystem:
+// on_corrupt = "keep" promises the partition as it was, and the bytes a
+// technician needs to recover it by hand. It returns problem, and says
+// loudly, on the console and in the state, when the rollback failed and
+// the partition stays changed.
+func (b *Boot) undoFsck(dev BlockDev, problem error) error {
+	msg, err := b.Sys.UndoFsck(dev.Path(), true)
+	if err != nil {
+		b.dataChanged = true
+		w := fmt.Sprintf("the failed repair CHANGED data partition %s and undoing it failed: %v", dev, err)
+		b.Warnf("%s", w)
+		b.state.Warnings = append(b.state.Warnings, w)
+		return problem
+	}
+	b.Warnf("%v; rolled back: %s", problem, msg)
+	return problem
+}
+
+// keepFsckChanges forgets the undo files of a repair or replay that ended
+// in a mounted filesystem.
+func (b *Boot) keepFsckChanges(dev BlockDev) {
+	if _, err := b.Sys.UndoFsck(dev.Path(), false); err != nil {
+		b.Warnf("forget the undo files of %s: %v", dev, err)
+	}
 }
 
 func (b *Boot) format(dev BlockDev) error {

@@ -42,6 +42,7 @@ type Boot struct {
 	cfg          config.Init
 	cmdline      Cmdline
 	state        layout.State
+	dataChanged  bool            // a failed repair's changes to the data partition could not be undone
 	resetTrigger string          // cmdline or button: asked for on this boot
 	failsafe     string          // why this boot is in failsafe mode; "" = it is not
 	gptChecked   map[string]bool // disks whose GPT repairPartitionTables read

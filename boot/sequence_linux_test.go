@@ -30,6 +30,7 @@ type fakeSys struct {
 	keyHeld   bool
 	mountFail map[string]int // by target: fail this many times with EUCLEAN, then succeed
 	repairErr error
+	undoErr   error           // what UndoFsck(apply) returns
 	console   string          // what ReadConsoleLine returns
 	free      int64           // what FreeBytes returns; 0 = plenty
 	panicIn   string          // a method that panics, as third-party code on bad data might
@@ -111,6 +112,13 @@ func (f *fakeSys) StartTrashCollector(trash string) error {
 func (f *fakeSys) Repair(dev, fstype string) (string, error) {
 	f.rec("repair %s %s", dev, fstype)
 	return "rootfs_data: 11/16384 files (0.0% non-contiguous)\n", f.repairErr
+}
+func (f *fakeSys) UndoFsck(dev string, apply bool) (string, error) {
+	f.rec("undo-fsck %s apply=%v", dev, apply)
+	if apply {
+		return "wrote back 4096 bytes", f.undoErr
+	}
+	return "", nil
 }
 func (f *fakeSys) FreeBytes(path string) (int64, error) {
 	if f.free == 0 {
@@ -304,16 +312,33 @@ func TestBootDecisions(t *testing.T) {
 			name:       "ext4 that does not mount and cannot be repaired goes volatile and is not formatted",
 			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, mountErr: map[string]error{"/overlay": unix.EUCLEAN}, repairErr: errors.New("e2fsck exited 4")},
 			wantMode:   layout.ModeVolatile,
-			wantCalls:  []string{"mount /dev/vda3 /overlay ext4", "repair /dev/vda3 ext4", "mount tmpfs /overlay tmpfs", "switch_root"},
+			wantCalls:  []string{"mount /dev/vda3 /overlay ext4", "repair /dev/vda3 ext4", "undo-fsck /dev/vda3 apply=true", "mount tmpfs /overlay tmpfs", "switch_root"},
+			notCalls:   []string{"format", "undo-fsck /dev/vda3 apply=false"},
+			wantWarned: []string{"repair failed: e2fsck exited 4; rolled back: wrote back 4096 bytes", "VOLATILE: mount data /dev/vda3", "repair failed: e2fsck exited 4: leaving it untouched (on_corrupt = keep)"},
+		},
+		{
+			name: "a failed repair whose rollback fails says the partition changed, never untouched",
+			sys: &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, mountErr: map[string]error{"/overlay": unix.EUCLEAN},
+				repairErr: errors.New("e2fsck exited 4"), undoErr: errors.New("undo key 3: checksum 0x1, want 0x2")},
+			wantMode:   layout.ModeVolatile,
+			wantCalls:  []string{"repair /dev/vda3 ext4", "undo-fsck /dev/vda3 apply=true", "mount tmpfs /overlay tmpfs", "switch_root"},
 			notCalls:   []string{"format"},
-			wantWarned: []string{"VOLATILE: mount data /dev/vda3", "repair failed: e2fsck exited 4: leaving it untouched (on_corrupt = keep)"},
+			wantWarned: []string{"the failed repair CHANGED data partition /dev/vda3 (PARTLABEL=rootfs_data) and undoing it failed: undo key 3", "repair failed: e2fsck exited 4: leaving it as it is now (on_corrupt = keep)"},
+		},
+		{
+			name:       "a repair that e2fsck finished but the kernel still refuses is rolled back",
+			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, mountFail: map[string]int{"/overlay": 2}},
+			wantMode:   layout.ModeVolatile,
+			wantCalls:  []string{"repair /dev/vda3 ext4", "mount /dev/vda3 /overlay ext4", "undo-fsck /dev/vda3 apply=true", "mount tmpfs /overlay tmpfs"},
+			notCalls:   []string{"format", "undo-fsck /dev/vda3 apply=false"},
+			wantWarned: []string{"e2fsck finished, but: mount data /dev/vda3", "leaving it untouched (on_corrupt = keep)"},
 		},
 		{
 			name:       "ext4 that mounts after a repair stays persistent",
 			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, mountFail: map[string]int{"/overlay": 1}},
 			wantMode:   layout.ModePersistent,
-			wantCalls:  []string{"mount /dev/vda3 /overlay ext4", "repair /dev/vda3 ext4", "mount /dev/vda3 /overlay ext4", "mount overlay /newroot", "switch_root"},
-			notCalls:   []string{"format", "mount tmpfs /overlay"},
+			wantCalls:  []string{"mount /dev/vda3 /overlay ext4", "repair /dev/vda3 ext4", "mount /dev/vda3 /overlay ext4", "undo-fsck /dev/vda3 apply=false", "mount overlay /newroot", "switch_root"},
+			notCalls:   []string{"format", "mount tmpfs /overlay", "undo-fsck /dev/vda3 apply=true"},
 			wantWarned: []string{"repairing /dev/vda3 (ext4)", "repaired /dev/vda3 in"},
 		},
 		{

@@ -26,6 +26,12 @@ type Sys interface {
 	// journal_only), only when its superblock says it needs recovery;
 	// errNoRecovery when it does not.
 	ReplayJournal(dev string) (string, error)
+	// UndoFsck undoes (apply) or forgets (!apply) every write Repair and
+	// ReplayJournal made to dev on this boot: each e2fsck ran with an undo
+	// file in RAM (-z), and they are written back newest first, every
+	// checksum verified before the first byte is written. It says what it
+	// did; after an error the partition may hold some of the writes.
+	UndoFsck(dev string, apply bool) (string, error)
 	// WaitForKey watches the evdev device (all /dev/input/event* when "")
 	// for key code during window, and reports whether it was held for hold.
 	// A press that starts inside the window may finish its hold after it.

@@ -232,10 +232,14 @@ func (LinuxSys) Repair(dev, fstype string) (string, error) {
 		size, _ := f.Seek(0, io.SeekEnd)
 		return findExt4Backup(f, size)
 	}) {
-		cmd := exec.Command(layout.E2fsckPath, args...)
+		undo, err := nextUndoFile()
+		if err != nil {
+			return out.String(), err
+		}
+		cmd := exec.Command(layout.E2fsckPath, append([]string{"-z", undo}, args...)...)
 		cmd.Stdout, cmd.Stderr = &out, &out
 		cmd.Env = []string{"PATH=/sbin:/bin"}
-		err := cmd.Run()
+		err = cmd.Run()
 		code := 0
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
@@ -278,7 +282,11 @@ func (LinuxSys) ReplayJournal(dev string) (string, error) {
 	if _, err := os.Stat(layout.E2fsckPath); err != nil {
 		return "", fmt.Errorf("no e2fsck in the initramfs (image key e2fsck): %w", err)
 	}
-	cmd := exec.Command(layout.E2fsckPath, "-E", "journal_only", "-p", dev)
+	undo, err := nextUndoFile()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command(layout.E2fsckPath, "-z", undo, "-E", "journal_only", "-p", dev)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Env = []string{"PATH=/sbin:/bin"}
@@ -286,6 +294,76 @@ func (LinuxSys) ReplayJournal(dev string) (string, error) {
 		return out.String(), fmt.Errorf("e2fsck -E journal_only -p %s: %w", dev, err)
 	}
 	return out.String(), nil
+}
+
+// undoDir holds the undo files of this boot's e2fsck runs, in the
+// initramfs (RAM): never on the partition they undo, and gone with the
+// initramfs at switch_root.
+const undoDir = "/.ovroot-undo"
+
+// nextUndoFile is the path for the next e2fsck run's undo file.
+func nextUndoFile() (string, error) {
+	if err := os.MkdirAll(undoDir, 0o700); err != nil {
+		return "", fmt.Errorf("undo files: %w", err)
+	}
+	ents, err := os.ReadDir(undoDir)
+	if err != nil {
+		return "", fmt.Errorf("undo files: %w", err)
+	}
+	return filepath.Join(undoDir, fmt.Sprintf("%03d.e2undo", len(ents)+1)), nil
+}
+
+// UndoFsck applies or forgets the undo files of this boot's e2fsck runs.
+func (LinuxSys) UndoFsck(dev string, apply bool) (string, error) {
+	ents, err := os.ReadDir(undoDir)
+	if errors.Is(err, os.ErrNotExist) || len(ents) == 0 {
+		return "no e2fsck run wrote to " + dev, nil
+	} else if err != nil {
+		return "", err
+	}
+	if !apply {
+		return fmt.Sprintf("kept the changes of %d e2fsck runs", len(ents)), os.RemoveAll(undoDir)
+	}
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	var logs []*undoLog
+	for _, e := range ents { // ReadDir sorts: oldest run first
+		f, err := os.Open(filepath.Join(undoDir, e.Name()))
+		if err != nil {
+			return "", err
+		}
+		files = append(files, f)
+		fi, err := f.Stat()
+		if err != nil {
+			return "", err
+		}
+		u, err := parseUndo(f, fi.Size())
+		if err != nil {
+			return "", fmt.Errorf("undo file of e2fsck run %d: %w (nothing written back)", len(logs)+1, err)
+		}
+		logs = append(logs, u)
+	}
+	d, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return "", err
+	}
+	defer d.Close()
+	var n int64
+	for i := len(logs) - 1; i >= 0; i-- {
+		if err := logs[i].rollback(d); err != nil {
+			return "", fmt.Errorf("write back e2fsck run %d's changes: %w", i+1, err)
+		}
+		n += logs[i].bytes()
+	}
+	if same, err := logs[0].sameBytes(d); err != nil || !same {
+		return "", fmt.Errorf("read back after the rollback: %v (same bytes: %v)", err, same)
+	}
+	os.RemoveAll(undoDir)
+	return fmt.Sprintf("wrote back the %d bytes %d e2fsck runs had changed: %s is as it was before them", n, len(logs), dev), nil
 }
 
 // repairAttempts are the e2fsck runs to try in order: preen mode, then
