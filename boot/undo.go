@@ -98,6 +98,12 @@ func parseUndo(r io.ReaderAt, size int64) (*undoLog, error) {
 	if compat&undoCompatOff != 0 {
 		fsOffset = int64(le.Uint64(hdr[64:]))
 	}
+	u.finished = state&undoFinished != 0
+	if numKeys == 0 {
+		// e2fsck opened the device and wrote nothing to it (one that could
+		// not read the filesystem leaves such a file: block size 0).
+		return u, nil
+	}
 	switch {
 	case bs < undoMinBlock || bs > undoMaxBlock || fsbs < undoMinBlock || fsbs > undoMaxBlock:
 		return nil, fmt.Errorf("undo header: block sizes %d and %d out of range", bs, fsbs)
@@ -106,7 +112,6 @@ func parseUndo(r io.ReaderAt, size int64) (*undoLog, error) {
 	case fsOffset < 0:
 		return nil, fmt.Errorf("undo header: filesystem offset %d", fsOffset)
 	}
-	u.finished = state&undoFinished != 0
 	perBlock := uint64(bs/undoKeySize - 1)
 	kb := make([]byte, bs)
 	blk := int64(keyOffset)

@@ -209,7 +209,14 @@ func TestUndoRefusesDamage(t *testing.T) {
 	}
 	// An empty file, or one whose header e2fsck never wrote, is nothing
 	// to undo.
-	for _, b := range [][]byte{nil, make([]byte, 3*1024)} {
+	// e2fsck that could not read the filesystem closes its undo file with
+	// no keys and block size 0.
+	noKeys := make([]byte, 3*1024)
+	copy(noKeys, undoMagic)
+	noKeys[36], noKeys[37], noKeys[44] = 0x00, 0x04, undoFinished // fs block size 1024, finished
+	crc := e2crc32c(^uint32(0), noKeys[:undoHeaderSize-4])
+	noKeys[508], noKeys[509], noKeys[510], noKeys[511] = byte(crc), byte(crc>>8), byte(crc>>16), byte(crc>>24)
+	for _, b := range [][]byte{nil, make([]byte, 3*1024), noKeys} {
 		u, err := parseUndo(bytes.NewReader(b), int64(len(b)))
 		if err != nil || len(u.extents) != 0 {
 			t.Errorf("parseUndo(%d zero bytes) = %v, %v; want nothing to undo", len(b), u, err)

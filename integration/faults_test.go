@@ -134,6 +134,26 @@ func testRepair(t *testing.T, arch layout.Arch, rootfs string) {
 	powerOff(t, vm)
 	fsck(t, img, layout.DataLabel)
 
+	// The first 4 MiB overwritten with random bytes (the backup
+	// superblocks further in intact): e2fsck from a backup gives up, and
+	// on_corrupt = keep means the partition as it was, byte for byte, for
+	// whoever recovers it by hand: the repair's writes are rolled back.
+	garbage := make([]byte, 4<<20)
+	rand.New(rand.NewSource(24)).Read(garbage)
+	writePart(t, img, layout.DataLabel, 0, garbage)
+	damaged := sumPart(t, img, layout.DataLabel)
+	vm = boot(t, img)
+	expect(t, vm, "ovroot: repairing")
+	expect(t, vm, "rolled back: wrote back the")
+	expectVolatile(t, vm, "data partition /dev/vda3 (PARTLABEL=rootfs_data): ext4 (primary superblock damaged); repair failed: e2fsck")
+	if st := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(st, "leaving it untouched (on_corrupt = keep)") {
+		t.Errorf("status after a rolled-back repair:\n%s", st)
+	}
+	powerOff(t, vm)
+	if got := sumPart(t, img, layout.DataLabel); got != damaged {
+		t.Errorf("a repair that gave up changed the data partition (sha256 %s, was %s)", got, damaged)
+	}
+
 	// Another filesystem where the data should be: never formatted over.
 	rom := readPart(t, img, layout.RootLabel, 0, 4<<20)
 	writePart(t, img, layout.DataLabel, 0, rom)
