@@ -46,7 +46,9 @@ func TestManifestCheckRefuses(t *testing.T) {
 		{"no tries", func(m *Manifest) { m.Tries = 0 }, "gives 0 trial boots (want 1 to 99)"},
 		{"too many tries", func(m *Manifest) { m.Tries = 100 }, "gives 100 trial boots"},
 		{"no files", func(m *Manifest) { m.Files = nil }, "lists 0 files, want [root.squashfs vmlinuz initrd.img]"},
-		{"extra file", func(m *Manifest) { m.Files = append(m.Files, File{Name: "x", Size: 1, SHA256: strings.Repeat("00", 32)}) }, "lists 4 files"},
+		{"extra file", func(m *Manifest) {
+			m.Files = append(m.Files, File{Name: "x", Size: 1, SHA256: strings.Repeat("00", 32)})
+		}, "lists 4 files"},
 		{"files out of order", func(m *Manifest) { m.Files[1], m.Files[2] = m.Files[2], m.Files[1] }, `file 2 is "initrd.img", want "vmlinuz"`},
 		{"unknown member", func(m *Manifest) { m.Files[2].Name = "../../etc/passwd" }, `file 3 is "../../etc/passwd", want "initrd.img"`},
 		{"empty member", func(m *Manifest) { m.Files[1].Size = 0 }, "bundle file vmlinuz has size 0"},
