@@ -16,6 +16,7 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -56,7 +57,11 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 		if entries, err = checkReadable(ctx, rootfs); err != nil {
 			return 0, err
 		}
+		// -all-root does not reach the root directory when the build does
+		// not run as root: it would be owned by the building user, who
+		// could then rename /sbin on the device's overlay.
 		args = append(args, "-all-root")
+		args = append(args, rootDirArgs(uint32(fi.Mode().Perm()), 0, 0)...)
 		// The mount points the init uses: when the rootfs lacks them they
 		// are added here, so the init never has to create them in the
 		// upper (where they would show up as changes, and where a factory
@@ -82,6 +87,12 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 			return 0, err
 		}
 		entries = n
+		// mksquashfs 4.5.1 ignores a pseudo definition for "/": the
+		// tarball's "./" entry becomes -root-mode/-uid/-gid, and without
+		// one the root is 0755 root:root, whoever builds.
+		var rootArgs []string
+		pseudo, rootArgs = takeRootPseudo(pseudo)
+		args = append(args, rootArgs...)
 		pf := filepath.Join(tmp, "pseudo")
 		if err := os.WriteFile(pf, []byte(strings.Join(pseudo, "\n")+"\n"), 0o644); err != nil {
 			return 0, err
@@ -193,6 +204,29 @@ func pseudoName(rel string) string {
 		b.WriteByte(c)
 	}
 	return b.String()
+}
+
+// rootDirArgs sets the image's root directory: mksquashfs's own options,
+// which it honours whoever runs it.
+func rootDirArgs(mode uint32, uid, gid int) []string {
+	return []string{"-root-mode", fmt.Sprintf("%o", mode&0o7777), "-root-uid", strconv.Itoa(uid), "-root-gid", strconv.Itoa(gid)}
+}
+
+// takeRootPseudo removes the "/" line from pseudo definitions and returns
+// it as rootDirArgs (0755 root:root when there is none).
+func takeRootPseudo(pseudo []string) ([]string, []string) {
+	args := rootDirArgs(0o755, 0, 0)
+	out := pseudo[:0:0]
+	for _, l := range pseudo {
+		var mode uint32
+		var uid, gid int
+		if n, err := fmt.Sscanf(l, "/ m %o %d %d", &mode, &uid, &gid); err == nil && n == 3 {
+			args = rootDirArgs(mode, uid, gid)
+			continue
+		}
+		out = append(out, l)
+	}
+	return out, args
 }
 
 // pseudoLines says, for one entry, what mksquashfs must set or create that

@@ -1,0 +1,142 @@
+package imagebuild
+
+import (
+	"archive/tar"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// The image's root directory is root's, with the mode the rootfs says,
+// whoever builds it: a directory rootfs's own mode, root-owned; a
+// tarball's "./" entry's owner and mode; 0755 root:root without one.
+// mksquashfs 4.5.1 ignores a pseudo definition for "/" and, built by an
+// unprivileged user, makes "/" theirs: on the device that uid could then
+// rename /sbin in the overlay and become root. Each case is built as root
+// and as nobody (uid 65534), in a child process that runs this test
+// binary, and the host reads "/" back from the image.
+func TestRootDirOwner(t *testing.T) {
+	needTools(t, "mksquashfs", "unsquashfs")
+	if os.Getenv("OVROOT_ROOTDIR_HELPER") != "" {
+		return // the child's side is rootDirHelper, run from TestMain-free code below
+	}
+	base := t.TempDir()
+	os.Chmod(base, 0o755)
+	os.Chmod(filepath.Dir(base), 0o755) // testing's own directory above it
+	// A copy of this test binary that nobody may run.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	helper := filepath.Join(base, "helper.test")
+	copyExecutable(t, self, helper)
+
+	dirRoot := filepath.Join(base, "dir-rootfs")
+	os.MkdirAll(filepath.Join(dirRoot, "sbin"), 0o755)
+	os.WriteFile(filepath.Join(dirRoot, "sbin", "init"), []byte("init"), 0o755)
+	os.Chmod(dirRoot, 0o705) // readable by nobody, and a mode of its own
+	os.Lchown(dirRoot, 1234, 1234)
+	tarWith := func(name string, entries []tarEntry) string {
+		p := filepath.Join(base, name)
+		if err := os.WriteFile(p, tarBytes(entries), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	withDot := tarWith("dot.tar", []tarEntry{
+		{hdr: tar.Header{Name: "./", Typeflag: tar.TypeDir, Mode: 0o700, Uid: 5, Gid: 6}},
+		{hdr: tarHeader("sbin/init"), body: "init"},
+	})
+	noDot := tarWith("nodot.tar", []tarEntry{{hdr: tarHeader("sbin/init"), body: "init"}})
+	cases := []struct {
+		name, rootfs, want string
+	}{
+		{"directory", dirRoot, "drwx---r-x 0/0"},
+		{"tarball with dot entry", withDot, "drwx------ 5/6"},
+		{"tarball without dot entry", noDot, "drwxr-xr-x 0/0"},
+	}
+	users := []struct {
+		name string
+		cred *syscall.Credential
+	}{{"as this user", nil}}
+	if os.Geteuid() == 0 {
+		users = append(users, struct {
+			name string
+			cred *syscall.Credential
+		}{"as nobody", &syscall.Credential{Uid: 65534, Gid: 65534}})
+	}
+	for _, c := range cases {
+		for _, u := range users {
+			t.Run(c.name+"/"+u.name, func(t *testing.T) {
+				outDir := filepath.Join(base, strings.ReplaceAll(c.name+"-"+u.name, " ", "-"))
+				os.Mkdir(outDir, 0o777)
+				os.Chmod(outDir, 0o777)
+				out := filepath.Join(outDir, "root.sqfs")
+				cmd := exec.Command(helper, "-test.run=^TestRootDirHelper$")
+				cmd.Env = append(os.Environ(), "OVROOT_ROOTDIR_HELPER="+c.rootfs+"\n"+out, "TMPDIR="+outDir, "HOME="+outDir)
+				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: u.cred}
+				if b, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("build %s: %v\n%s", u.name, err, b)
+				}
+				got := rootLine(t, out)
+				if !strings.HasPrefix(got, c.want) {
+					t.Errorf("MakeSquashfs(%s) %s: / is %q, want %q", c.rootfs, u.name, got, c.want)
+				}
+			})
+		}
+	}
+}
+
+// TestRootDirHelper is TestRootDirOwner's child: it builds the squashfs it
+// is told to, as whoever runs it.
+func TestRootDirHelper(t *testing.T) {
+	arg := os.Getenv("OVROOT_ROOTDIR_HELPER")
+	if arg == "" {
+		t.Skip("run by TestRootDirOwner")
+	}
+	src, out, _ := strings.Cut(arg, "\n")
+	if _, err := MakeSquashfs(context.Background(), src, out, "gzip"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rootLine is unsquashfs -lln's line for the root directory: "perm uid/gid".
+func rootLine(t *testing.T, img string) string {
+	t.Helper()
+	out, err := exec.Command("unsquashfs", "-lln", "-d", "ROOT", img).CombinedOutput()
+	if err != nil {
+		t.Fatalf("unsquashfs: %v\n%s", err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 6 && f[len(f)-1] == "ROOT" {
+			return f[0] + " " + f[1]
+		}
+	}
+	t.Fatalf("no root directory in:\n%s", out)
+	return ""
+}
+
+func copyExecutable(t *testing.T, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
