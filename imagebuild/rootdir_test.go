@@ -140,3 +140,30 @@ func copyExecutable(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+// A rootfs named through a symlink to a directory is the directory's
+// tree, as cp -r and tar -C take a named link; mksquashfs given the link
+// itself stores only the link (an empty, unbootable image that leaks the
+// host path).
+func TestMakeSquashfsRootfsSymlink(t *testing.T) {
+	needTools(t, "mksquashfs", "unsquashfs")
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "tree")
+	os.MkdirAll(filepath.Join(tree, "sbin"), 0o755)
+	os.WriteFile(filepath.Join(tree, "sbin", "init"), []byte("init"), 0o755)
+	link := filepath.Join(dir, "rootfs")
+	if err := os.Symlink(tree, link); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "root.sqfs")
+	if _, err := MakeSquashfs(context.Background(), link, out, "gzip"); err != nil {
+		t.Fatal(err)
+	}
+	m := listing(t, out)
+	if got := m["/sbin/init"]; !strings.HasPrefix(got, "-rwxr-xr-x 0/0") {
+		t.Errorf("MakeSquashfs(%s -> %s): /sbin/init is %q; the image holds %v", link, tree, got, m)
+	}
+	if got := rootLine(t, out); !strings.HasPrefix(got, "d") {
+		t.Errorf("the image's root is %q, not a directory", got)
+	}
+}

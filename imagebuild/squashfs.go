@@ -48,6 +48,12 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 	if err != nil {
 		return 0, fmt.Errorf("rootfs: %w", err)
 	}
+	// A symlink named as the rootfs is followed, as cp -r, tar -C and
+	// mksquashfs itself do with a named argument: given the link,
+	// mksquashfs would store the link alone.
+	if resolved, err := filepath.EvalSymlinks(rootfs); err == nil {
+		rootfs = resolved
+	}
 	args := []string{"-noappend", "-no-progress", "-quiet", "-comp", compression,
 		// Reproducible: the superblock time is fixed; file times are the source's.
 		"-mkfs-time", "0"}

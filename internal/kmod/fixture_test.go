@@ -1,6 +1,7 @@
 package kmod
 
 import (
+	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -45,5 +46,26 @@ func TestFixtureClosureHardDeps(t *testing.T) {
 	}
 	if m, ok := ix.Lookup("crc32c_generic"); !ok || !contains(m.Aliases, "crypto-crc32c") {
 		t.Errorf("crc32c_generic's aliases = %+v", m)
+	}
+}
+
+// A modules directory named through a symlink is read through it, as
+// --modules and modules_dir promise (WalkDir alone takes the link for a
+// file: "no kernel modules").
+func TestLoadIndexThroughSymlink(t *testing.T) {
+	abs, err := filepath.Abs(fixtureDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "modules")
+	if err := os.Symlink(abs, link); err != nil {
+		t.Fatal(err)
+	}
+	ix, err := LoadIndex(link)
+	if err != nil {
+		t.Fatalf("LoadIndex(%s -> %s) = %v", link, abs, err)
+	}
+	if _, ok := ix.Lookup("ext4"); !ok {
+		t.Errorf("LoadIndex through a symlink finds no ext4")
 	}
 }

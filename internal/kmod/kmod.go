@@ -131,6 +131,11 @@ func NewIndex(dir string, mods []Module, builtin []string) *Index {
 // LoadIndex reads every module under dir (a lib/modules/<release> tree) and
 // its modules.builtin.
 func LoadIndex(dir string) (*Index, error) {
+	// A symlink named as the modules directory is followed (WalkDir
+	// would take the link for a file and find no modules).
+	if resolved, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = resolved
+	}
 	var mods []Module
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
