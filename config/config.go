@@ -393,6 +393,9 @@ func (im *Image) Validate() error {
 			return bad(b.key, "%s is larger than ovroot builds (at most %s; %s)", b.v, b.max, b.hint)
 		}
 	}
+	if err := checkCmdline(im.Cmdline, im.Arch, im.Loader()); err != nil {
+		return bad("cmdline", "%v", err)
+	}
 	for i, m := range im.Modules {
 		if strings.TrimSpace(m) == "" || strings.ContainsAny(m, " /") {
 			return bad("modules", "entry %d (%q) is not a module name", i+1, m)
@@ -426,6 +429,45 @@ func (im *Image) Validate() error {
 	}
 	if err := im.Init.validate(file, "init."); err != nil {
 		return withLine(err, im.src)
+	}
+	return nil
+}
+
+// commandLineSize is the kernel's COMMAND_LINE_SIZE for the arch (Linux
+// 6.1, arch/*/include/uapi/asm/setup.h; arm64 was 2048 before 6.2 made it
+// 4096, and Debian's kernels of either kind must boot), its terminating NUL
+// included: the kernel silently cuts a longer line.
+func commandLineSize(a layout.Arch, l layout.Loader) int {
+	n := 2048
+	if a == layout.ARM {
+		n = 1024
+	}
+	// U-Boot builds the command line in its shell (boot.scr's setenv
+	// bootargs, extlinux's append), whose line buffer (CONFIG_SYS_CBSIZE)
+	// is 1024 bytes on many boards.
+	if l == layout.LoaderUBoot {
+		n = min(n, 1024)
+	}
+	return n
+}
+
+// cmdlineReserve is what ovroot adds to the image's command line in boot
+// entries (ovroot.loader=uboot ovroot.slot=a ovroot.build=<16 hex> panic=5
+// ovroot.try=NN/0xNN: under 100 bytes), with room to spare.
+const cmdlineReserve = 128
+
+// checkCmdline refuses a command line that would not reach the kernel as
+// written: a control character (a newline from a TOML multi-line string
+// splits a boot entry: the kernel gets half of it) or more bytes than the
+// kernel and the loader take.
+func checkCmdline(c string, a layout.Arch, l layout.Loader) error {
+	for i, r := range c {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("control character %q at byte %d: a command line is one line of printable text (a newline would split the boot entry)", r, i)
+		}
+	}
+	if max := commandLineSize(a, l) - 1 - cmdlineReserve; len(c) > max {
+		return fmt.Errorf("%d bytes, more than the %d a %s image with loader %s can pass (the kernel's COMMAND_LINE_SIZE %d, less %d for ovroot's own parameters)", len(c), max, a, l, commandLineSize(a, l), cmdlineReserve)
 	}
 	return nil
 }

@@ -58,3 +58,38 @@ func parseInit(name string, data []byte) error {
 	_, err := ParseInit(name, data)
 	return err
 }
+
+// A command line with a control character, or longer than the kernel and
+// loader take, is refused naming the key: a newline from a TOML
+// multi-line string split the boot entry and the kernel got half of it.
+func TestCmdlineRefused(t *testing.T) {
+	base := "kernel = \"/k\"\nmodules_dir = \"/m\"\nrootfs = \"/r\"\n"
+	cases := []struct {
+		name, src, want string
+		line            int
+	}{
+		{"newline", "arch = \"x86_64\"\n" + base + "cmdline = '''\nconsole=ttyS0\nquiet'''\n", "control character '\\n' at byte 13", 5},
+		{"tab", "arch = \"x86_64\"\n" + base + "cmdline = \"console=ttyS0\\tquiet\"\n", "control character '\\t'", 5},
+		{"escape", "arch = \"arm64\"\n" + base + "cmdline = \"a\\u001bb\"\n", "control character '\\x1b'", 5},
+		{"too long for x86_64", "arch = \"x86_64\"\n" + base + "cmdline = \"" + strings.Repeat("a", 1920) + "\"\n", "1920 bytes, more than the 1919", 5},
+		{"too long for arm", "arch = \"arm\"\n" + base + "cmdline = \"" + strings.Repeat("a", 896) + "\"\n", "896 bytes, more than the 895", 5},
+		{"too long for U-Boot on arm64", "arch = \"arm64\"\n" + base + "cmdline = \"" + strings.Repeat("a", 1000) + "\"\n[boot]\nloader = \"uboot\"\n", "loader uboot", 5},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := parseImage("spec/image.toml", []byte(c.src))
+			var e *Error
+			if !errors.As(err, &e) || e.Key != "cmdline" || e.Line != c.line || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("parse = %v, want spec/image.toml:%d: cmdline: ...%s", err, c.line, c.want)
+			}
+		})
+	}
+	for _, ok := range []string{
+		"arch = \"x86_64\"\n" + base + "cmdline = \"" + strings.Repeat("a", 1919) + "\"\n",
+		"arch = \"arm64\"\n" + base + "cmdline = \"console=ttyAMA0 quiet ovroot.x=é\"\n",
+	} {
+		if err := parseImage("spec/image.toml", []byte(ok)); err != nil {
+			t.Errorf("a good command line refused: %v", err)
+		}
+	}
+}

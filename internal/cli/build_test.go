@@ -101,6 +101,8 @@ func TestFlagsErrors(t *testing.T) {
 		{"uboot on x86_64", paths, []string{"--arch", "x86_64", "--loader", "uboot"}, "boot.loader: uboot does not boot x86_64"},
 		{"unknown loader", paths, []string{"--arch", "arm64", "--loader", "grub"}, "unknown loader \"grub\""},
 		{"absurd size", "arch = \"x86_64\"\n" + paths, []string{"--data-size", "10TiB"}, "data_size: 10TiB is larger than ovroot builds (at most 64GiB"},
+		{"newline in --cmdline", "arch = \"x86_64\"\n" + paths, []string{"--cmdline", "console=ttyS0\npanic=-1"}, "cmdline: control character '\\n' at byte 13"},
+		{"--cmdline too long", "arch = \"arm\"\n" + paths, []string{"--cmdline", strings.Repeat("x", 2000)}, "cmdline: 2000 bytes, more than the 895"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := specFrom(t, c.file, c.args...)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/qemu"
@@ -62,6 +63,9 @@ func runRun(c Context, ctx context.Context, args []string) error {
 		}
 	}
 	if *cmdline != "" {
+		if i := strings.IndexFunc(*cmdline, func(r rune) bool { return r < 0x20 || r == 0x7f }); i >= 0 {
+			return fmt.Errorf("%w: --append: control character %q at byte %d: the kernel command line is one line of printable text", ErrUsage, (*cmdline)[i], i)
+		}
 		cfg.Cmdline += " " + *cmdline
 	}
 	cfg.MemoryMB = *memory
