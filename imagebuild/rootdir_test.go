@@ -167,3 +167,22 @@ func TestMakeSquashfsRootfsSymlink(t *testing.T) {
 		t.Errorf("the image's root is %q, not a directory", got)
 	}
 }
+
+// An entry mksquashfs cannot store (a path of 4096 bytes or more, which a
+// tarball can hold) is an error naming it, not an image without it whose
+// summary counts it.
+func TestMakeSquashfsLongPathRefused(t *testing.T) {
+	needTools(t, "mksquashfs")
+	deep := strings.Repeat(strings.Repeat("d", 250)+"/", 17) + "deep.txt"
+	tarball := filepath.Join(t.TempDir(), "long.tar")
+	if err := os.WriteFile(tarball, tarBytes([]tarEntry{
+		{hdr: tarHeader("sbin/init"), body: "init"},
+		{hdr: tarHeader(deep), body: "deep"},
+	}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n, err := MakeSquashfs(context.Background(), tarball, filepath.Join(t.TempDir(), "o.sqfs"), "gzip")
+	if err == nil || !strings.Contains(err.Error(), "left out") || !strings.Contains(err.Error(), "File name too long") {
+		t.Fatalf("MakeSquashfs of a %d-byte path = %d entries, %v; want an error naming what mksquashfs left out", len(deep), n, err)
+	}
+}

@@ -130,7 +130,30 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 		}
 		return 0, fmt.Errorf("mksquashfs %s: %w\n%s", rootfs, err, strings.TrimSpace(output.String()))
 	}
+	// mksquashfs skips what it cannot store (a path of PATH_MAX bytes or
+	// more: "File name too long, ignoring") with a warning and exit 0;
+	// the image would lack entries the summary counts.
+	if skipped := skippedEntries(output.String(), src); len(skipped) > 0 {
+		return 0, fmt.Errorf("mksquashfs %s left out %d entries, the image would lack them: %s", rootfs, len(skipped), strings.Join(skipped, "; "))
+	}
 	return entries, nil
+}
+
+// skippedEntries finds mksquashfs's warnings about entries it left out
+// ("... , ignoring"), naming each entry relative to the rootfs.
+func skippedEntries(output, src string) []string {
+	var out []string
+	for _, l := range strings.Split(output, "\n") {
+		if !strings.Contains(strings.ToLower(l), "ignoring") {
+			continue
+		}
+		l = strings.ReplaceAll(strings.TrimSpace(l), src+"/", "/")
+		if len(l) > 300 {
+			l = l[:150] + "..." + l[len(l)-150:]
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 // checkReadable counts the entries of a directory tree and refuses one
