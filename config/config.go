@@ -292,16 +292,27 @@ func (a *archText) UnmarshalText(b []byte) error {
 // checked by Validate, after command-line flags have been applied.
 func ParseImage(name string, data []byte) (*Image, error) {
 	var raw struct {
-		Arch archText `toml:"arch"`
+		Arch  archText `toml:"arch"`
+		Slots *int     `toml:"slots"`
+		Boot  struct {
+			Tries *int `toml:"tries"`
+		} `toml:"boot"`
 	}
 	im := DefaultImage("")
 	if err := decode(name, data, im); err != nil {
 		return nil, err
 	}
 	// Decoded again on its own so that "aarch64" becomes "arm64" and a bad
-	// value is reported with its line.
+	// value is reported with its line, and so that a key set to 0 is told
+	// from one left out (0 would otherwise pass for the default).
 	if _, err := toml.Decode(string(data), &raw); err != nil {
 		return nil, tomlError(name, data, err)
+	}
+	if raw.Slots != nil && *raw.Slots == 0 {
+		return nil, withLine(&Error{File: name, Key: "slots", Msg: "0 is not a number of root slots (1, or 2 for A/B updates; leave the key out for 1)"}, data)
+	}
+	if raw.Boot.Tries != nil && *raw.Boot.Tries == 0 {
+		return nil, withLine(&Error{File: name, Key: "boot.tries", Msg: fmt.Sprintf("0 trial boots would abandon a new slot before it ran (want 1 to 99; leave the key out for %d)", layout.DefaultTries)}, data)
 	}
 	im.Arch = layout.Arch(raw.Arch)
 	im.file, im.src = name, data

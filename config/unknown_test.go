@@ -93,3 +93,22 @@ func TestCmdlineRefused(t *testing.T) {
 		}
 	}
 }
+
+// slots = 0 and tries = 0 are refused, not taken for the defaults a left-out
+// key gets.
+func TestZeroIsNotDefault(t *testing.T) {
+	base := "arch = \"arm64\"\nkernel = \"/k\"\nmodules_dir = \"/m\"\nrootfs = \"/r\"\n"
+	for _, c := range []struct{ name, src, key, want string }{
+		{"slots = 0", base + "slots = 0\n", "slots", "0 is not a number of root slots"},
+		{"tries = 0", base + "slots = 2\n[boot]\ntries = 0\n", "boot.tries", "0 trial boots"},
+	} {
+		err := parseImage("spec/image.toml", []byte(c.src))
+		var e *Error
+		if !errors.As(err, &e) || e.Key != c.key || e.Line == 0 || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: parse = %v, want spec/image.toml:LINE: %s: %s", c.name, err, c.key, c.want)
+		}
+	}
+	if err := parseImage("spec/image.toml", []byte(base+"slots = 2\n")); err != nil {
+		t.Errorf("slots = 2 without tries: %v", err)
+	}
+}

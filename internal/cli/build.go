@@ -129,8 +129,17 @@ func runBuild(c Context, ctx context.Context, args []string) error {
 	f.register(fs)
 	out := fs.String("o", "", "disk image to write (required unless --update)")
 	update := fs.String("update", "", "also write an update bundle of the root, kernel and initramfs to this file, for `ovrootctl upgrade` (two-slot images)")
-	if _, err := parse(fs, args); err != nil {
+	pos, err := parse(fs, args)
+	if err != nil {
 		return err
+	}
+	if err := noArgs("build", pos); err != nil {
+		return err
+	}
+	slotsGiven := false
+	fs.Visit(func(fl *flag.Flag) { slotsGiven = slotsGiven || fl.Name == "slots" })
+	if slotsGiven && f.slots == 0 {
+		return fmt.Errorf("%w: --slots 0 is not a number of root slots (1, or 2 for A/B updates)", ErrUsage)
 	}
 	if *out == "" && *update == "" {
 		return fmt.Errorf("%w: -o disk.img is required", ErrUsage)
@@ -180,7 +189,11 @@ func runInitramfs(c Context, ctx context.Context, args []string) error {
 	initConfig := fs.String("init-config", "", "init config (init.toml) to carry; default: built-in defaults")
 	initBinary := fs.String("init-binary", "", "prebuilt /init (default: cmd/init compiled from the source built into ovroot)")
 	out := fs.String("o", "", "file to write (required)")
-	if _, err := parse(fs, args); err != nil {
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs("initramfs", pos); err != nil {
 		return err
 	}
 	if *arch == "" || *out == "" {

@@ -110,9 +110,20 @@ type stringList []string
 func (l *stringList) String() string { return strings.Join(*l, ",") }
 func (l *stringList) Set(v string) error {
 	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			*l = append(*l, s)
+		if s = strings.TrimSpace(s); s == "" {
+			// An empty value silently meant "the default list".
+			return fmt.Errorf("empty name in %q", v)
 		}
+		*l = append(*l, strings.TrimSpace(s))
 	}
 	return nil
+}
+
+// noArgs refuses positional arguments a command does not take: they
+// were silently ignored (`ovroot build ... x.img` without -o).
+func noArgs(cmd string, pos []string) error {
+	if len(pos) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: ovroot %s takes no arguments besides its flags, got %q (a file to write is given with -o)", ErrUsage, cmd, pos)
 }

@@ -19,7 +19,11 @@ func runDemo(c Context, ctx context.Context, args []string) error {
 	arch := fs.String("arch", "x86_64", "target architecture: "+layout.ArchNames)
 	cache := fs.String("kernel-cache", ".cache/kernels", "where `make kernels` put Debian's kernels (<debarch>/vmlinuz, <debarch>/modules; debarch amd64, arm64 or armhf)")
 	out := fs.String("out", "out/demo", "output directory: <arch>.img and rootfs-<arch>/")
-	if _, err := parse(fs, args); err != nil {
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs("demo", pos); err != nil {
 		return err
 	}
 	a, err := layout.ParseArch(*arch)

@@ -1,0 +1,37 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// Inputs that were silently ignored or taken for a default are refused
+// before anything is built: extra positional arguments, an empty module
+// name (it meant "the default list"), --slots 0.
+func TestCommandLineRefusals(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"build extra argument", []string{"build", "--arch", "x86_64", "--rootfs", "r", "-o", "x.img", "extra.img"}, `ovroot build takes no arguments besides its flags, got ["extra.img"]`},
+		{"build argument instead of -o", []string{"build", "--arch", "x86_64", "x.img"}, `got ["x.img"]`},
+		{"initramfs extra argument", []string{"initramfs", "--arch", "x86_64", "-o", "i.img", "more"}, `ovroot initramfs takes no arguments`},
+		{"demo extra argument", []string{"demo", "arm64"}, `ovroot demo takes no arguments`},
+		{"empty --module", []string{"build", "--arch", "x86_64", "--module", "", "-o", "x.img"}, `invalid value "" for flag -module: empty name`},
+		{"empty name in --module list", []string{"build", "--arch", "x86_64", "--module", "ext4,,overlay", "-o", "x.img"}, `empty name in "ext4,,overlay"`},
+		{"--slots 0", []string{"build", "--arch", "x86_64", "--slots", "0", "-o", "x.img"}, "--slots 0 is not a number of root slots"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Chdir(t.TempDir()) // were one taken, it must not write here
+			var out, errOut bytes.Buffer
+			err := Context{Stdout: &out, Stderr: &errOut, Args: c.args}.Execute(context.Background())
+			if err == nil || !strings.Contains(err.Error(), c.want) || !errors.Is(err, ErrUsage) {
+				t.Errorf("ovroot %q = %v, want a usage error with %q", c.args, err, c.want)
+			}
+		})
+	}
+}
