@@ -46,3 +46,28 @@ func TestCheckOutputInsideRootfsAnySpelling(t *testing.T) {
 		})
 	}
 }
+
+// ovroot run and the tests read images through ListPartitions: a wrong
+// file is named in our words, not go-diskfs's ("could not get file size
+// for device zero.img").
+func TestListPartitionsNotAnImage(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "zero.img")
+	os.WriteFile(empty, nil, 0o644)
+	small := filepath.Join(dir, "small.img")
+	os.WriteFile(small, make([]byte, 4096), 0o644)
+	junk := filepath.Join(dir, "junk.img")
+	os.WriteFile(junk, make([]byte, 1<<20), 0o644)
+	for _, c := range []struct{ path, want string }{
+		{empty, "zero.img is empty, not a disk image"},
+		{small, "small.img is 4096 bytes: too small to hold a GPT"},
+		{junk, "junk.img is not an ovroot disk image: no GPT partition table"},
+		{filepath.Join(dir, "missing.img"), "missing.img: no such file or directory"},
+		{dir, "is a directory, not a disk image"},
+	} {
+		_, err := ListPartitions(c.path)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "could not") {
+			t.Errorf("ListPartitions(%s) = %v, want %q", filepath.Base(c.path), err, c.want)
+		}
+	}
+}

@@ -725,14 +725,27 @@ func writeBoot(d *disk.Disk, s Spec) error {
 
 // ListPartitions reads an image's GPT.
 func ListPartitions(image string) ([]Partition, error) {
+	// Said in our words before go-diskfs says it in its own ("could not
+	// get file size for device zero.img").
+	fi, err := os.Stat(image)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("disk image: %w", err)
+	case fi.IsDir():
+		return nil, fmt.Errorf("%s is a directory, not a disk image", image)
+	case fi.Mode().IsRegular() && fi.Size() == 0:
+		return nil, fmt.Errorf("%s is empty, not a disk image (ovroot build writes one)", image)
+	case fi.Mode().IsRegular() && fi.Size() < 34*sectorSize:
+		return nil, fmt.Errorf("%s is %d bytes: too small to hold a GPT, not an ovroot disk image", image, fi.Size())
+	}
 	d, err := diskfs.Open(image, diskfs.WithOpenMode(diskfs.ReadOnly))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("open disk image %s: %w", image, err)
 	}
 	defer d.Close()
 	t, err := d.GetPartitionTable()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", image, err)
+		return nil, fmt.Errorf("%s is not an ovroot disk image: no GPT partition table (%v)", image, err)
 	}
 	gt, ok := t.(*gpt.Table)
 	if !ok {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/ovroot/ovroot/layout"
 )
 
 // Inputs that were silently ignored or taken for a default are refused
@@ -33,5 +35,31 @@ func TestCommandLineRefusals(t *testing.T) {
 				t.Errorf("ovroot %q = %v, want a usage error with %q", c.args, err, c.want)
 			}
 		})
+	}
+}
+
+// ovroot run --arch naming another arch than the image's is refused,
+// naming both, before QEMU starts.
+func TestRunArch(t *testing.T) {
+	for _, c := range []struct {
+		flag, recorded, want, err string
+	}{
+		{"", "arm64", "arm64", ""},
+		{"arm64", "arm64", "arm64", ""},
+		{"aarch64", "arm64", "arm64", ""},
+		{"x86_64", "arm64", "", "--arch x86_64, but disk.img is an arm64 image"},
+		{"mips", "arm64", "", "--arch: "},
+		{"arm", "", "arm", ""},
+	} {
+		got, err := runArch(c.flag, layout.Arch(c.recorded), "disk.img")
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("runArch(%q, %q) = %q, %v; want an error with %q", c.flag, c.recorded, got, err, c.err)
+			}
+			continue
+		}
+		if err != nil || string(got) != c.want {
+			t.Errorf("runArch(%q, %q) = %q, %v; want %q", c.flag, c.recorded, got, err, c.want)
+		}
 	}
 }

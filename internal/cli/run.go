@@ -57,10 +57,8 @@ func runRun(c Context, ctx context.Context, args []string) error {
 	}
 	defer cleanup()
 	cfg.Snapshot = *snapshot
-	if *arch != "" {
-		if cfg.Arch, err = layout.ParseArch(*arch); err != nil {
-			return fmt.Errorf("--arch: %w", err)
-		}
+	if cfg.Arch, err = runArch(*arch, cfg.Arch, pos[0]); err != nil {
+		return err
 	}
 	if *cmdline != "" {
 		if i := strings.IndexFunc(*cmdline, func(r rune) bool { return r < 0x20 || r == 0x7f }); i >= 0 {
@@ -71,4 +69,22 @@ func runRun(c Context, ctx context.Context, args []string) error {
 	cfg.MemoryMB = *memory
 	cfg.Extra = extra
 	return qemu.Run(ctx, cfg, c.Stdin, c.Stdout, *timeout)
+}
+
+// runArch is the arch to boot: the image's, which --arch may name again
+// but not contradict (another arch's QEMU would only hang or fail in the
+// firmware, far from the reason); --arch alone for an image that records
+// none.
+func runArch(flagArch string, recorded layout.Arch, image string) (layout.Arch, error) {
+	if flagArch == "" {
+		return recorded, nil
+	}
+	a, err := layout.ParseArch(flagArch)
+	if err != nil {
+		return "", fmt.Errorf("--arch: %w", err)
+	}
+	if recorded != "" && a != recorded {
+		return "", fmt.Errorf("%w: --arch %s, but %s is an %s image (%s in its boot partition)", ErrUsage, a, image, recorded, layout.BootInfoFile)
+	}
+	return a, nil
 }
