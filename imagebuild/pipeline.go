@@ -47,6 +47,9 @@ type Options struct {
 	// Bundle, when set, is where the update bundle of a two-slot image is
 	// written too.
 	Bundle string
+	// ImageDropped says the image is made only for the bundle and removed
+	// after it: its (temporary) path is not worth a log line.
+	ImageDropped bool
 }
 
 // ImageResult summarizes BuildImage.
@@ -249,7 +252,11 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		}
 		return nil, fmt.Errorf("image: %w", err)
 	}
-	logf("image: %s in %s", out, time.Since(t).Round(time.Millisecond))
+	if o.ImageDropped {
+		logf("image: made for the bundle only, not kept, in %s", time.Since(t).Round(time.Millisecond))
+	} else {
+		logf("image: %s in %s", out, time.Since(t).Round(time.Millisecond))
+	}
 	r := &ImageResult{Result: res, Path: out, Modules: rep.Modules, E2fsck: e2fsck, Ctl: "off (ctl = false)", Loader: im.Loader(), LoaderFile: loaderFile}
 	if im.Slots == 2 {
 		r.Board = im.Board

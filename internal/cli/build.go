@@ -163,7 +163,7 @@ func runBuild(c Context, ctx context.Context, args []string) error {
 		defer os.RemoveAll(dir)
 		imageOut = filepath.Join(dir, "disk.img")
 	}
-	res, err := imagebuild.BuildImage(ctx, im, imageOut, imagebuild.Options{InitBinary: f.initBinary, Log: c.logf, Progress: c.terminal(), Bundle: *update})
+	res, err := imagebuild.BuildImage(ctx, im, imageOut, imagebuild.Options{InitBinary: f.initBinary, Log: c.logf, Progress: c.terminal(), Bundle: *update, ImageDropped: *out == ""})
 	if err != nil {
 		return err
 	}
