@@ -411,75 +411,141 @@ func checkModules(ix *kmod.Index, dir string, names []string, arch layout.Arch, 
 // absolute path in it, following symlinks as the device would: inside the
 // rootfs, absolute ones from its root, never on the host.
 func RootfsHas(ctx context.Context, rootfs, p string) (bool, error) {
+	t, err := readRootfsTree(ctx, rootfs)
+	if err != nil {
+		return false, err
+	}
+	_, ok := resolveIn(t.lookup, p)
+	return ok, nil
+}
+
+// rootfsTree looks up entries of a rootfs by their path in it ("" is the
+// root) and reads the start of its files.
+type rootfsTree struct {
+	lookup func(rel string) (typ byte, link string, ok bool)
+	// head returns up to n bytes from the start of the regular file rel.
+	head func(rel string, n int) ([]byte, error)
+}
+
+func readRootfsTree(ctx context.Context, rootfs string) (*rootfsTree, error) {
 	fi, err := os.Stat(rootfs)
 	if err != nil {
-		return false, fmt.Errorf("rootfs: %w", err)
+		return nil, fmt.Errorf("rootfs: %w", err)
 	}
-	var lookup func(rel string) (typ byte, link string, ok bool)
 	if fi.IsDir() {
-		lookup = func(rel string) (byte, string, bool) {
-			fi, err := os.Lstat(filepath.Join(rootfs, filepath.FromSlash(rel)))
-			switch {
-			case err != nil:
-				return 0, "", false
-			case fi.Mode()&fs.ModeSymlink != 0:
-				l, err := os.Readlink(filepath.Join(rootfs, filepath.FromSlash(rel)))
-				return tar.TypeSymlink, l, err == nil
-			case fi.IsDir():
-				return tar.TypeDir, "", true
-			}
-			return tar.TypeReg, "", true
-		}
-	} else {
+		full := func(rel string) string { return filepath.Join(rootfs, filepath.FromSlash(rel)) }
+		return &rootfsTree{
+			lookup: func(rel string) (byte, string, bool) {
+				fi, err := os.Lstat(full(rel))
+				switch {
+				case err != nil:
+					return 0, "", false
+				case fi.Mode()&fs.ModeSymlink != 0:
+					l, err := os.Readlink(full(rel))
+					return tar.TypeSymlink, l, err == nil
+				case fi.IsDir():
+					return tar.TypeDir, "", true
+				}
+				return tar.TypeReg, "", true
+			},
+			head: func(rel string, n int) ([]byte, error) {
+				// rel was resolved inside the tree: no symlink left in it.
+				f, err := os.Open(full(rel))
+				if err != nil {
+					return nil, err
+				}
+				defer f.Close()
+				b := make([]byte, n)
+				k, err := io.ReadFull(f, b)
+				if err == io.ErrUnexpectedEOF || err == io.EOF {
+					err = nil
+				}
+				return b[:k], err
+			},
+		}, nil
+	}
+	// A tarball: one pass for the tree, and one more per file read.
+	walk := func(each func(h *tar.Header, name string, r io.Reader) (stop bool, err error)) error {
 		f, err := os.Open(rootfs)
 		if err != nil {
-			return false, fmt.Errorf("rootfs: %w", err)
+			return fmt.Errorf("rootfs: %w", err)
 		}
 		defer f.Close()
 		r, done, err := decompress(f)
 		if err != nil {
-			return false, fmt.Errorf("rootfs tarball %s: %w", rootfs, err)
+			return fmt.Errorf("rootfs tarball %s: %w", rootfs, err)
 		}
 		defer done()
-		type node struct {
-			typ  byte
-			link string
-		}
-		nodes := map[string]node{"": {tar.TypeDir, ""}}
 		tr := tar.NewReader(r)
 		for {
 			if err := ctx.Err(); err != nil {
-				return false, err
+				return err
 			}
 			h, err := tr.Next()
 			if err == io.EOF {
-				break
+				return nil
 			}
 			if err != nil {
-				return false, fmt.Errorf("rootfs tarball %s: %w", rootfs, err)
+				return fmt.Errorf("rootfs tarball %s: %w", rootfs, err)
 			}
 			name, err := cleanName(h.Name)
 			if err != nil {
-				return false, fmt.Errorf("rootfs tarball %s: %w", rootfs, err)
+				return fmt.Errorf("rootfs tarball %s: %w", rootfs, err)
 			}
-			nodes[name] = node{h.Typeflag, h.Linkname}
-			for d := path.Dir(name); d != "." && d != "/"; d = path.Dir(d) {
-				if _, ok := nodes[d]; !ok {
-					nodes[d] = node{tar.TypeDir, ""}
-				}
+			if stop, err := each(h, name, tr); stop || err != nil {
+				return err
 			}
-		}
-		lookup = func(rel string) (byte, string, bool) {
-			n, ok := nodes[rel]
-			return n.typ, n.link, ok
 		}
 	}
-	return resolveIn(lookup, p), nil
+	type node struct {
+		typ  byte
+		link string
+	}
+	nodes := map[string]node{"": {tar.TypeDir, ""}}
+	err = walk(func(h *tar.Header, name string, _ io.Reader) (bool, error) {
+		nodes[name] = node{h.Typeflag, h.Linkname}
+		for d := path.Dir(name); d != "." && d != "/"; d = path.Dir(d) {
+			if _, ok := nodes[d]; !ok {
+				nodes[d] = node{tar.TypeDir, ""}
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &rootfsTree{
+		lookup: func(rel string) (byte, string, bool) {
+			n, ok := nodes[rel]
+			return n.typ, n.link, ok
+		},
+		head: func(rel string, n int) ([]byte, error) {
+			if nd := nodes[rel]; nd.typ == tar.TypeLink { // a hard link: its target's bytes
+				if l, err := cleanName(nd.link); err == nil {
+					rel = l
+				}
+			}
+			var out []byte
+			err := walk(func(h *tar.Header, name string, r io.Reader) (bool, error) {
+				if name != rel || (h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeRegA) {
+					return false, nil
+				}
+				b := make([]byte, n)
+				k, err := io.ReadFull(r, b)
+				if err == io.ErrUnexpectedEOF || err == io.EOF {
+					err = nil
+				}
+				out = b[:k] // the last entry of a name wins: keep going
+				return false, err
+			})
+			return out, err
+		},
+	}, nil
 }
 
 // resolveIn follows p through a tree described by lookup, component by
 // component, symlinks resolved inside the tree (at most 40, as the kernel).
-func resolveIn(lookup func(rel string) (byte, string, bool), p string) bool {
+func resolveIn(lookup func(rel string) (byte, string, bool), p string) (string, bool) {
 	todo := strings.Split(strings.Trim(path.Clean("/"+p), "/"), "/")
 	cur := ""
 	for hops := 0; len(todo) > 0; {
@@ -496,11 +562,11 @@ func resolveIn(lookup func(rel string) (byte, string, bool), p string) bool {
 		next := path.Join(cur, c)
 		typ, link, ok := lookup(next)
 		if !ok {
-			return false
+			return "", false
 		}
 		if typ == tar.TypeSymlink {
 			if hops++; hops > 40 {
-				return false
+				return "", false
 			}
 			if strings.HasPrefix(link, "/") {
 				cur = ""
@@ -509,9 +575,71 @@ func resolveIn(lookup func(rel string) (byte, string, bool), p string) bool {
 			continue
 		}
 		if len(todo) > 0 && typ != tar.TypeDir {
-			return false
+			return "", false
 		}
 		cur = next
 	}
-	return true
+	return cur, true
+}
+
+// initWarnings says what would keep the device from starting the rootfs's
+// init (p, followed through symlinks inside the rootfs): that it is
+// missing, or that it or its ELF interpreter (PT_INTERP), or a script's
+// #! interpreter, is a program for another machine than arch (an x86
+// busybox in an arm64 rootfs) or missing. Warnings, not errors: a rootfs
+// may start something else through [init] init.
+func initWarnings(ctx context.Context, rootfs, p string, arch layout.Arch) ([]string, error) {
+	t, err := readRootfsTree(ctx, rootfs)
+	if err != nil {
+		return nil, err
+	}
+	var warn []string
+	seen := map[string]bool{}
+	var check func(what, p string, depth int) error
+	check = func(what, p string, depth int) error {
+		rel, ok := resolveIn(t.lookup, p)
+		if !ok {
+			warn = append(warn, fmt.Sprintf("rootfs %s has no %s (%s): the device will have no program to start after the root is ready", rootfs, p, what))
+			return nil
+		}
+		if seen[rel] || depth > 3 {
+			return nil
+		}
+		seen[rel] = true
+		b, err := t.head(rel, 64<<10)
+		if err != nil {
+			return err
+		}
+		if bytes.HasPrefix(b, []byte("#!")) {
+			line, _, _ := bytes.Cut(b[2:], []byte("\n"))
+			if f := strings.Fields(string(line)); len(f) > 0 && strings.HasPrefix(f[0], "/") {
+				return check("the interpreter of "+p, f[0], depth+1)
+			}
+			return nil
+		}
+		f, err := elf.NewFile(bytes.NewReader(b))
+		if err != nil {
+			return nil // not an ELF file we can read from its start: nothing to say
+		}
+		if f.Machine != elfMachines[arch] || f.Class != elfClasses[arch] {
+			warn = append(warn, fmt.Sprintf("%s in rootfs %s (%s) is a program for %s (%s), not for %s: the device cannot start it", p, rootfs, what, machineArch(f.Machine), f.Class, arch))
+			return nil
+		}
+		for _, prog := range f.Progs {
+			if prog.Type != elf.PT_INTERP {
+				continue
+			}
+			data, err := io.ReadAll(prog.Open())
+			if err != nil {
+				return nil
+			}
+			interp := strings.TrimRight(string(data), "\x00")
+			return check("the ELF interpreter of "+p, interp, depth+1)
+		}
+		return nil
+	}
+	if err := check("[init] init", p, 0); err != nil {
+		return nil, err
+	}
+	return warn, nil
 }

@@ -1,10 +1,15 @@
 package imagebuild
 
 import (
+	"archive/tar"
+	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/ovroot/ovroot/layout"
 )
 
 // An output inside the rootfs is refused however either path is spelled:
@@ -68,6 +73,77 @@ func TestListPartitionsNotAnImage(t *testing.T) {
 		_, err := ListPartitions(c.path)
 		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "could not") {
 			t.Errorf("ListPartitions(%s) = %v, want %q", filepath.Base(c.path), err, c.want)
+		}
+	}
+}
+
+// An init the device cannot start is said at build time: an ELF for
+// another machine (an x86 busybox in an arm64 rootfs), a missing ELF
+// interpreter, a script whose #! interpreter is either; for a directory
+// rootfs and a tarball alike, symlinks followed inside the rootfs.
+func TestInitWarnings(t *testing.T) {
+	host, err := os.ReadFile("/bin/true") // x86_64, dynamic: PT_INTERP /lib64/ld-linux-x86-64.so.2
+	if err != nil {
+		t.Skip("no /bin/true")
+	}
+	interp, err := os.ReadFile("/lib64/ld-linux-x86-64.so.2")
+	if err != nil || runtime.GOARCH != "amd64" {
+		t.Skip("not an x86_64 host with /lib64/ld-linux-x86-64.so.2")
+	}
+	type file struct {
+		name, link string
+		data       []byte
+	}
+	tree := func(files ...file) []file { return files }
+	busyboxInit := tree(file{name: "bin/busybox", data: host}, file{name: "sbin/init", link: "/bin/busybox"})
+	cases := []struct {
+		name  string
+		arch  layout.Arch
+		files []file
+		want  []string // substrings, one per warning; none = no warning
+	}{
+		{"x86 busybox in an arm64 rootfs", layout.ARM64, busyboxInit, []string{"/sbin/init in rootfs", "is a program for x86_64 (ELFCLASS64), not for arm64"}},
+		{"missing interpreter", layout.X86_64, busyboxInit, []string{"has no /lib64/ld-linux-x86-64.so.2 (the ELF interpreter of /sbin/init)"}},
+		{"all there", layout.X86_64, append(busyboxInit, file{name: "lib64/ld-linux-x86-64.so.2", data: interp}), nil},
+		{"script with an x86 shell in arm64", layout.ARM64, tree(file{name: "bin/sh", data: host}, file{name: "sbin/init", data: []byte("#!/bin/sh\nexec /bin/sh\n")}), []string{"/bin/sh in rootfs", "(the interpreter of /sbin/init) is a program for x86_64"}},
+		{"no init", layout.ARM64, tree(file{name: "bin/sh", data: []byte("x")}), []string{"has no /sbin/init ([init] init)"}},
+	}
+	for _, c := range cases {
+		for _, kind := range []string{"dir", "tar"} {
+			t.Run(c.name+"/"+kind, func(t *testing.T) {
+				dir := t.TempDir()
+				root := filepath.Join(dir, "root")
+				var entries []tarEntry
+				for _, f := range c.files {
+					p := filepath.Join(root, f.name)
+					os.MkdirAll(filepath.Dir(p), 0o755)
+					if f.link != "" {
+						os.Symlink(f.link, p)
+						entries = append(entries, tarEntry{hdr: tar.Header{Name: f.name, Typeflag: tar.TypeSymlink, Linkname: f.link, Mode: 0o777}})
+						continue
+					}
+					os.WriteFile(p, f.data, 0o755)
+					entries = append(entries, tarEntry{hdr: tar.Header{Name: f.name, Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(f.data))}, body: string(f.data)})
+				}
+				rootfs := root
+				if kind == "tar" {
+					rootfs = filepath.Join(dir, "root.tar")
+					os.WriteFile(rootfs, tarBytes(entries), 0o644)
+				}
+				got, err := initWarnings(context.Background(), rootfs, "/sbin/init", c.arch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				all := strings.Join(got, "\n")
+				if len(c.want) == 0 && len(got) != 0 {
+					t.Errorf("initWarnings = %q, want none", got)
+				}
+				for _, w := range c.want {
+					if !strings.Contains(all, w) {
+						t.Errorf("initWarnings = %q, want one saying %q", got, w)
+					}
+				}
+			})
 		}
 	}
 }

@@ -355,10 +355,12 @@ func checkPieces(ctx context.Context, im *config.Image, o Options, logf func(str
 			}
 		}
 	}
-	if has, err := RootfsHas(ctx, im.Rootfs, im.Init.Init); err != nil {
+	warnings, err := initWarnings(ctx, im.Rootfs, im.Init.Init, im.Arch)
+	if err != nil {
 		return nil, err
-	} else if !has {
-		logf("warning: rootfs %s has no %s ([init] init): the device will have no program to start after the root is ready", im.Rootfs, im.Init.Init)
+	}
+	for _, w := range warnings {
+		logf("warning: %s", w)
 	}
 	return ix, nil
 }
