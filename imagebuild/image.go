@@ -20,6 +20,7 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/google/uuid"
+	"github.com/ovroot/ovroot/internal/tmpdir"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/slot"
 )
@@ -320,11 +321,11 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 		}
 		s.Bundle = b
 	}
-	tmp, err := os.MkdirTemp("", "ovroot-image-")
+	tmp, done, err := tmpdir.Make("image")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
+	defer done()
 	if s.Kernel, err = kernelForLoader(s.Kernel, tmp); err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/ovroot/ovroot/internal/gobuild"
+	"github.com/ovroot/ovroot/internal/tmpdir"
 	"github.com/ovroot/ovroot/layout"
 )
 
@@ -219,11 +220,11 @@ func kernelForLoader(kernel, dir string) (string, error) {
 // the .deb it leaves), unpacks it and installs its file member (an
 // absolute path in the package) at dest.
 func fetchDebFile(ctx context.Context, pkg, debGlob, member, dest string, mode os.FileMode) error {
-	tmp, err := os.MkdirTemp("", "ovroot-deb-")
+	tmp, done, err := tmpdir.Make("deb")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
+	defer done()
 	arch := pkg[strings.LastIndex(pkg, ":")+1:]
 	if err := runIn(ctx, tmp, "apt-get", "download", "-q", pkg); err != nil {
 		return fmt.Errorf("fetch %s (a foreign arch needs `dpkg --add-architecture %s && apt-get update` first): %w", pkg, arch, err)

@@ -15,6 +15,7 @@ import (
 	"github.com/ovroot/ovroot/internal/eshell"
 	"github.com/ovroot/ovroot/internal/gobuild"
 	"github.com/ovroot/ovroot/internal/kmod"
+	"github.com/ovroot/ovroot/internal/tmpdir"
 	"github.com/ovroot/ovroot/layout"
 )
 
@@ -132,11 +133,11 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 	if initBin == "" {
 		initBin = filepath.Join(progs, "init")
 	}
-	tmp, err := os.MkdirTemp("", "ovroot-build-")
+	tmp, removeTmp, err := tmpdir.Make("build")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
+	defer removeTmp()
 	initrd := filepath.Join(tmp, layout.InitrdFile)
 	w, err := os.Create(initrd)
 	if err != nil {

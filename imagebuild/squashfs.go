@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/ovroot/ovroot/internal/tmpdir"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ulikunitz/xz"
 	"golang.org/x/sys/unix"
@@ -82,11 +83,11 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 	} else if !fi.Mode().IsRegular() {
 		return 0, fmt.Errorf("rootfs %s is neither a directory nor a tarball (%s)", rootfs, fi.Mode().Type())
 	} else {
-		tmp, err := os.MkdirTemp("", "ovroot-rootfs-")
+		tmp, done, err := tmpdir.Make("rootfs")
 		if err != nil {
 			return 0, err
 		}
-		defer os.RemoveAll(tmp)
+		defer done()
 		src = filepath.Join(tmp, "root")
 		pseudo, n, err := unpackTarball(ctx, rootfs, src)
 		if err != nil {

@@ -2,9 +2,9 @@ package qemu
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/ovroot/ovroot/imagebuild"
+	"github.com/ovroot/ovroot/internal/tmpdir"
 	"github.com/ovroot/ovroot/layout"
 )
 
@@ -13,11 +13,10 @@ import (
 // (-kernel, -initrd, -append) with the image as its disk. cleanup removes
 // the extracted kernel and initramfs.
 func ForImage(image string) (Config, func(), error) {
-	dir, err := os.MkdirTemp("", "ovroot-run-")
+	dir, cleanup, err := tmpdir.Make("run")
 	if err != nil {
 		return Config{}, nil, err
 	}
-	cleanup := func() { os.RemoveAll(dir) }
 	info, kernel, initrd, err := imagebuild.ReadBoot(image, dir)
 	if err != nil {
 		cleanup()
@@ -45,11 +44,10 @@ func ForImageLoader(image string, o FirmwareOptions) (Config, func(), error) {
 	if info.Loader == "" || info.Loader == layout.LoaderNone {
 		return Config{}, nil, fmt.Errorf("%s: %w (loader %q in %s)", image, ErrNoLoader, info.Loader, layout.BootInfoFile)
 	}
-	dir, err := os.MkdirTemp("", "ovroot-run-")
+	dir, cleanup, err := tmpdir.Make("run")
 	if err != nil {
 		return Config{}, nil, err
 	}
-	cleanup := func() { os.RemoveAll(dir) }
 	fw, err := PrepareFirmware(info.Arch, info.Loader, o, dir)
 	if err != nil {
 		cleanup()

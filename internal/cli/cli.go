@@ -12,6 +12,8 @@ import (
 	"io"
 	"sort"
 	"strings"
+
+	"github.com/ovroot/ovroot/internal/tmpdir"
 )
 
 // Context is one invocation of ovroot.
@@ -49,6 +51,13 @@ func (c Context) Execute(ctx context.Context) error {
 	if !ok {
 		c.usage(c.Stderr)
 		return fmt.Errorf("%w: unknown command %q", ErrUsage, c.Args[0])
+	}
+	// What a killed run (SIGKILL: no cleanup of its own ran) left in the
+	// temporary directory: removed now, never a live run's.
+	if removed, err := tmpdir.CleanStale(); err != nil {
+		c.logf("temporary directories of earlier runs: %v", err)
+	} else if len(removed) > 0 {
+		c.logf("removed %d temporary directories that killed runs left: %s", len(removed), strings.Join(removed, ", "))
 	}
 	err := cmd.run(c, ctx, c.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
