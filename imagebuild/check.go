@@ -617,23 +617,15 @@ func initWarnings(ctx context.Context, rootfs, p string, arch layout.Arch) ([]st
 			}
 			return nil
 		}
-		f, err := elf.NewFile(bytes.NewReader(b))
-		if err != nil {
+		class, machine, interp, ok := elfHead(b)
+		if !ok {
 			return nil // not an ELF file we can read from its start: nothing to say
 		}
-		if f.Machine != elfMachines[arch] || f.Class != elfClasses[arch] {
-			warn = append(warn, fmt.Sprintf("%s in rootfs %s (%s) is a program for %s (%s), not for %s: the device cannot start it", p, rootfs, what, machineArch(f.Machine), f.Class, arch))
+		if machine != elfMachines[arch] || class != elfClasses[arch] {
+			warn = append(warn, fmt.Sprintf("%s in rootfs %s (%s) is a program for %s (%s), not for %s: the device cannot start it", p, rootfs, what, machineArch(machine), class, arch))
 			return nil
 		}
-		for _, prog := range f.Progs {
-			if prog.Type != elf.PT_INTERP {
-				continue
-			}
-			data, err := io.ReadAll(prog.Open())
-			if err != nil {
-				return nil
-			}
-			interp := strings.TrimRight(string(data), "\x00")
+		if interp != "" {
 			return check("the ELF interpreter of "+p, interp, depth+1)
 		}
 		return nil
@@ -642,4 +634,51 @@ func initWarnings(ctx context.Context, rootfs, p string, arch layout.Arch) ([]st
 		return nil, err
 	}
 	return warn, nil
+}
+
+// elfHead reads an ELF file's class, machine and PT_INTERP from its first
+// bytes (debug/elf wants the section headers too, at the end of the file).
+func elfHead(b []byte) (class elf.Class, machine elf.Machine, interp string, ok bool) {
+	if len(b) < 52 || !bytes.HasPrefix(b, []byte(elf.ELFMAG)) {
+		return 0, 0, "", false
+	}
+	class = elf.Class(b[elf.EI_CLASS])
+	var bo binary.ByteOrder = binary.LittleEndian
+	if elf.Data(b[elf.EI_DATA]) == elf.ELFDATA2MSB {
+		bo = binary.BigEndian
+	}
+	machine = elf.Machine(bo.Uint16(b[18:]))
+	var phoff, phentsize, phnum uint64
+	switch class {
+	case elf.ELFCLASS64:
+		if len(b) < 64 {
+			return class, machine, "", true
+		}
+		phoff, phentsize, phnum = bo.Uint64(b[32:]), uint64(bo.Uint16(b[54:])), uint64(bo.Uint16(b[56:]))
+	case elf.ELFCLASS32:
+		phoff, phentsize, phnum = uint64(bo.Uint32(b[28:])), uint64(bo.Uint16(b[42:])), uint64(bo.Uint16(b[44:]))
+	default:
+		return 0, 0, "", false
+	}
+	for i := uint64(0); i < phnum && i < 64; i++ {
+		o := phoff + i*phentsize
+		if phentsize < 32 || o+phentsize > uint64(len(b)) {
+			break
+		}
+		ph := b[o : o+phentsize]
+		if elf.ProgType(bo.Uint32(ph)) != elf.PT_INTERP {
+			continue
+		}
+		var off, size uint64
+		if class == elf.ELFCLASS64 {
+			off, size = bo.Uint64(ph[8:]), bo.Uint64(ph[32:])
+		} else {
+			off, size = uint64(bo.Uint32(ph[4:])), uint64(bo.Uint32(ph[16:]))
+		}
+		if off+size <= uint64(len(b)) && size < 4096 {
+			interp = strings.TrimRight(string(b[off:off+size]), "\x00")
+		}
+		break
+	}
+	return class, machine, interp, true
 }
