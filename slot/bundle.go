@@ -260,6 +260,12 @@ func (c *checkReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.h.Write(p[:n])
 	c.n += int64(n)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return n, fmt.Errorf("bundle member %s: the bundle ends after %d of its %d bytes (cut short): %w", c.f.Name, c.n, c.f.Size, err)
+	}
+	if err != nil && err != io.EOF {
+		return n, fmt.Errorf("bundle member %s: %w", c.f.Name, err)
+	}
 	if err == io.EOF {
 		if got := hex.EncodeToString(c.h.Sum(nil)); c.n != c.f.Size || got != c.f.SHA256 {
 			return n, fmt.Errorf("bundle member %s: sha256 %s, the manifest says %s: %w", c.f.Name, got, c.f.SHA256, ErrChecksum)

@@ -23,6 +23,8 @@ func FuzzBundleReader(f *testing.F) {
 	f.Add(bad)
 	f.Add([]byte("hello"))
 	f.Add(fuzzBundle(f, root)[:1500])
+	whole := fuzzBundle(f, root)
+	f.Add(whole[:len(whole)/2]) // cut inside the root
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := NewReader(bytes.NewReader(data))
 		if err != nil {
@@ -42,7 +44,7 @@ func FuzzBundleReader(f *testing.F) {
 			n, err := io.Copy(io.Discard, body)
 			if err != nil {
 				if !errors.Is(err, ErrChecksum) && !strings.Contains(err.Error(), file.Name) {
-					t.Fatalf("reading member %s: %v does not name it", file.Name, err)
+					t.Fatalf("reading member %s: error %q does not name the member", file.Name, err)
 				}
 				return
 			}
