@@ -42,7 +42,7 @@ test: kernels
 	OVROOT_REQUIRE_TOOLS=1 OVROOT_CAMPAIGN_SUMMARY=$(OUT)/powercut-campaign.txt $(GO) test -count=1 -timeout 60m ./...
 	@cat $(OUT)/powercut-campaign.txt
 
-# Every fuzz target for FUZZTIME (default 5m; FuzzFlatten 3x) each; make test runs them 4 s.
+# Every fuzz target for FUZZTIME (default 5m; FuzzFlatten 5x) each; make test runs them 4 s.
 FUZZTIME ?= 5m
 fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) FUZZ_MIN_EXECS=1000 scripts/fuzz.sh
