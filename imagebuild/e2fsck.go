@@ -9,32 +9,22 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ovroot/ovroot/internal/gobuild"
 	"github.com/ovroot/ovroot/layout"
 )
 
 // e2fsckPlaces are where a static e2fsck for the arch is looked for when
-// the image spec names none: where `make kernels` puts it
-// ($OVROOT_KERNEL_CACHE, or .cache/kernels in the working directory), then
-// ovroot's own cache, where FetchE2fsck puts it.
+// the image spec names none: <kernel cache>/<debarch>/e2fsck in each
+// kernel cache (cacheArchDirs), where ovroot fetch and make kernels put it.
 func e2fsckPlaces(arch layout.Arch) []string {
 	var places []string
-	if d := os.Getenv("OVROOT_KERNEL_CACHE"); d != "" {
-		places = append(places, filepath.Join(d, arch.DebianArch(), "e2fsck"))
-	}
-	places = append(places, filepath.Join(".cache", "kernels", arch.DebianArch(), "e2fsck"))
-	if d, err := gobuild.CacheDir(); err == nil {
-		places = append(places, e2fsckCachePath(d, arch))
+	for _, d := range cacheArchDirs(arch) {
+		places = append(places, filepath.Join(d, cacheE2fsck))
 	}
 	return places
 }
 
-func e2fsckCachePath(cacheDir string, arch layout.Arch) string {
-	return filepath.Join(cacheDir, "e2fsck", arch.DebianArch(), "e2fsck")
-}
-
 // FindE2fsck returns a static e2fsck for arch: one already on this machine
-// (e2fsckPlaces), else Debian's e2fsck-static fetched into ovroot's cache.
+// (e2fsckPlaces), else Debian's e2fsck-static fetched into the kernel cache.
 func FindE2fsck(ctx context.Context, arch layout.Arch, logf func(string, ...any)) (string, error) {
 	for _, p := range e2fsckPlaces(arch) {
 		if _, err := os.Stat(p); err != nil {
@@ -46,11 +36,11 @@ func FindE2fsck(ctx context.Context, arch layout.Arch, logf func(string, ...any)
 		}
 		return filepath.Abs(p)
 	}
-	d, err := gobuild.CacheDir()
+	d, err := KernelCacheDir()
 	if err != nil {
 		return "", err
 	}
-	dest := e2fsckCachePath(d, arch)
+	dest := filepath.Join(d, arch.DebianArch(), cacheE2fsck)
 	logf("e2fsck: none found (%s); fetching Debian's e2fsck-static:%s", strings.Join(e2fsckPlaces(arch), ", "), arch.DebianArch())
 	if err := FetchE2fsck(ctx, arch, dest); err != nil {
 		return "", err
@@ -59,7 +49,7 @@ func FindE2fsck(ctx context.Context, arch layout.Arch, logf func(string, ...any)
 }
 
 // FetchE2fsck downloads Debian's e2fsck-static for arch with apt-get and
-// unpacks its /sbin/e2fsck.static to dest, as scripts/fetch-e2fsck.sh does.
+// unpacks its /sbin/e2fsck.static to dest.
 func FetchE2fsck(ctx context.Context, arch layout.Arch, dest string) error {
 	pkg := "e2fsck-static:" + arch.DebianArch()
 	if err := fetchDebFile(ctx, pkg, "e2fsck-static_*.deb", "/sbin/e2fsck.static", dest, 0o755); err != nil {

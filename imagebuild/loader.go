@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ovroot/ovroot/internal/gobuild"
 	"github.com/ovroot/ovroot/internal/tmpdir"
 	"github.com/ovroot/ovroot/layout"
 )
@@ -127,29 +126,21 @@ func systemdBootName(arch layout.Arch) string { return "systemd-boot" + arch.EFI
 const systemdBootHost = "/usr/lib/systemd/boot/efi"
 
 // systemdBootPlaces are where systemd-boot for the arch is looked for when
-// the image names no loader file: where `make kernels` puts it (the kernel
-// cache), ovroot's own cache (FetchSystemdBoot), then this machine's
+// the image names no loader file: each kernel cache (cacheArchDirs), where
+// ovroot fetch and make kernels put it, then this machine's
 // systemd-boot-efi package (for its own arch).
 func systemdBootPlaces(arch layout.Arch) []string {
 	name := systemdBootName(arch)
 	var places []string
-	if d := os.Getenv("OVROOT_KERNEL_CACHE"); d != "" {
-		places = append(places, filepath.Join(d, arch.DebianArch(), name))
-	}
-	places = append(places, filepath.Join(".cache", "kernels", arch.DebianArch(), name))
-	if d, err := gobuild.CacheDir(); err == nil {
-		places = append(places, systemdBootCachePath(d, arch))
+	for _, d := range cacheArchDirs(arch) {
+		places = append(places, filepath.Join(d, name))
 	}
 	return append(places, filepath.Join(systemdBootHost, name))
 }
 
-func systemdBootCachePath(cacheDir string, arch layout.Arch) string {
-	return filepath.Join(cacheDir, "systemd-boot", arch.DebianArch(), systemdBootName(arch))
-}
-
 // FindSystemdBoot returns systemd-boot for arch: one already on this
 // machine (systemdBootPlaces), else Debian's systemd-boot-efi for the arch
-// fetched into ovroot's cache, as scripts/fetch-systemd-boot.sh does.
+// fetched into the kernel cache.
 func FindSystemdBoot(ctx context.Context, arch layout.Arch, logf func(string, ...any)) (string, error) {
 	for _, p := range systemdBootPlaces(arch) {
 		if _, err := os.Stat(p); err != nil {
@@ -161,21 +152,30 @@ func FindSystemdBoot(ctx context.Context, arch layout.Arch, logf func(string, ..
 		}
 		return filepath.Abs(p)
 	}
-	d, err := gobuild.CacheDir()
+	d, err := KernelCacheDir()
 	if err != nil {
 		return "", err
 	}
-	dest := systemdBootCachePath(d, arch)
+	dest := filepath.Join(d, arch.DebianArch(), systemdBootName(arch))
 	logf("loader: no systemd-boot found (%s); fetching Debian's systemd-boot-efi:%s", strings.Join(systemdBootPlaces(arch), ", "), arch.DebianArch())
+	if err := FetchSystemdBoot(ctx, arch, dest); err != nil {
+		return "", fmt.Errorf("%w (or give a loader binary: --loader-file, [boot] loader_file)", err)
+	}
+	return dest, nil
+}
+
+// FetchSystemdBoot downloads Debian's systemd-boot-efi for arch and
+// installs its EFI binary at dest.
+func FetchSystemdBoot(ctx context.Context, arch layout.Arch, dest string) error {
 	pkg := "systemd-boot-efi:" + arch.DebianArch()
 	if err := fetchDebFile(ctx, pkg, "systemd-boot-efi_*.deb", filepath.Join(systemdBootHost, systemdBootName(arch)), dest, 0o644); err != nil {
-		return "", fmt.Errorf("%w (or give a loader binary: --loader-file, [boot] loader_file)", err)
+		return err
 	}
 	if err := CheckEFI(pkg, dest, arch); err != nil {
 		os.Remove(dest)
-		return "", err
+		return err
 	}
-	return dest, nil
+	return nil
 }
 
 // kernelForLoader is the kernel file the boot partition carries: the

@@ -326,8 +326,8 @@ func imageE2fsck(ctx context.Context, im *config.Image, o Options, logf func(str
 	}
 	logf("WARNING: building WITHOUT e2fsck: %v", err)
 	logf("WARNING: the device cannot repair its data partition: a damaged one (a bad superblock after a power cut) makes it boot VOLATILE, every change lost at power-off, until someone reformats it.")
-	logf("WARNING: fix: run `make kernels` (or scripts/fetch-e2fsck.sh %s DIR) and pass --e2fsck DIR/%s/e2fsck; or set e2fsck = %q (--e2fsck %s) to build without on purpose.",
-		im.Arch.DebianArch(), im.Arch.DebianArch(), config.E2fsckNone, config.E2fsckNone)
+	logf("WARNING: fix: run `ovroot fetch --arch %s` (on a Debian or Ubuntu machine), or pass --e2fsck FILE (a static e2fsck for %s); or set e2fsck = %q (--e2fsck %s) to build without on purpose.",
+		im.Arch, im.Arch, config.E2fsckNone, config.E2fsckNone)
 	return "", nil
 }
 

@@ -28,7 +28,7 @@ func TestImageE2fsck(t *testing.T) {
 		nWarn    int
 	}{
 		{"found", "", nil, static, "", nil, 0},
-		{"none to be had", "", errors.New("apt-get: no network"), "", "", []string{"WITHOUT e2fsck: apt-get: no network", "boot VOLATILE", "make kernels", `e2fsck = "none"`}, 3},
+		{"none to be had", "", errors.New("apt-get: no network"), "", "", []string{"WITHOUT e2fsck: apt-get: no network", "boot VOLATILE", "ovroot fetch --arch x86_64", `e2fsck = "none"`}, 3},
 		{"opted out", config.E2fsckNone, nil, "", "", []string{"cannot repair its data partition"}, 1},
 		{"named, static", static, nil, static, "", nil, 0},
 		{"named, dynamic", dynamic, nil, "", "dynamically linked", nil, 0},
@@ -94,10 +94,10 @@ func TestFindE2fsck(t *testing.T) {
 	}
 	good, wrongArch := staticBinary(t, layout.ARM64), staticBinary(t, layout.X86_64)
 	put(filepath.Join(kc, "arm64", "e2fsck"), wrongArch)
-	put(filepath.Join(oc, "e2fsck", "arm64", "e2fsck"), good)
+	put(filepath.Join(oc, "kernels", "arm64", "e2fsck"), good)
 	var lines []string
 	got, err := FindE2fsck(context.Background(), layout.ARM64, func(f string, a ...any) { lines = append(lines, fmt.Sprintf(f, a...)) })
-	if err != nil || got != filepath.Join(oc, "e2fsck", "arm64", "e2fsck") {
+	if err != nil || got != filepath.Join(oc, "kernels", "arm64", "e2fsck") {
 		t.Fatalf("FindE2fsck = %q, %v; want the one in ovroot's cache", got, err)
 	}
 	if !strings.Contains(strings.Join(lines, "\n"), "ignoring "+filepath.Join(kc, "arm64", "e2fsck")) {
