@@ -17,16 +17,10 @@ deps:
 
 # Debian's amd64, arm64 and armhf (armmp) kernels + modules, e2fsck-static and
 # systemd-boot (the UEFI loader of amd64 and arm64 images), into
-# $(KERNELS); no-op when there.
+# $(KERNELS), by the tool itself (ovroot fetch, as a go install user runs
+# it); no-op when there.
 kernels: deps
-	scripts/fetch-kernel.sh amd64 $(KERNELS)
-	scripts/fetch-kernel.sh arm64 $(KERNELS)
-	scripts/fetch-kernel.sh armhf $(KERNELS)
-	scripts/fetch-e2fsck.sh amd64 $(KERNELS)
-	scripts/fetch-e2fsck.sh arm64 $(KERNELS)
-	scripts/fetch-e2fsck.sh armhf $(KERNELS)
-	scripts/fetch-systemd-boot.sh amd64 $(KERNELS)
-	scripts/fetch-systemd-boot.sh arm64 $(KERNELS)
+	$(GO) run ./cmd/ovroot fetch --arch all --cache $(KERNELS)
 
 # Static (CGO_ENABLED=0): out/bin/ovrootctl runs on any Linux rootfs of the
 # host's arch, musl or busybox too. Images get their own for their arch.

@@ -13,8 +13,9 @@ import (
 
 // TestInstalledBinary: an ovroot binary alone in a directory with no Go
 // module above it (as after go install) builds an image from flags only,
-// compiling the device programs from its embedded source; a second build
-// compiles nothing; the image boots with a working ovrootctl the rootfs
+// compiling the device programs from its embedded source; a second build,
+// naming no kernel (Debian's from the kernel cache), compiles nothing and
+// gives the same image; the image boots with a working ovrootctl the rootfs
 // did not have, at /usr/sbin/ovrootctl, and repairs its data partition
 // with the e2fsck it carries by default.
 func TestInstalledBinary(t *testing.T) {
@@ -65,10 +66,13 @@ func testInstalledBinary(t *testing.T, arch layout.Arch, bin string) {
 
 	k := filepath.Join(kernelCache(), arch.DebianArch())
 	cache := t.TempDir() // a fresh ovroot cache: the first build compiles
-	run := func(out string) (stdout, stderr string) {
+	run := func(out string, kernelFlags bool) (stdout, stderr string) {
 		t.Helper()
-		cmd := exec.Command(ovroot, "build", "--arch", string(arch), "--kernel", filepath.Join(k, "vmlinuz"),
-			"--modules", filepath.Join(k, "modules"), "--rootfs", "rootfs", "-o", out)
+		args := []string{"build", "--arch", string(arch), "--rootfs", "rootfs", "-o", out}
+		if kernelFlags {
+			args = append(args, "--kernel", filepath.Join(k, "vmlinuz"), "--modules", filepath.Join(k, "modules"))
+		}
+		cmd := exec.Command(ovroot, args...)
 		cmd.Dir = work
 		cmd.Env = append(os.Environ(), "OVROOT_CACHE="+cache, "OVROOT_KERNEL_CACHE="+kernelCache())
 		var o, e bytes.Buffer
@@ -80,7 +84,7 @@ func testInstalledBinary(t *testing.T, arch layout.Arch, bin string) {
 		return o.String(), e.String()
 	}
 
-	stdout, stderr := run("disk.img")
+	stdout, stderr := run("disk.img", true)
 	if !strings.Contains(stderr, "go: compiling init, ovrootctl") {
 		t.Errorf("first build with an empty cache did not compile the device programs:\n%s", stderr)
 	}
@@ -97,9 +101,18 @@ func testInstalledBinary(t *testing.T, arch layout.Arch, bin string) {
 	}
 
 	// Nothing changed: nothing is compiled, and the image is the same.
-	_, stderr = run("disk2.img")
+	// This build names no kernel: it takes Debian's from the kernel
+	// cache, says which, and gives the same image byte for byte.
+	_, stderr = run("disk2.img", false)
 	if strings.Contains(stderr, "go: compiling") || !strings.Contains(stderr, "from the cache") {
 		t.Errorf("second build did not use the cache:\n%s", stderr)
+	}
+	rel, err := os.ReadFile(filepath.Join(k, "release"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "using Debian's " + strings.TrimSpace(string(rel)) + " from " + k; !strings.Contains(stderr, want) {
+		t.Errorf("a build without --kernel did not say %q:\n%s", want, stderr)
 	}
 	a, _ := os.ReadFile(filepath.Join(work, "disk.img"))
 	b, _ := os.ReadFile(filepath.Join(work, "disk2.img"))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -26,6 +27,9 @@ func TestCommandLineRefusals(t *testing.T) {
 		{"empty --module", []string{"build", "--arch", "x86_64", "--module", "", "-o", "x.img"}, `invalid value "" for flag -module: empty name`},
 		{"empty name in --module list", []string{"build", "--arch", "x86_64", "--module", "ext4,,overlay", "-o", "x.img"}, `empty name in "ext4,,overlay"`},
 		{"--slots 0", []string{"build", "--arch", "x86_64", "--slots", "0", "-o", "x.img"}, "--slots 0 is not a number of root slots"},
+		{"fetch extra argument", []string{"fetch", "arm64"}, `ovroot fetch takes no arguments`},
+		{"fetch unknown arch", []string{"fetch", "--arch", "arm64,mips"}, `--arch: unknown arch "mips"`},
+		{"version extra argument", []string{"version", "x"}, `ovroot version takes no arguments`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Chdir(t.TempDir()) // were one taken, it must not write here
@@ -60,6 +64,20 @@ func TestRunArch(t *testing.T) {
 		}
 		if err != nil || string(got) != c.want {
 			t.Errorf("runArch(%q, %q) = %q, %v; want %q", c.flag, c.recorded, got, err, c.want)
+		}
+	}
+}
+
+// ovroot version (and --version) says what was built: the module version
+// or (devel), and the Go that built it.
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		var out bytes.Buffer
+		if err := (Context{Stdout: &out, Stderr: &out, Args: args}).Execute(context.Background()); err != nil {
+			t.Fatalf("ovroot %v: %v", args, err)
+		}
+		if got := out.String(); !strings.HasPrefix(got, "ovroot ") || !strings.Contains(got, runtime.Version()) {
+			t.Errorf("ovroot %v = %q", args, got)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/imagebuild"
@@ -25,26 +26,31 @@ type imageFlags struct {
 	board                                                        string
 	slots                                                        int
 	noCtl                                                        bool
+
+	// defaultKernel gives the kernel and modules of a spec that names
+	// neither (nil: none, they are required).
+	defaultKernel func(layout.Arch) (imagebuild.CachedKernel, error)
 }
 
 func (f *imageFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.file, "f", "", "image.toml to read (flags override its keys)")
-	fs.StringVar(&f.arch, "arch", "", "target architecture: "+layout.ArchNames+" (image.toml: arch)")
-	fs.StringVar(&f.kernel, "kernel", "", "kernel image (image.toml: kernel)")
-	fs.StringVar(&f.modulesDir, "modules", "", "kernel modules tree, lib/modules/<release> (image.toml: modules_dir)")
-	fs.Var(&f.modules, "module", "module to carry, repeatable or comma-separated; replaces the default list (image.toml: modules)")
-	fs.StringVar(&f.rootfs, "rootfs", "", "root filesystem: a directory or a tarball (image.toml: rootfs)")
-	fs.StringVar(&f.cmdline, "cmdline", "", "kernel command line (image.toml: cmdline)")
-	fs.StringVar(&f.compression, "compression", "", "squashfs compression (image.toml: squashfs_compression)")
-	fs.StringVar(&f.dataSize, "data-size", "", "data partition size, e.g. 256MiB (image.toml: data_size)")
-	fs.StringVar(&f.bootSize, "boot-size", "", "boot partition size (image.toml: boot_size)")
-	fs.StringVar(&f.rootSize, "root-size", "", "root partition size, 0 = fit (image.toml: root_size)")
-	fs.StringVar(&f.initBinary, "init-binary", "", "prebuilt /init for the arch (default: cmd/init compiled from the source built into ovroot)")
-	fs.StringVar(&f.e2fsck, "e2fsck", "", "static e2fsck for the arch, carried to repair the data partition; default: found or fetched, \"none\" = without (image.toml: e2fsck)")
-	fs.StringVar(&f.loader, "loader", "", "how firmware boots the image: uefi, uboot or none; default uefi for x86_64 and arm64 (image.toml: [boot] loader)")
-	fs.StringVar(&f.loaderFile, "loader-file", "", "UEFI loader binary for the ESP (a vendor's systemd-boot, a signed shim); default: Debian's systemd-boot, found or fetched (image.toml: [boot] loader_file)")
-	fs.IntVar(&f.slots, "slots", 0, "root slots: 1, or 2 for A/B upgrades with update bundles (image.toml: slots)")
-	fs.StringVar(&f.board, "board", "", "the hardware the image is for; bundles for another board are refused (image.toml: board)")
+	d := config.DefaultImage(layout.X86_64)
+	fs.StringVar(&f.file, "f", "", "image.toml `FILE` to read (flags override its keys)")
+	fs.StringVar(&f.arch, "arch", "", "target architecture `ARCH`: "+layout.ArchNames+" (image.toml: arch)")
+	fs.StringVar(&f.kernel, "kernel", "", "kernel image `FILE` (image.toml: kernel); default, with --modules also left out: Debian's current kernel for the arch, from the kernel cache or fetched into it (see ovroot fetch)")
+	fs.StringVar(&f.modulesDir, "modules", "", "kernel modules tree `DIR`, lib/modules/<release> (image.toml: modules_dir); default: the default kernel's")
+	fs.Var(&f.modules, "module", "`NAMES` of modules to carry, repeatable or comma-separated; replaces the default list (image.toml: modules; default for x86_64: "+strings.Join(d.Modules, ",")+")")
+	fs.StringVar(&f.rootfs, "rootfs", "", "root filesystem `PATH`: a directory or a tarball (image.toml: rootfs; required)")
+	fs.StringVar(&f.cmdline, "cmdline", "", "kernel command line `PARAMS` (image.toml: cmdline; default: console=<the arch's serial console> panic=-1)")
+	fs.StringVar(&f.compression, "compression", "", "squashfs compression `ALGO`: gzip, xz, zstd, lz4 or lzo (image.toml: squashfs_compression; default "+d.Compression+")")
+	fs.StringVar(&f.dataSize, "data-size", "", "data partition `SIZE`, e.g. 256MiB (image.toml: data_size; default "+d.DataSize.String()+")")
+	fs.StringVar(&f.bootSize, "boot-size", "", "boot partition `SIZE` (image.toml: boot_size; default "+d.BootSize.String()+")")
+	fs.StringVar(&f.rootSize, "root-size", "", "root partition `SIZE`, 0 = fit the squashfs (image.toml: root_size; default 0)")
+	fs.StringVar(&f.initBinary, "init-binary", "", "prebuilt /init `FILE` for the arch (default: cmd/init compiled from the source built into ovroot)")
+	fs.StringVar(&f.e2fsck, "e2fsck", "", "static e2fsck `FILE` for the arch, carried to repair the data partition; \"none\" = without (image.toml: e2fsck; default: Debian's e2fsck-static from the kernel cache or fetched)")
+	fs.StringVar(&f.loader, "loader", "", "how firmware boots the image, `LOADER`: uefi, uboot or none (image.toml: [boot] loader; default uefi for x86_64 and arm64, uboot for arm)")
+	fs.StringVar(&f.loaderFile, "loader-file", "", "UEFI loader `FILE` for the ESP (a vendor's systemd-boot, a signed shim) (image.toml: [boot] loader_file; default: Debian's systemd-boot from the kernel cache or fetched)")
+	fs.IntVar(&f.slots, "slots", 0, "root slots `N`: 1, or 2 for A/B upgrades with update bundles (image.toml: slots; default 1)")
+	fs.StringVar(&f.board, "board", "", "the hardware `NAME` the image is for; bundles for another board are refused (image.toml: board; default generic)")
 	fs.BoolVar(&f.noCtl, "no-ctl", false, "do not add ovrootctl at "+imagebuild.CtlPath+" when the rootfs has none (image.toml: ctl = false)")
 }
 
@@ -102,6 +108,13 @@ func (f *imageFlags) apply(im *config.Image) (*config.Image, error) {
 	if len(f.modules) > 0 {
 		im.Modules = f.modules
 	}
+	if im.Kernel == "" && im.ModulesDir == "" && f.defaultKernel != nil && im.Arch.Valid() {
+		k, err := f.defaultKernel(im.Arch)
+		if err != nil {
+			return nil, fmt.Errorf("no kernel given (--kernel and --modules, image.toml kernel and modules_dir), and Debian's could not be had: %w", err)
+		}
+		im.Kernel, im.ModulesDir = k.Kernel, k.Modules
+	}
 	for _, s := range []struct {
 		flag string
 		val  string
@@ -124,11 +137,12 @@ func (f *imageFlags) apply(im *config.Image) (*config.Image, error) {
 
 func runBuild(c Context, ctx context.Context, args []string) error {
 	fs := c.flagSet("build", "[-f image.toml] [flags] -o disk.img",
-		"ovroot build --arch arm64 --kernel vmlinuz --modules lib/modules/6.1.0-56-arm64 --rootfs rootfs.tar.gz -o disk.img")
+		"ovroot build --arch arm64 --rootfs rootfs.tar.gz -o disk.img   (Debian's kernel, fetched once)\n  ovroot build --arch arm64 --kernel vmlinuz --modules lib/modules/6.1.0-56-arm64 --rootfs rootfs.tar.gz -o disk.img")
 	var f imageFlags
 	f.register(fs)
-	out := fs.String("o", "", "disk image to write (required unless --update)")
-	update := fs.String("update", "", "also write an update bundle of the root, kernel and initramfs to this file, for `ovrootctl upgrade` (two-slot images)")
+	f.defaultKernel = c.defaultKernel(ctx)
+	out := fs.String("o", "", "disk image `FILE` to write (required unless --update)")
+	update := fs.String("update", "", "also write an update bundle of the root, kernel and initramfs to `FILE`, for ovrootctl upgrade (two-slot images)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -175,6 +189,18 @@ func runBuild(c Context, ctx context.Context, args []string) error {
 	return nil
 }
 
+// defaultKernel finds (or fetches) Debian's kernel for a build that names
+// none, and says which it took.
+func (c Context) defaultKernel(ctx context.Context) func(layout.Arch) (imagebuild.CachedKernel, error) {
+	return func(a layout.Arch) (imagebuild.CachedKernel, error) {
+		k, err := imagebuild.DefaultKernel(ctx, a, c.logf)
+		if err == nil {
+			c.logf("kernel: none given; using Debian's %s from %s (give --kernel and --modules for another)", k.Release, k.Dir)
+		}
+		return k, err
+	}
+}
+
 func (c Context) logf(format string, args ...any) {
 	fmt.Fprintf(c.Stderr, "ovroot: "+format+"\n", args...)
 }
@@ -182,13 +208,13 @@ func (c Context) logf(format string, args ...any) {
 func runInitramfs(c Context, ctx context.Context, args []string) error {
 	fs := c.flagSet("initramfs", "--arch A [--modules DIR] [--module m,...] [--init-config init.toml] -o initrd.img",
 		"ovroot initramfs --arch x86_64 --modules .cache/kernels/amd64/modules -o initrd.img")
-	arch := fs.String("arch", "", "target architecture: "+layout.ArchNames+" (required)")
-	modulesDir := fs.String("modules", "", "kernel modules tree, lib/modules/<release>")
+	arch := fs.String("arch", "", "target architecture `ARCH`: "+layout.ArchNames+" (required)")
+	modulesDir := fs.String("modules", "", "kernel modules tree `DIR`, lib/modules/<release> (default: no modules)")
 	var modules stringList
-	fs.Var(&modules, "module", "module to carry, repeatable or comma-separated (default: the image defaults for the arch)")
-	initConfig := fs.String("init-config", "", "init config (init.toml) to carry; default: built-in defaults")
-	initBinary := fs.String("init-binary", "", "prebuilt /init (default: cmd/init compiled from the source built into ovroot)")
-	out := fs.String("o", "", "file to write (required)")
+	fs.Var(&modules, "module", "`NAMES` of modules to carry, repeatable or comma-separated (default with --modules: the image defaults for the arch)")
+	initConfig := fs.String("init-config", "", "init config `FILE` (init.toml) to carry (default: built-in defaults)")
+	initBinary := fs.String("init-binary", "", "prebuilt /init `FILE` (default: cmd/init compiled from the source built into ovroot)")
+	out := fs.String("o", "", "`FILE` to write (required)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -113,5 +115,49 @@ func TestFlagsErrors(t *testing.T) {
 				t.Errorf("%v is not a usage error", err)
 			}
 		})
+	}
+}
+
+// A build that names neither kernel nor modules takes Debian's kernel
+// from the kernel cache and says which; naming one of the two still needs
+// the other; with no cached kernel and no apt the error says what to give.
+func TestBuildDefaultKernel(t *testing.T) {
+	cache := t.TempDir()
+	t.Setenv("OVROOT_KERNEL_CACHE", cache)
+	t.Setenv("OVROOT_CACHE", t.TempDir())
+	t.Setenv("PATH", t.TempDir()) // no apt-get: nothing is fetched
+	t.Chdir(t.TempDir())
+	spec := func(args ...string) (*config.Image, string, error) {
+		fs := flag.NewFlagSet("build", flag.ContinueOnError)
+		var f imageFlags
+		f.register(fs)
+		var errOut bytes.Buffer
+		f.defaultKernel = Context{Stderr: &errOut}.defaultKernel(context.Background())
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		im, err := f.image()
+		return im, errOut.String(), err
+	}
+	_, _, err := spec("--arch", "arm64", "--rootfs", "r")
+	if err == nil || !strings.Contains(err.Error(), "no kernel given (--kernel and --modules") || !strings.Contains(err.Error(), "needs apt-cache") {
+		t.Errorf("no kernel anywhere: %v", err)
+	}
+	dir := filepath.Join(cache, "arm64")
+	os.MkdirAll(filepath.Join(dir, "modules"), 0o755)
+	os.WriteFile(filepath.Join(dir, "vmlinuz"), []byte("Image"), 0o644)
+	os.WriteFile(filepath.Join(dir, "release"), []byte("6.1.0-41-arm64\n"), 0o644)
+	im, log, err := spec("--arch", "arm64", "--rootfs", "r")
+	if err != nil || im.Kernel != filepath.Join(dir, "vmlinuz") || im.ModulesDir != filepath.Join(dir, "modules") {
+		t.Fatalf("default kernel: %v, kernel %q modules %q", err, im.Kernel, im.ModulesDir)
+	}
+	if !strings.Contains(log, "using Debian's 6.1.0-41-arm64 from "+dir) {
+		t.Errorf("the build did not say which kernel it took: %q", log)
+	}
+	if _, _, err := spec("--arch", "arm64", "--rootfs", "r", "--kernel", "/k"); err == nil || !strings.Contains(err.Error(), "modules_dir: required key missing") {
+		t.Errorf("--kernel without --modules: %v", err)
+	}
+	if _, _, err := spec("--arch", "x86_64", "--rootfs", "r"); err == nil || !strings.Contains(err.Error(), "no kernel given") {
+		t.Errorf("arm64's kernel taken for x86_64: %v", err)
 	}
 }

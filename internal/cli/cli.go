@@ -33,6 +33,8 @@ var commands = map[string]command{
 	"build":     {"assemble a bootable GPT disk image", runBuild},
 	"run":       {"boot a disk image in QEMU with the console on this terminal", runRun},
 	"demo":      {"build the demo device image (u-root userland)", runDemo},
+	"fetch":     {"bring Debian's kernel, modules, e2fsck and systemd-boot for an arch into the kernel cache", runFetch},
+	"version":   {"print ovroot's version", runVersion},
 }
 
 // ErrUsage marks errors whose message is a usage problem (exit status 2).
@@ -45,6 +47,10 @@ func (c Context) Execute(ctx context.Context) error {
 		if len(c.Args) == 0 {
 			return fmt.Errorf("%w: no command given", ErrUsage)
 		}
+		return nil
+	}
+	if c.Args[0] == "--version" || c.Args[0] == "-version" {
+		fmt.Fprintln(c.Stdout, version())
 		return nil
 	}
 	cmd, ok := commands[c.Args[0]]

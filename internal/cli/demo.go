@@ -14,11 +14,11 @@ import (
 )
 
 func runDemo(c Context, ctx context.Context, args []string) error {
-	fs := c.flagSet("demo", "--arch A --kernel-cache DIR --out DIR",
-		"ovroot demo --arch arm64 --kernel-cache .cache/kernels --out out/demo && ovroot run out/demo/arm64.img")
-	arch := fs.String("arch", "x86_64", "target architecture: "+layout.ArchNames)
-	cache := fs.String("kernel-cache", ".cache/kernels", "where `make kernels` put Debian's kernels (<debarch>/vmlinuz, <debarch>/modules; debarch amd64, arm64 or armhf)")
-	out := fs.String("out", "out/demo", "output directory: <arch>.img and rootfs-<arch>/")
+	fs := c.flagSet("demo", "[--arch A] [--kernel-cache DIR] [--out DIR]",
+		"ovroot demo --arch arm64 && ovroot run out/demo/arm64.img")
+	arch := fs.String("arch", "x86_64", "target architecture `ARCH`: "+layout.ArchNames)
+	cache := fs.String("kernel-cache", "", "kernel cache `DIR` holding <debarch>/vmlinuz and <debarch>/modules (debarch amd64, arm64 or armhf), as ovroot fetch --cache DIR leaves it (default: the kernel caches a build looks in, fetching Debian's kernel when none has one)")
+	out := fs.String("out", "out/demo", "output `DIR`: <arch>.img and rootfs-<arch>/")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -37,13 +37,22 @@ func runDemo(c Context, ctx context.Context, args []string) error {
 		return err
 	}
 	im := config.DefaultImage(a)
-	k := filepath.Join(*cache, a.DebianArch())
-	im.Kernel = filepath.Join(k, "vmlinuz")
-	im.ModulesDir = filepath.Join(k, "modules")
-	im.Rootfs = rootfs
-	if _, err := os.Stat(filepath.Join(k, "e2fsck")); err == nil {
-		im.E2fsck = filepath.Join(k, "e2fsck") // from make kernels: repairs the data partition
+	if *cache != "" {
+		k := filepath.Join(*cache, a.DebianArch())
+		im.Kernel = filepath.Join(k, "vmlinuz")
+		im.ModulesDir = filepath.Join(k, "modules")
+		if _, err := os.Stat(filepath.Join(k, "e2fsck")); err == nil {
+			im.E2fsck = filepath.Join(k, "e2fsck") // repairs the data partition
+		}
+	} else {
+		k, err := imagebuild.DefaultKernel(ctx, a, c.logf)
+		if err != nil {
+			return err
+		}
+		c.logf("demo: Debian's kernel %s from %s", k.Release, k.Dir)
+		im.Kernel, im.ModulesDir = k.Kernel, k.Modules
 	}
+	im.Rootfs = rootfs
 	if err := im.Validate(); err != nil {
 		return err
 	}

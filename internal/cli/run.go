@@ -13,16 +13,16 @@ import (
 func runRun(c Context, ctx context.Context, args []string) error {
 	fs := c.flagSet("run", "[flags] disk.img",
 		"ovroot run --timeout 2m out/demo/arm64.img   (through its firmware and loader; in QEMU: Ctrl-a x quits)\n  ovroot run --direct --snapshot out/demo/arm64.img   (QEMU -kernel; the disk left as it was)")
-	arch := fs.String("arch", "", "override the arch recorded in the image")
-	timeout := fs.Duration("timeout", 0, "kill QEMU and fail after this long (0 = no limit)")
-	memory := fs.Int("memory", 512, "guest memory in MiB")
-	cmdline := fs.String("append", "", "extra kernel command line parameters (with --direct)")
+	arch := fs.String("arch", "", "`ARCH` to boot as; it must match the arch recorded in the image (default: that arch)")
+	timeout := fs.Duration("timeout", 0, "kill QEMU and fail after `DURATION`, e.g. 2m (0 = no limit)")
+	memory := fs.Int("memory", 512, "guest memory in `MIB`")
+	cmdline := fs.String("append", "", "extra kernel command line `PARAMS` (with --direct)")
 	direct := fs.Bool("direct", false, "boot the kernel and initramfs of the boot partition with QEMU -kernel, skipping firmware and loader (faster)")
 	snapshot := fs.Bool("snapshot", false, "leave the disk image untouched: the guest's writes are dropped at exit")
-	firmware := fs.String("firmware", "", "firmware file instead of Debian's for the image's loader: UEFI code (OVMF/AAVMF) or U-Boot's u-boot.bin")
-	vars := fs.String("firmware-vars", "", "UEFI variable store to start from (copied, never written); with --firmware")
+	firmware := fs.String("firmware", "", "firmware `FILE` instead of Debian's for the image's loader: UEFI code (OVMF/AAVMF) or U-Boot's u-boot.bin")
+	vars := fs.String("firmware-vars", "", "UEFI variable store `FILE` to start from (copied, never written); with --firmware")
 	var extra stringList
-	fs.Var(&extra, "qemu-arg", "extra QEMU argument, repeatable")
+	fs.Var(&extra, "qemu-arg", "extra QEMU `ARG`, repeatable")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
