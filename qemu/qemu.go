@@ -40,6 +40,10 @@ type Config struct {
 	// Snapshot leaves the disks untouched: writes go to a temporary
 	// overlay QEMU drops at exit (snapshot=on).
 	Snapshot bool
+	// ReadOnlyDisks are attached after Disks, read-only (readonly=on):
+	// files handed to the guest, such as an update bundle, which it reads
+	// as /dev/vdb... and can never change.
+	ReadOnlyDisks []string
 	// Firmware boots the VM from its disk instead of -kernel; zero =
 	// QEMU's default firmware.
 	Firmware Firmware
@@ -123,6 +127,11 @@ func (c Config) Args() (string, []string, error) {
 	for i, d := range c.Disks {
 		args = append(args, "-drive", fmt.Sprintf("if=none,id=d%d,file=%s,format=raw%s", i, escape(d), snap),
 			"-device", fmt.Sprintf("virtio-blk-pci,drive=d%d", i))
+	}
+	for i, d := range c.ReadOnlyDisks {
+		id := len(c.Disks) + i
+		args = append(args, "-drive", fmt.Sprintf("if=none,id=d%d,file=%s,format=raw,readonly=on", id, escape(d)),
+			"-device", fmt.Sprintf("virtio-blk-pci,drive=d%d", id))
 	}
 	if c.QMP != "" {
 		args = append(args, "-qmp", "unix:"+c.QMP+",server=on,wait=off")

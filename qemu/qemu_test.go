@@ -14,7 +14,7 @@ import (
 
 func TestArgs(t *testing.T) {
 	c := Config{Arch: layout.ARM64, Kernel: "/k", Initrd: "/i", Cmdline: "console=ttyAMA0 panic=-1",
-		Disks: []string{"/a.img", "/odd,name.img"}, QMP: "/tmp/q.sock"}
+		Disks: []string{"/a.img", "/odd,name.img"}, ReadOnlyDisks: []string{"/u.bundle"}, QMP: "/tmp/q.sock"}
 	bin, args, err := c.Args()
 	if err != nil {
 		t.Fatal(err)
@@ -24,6 +24,7 @@ func TestArgs(t *testing.T) {
 		"-serial stdio -monitor none -kernel /k -initrd /i -append console=ttyAMA0 panic=-1 " +
 		"-drive if=none,id=d0,file=/a.img,format=raw -device virtio-blk-pci,drive=d0 " +
 		"-drive if=none,id=d1,file=/odd,,name.img,format=raw -device virtio-blk-pci,drive=d1 " +
+		"-drive if=none,id=d2,file=/u.bundle,format=raw,readonly=on -device virtio-blk-pci,drive=d2 " +
 		"-qmp unix:/tmp/q.sock,server=on,wait=off"
 	if got != want {
 		t.Errorf("args:\n got %s\nwant %s", got, want)

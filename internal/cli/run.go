@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"os"
 	"fmt"
 	"strings"
 
@@ -12,7 +13,7 @@ import (
 
 func runRun(c Context, ctx context.Context, args []string) error {
 	fs := c.flagSet("run", "[flags] disk.img",
-		"ovroot run --timeout 2m out/demo/arm64.img   (through its firmware and loader; in QEMU: Ctrl-a x quits)\n  ovroot run --direct --snapshot out/demo/arm64.img   (QEMU -kernel; the disk left as it was)")
+		"ovroot run --timeout 2m out/demo/arm64.img   (through its firmware and loader; in QEMU: Ctrl-a x quits)\n  ovroot run --disk out/demo/arm64-update.bundle out/demo/arm64.img   (the bundle is /dev/vdb in the guest)\n  ovroot run --direct --snapshot out/demo/arm64.img   (QEMU -kernel; the disk left as it was)")
 	arch := fs.String("arch", "", "`ARCH` to boot as; it must match the arch recorded in the image (default: that arch)")
 	timeout := fs.Duration("timeout", 0, "kill QEMU and fail after `DURATION`, e.g. 2m (0 = no limit)")
 	memory := fs.Int("memory", 512, "guest memory in `MIB`")
@@ -21,8 +22,9 @@ func runRun(c Context, ctx context.Context, args []string) error {
 	snapshot := fs.Bool("snapshot", false, "leave the disk image untouched: the guest's writes are dropped at exit")
 	firmware := fs.String("firmware", "", "firmware `FILE` instead of Debian's for the image's loader: UEFI code (OVMF/AAVMF) or U-Boot's u-boot.bin")
 	vars := fs.String("firmware-vars", "", "UEFI variable store `FILE` to start from (copied, never written); with --firmware")
-	var extra stringList
+	var extra, disks stringList
 	fs.Var(&extra, "qemu-arg", "extra QEMU `ARG`, repeatable")
+	fs.Var(&disks, "disk", "another disk `FILE` for the guest, read-only (the first is /dev/vdb: an update bundle for ovrootctl upgrade /dev/vdb), repeatable")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -65,6 +67,20 @@ func runRun(c Context, ctx context.Context, args []string) error {
 			return fmt.Errorf("%w: --append: control character %q at byte %d: the kernel command line is one line of printable text", ErrUsage, (*cmdline)[i], i)
 		}
 		cfg.Cmdline += " " + *cmdline
+	}
+	for _, d := range disks {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return fmt.Errorf("--disk: %w", err)
+		}
+		if !fi.Mode().IsRegular() || fi.Size() == 0 {
+			return fmt.Errorf("--disk %s: not a file with data (a bundle or a disk image)", d)
+		}
+		if fi.Size()%512 != 0 {
+			// A disk is whole 512-byte sectors: QEMU would cut the tail off.
+			return fmt.Errorf("--disk %s: %d bytes, not a whole number of 512-byte sectors (ovroot's bundles are)", d, fi.Size())
+		}
+		cfg.ReadOnlyDisks = append(cfg.ReadOnlyDisks, d)
 	}
 	cfg.MemoryMB = *memory
 	cfg.Extra = extra
