@@ -68,7 +68,7 @@ demo: kernels build
 	$(OUT)/bin/ovroot demo --kernel-cache $(KERNELS) --out $(OUT)/demo --arch x86_64
 	$(OUT)/bin/ovroot demo --kernel-cache $(KERNELS) --out $(OUT)/demo --arch arm64
 	$(OUT)/bin/ovroot demo --kernel-cache $(KERNELS) --out $(OUT)/demo --arch arm
-	$(OUT)/bin/ovroot run $(OUT)/demo/$(DEMO_ARCH).img
+	$(OUT)/bin/ovroot run --disk $(OUT)/demo/$(DEMO_ARCH)-update.bundle $(OUT)/demo/$(DEMO_ARCH).img
 
 clean:
 	rm -rf $(OUT)

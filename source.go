@@ -16,6 +16,6 @@ import "embed"
 // Source is the module's go.mod, go.sum and the device programs' packages.
 //
 //go:embed go.mod go.sum
-//go:embed cmd/init/*.go cmd/ovrootctl/*.go
+//go:embed cmd/init/*.go cmd/ovrootctl/*.go internal/demo/init/*.go
 //go:embed boot/*.go config/*.go layout/*.go reset/*.go slot/*.go internal/ctl/*.go internal/eshell/*.go
 var Source embed.FS

@@ -21,13 +21,16 @@ import (
 	"github.com/ovroot/ovroot/layout"
 )
 
-// TestTerminal runs `ovroot run` of a demo-like image (u-root's init, the
-// demo's console shell, ovrootctl) as a person does: the real binary, under
+// TestTerminal runs `ovroot run` of the demo's root (its init, shell,
+// ovrootctl and a few commands) as a person does: the real binary, under
 // a shell, on an 80x24 pseudo-terminal that is their controlling terminal.
 // Typed commands reach the guest's shell and their output comes back;
 // Ctrl-a x quits; `poweroff` ends a second run; SIGTERM to ovroot ends a
 // third cleanly, and SIGKILL a fourth. Every run leaves the terminal's
-// modes as they were and no QEMU behind.
+// modes as they were and no QEMU behind. Across the four boots the demo
+// shows what ovroot is for: a file written in /etc persists (after sync
+// and a pulled plug; and without sync through the demo's poweroff), and is
+// gone after ovrootctl factory-reset while the factory's files stay.
 func TestTerminal(t *testing.T) {
 	requireTools(t)
 	ovroot := buildHostTool(t)
@@ -44,10 +47,11 @@ const termTestFile = "/etc/term-test.txt"
 func testTerminal(t *testing.T, arch layout.Arch, ovroot string) {
 	img := buildImage(t, arch, makeDemoRootfs(t, arch), nil)
 
-	// Ctrl-a x.
+	// Ctrl-a x, after a change made durable with sync.
 	r := runOnTerminal(t, ovroot, img, "Ctrl-a x")
 	r.expect(t, "ovroot: switching to /sbin/init")
-	r.expect(t, "% ") // the shell's prompt
+	r.expect(t, "ovroot demo, release 1 ("+string(arch)+")") // the welcome
+	r.expect(t, "% ")                                         // the shell's prompt
 	r.typ(t, "ovrootctl status\r")
 	r.expect(t, "PERSISTENT")
 	r.expect(t, "first boot: the data partition was blank")
@@ -56,72 +60,83 @@ func testTerminal(t *testing.T, arch layout.Arch, ovroot string) {
 	r.typ(t, "cat "+termTestFile+"\r")
 	r.expect(t, "written by the test, read by cat")
 	r.expect(t, "% ")
+	r.typ(t, "echo kept-in-etc > /etc/note.txt\r")
+	r.expect(t, "% ")
+	r.typ(t, "sync\r")
+	r.expect(t, "% ")
 	r.typ(t, "\x01x")
 	r.expect(t, "QEMU: Terminated")
 	r.finish(t, 0)
 
-	// poweroff, on the same disk: a second boot.
+	// poweroff, on the same disk: a second boot. The demo's poweroff
+	// writes everything out itself.
 	r = runOnTerminal(t, ovroot, img, "poweroff")
 	r.expect(t, "% ")
-	r.typ(t, "ovrootctl status\r")
-	r.expect(t, "PERSISTENT")
+	r.typ(t, "cat /etc/note.txt\r")
+	r.expect(t, "kept-in-etc")
+	r.expect(t, "% ")
+	r.typ(t, "echo kept-in-root > /root/more.txt\r")
 	r.expect(t, "% ")
 	r.typ(t, "poweroff\r")
+	r.expect(t, "init: powering off")
 	r.finish(t, 0)
 
 	// SIGTERM, as timeout(1), CI runners and systemd stop a program:
 	// ovroot kills QEMU and says so, rather than dying and leaving it.
 	r = runOnTerminal(t, ovroot, img, "SIGTERM")
-	r.expect(t, "ovroot: switching to /sbin/init")
+	r.expect(t, "% ")
+	r.typ(t, "cat /root/more.txt\r")
+	r.expect(t, "kept-in-root")
+	r.expect(t, "% ")
+	r.typ(t, "ovrootctl factory-reset\r")
+	r.expect(t, "factory reset scheduled")
+	r.expect(t, "% ")
 	r.signal(t, syscall.SIGTERM)
 	r.expect(t, "killed QEMU: terminated")
 	r.finish(t, 1)
 
 	// SIGKILL: ovroot can do nothing; QEMU must die with it and put the
-	// terminal back itself.
+	// terminal back itself. Before that, the reset happened: the user's
+	// file is gone, the factory's is there.
 	r = runOnTerminal(t, ovroot, img, "SIGKILL")
-	r.expect(t, "ovroot: switching to /sbin/init")
+	r.expect(t, "% ")
+	r.typ(t, "cat /etc/note.txt\r")
+	r.expect(t, "no such file or directory")
+	r.expect(t, "% ")
+	r.typ(t, "cat "+termTestFile+"\r")
+	r.expect(t, "written by the test, read by cat")
+	r.expect(t, "% ")
 	r.signal(t, syscall.SIGKILL)
 	r.finish(t, 128+int(syscall.SIGKILL))
 }
 
-// makeDemoRootfs is the demo's root with a few commands: u-root's init
-// running the demo's shell, poweroff, cat and ovrootctl.
+// makeDemoRootfs is the demo's root (demo.Install: its init, poweroff,
+// shell, welcome) with three of its commands, and a file of the factory's.
 func makeDemoRootfs(t *testing.T, arch layout.Arch) string {
 	t.Helper()
 	_, ctl := buildGuest(t, arch)
-	root := filepath.Join(t.TempDir(), "rootfs")
-	for _, d := range []string{"bin", "sbin", "usr/bin", "etc", "tmp", "root", "proc", "sys", "dev", "rom", "overlay"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
+	progs := t.TempDir()
+	cmds := []string{"cat", "echo", "sync"}
+	pkgs := []string{demo.Init, demo.Shell}
+	for _, c := range cmds {
+		pkgs = append(pkgs, "github.com/u-root/u-root/cmds/core/"+c)
 	}
-	const uroot = "github.com/u-root/u-root/cmds/core/"
-	ctx := context.Background()
-	if err := gobuild.Build(ctx, arch, sourceDir(t), filepath.Join(root, "bin")+"/", demo.Shell, uroot+"poweroff", uroot+"cat"); err != nil {
-		t.Fatal(err)
-	}
-	if err := gobuild.Build(ctx, arch, sourceDir(t), filepath.Join(root, "sbin/init"), uroot+"init"); err != nil {
+	if err := gobuild.Build(context.Background(), arch, sourceDir(t), progs+"/", pkgs...); err != nil {
 		t.Fatal(err)
 	}
 	data, err := os.ReadFile(ctl)
 	if err != nil {
 		t.Fatal(err)
 	}
-	shell := filepath.Base(demo.Shell)
-	for name, target := range map[string]string{"bin/defaultsh": shell, "bin/sh": shell} {
-		if err := os.Symlink(target, filepath.Join(root, name)); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.WriteFile(filepath.Join(progs, "ovrootctl"), data, 0o755); err != nil {
+		t.Fatal(err)
 	}
-	for name, content := range map[string]string{
-		"usr/bin/ovrootctl": string(data),
-		"etc/hostname":      "ovroot-term-test\n",
-		termTestFile[1:]:    "written by the test, read by cat\n",
-	} {
-		if err := os.WriteFile(filepath.Join(root, name), []byte(content), 0o755); err != nil {
-			t.Fatal(err)
-		}
+	root := filepath.Join(t.TempDir(), "rootfs")
+	if err := demo.Install(root, progs, arch, "1", cmds); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, termTestFile), []byte("written by the test, read by cat\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	return root
 }

@@ -17,8 +17,8 @@ func runDemo(c Context, ctx context.Context, args []string) error {
 	fs := c.flagSet("demo", "[--arch A] [--kernel-cache DIR] [--out DIR]",
 		"ovroot demo --arch arm64 && ovroot run out/demo/arm64.img")
 	arch := fs.String("arch", "x86_64", "target architecture `ARCH`: "+layout.ArchNames)
-	cache := fs.String("kernel-cache", "", "kernel cache `DIR` holding <debarch>/vmlinuz and <debarch>/modules (debarch amd64, arm64 or armhf), as ovroot fetch --cache DIR leaves it (default: the kernel caches a build looks in, fetching Debian's kernel when none has one)")
-	out := fs.String("out", "out/demo", "output `DIR`: <arch>.img and rootfs-<arch>/")
+	kcache := fs.String("kernel-cache", "", "kernel cache `DIR` holding <debarch>/vmlinuz and <debarch>/modules (debarch amd64, arm64 or armhf), as ovroot fetch --cache DIR leaves it (default: the kernel caches a build looks in, fetching Debian's kernel when none has one)")
+	out := fs.String("out", "out/demo", "output `DIR`: <arch>.img (two slots, release 1), <arch>-update.bundle (release 2) and their rootfs-<arch>/, rootfs-<arch>-2/")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -30,15 +30,22 @@ func runDemo(c Context, ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("--arch: %w", err)
 	}
+	// Release 1 is the image; release 2, the same root saying 2, is an
+	// update bundle beside it, for ovrootctl upgrade in the demo.
 	rootfs := filepath.Join(*out, "rootfs-"+string(a))
-	os.RemoveAll(rootfs)
-	c.logf("demo: building the %s rootfs (u-root userland) in %s", a, rootfs)
-	if err := demo.BuildRootfs(ctx, a, &gobuild.Cache{Log: c.logf}, rootfs); err != nil {
-		return err
+	rootfs2 := rootfs + "-2"
+	cache := &gobuild.Cache{Log: c.logf}
+	for rel, dir := range map[string]string{"1": rootfs, "2": rootfs2} {
+		os.RemoveAll(dir)
+		c.logf("demo: building the %s rootfs of release %s (u-root userland) in %s", a, rel, dir)
+		if err := demo.BuildRootfs(ctx, a, cache, dir, rel); err != nil {
+			return err
+		}
 	}
 	im := config.DefaultImage(a)
-	if *cache != "" {
-		k := filepath.Join(*cache, a.DebianArch())
+	im.Slots = 2 // A/B: ovrootctl upgrade installs release 2 into the other slot
+	if *kcache != "" {
+		k := filepath.Join(*kcache, a.DebianArch())
 		im.Kernel = filepath.Join(k, "vmlinuz")
 		im.ModulesDir = filepath.Join(k, "modules")
 		if _, err := os.Stat(filepath.Join(k, "e2fsck")); err == nil {
@@ -60,6 +67,18 @@ func runDemo(c Context, ctx context.Context, args []string) error {
 	if _, err := imagebuild.BuildImage(ctx, im, img, imagebuild.Options{Log: c.logf, Progress: c.terminal()}); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.Stdout, "%s\n", img)
+	im2 := *im
+	im2.Rootfs = rootfs2
+	bundle := filepath.Join(*out, string(a)+"-update.bundle")
+	tmp, err := os.MkdirTemp(*out, ".ovroot-update-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if _, err := imagebuild.BuildImage(ctx, &im2, filepath.Join(tmp, "disk.img"), imagebuild.Options{Log: c.logf, Bundle: bundle, ImageDropped: true}); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.Stdout, "%s\n%s\n", img, bundle)
+	c.logf("demo: boot it: ovroot run --disk %s %s   (then in the guest: ovrootctl upgrade /dev/vdb --reboot)", bundle, img)
 	return nil
 }

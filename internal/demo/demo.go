@@ -1,6 +1,6 @@
 // Package demo builds the demo device's root filesystem: u-root's Go
 // userland (a shell and core commands, no C toolchain needed for any arch),
-// u-root's init as /sbin/init, and ovrootctl. It is what `make demo` boots;
+// its own init as /sbin/init, and ovrootctl. It is what `make demo` boots;
 // it is an example of a rootfs, not part of what a device needs.
 package demo
 
@@ -9,16 +9,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/ovroot/ovroot/internal/gobuild"
 	"github.com/ovroot/ovroot/layout"
 )
 
 // Commands are the u-root commands put in /bin (listed as tools in go.mod,
-// so their dependencies are pinned by go.sum).
+// so their dependencies are pinned by go.sum). poweroff, reboot and halt
+// are the demo's init under those names.
 var Commands = []string{
 	"gosh", "ls", "cat", "echo", "mount", "umount", "mkdir", "rm", "cp", "mv", "ln", "sync",
-	"dmesg", "ps", "uname", "poweroff", "shutdown", "df", "touch", "grep", "find", "sleep",
+	"dmesg", "ps", "uname", "df", "touch", "grep", "find", "sleep",
 	"tail", "head", "wc", "hexdump",
 }
 
@@ -29,39 +31,72 @@ var Commands = []string{
 // every key assuming 80x24: garbled on a wider terminal, slow under TCG.
 const Shell = "github.com/u-root/u-root/cmds/exp/rush"
 
-// Programs is what the demo compiles: the commands, u-root's init and
-// ovrootctl (from the source built into ovroot, as images are).
-func Programs() gobuild.Set {
-	set := gobuild.Set{Name: "demo", Pkgs: []string{gobuild.URoot + "core/init", "./cmd/ovrootctl", Shell}}
-	for _, c := range Commands {
+// Init is the demo's /sbin/init (see its package comment): no tmpfs over
+// /etc, a shell kept on the console, and a poweroff that syncs first.
+const Init = "./internal/demo/init"
+
+// Programs is what the demo compiles, for commands (nil: Commands): its
+// init, ovrootctl (from the source built into ovroot, as images are), the
+// shell and the u-root commands.
+func Programs(commands []string) gobuild.Set {
+	name := "demo"
+	if commands == nil {
+		commands = Commands
+	} else {
+		name = "demo-" + strings.Join(commands, "-")
+	}
+	set := gobuild.Set{Name: name, Pkgs: []string{Init, "./cmd/ovrootctl", Shell}}
+	for _, c := range commands {
 		set.Pkgs = append(set.Pkgs, gobuild.URoot+"core/"+c)
 	}
 	return set
 }
 
-const motd = `Welcome to the ovroot demo.
-  ovrootctl status     how the root was built (persistent or VOLATILE)
-  ovrootctl changes    what you changed compared with the factory root
-  cat /proc/mounts     / is an overlay of /rom (squashfs) and /overlay (ext4)
-  sync                 then
-  poweroff             power off (your changes to / persist across boots; u-root's
-                       poweroff does not sync, so run sync first)
-`
+// ReleaseFile names the demo release a root is (1 for the image, 2 for
+// the update bundle ovroot demo builds beside it).
+const ReleaseFile = "etc/demo-release"
 
-// BuildRootfs writes the demo root filesystem for arch into dir, with the
-// programs compiled (or found) by cache.
-func BuildRootfs(ctx context.Context, arch layout.Arch, cache *gobuild.Cache, dir string) error {
-	progs, err := cache.Programs(ctx, arch, Programs())
+// Welcome is /etc/motd, which the demo's init prints before each shell:
+// what to try, and that it persists.
+func Welcome(arch layout.Arch, release string) string {
+	return fmt.Sprintf(`
+ovroot demo, release %s (%s). / is a read-only squashfs (/rom) with an ext4
+overlay (/overlay) on top: what you change persists until a factory reset.
+  ovrootctl status                  how this root was built and booted
+  echo hello > /etc/hello           change anything: /etc, /root, /var, ...
+  ovrootctl changes                 what differs from the factory root
+  poweroff                          then ovroot run again: /etc/hello is there
+  ovrootctl factory-reset --reboot  back to the factory root at the next boot
+  ovrootctl upgrade /dev/vdb --reboot
+      install release 2 (when started with ovroot run --disk
+      out/demo/%s-update.bundle out/demo/%s.img)
+reboot and poweroff end QEMU; ovroot run boots the same disk again.
+
+`, release, arch, arch, arch)
+}
+
+// BuildRootfs writes the demo root filesystem of release for arch into
+// dir, with the programs compiled (or found) by cache.
+func BuildRootfs(ctx context.Context, arch layout.Arch, cache *gobuild.Cache, dir, release string) error {
+	progs, err := cache.Programs(ctx, arch, Programs(nil))
 	if err != nil {
 		return err
 	}
-	for _, d := range []string{"bin", "sbin", "usr/bin", "etc", "tmp", "root"} {
+	return Install(dir, progs, arch, release, Commands)
+}
+
+// Install lays out the demo root in dir from the compiled programs in
+// progs (Programs(commands)): /sbin/init and its poweroff, reboot and halt
+// links, the shell as /bin/sh, ovrootctl, the commands, /etc/hostname, the
+// welcome and the release.
+func Install(dir, progs string, arch layout.Arch, release string, commands []string) error {
+	for _, d := range []string{"bin", "sbin", "usr/bin", "etc", "tmp", "root", "var", "proc", "sys", "dev", "run"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
 		}
 	}
 	install := map[string]string{"init": "sbin/init", "ovrootctl": "usr/bin/ovrootctl", "rush": "bin/rush"}
-	for _, c := range Commands {
+	for _, c := range commands {
 		install[c] = "bin/" + c
 	}
 	for prog, dst := range install {
@@ -69,8 +104,11 @@ func BuildRootfs(ctx context.Context, arch layout.Arch, cache *gobuild.Cache, di
 			return err
 		}
 	}
-	// u-root's init runs /bin/defaultsh; sh is what people type.
-	for _, l := range []struct{ name, target string }{{"bin/defaultsh", "rush"}, {"bin/sh", "rush"}} {
+	links := []struct{ name, target string }{{"bin/sh", "rush"}, {"bin/defaultsh", "rush"}}
+	for _, n := range []string{"poweroff", "reboot", "halt"} {
+		links = append(links, struct{ name, target string }{"bin/" + n, "../sbin/init"})
+	}
+	for _, l := range links {
 		p := filepath.Join(dir, l.name)
 		os.Remove(p)
 		if err := os.Symlink(l.target, p); err != nil {
@@ -79,8 +117,8 @@ func BuildRootfs(ctx context.Context, arch layout.Arch, cache *gobuild.Cache, di
 	}
 	files := map[string]string{
 		"etc/hostname": "ovroot-demo\n",
-		"etc/motd":     motd,
-		"etc/profile":  "cat /etc/motd\n",
+		"etc/motd":     Welcome(arch, release),
+		ReleaseFile:    release + "\n",
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {

@@ -19,9 +19,10 @@ import (
 	"github.com/ovroot/ovroot/layout"
 )
 
-// Every package of this module that the device programs import, on every
-// arch, is embedded with all its non-test files: otherwise an installed
-// ovroot cannot build them (go list -deps is the truth).
+// Every package of this module that the device programs (and the demo's
+// init) import, on every arch, is embedded with all its non-test files:
+// otherwise an installed ovroot cannot build them (go list -deps is the
+// truth).
 func TestEmbeddedSourceCoversDeviceDeps(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("go not on PATH")
@@ -40,7 +41,7 @@ func TestEmbeddedSourceCoversDeviceDeps(t *testing.T) {
 		}
 	}
 	for _, arch := range layout.Arches {
-		cmd := exec.Command("go", "list", "-deps", "-json=ImportPath,Dir,Module,GoFiles,IgnoredGoFiles,SFiles,EmbedFiles", "./cmd/init", "./cmd/ovrootctl")
+		cmd := exec.Command("go", "list", "-deps", "-json=ImportPath,Dir,Module,GoFiles,IgnoredGoFiles,SFiles,EmbedFiles", "./cmd/init", "./cmd/ovrootctl", "./internal/demo/init")
 		cmd.Dir = root
 		cmd.Env = goEnv(arch)
 		out, err := cmd.Output()
