@@ -51,7 +51,7 @@ func testTerminal(t *testing.T, arch layout.Arch, ovroot string) {
 	r := runOnTerminal(t, ovroot, img, "Ctrl-a x")
 	r.expect(t, "ovroot: switching to /sbin/init")
 	r.expect(t, "ovroot demo, release 1 ("+string(arch)+")") // the welcome
-	r.expect(t, "% ")                                         // the shell's prompt
+	r.expect(t, "% ")                                        // the shell's prompt
 	r.typ(t, "ovrootctl status\r")
 	r.expect(t, "PERSISTENT")
 	r.expect(t, "first boot: the data partition was blank")

@@ -3,8 +3,8 @@ package cli
 import (
 	"context"
 	"errors"
-	"os"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/ovroot/ovroot/layout"
