@@ -30,8 +30,8 @@ type Boot struct {
 	OnPseudoFS func()
 	// ModuleWorkers is how many modules load at a time along the
 	// dependency graph; 0 means 1 (list order). Parallel loads measured
-	// slower with -smp 2 under QEMU TCG on a busy 2-core host (README,
-	// Performance), so nothing sets it yet.
+	// slower with -smp 2 under QEMU TCG on a busy 2-core host
+	// (docs/performance.md), so nothing sets it yet.
 	ModuleWorkers int
 	// Reboot restarts the machine (FailTrial); nil = sync and reboot(2).
 	Reboot func() error
