@@ -273,6 +273,16 @@ func (r *termRun) finish(t *testing.T, wantCode int) {
 	if *after != *r.before {
 		t.Errorf("%s run: terminal modes after ovroot run:\n%+v\nwant as before:\n%+v", r.name, *after, *r.before)
 	}
+	// A Go program of the guest that crashed (the demo's poweroff once
+	// died of "all goroutines are asleep" after asking for the power-off).
+	r.mu.Lock()
+	out := r.out.String()
+	r.mu.Unlock()
+	for _, crash := range []string{"fatal error:", "panic:", "goroutine 1 ["} {
+		if strings.Contains(out, crash) {
+			t.Errorf("%s run: the terminal shows %q: a program crashed", r.name, crash)
+		}
+	}
 	r.endShell()
 }
 

@@ -59,6 +59,12 @@ const ReleaseFile = "etc/demo-release"
 // Welcome is /etc/motd, which the demo's init prints before each shell:
 // what to try, and that it persists.
 func Welcome(arch layout.Arch, release string) string {
+	upgrade := fmt.Sprintf(`  ovrootctl upgrade /dev/vdb --reboot
+      install release 2 (when started with ovroot run --disk
+      out/demo/%s-update.bundle out/demo/%s.img)`, arch, arch)
+	if release != "1" {
+		upgrade = `  ovrootctl mark-good               confirm release 2 (on trial till then)`
+	}
 	return fmt.Sprintf(`
 ovroot demo, release %s (%s). / is a read-only squashfs (/rom) with an ext4
 overlay (/overlay) on top: what you change persists until a factory reset.
@@ -67,12 +73,10 @@ overlay (/overlay) on top: what you change persists until a factory reset.
   ovrootctl changes                 what differs from the factory root
   poweroff                          then ovroot run again: /etc/hello is there
   ovrootctl factory-reset --reboot  back to the factory root at the next boot
-  ovrootctl upgrade /dev/vdb --reboot
-      install release 2 (when started with ovroot run --disk
-      out/demo/%s-update.bundle out/demo/%s.img)
+%s
 reboot and poweroff end QEMU; ovroot run boots the same disk again.
 
-`, release, arch, arch, arch)
+`, release, arch, upgrade)
 }
 
 // BuildRootfs writes the demo root filesystem of release for arch into

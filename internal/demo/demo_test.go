@@ -36,12 +36,15 @@ func TestInstall(t *testing.T) {
 		t.Errorf("%s = %q", ReleaseFile, b)
 	}
 	motd, _ := os.ReadFile(filepath.Join(root, "etc/motd"))
-	for _, want := range []string{"release 2 (arm64)", "ovrootctl status", "echo hello > /etc/hello", "ovrootctl changes", "poweroff", "ovrootctl factory-reset --reboot", "ovrootctl upgrade /dev/vdb --reboot", "--disk\n      out/demo/arm64-update.bundle"} {
+	for _, want := range []string{"release 2 (arm64)", "ovrootctl status", "echo hello > /etc/hello", "ovrootctl changes", "poweroff", "ovrootctl factory-reset --reboot", "ovrootctl mark-good"} {
 		if !strings.Contains(string(motd), want) {
 			t.Errorf("the welcome lacks %q:\n%s", want, motd)
 		}
 	}
-	for _, line := range strings.Split(string(motd), "\n") {
+	if w := Welcome(layout.ARM64, "1"); !strings.Contains(w, "ovrootctl upgrade /dev/vdb --reboot") {
+		t.Errorf("release 1's welcome does not offer the upgrade:\n%s", w)
+	}
+	for _, line := range strings.Split(string(motd)+Welcome(layout.X86_64, "1"), "\n") {
 		if len(line) > 79 {
 			t.Errorf("welcome line of %d columns (a serial console is 80): %q", len(line), line)
 		}

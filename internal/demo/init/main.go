@@ -55,8 +55,11 @@ func main() {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 			os.Exit(1)
 		}
-		// Process 1 stops this one with everything else.
-		select {}
+		// Process 1 stops this one with everything else. (A bare
+		// select{} would end the program: "all goroutines are asleep".)
+		for {
+			time.Sleep(time.Hour)
+		}
 	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "init: not process 1 (poweroff, reboot and halt are this program under those names)")
@@ -211,5 +214,7 @@ func shutdown(cmd int, what string) {
 	if err := unix.Reboot(cmd); err != nil {
 		logf("reboot(2): %v", err)
 	}
-	select {}
+	for {
+		time.Sleep(time.Hour)
+	}
 }
