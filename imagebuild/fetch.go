@@ -78,6 +78,9 @@ type CachedKernel struct {
 // readCachedKernel returns the kernel in dir (a <cache>/<debarch>), if all
 // of it is there.
 func readCachedKernel(dir string) (CachedKernel, bool) {
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
 	rel, err := os.ReadFile(filepath.Join(dir, cacheRelease))
 	if err != nil {
 		return CachedKernel{}, false
@@ -88,9 +91,6 @@ func readCachedKernel(dir string) (CachedKernel, bool) {
 	}
 	if fi, err := os.Stat(k.Modules); err != nil || !fi.IsDir() {
 		return CachedKernel{}, false
-	}
-	if abs, err := filepath.Abs(dir); err == nil {
-		k.Dir, k.Kernel, k.Modules = abs, filepath.Join(abs, cacheKernel), filepath.Join(abs, cacheModules)
 	}
 	return k, true
 }
@@ -298,28 +298,29 @@ func Fetch(ctx context.Context, arch layout.Arch, cacheDir string, logf func(str
 		f.AlreadyThere = false
 	}
 	f.Kernel = k
-	f.E2fsck = filepath.Join(dir, cacheE2fsck)
-	if CheckStatic(f.E2fsck, arch) != nil {
-		if err := needDebianTools(); err != nil {
-			return f, err
+	// ensure downloads pkg with fetch unless have says it is there.
+	ensure := func(pkg string, have bool, fetch func() error) error {
+		if have {
+			return nil
 		}
-		logf("fetch: downloading e2fsck-static:%s", arch.DebianArch())
-		if err := FetchE2fsck(ctx, arch, f.E2fsck); err != nil {
-			return f, err
+		if err := needDebianTools(); err != nil {
+			return err
+		}
+		logf("fetch: downloading %s:%s", pkg, arch.DebianArch())
+		if err := fetch(); err != nil {
+			return err
 		}
 		f.AlreadyThere = false
+		return nil
+	}
+	f.E2fsck = filepath.Join(dir, cacheE2fsck)
+	if err := ensure("e2fsck-static", CheckStatic(f.E2fsck, arch) == nil, func() error { return FetchE2fsck(ctx, arch, f.E2fsck) }); err != nil {
+		return f, err
 	}
 	if arch.Supports(layout.LoaderUEFI) == nil {
 		f.SystemdBoot = filepath.Join(dir, systemdBootName(arch))
-		if CheckEFI("systemd-boot", f.SystemdBoot, arch) != nil {
-			if err := needDebianTools(); err != nil {
-				return f, err
-			}
-			logf("fetch: downloading systemd-boot-efi:%s", arch.DebianArch())
-			if err := FetchSystemdBoot(ctx, arch, f.SystemdBoot); err != nil {
-				return f, err
-			}
-			f.AlreadyThere = false
+		if err := ensure("systemd-boot-efi", CheckEFI("systemd-boot", f.SystemdBoot, arch) == nil, func() error { return FetchSystemdBoot(ctx, arch, f.SystemdBoot) }); err != nil {
+			return f, err
 		}
 	}
 	return f, nil

@@ -246,9 +246,5 @@ func fetchDebFile(ctx context.Context, pkg, debGlob, member, dest string, mode o
 	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
 		return err
 	}
-	part := dest + ".tmp" + fmt.Sprint(os.Getpid())
-	if err := os.WriteFile(part, data, mode); err != nil {
-		return err
-	}
-	return os.Rename(part, dest)
+	return writeFileAtomic(dest, data, mode)
 }

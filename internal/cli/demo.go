@@ -34,11 +34,14 @@ func runDemo(c Context, ctx context.Context, args []string) error {
 	// update bundle beside it, for ovrootctl upgrade in the demo.
 	rootfs := filepath.Join(*out, "rootfs-"+string(a))
 	rootfs2 := rootfs + "-2"
-	cache := &gobuild.Cache{Log: c.logf}
-	for rel, dir := range map[string]string{"1": rootfs, "2": rootfs2} {
-		os.RemoveAll(dir)
-		c.logf("demo: building the %s rootfs of release %s (u-root userland) in %s", a, rel, dir)
-		if err := demo.BuildRootfs(ctx, a, cache, dir, rel); err != nil {
+	progs, err := (&gobuild.Cache{Log: c.logf}).Programs(ctx, a, demo.Programs())
+	if err != nil {
+		return err
+	}
+	for _, r := range []struct{ release, dir string }{{"1", rootfs}, {"2", rootfs2}} {
+		os.RemoveAll(r.dir)
+		c.logf("demo: building the %s rootfs of release %s (u-root userland) in %s", a, r.release, r.dir)
+		if err := demo.Install(r.dir, progs, a, r.release, demo.Commands); err != nil {
 			return err
 		}
 	}

@@ -5,11 +5,9 @@
 package demo
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/ovroot/ovroot/internal/gobuild"
 	"github.com/ovroot/ovroot/layout"
@@ -35,18 +33,11 @@ const Shell = "github.com/u-root/u-root/cmds/exp/rush"
 // /etc, a shell kept on the console, and a poweroff that syncs first.
 const Init = "./internal/demo/init"
 
-// Programs is what the demo compiles, for commands (nil: Commands): its
-// init, ovrootctl (from the source built into ovroot, as images are), the
-// shell and the u-root commands.
-func Programs(commands []string) gobuild.Set {
-	name := "demo"
-	if commands == nil {
-		commands = Commands
-	} else {
-		name = "demo-" + strings.Join(commands, "-")
-	}
-	set := gobuild.Set{Name: name, Pkgs: []string{Init, "./cmd/ovrootctl", Shell}}
-	for _, c := range commands {
+// Programs is what the demo compiles: its init, ovrootctl (from the source
+// built into ovroot, as images are), the shell and the u-root commands.
+func Programs() gobuild.Set {
+	set := gobuild.Set{Name: "demo", Pkgs: []string{Init, "./cmd/ovrootctl", Shell}}
+	for _, c := range Commands {
 		set.Pkgs = append(set.Pkgs, gobuild.URoot+"core/"+c)
 	}
 	return set
@@ -79,18 +70,8 @@ reboot and poweroff end QEMU; ovroot run boots the same disk again.
 `, release, arch, upgrade)
 }
 
-// BuildRootfs writes the demo root filesystem of release for arch into
-// dir, with the programs compiled (or found) by cache.
-func BuildRootfs(ctx context.Context, arch layout.Arch, cache *gobuild.Cache, dir, release string) error {
-	progs, err := cache.Programs(ctx, arch, Programs(nil))
-	if err != nil {
-		return err
-	}
-	return Install(dir, progs, arch, release, Commands)
-}
-
 // Install lays out the demo root in dir from the compiled programs in
-// progs (Programs(commands)): /sbin/init and its poweroff, reboot and halt
+// progs (Programs, or a subset of its commands): /sbin/init and its poweroff, reboot and halt
 // links, the shell as /bin/sh, ovrootctl, the commands, /etc/hostname, the
 // welcome and the release.
 func Install(dir, progs string, arch layout.Arch, release string, commands []string) error {
