@@ -2,11 +2,13 @@ package config
 
 import (
 	"bytes"
+	"encoding"
 	"errors"
 	"fmt"
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -201,6 +203,9 @@ type Image struct {
 	Board string `toml:"board"`
 	// Boot is how firmware starts the image from its disk.
 	Boot Boot `toml:"boot"`
+	// Update is how the image's bundles are signed and what the device
+	// accepts.
+	Update Update `toml:"update"`
 
 	file string // where it was read from, for errors
 	src  []byte
@@ -218,6 +223,34 @@ type Boot struct {
 	// Tries is how many trial boots a new root slot gets before the
 	// loader falls back to the other slot; 0 = layout.DefaultTries.
 	Tries int `toml:"tries"`
+}
+
+// Update is image.toml's [update] table (two-slot images).
+type Update struct {
+	// Version orders releases (layout.ParseVersion: numbers separated by
+	// dots); "" = "0". It goes into the root and the bundle's manifest.
+	Version string `toml:"version"`
+	// SignKey is the minisign secret key that signs the bundle (ovroot
+	// keygen); "" = unsigned, with a warning.
+	SignKey string `toml:"sign_key"`
+	// TrustedKeys are minisign public keys put into the root
+	// (layout.TrustedKeysDir): the device installs bundles signed by one of
+	// them.
+	TrustedKeys []string `toml:"trusted_keys"`
+	// AllowUnsigned lets the device install unsigned bundles
+	// (development images).
+	AllowUnsigned bool `toml:"allow_unsigned"`
+	// AllowDowngrade lets `ovrootctl upgrade --allow-downgrade` install
+	// an older version.
+	AllowDowngrade bool `toml:"allow_downgrade"`
+}
+
+// ReleaseVersion is the [update] version, "0" when none is set.
+func (u Update) ReleaseVersion() string {
+	if u.Version == "" {
+		return "0"
+	}
+	return u.Version
 }
 
 // Loader is the loader the image boots through: the [boot] loader key, or
@@ -353,7 +386,11 @@ func LoadImage(path string) (*Image, error) {
 		return nil, err
 	}
 	dir := filepath.Dir(path)
-	for _, p := range []*string{&im.Kernel, &im.ModulesDir, &im.Rootfs, &im.E2fsck, &im.Boot.LoaderFile} {
+	paths := []*string{&im.Kernel, &im.ModulesDir, &im.Rootfs, &im.E2fsck, &im.Boot.LoaderFile, &im.Update.SignKey}
+	for i := range im.Update.TrustedKeys {
+		paths = append(paths, &im.Update.TrustedKeys[i])
+	}
+	for _, p := range paths {
 		if *p != "" && *p != E2fsckNone && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
@@ -440,6 +477,20 @@ func (im *Image) Validate() error {
 	}
 	if err := im.Init.validate(file, "init."); err != nil {
 		return withLine(err, im.src)
+	}
+	u := im.Update
+	if u.Version != "" {
+		if _, err := layout.ParseVersion(u.Version); err != nil {
+			return bad("update.version", "%v", err)
+		}
+	}
+	for i, k := range u.TrustedKeys {
+		if strings.TrimSpace(k) == "" {
+			return bad("update.trusted_keys", "entry %d is empty", i+1)
+		}
+	}
+	if im.Slots != 2 && (u.Version != "" || u.SignKey != "" || len(u.TrustedKeys) > 0 || u.AllowUnsigned || u.AllowDowngrade) {
+		return bad("update", "is for two-slot images, which take update bundles: set slots = 2 (this image has one root slot)")
 	}
 	return nil
 }
@@ -529,23 +580,28 @@ func withLine(err error, src []byte) error {
 
 // knownKeys lists the dotted keys a config struct accepts.
 func knownKeys(v any) []string {
-	switch v.(type) {
-	case *Init:
-		return initKeys("")
-	case *Image:
-		return append([]string{"arch", "kernel", "modules_dir", "modules", "rootfs", "cmdline", "squashfs_compression",
-			"boot_size", "root_size", "data_size", "e2fsck", "emergency_shell", "ctl", "boot", "boot.loader", "boot.loader_file"}, initKeys("init.")...)
-	}
-	return nil
+	keys := tomlKeys(reflect.TypeOf(v).Elem(), "")
+	sort.Strings(keys)
+	return keys
 }
 
-func initKeys(prefix string) []string {
-	keys := []string{"root_label", "data_label", "device_timeout", "init", "data_fstype", "on_corrupt", "failsafe_window",
-		"reset", "reset.keep", "reset.button_key", "reset.button_device", "reset.button_hold", "reset.button_window"}
-	for i := range keys {
-		keys[i] = prefix + keys[i]
+// tomlKeys are the keys of a struct's toml tags, tables as "name" and
+// their keys as "name.key" (a type that reads itself from text, a size or
+// a duration, is one key).
+func tomlKeys(t reflect.Type, prefix string) []string {
+	var keys []string
+	text := reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		keys = append(keys, prefix+name)
+		if f.Type.Kind() == reflect.Struct && !reflect.PointerTo(f.Type).Implements(text) {
+			keys = append(keys, tomlKeys(f.Type, prefix+name+".")...)
+		}
 	}
-	sort.Strings(keys)
 	return keys
 }
 

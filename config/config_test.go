@@ -169,6 +169,11 @@ func TestParseImageBad(t *testing.T) {
 		{"too many tries", "arch = \"arm64\"\n" + base + "slots = 2\n[boot]\ntries = 100\n", 7, "boot.tries", "out of range"},
 		{"loader typo", "arch = \"arm64\"\n" + base + "[boot]\nloadr = \"uefi\"\n", 6, "boot.loadr", "did you mean boot.loader"},
 		{"zero timeout", "arch = \"x86_64\"\n" + base + "[init]\ndevice_timeout = \"0s\"\n", 6, "init.device_timeout", "out of range"},
+		{"version with a v", "arch = \"arm64\"\n" + base + "slots = 2\n[update]\nversion = \"v1.2\"\n", 7, "update.version", `"v1" is not a number`},
+		{"version as a number", "arch = \"arm64\"\n" + base + "slots = 2\n[update]\nversion = 3\n", 7, "update.version", ""},
+		{"update on one slot", "arch = \"arm64\"\n" + base + "[update]\nsign_key = \"k.key\"\n", 5, "update", "two-slot images"},
+		{"empty trusted key", "arch = \"arm64\"\n" + base + "slots = 2\n[update]\ntrusted_keys = [\"a.pub\", \"\"]\n", 7, "update.trusted_keys", "entry 2 is empty"},
+		{"update typo", "arch = \"arm64\"\n" + base + "slots = 2\n[update]\nsign_kye = \"k\"\n", 7, "update.sign_kye", "did you mean update.sign_key"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

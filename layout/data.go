@@ -15,6 +15,7 @@ import "path/filepath"
 //	.ovroot/keep.new/       kept paths being copied (discarded if a crash interrupts)
 //	.ovroot/keep/           kept paths, copied and synced: the future upper
 //	.ovroot/trash/          retired uppers and workdirs, deleted in the background
+//	.ovroot/upper-build, slot-log, highest-version   two-slot images (slot.go)
 const (
 	MetaDir          = ".ovroot"
 	ReserveFile      = "reserve"

@@ -83,4 +83,29 @@ const (
 	ESPMountDir = RunDir + "/esp"
 	// DefaultTries is how many trial boots a new slot gets.
 	DefaultTries = 3
+
+	// TrustedKeysDir (in a root, read from RomDir so that no change in the
+	// upper can add a key) holds the minisign public keys, *.pub, whose
+	// bundles the root installs: image.toml's [update] trusted_keys. The
+	// next release's root carries the next keyring.
+	TrustedKeysDir = "etc/ovroot/trusted-keys"
+	// UpdatePolicyFile (in a root, read from RomDir) is the JSON
+	// UpdatePolicy the root was built with.
+	UpdatePolicyFile = "etc/ovroot/update.json"
+	// HighestVersionFile (in MetaDir on the data filesystem; a factory
+	// reset keeps it) is the highest release version the device ever
+	// confirmed, as text: no bundle older than it is installed.
+	HighestVersionFile = "highest-version"
 )
+
+// UpdatePolicy is a root's UpdatePolicyFile: its own release version and
+// what its ovrootctl accepts.
+type UpdatePolicy struct {
+	Version string `json:"version"`
+	// AllowUnsigned installs bundles without a signature (development
+	// images only; ovrootctl status says so).
+	AllowUnsigned bool `json:"allow_unsigned,omitempty"`
+	// AllowDowngrade lets `ovrootctl upgrade --allow-downgrade` install an
+	// older version.
+	AllowDowngrade bool `json:"allow_downgrade,omitempty"`
+}

@@ -12,9 +12,10 @@ set -euo pipefail
 # systemd-boot-efi: the x86_64 EFI loader put on images (the arm64 one is
 # fetched as a foreign-arch package, like the kernels); busybox-static: the
 # shell-preinit baseline `make bench` compares the init against; mtools and
-# dosfstools: the tests read and fsck the boot partition on the host.
+# dosfstools: the tests read and fsck the boot partition on the host; minisign:
+# the test that Debian's minisign verifies what ovroot signs (and the reverse).
 packages=(qemu-system-x86 qemu-system-arm squashfs-tools e2fsprogs cpio
-  ovmf qemu-efi-aarch64 u-boot-qemu systemd-boot-efi busybox-static mtools dosfstools)
+  ovmf qemu-efi-aarch64 u-boot-qemu systemd-boot-efi busybox-static mtools dosfstools minisign)
 
 sudo=()
 if [ "$(id -u)" != 0 ]; then

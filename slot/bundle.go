@@ -10,25 +10,29 @@ import (
 	"io"
 	"time"
 
+	"aead.dev/minisign"
 	"github.com/ovroot/ovroot/layout"
 )
 
 // An update bundle is one uncompressed POSIX tar file:
 //
-//	ovroot-bundle.json   the Manifest (first member)
-//	root.squashfs        the root, written to the inactive slot
+//	ovroot-bundle.json           the Manifest (first member)
+//	ovroot-bundle.json.minisig   its signature (sign.go), absent when unsigned
+//	root.squashfs                the root, written to the inactive slot
 //	vmlinuz              the kernel, to slot-X/ on the boot partition
 //	initrd.img           the initramfs, likewise
 //
 // in that order, each member listed in Manifest.Files with its size and
 // SHA-256. A tar reads as a stream, so a bundle can come from a file, a
-// pipe or a block device.
+// pipe or a block device. A reader checks the signature before it parses
+// the manifest, and each member's SHA-256 as it streams it.
 const (
 	ManifestName = "ovroot-bundle.json"
 	RootName     = "root.squashfs"
 	// BundleFormat is the manifest's format number; a device refuses a
-	// bundle of a format it does not know.
-	BundleFormat = 1
+	// bundle of a format it does not know. Format 1 (no version, never
+	// signed) is read only to be refused.
+	BundleFormat = 2
 )
 
 // BundleMembers is the order of the members after the manifest.
@@ -44,11 +48,14 @@ type Manifest struct {
 	BuildID string `json:"build_id"`
 	// Cmdline is the image's kernel command line as built; the entry adds
 	// the slot's parameters (Entry.KernelCmdline).
-	Cmdline       string    `json:"cmdline"`
-	KernelRelease string    `json:"kernel_release,omitempty"`
-	Tries         int       `json:"tries"` // trial boots the new slot gets
-	Created       time.Time `json:"created"`
-	Files         []File    `json:"files"`
+	Cmdline       string `json:"cmdline"`
+	KernelRelease string `json:"kernel_release,omitempty"`
+	Tries         int    `json:"tries"` // trial boots the new slot gets
+	// Version orders releases (layout.ParseVersion); a device refuses one older
+	// than it runs or ever confirmed.
+	Version string    `json:"version"`
+	Created time.Time `json:"created"`
+	Files   []File    `json:"files"`
 }
 
 // File is one member of a bundle.
@@ -72,8 +79,14 @@ func (m Manifest) File(name string) (File, bool) {
 // loader or member list this code does not know, or a build id that does
 // not match the root's checksum.
 func (m Manifest) Check() error {
+	if m.Format == 1 {
+		return fmt.Errorf("bundle format 1 was made by an ovroot before signed, versioned bundles: rebuild it with this ovroot (ovroot build --update FILE --sign-key KEY)")
+	}
 	if m.Format != BundleFormat {
 		return fmt.Errorf("bundle format %d, this ovrootctl reads format %d", m.Format, BundleFormat)
+	}
+	if _, err := layout.ParseVersion(m.Version); err != nil {
+		return fmt.Errorf("bundle version: %w", err)
 	}
 	if !m.Arch.Valid() {
 		return fmt.Errorf("bundle is for unknown arch %q", m.Arch)
@@ -112,10 +125,10 @@ type Source struct {
 }
 
 // WriteBundle writes a bundle to w: m (Files are filled in here, from two
-// passes over each source: one to hash and size, one to copy) and then
-// the sources, which must be BundleMembers in order. m.BuildID is set from
-// the root's checksum.
-func WriteBundle(w io.Writer, m Manifest, srcs []Source) error {
+// passes over each source: one to hash and size, one to copy), its
+// signature by key (none when key is nil) and then the sources, which must
+// be BundleMembers in order. m.BuildID is set from the root's checksum.
+func WriteBundle(w io.Writer, m Manifest, srcs []Source, key *minisign.PrivateKey) error {
 	if len(srcs) != len(BundleMembers) {
 		return fmt.Errorf("bundle needs %v", BundleMembers)
 	}
@@ -150,6 +163,15 @@ func WriteBundle(w io.Writer, m Manifest, srcs []Source) error {
 	}
 	if _, err := tw.Write(data); err != nil {
 		return err
+	}
+	if key != nil {
+		sig := signManifest(*key, data, m)
+		if err := tw.WriteHeader(hdr(SigName, int64(len(sig)))); err != nil {
+			return err
+		}
+		if _, err := tw.Write(sig); err != nil {
+			return err
+		}
 	}
 	for i, s := range srcs {
 		if err := tw.WriteHeader(hdr(s.Name, m.Files[i].Size)); err != nil {
@@ -189,12 +211,19 @@ func hashSource(s Source) (File, error) {
 // Reader reads a bundle as a stream.
 type Reader struct {
 	Manifest Manifest
-	tr       *tar.Reader
-	next     int
+	// Signer is the id of the key that signed the bundle, "" when unsigned.
+	Signer string
+	// Raw is the manifest's bytes as signed.
+	Raw     []byte
+	tr      *tar.Reader
+	next    int
+	pending *tar.Header // a member header read while looking for the signature
 }
 
-// NewReader reads the manifest and checks it (Manifest.Check).
-func NewReader(r io.Reader) (*Reader, error) {
+// NewReader reads the manifest and its signature, checks the signature
+// against t before it parses anything (checkSignature), then checks the
+// manifest (Manifest.Check).
+func NewReader(r io.Reader, t Trust) (*Reader, error) {
 	tr := tar.NewReader(r)
 	h, err := tr.Next()
 	if err != nil {
@@ -210,14 +239,32 @@ func NewReader(r io.Reader) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bundle manifest: %w", err)
 	}
-	var m Manifest
-	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("bundle manifest: %w", err)
+	br := &Reader{tr: tr, Raw: data}
+	var sig []byte
+	h, err = tr.Next()
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("bundle: nothing after the manifest: %w", err)
+	case h.Name == SigName:
+		if h.Size > maxSig {
+			return nil, fmt.Errorf("bundle signature is %d bytes: too large", h.Size)
+		}
+		if sig, err = io.ReadAll(tr); err != nil {
+			return nil, fmt.Errorf("bundle signature: %w", err)
+		}
+	default:
+		br.pending = h
 	}
-	if err := m.Check(); err != nil {
+	if br.Signer, err = checkSignature(t, data, sig); err != nil {
 		return nil, err
 	}
-	return &Reader{Manifest: m, tr: tr}, nil
+	if err := json.Unmarshal(data, &br.Manifest); err != nil {
+		return nil, fmt.Errorf("bundle manifest: %w", err)
+	}
+	if err := br.Manifest.Check(); err != nil {
+		return nil, err
+	}
+	return br, nil
 }
 
 // ErrChecksum is wrapped by every checksum or size mismatch.
@@ -232,7 +279,11 @@ func (r *Reader) Next() (File, io.Reader, error) {
 		return File{}, nil, io.EOF
 	}
 	want := r.Manifest.Files[r.next]
-	h, err := r.tr.Next()
+	h, err := r.pending, error(nil)
+	r.pending = nil
+	if h == nil {
+		h, err = r.tr.Next()
+	}
 	if err != nil {
 		return want, nil, fmt.Errorf("bundle member %s: %w", want.Name, err)
 	}
@@ -274,23 +325,28 @@ func (c *checkReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Verify reads the whole bundle from r and checks every member against
-// its manifest: the pass a device makes before it changes anything.
-func Verify(r io.Reader) (Manifest, error) {
-	br, err := NewReader(r)
+// Verify reads the whole bundle from r and checks its signature against t
+// and every member against its manifest: the pass a device makes before
+// it changes anything.
+func Verify(r io.Reader, t Trust) (*Reader, error) {
+	br, err := NewReader(r, t)
 	if err != nil {
-		return Manifest{}, err
+		return nil, err
 	}
+	return br, drain(br)
+}
+
+func drain(br *Reader) error {
 	for {
-		_, mr, err := br.Next()
+		_, r, err := br.Next()
 		if err == io.EOF {
-			return br.Manifest, nil
+			return nil
 		}
 		if err != nil {
-			return br.Manifest, err
+			return err
 		}
-		if _, err := io.Copy(io.Discard, mr); err != nil {
-			return br.Manifest, err
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return err
 		}
 	}
 }

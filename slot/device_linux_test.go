@@ -77,6 +77,15 @@ type deviceOpts struct {
 	info    string            // ovroot.json
 	bundle  func(m *Manifest)
 	rootLen int
+	// unsigned makes a bundle without a signature; policy replaces the
+	// running root's update.json ({"version":"1"}).
+	unsigned bool
+	policy   string
+	// signSeed signs with test key signSeed instead of 1 (the trusted
+	// one); highest is the data partition's highest confirmed version.
+	signSeed byte
+	highest  string
+	noKeys   bool // the running root trusts no key
 }
 
 var factoryA = Entry{Slot: layout.SlotA, Generation: 1, BuildID: "aaaaaaaaaaaaaaaa", Options: "console=ttyS0", Loader: layout.LoaderUEFI}
@@ -132,7 +141,7 @@ func newDevice(t *testing.T, o deviceOpts) *testDevice {
 		n = 100<<10 + 123
 	}
 	d.rootImg, d.kernel, d.initrd = random(10, n), random(11, 5000), random(12, 7000)
-	m := Manifest{Arch: layout.X86_64, Board: "generic", Loader: layout.LoaderUEFI, Cmdline: "console=ttyS0 quiet", KernelRelease: "6.1.0-test", Tries: 3, Created: time.Unix(1700000000, 0).UTC()}
+	m := Manifest{Arch: layout.X86_64, Board: "generic", Loader: layout.LoaderUEFI, Cmdline: "console=ttyS0 quiet", KernelRelease: "6.1.0-test", Tries: 3, Created: time.Unix(1700000000, 0).UTC(), Version: "2"}
 	if o.bundle != nil {
 		o.bundle(&m)
 	}
@@ -140,12 +149,37 @@ func newDevice(t *testing.T, o deviceOpts) *testDevice {
 	src := func(name string, b []byte) Source {
 		return Source{Name: name, Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }}
 	}
-	if err := WriteBundle(&buf, m, []Source{src(RootName, d.rootImg), src(layout.KernelFile, d.kernel), src(layout.InitrdFile, d.initrd)}); err != nil {
+	pub, _ := testKeyPair(t, 1)
+	seed := o.signSeed
+	if seed == 0 {
+		seed = 1
+	}
+	_, priv := testKeyPair(t, seed)
+	key := &priv
+	if o.unsigned {
+		key = nil
+	}
+	if err := WriteBundle(&buf, m, []Source{src(RootName, d.rootImg), src(layout.KernelFile, d.kernel), src(layout.InitrdFile, d.initrd)}, key); err != nil {
 		t.Fatal(err)
 	}
 	d.bundle = filepath.Join(t.TempDir(), "update.bundle")
 	write(t, d.bundle, buf.Bytes())
-	br, err := NewReader(bytes.NewReader(buf.Bytes()))
+	// The running root (its read-only lower) trusts key 1 and is version 1.
+	rom := filepath.Join(root, layout.RomDir)
+	text, _ := pub.Key.MarshalText()
+	if !o.noKeys {
+		write(t, filepath.Join(rom, layout.TrustedKeysDir, "release.pub"), text)
+	}
+	policy := o.policy
+	if policy == "" {
+		policy = `{"version":"1"}`
+	}
+	write(t, filepath.Join(rom, layout.UpdatePolicyFile), []byte(policy))
+	if o.highest != "" {
+		write(t, layout.Meta(filepath.Join(root, layout.OverlayDir), layout.HighestVersionFile), []byte(o.highest+"\n"))
+	}
+	signer, _ := testKeyPair(t, seed)
+	br, err := NewReader(bytes.NewReader(buf.Bytes()), Trust{Keys: []Key{signer}, AllowUnsigned: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,11 +248,12 @@ func TestUpgrade(t *testing.T) {
 	vdb1 := d.tree()["dev/vdb1"]
 	var progress bytes.Buffer
 	d.sys.Progress = &progress
-	res, err := d.sys.Upgrade(d.bundle)
+	res, err := d.sys.Upgrade(d.bundle, UpgradeOptions{})
 	if err != nil {
 		t.Fatalf("Upgrade: %v", err)
 	}
-	want := UpgradeResult{Slot: layout.SlotB, BuildID: BuildIDOf(d.rootImg), Tries: 3, Generation: 8, Entry: "ovroot-b+3.conf"}
+	pub, _ := testKeyPair(t, 1)
+	want := UpgradeResult{Slot: layout.SlotB, BuildID: BuildIDOf(d.rootImg), Tries: 3, Generation: 8, Entry: "ovroot-b+3.conf", Version: "2", Signer: pub.ID()}
 	if res != want {
 		t.Errorf("Upgrade = %+v, want %+v", res, want)
 	}
@@ -263,11 +298,23 @@ func equal(a, b []string) bool { return strings.Join(a, "\n") == strings.Join(b,
 
 func TestUpgradeRefuses(t *testing.T) {
 	for _, tc := range []struct {
-		name    string
-		opts    deviceOpts
-		corrupt bool
-		wantErr string
+		name      string
+		opts      deviceOpts
+		corrupt   bool
+		flip      string // flip a bit in the bundle's first line of this member
+		downgrade bool
+		wantErr   string
 	}{
+		{name: "unsigned", opts: deviceOpts{unsigned: true}, wantErr: "the bundle is not signed, and this device installs only bundles signed by a key it trusts (2D02F6C9B11AE2C5 release.pub) (nothing was changed)"},
+		{name: "untrusted key", opts: deviceOpts{signSeed: 2}, wantErr: "which this device does not trust (it trusts 2D02F6C9B11AE2C5 release.pub)"},
+		{name: "manifest bit flipped", flip: ManifestName, wantErr: "does not verify: its manifest or signature was changed after signing (nothing was changed)"},
+		{name: "signature bit flipped", flip: SigName, wantErr: "does not verify"},
+		{name: "trusts no key", opts: deviceOpts{noKeys: true}, wantErr: "which this device does not trust (it trusts no key: its image was built without [update] trusted_keys)"},
+		{name: "trusts no key, unsigned", opts: deviceOpts{noKeys: true, unsigned: true}, wantErr: "the bundle is not signed, and this device installs only bundles signed by a key it trusts (no key: its image"},
+		{name: "older than the running root", opts: deviceOpts{policy: `{"version":"2.1"}`}, wantErr: "the bundle's version 2 is older than the running root's version 2.1: refusing a downgrade (nothing was changed)"},
+		{name: "older than the highest confirmed", opts: deviceOpts{highest: "10"}, wantErr: "the bundle's version 2 is older than version 10, the highest this device ever confirmed: refusing a downgrade"},
+		{name: "downgrade asked, image forbids", opts: deviceOpts{highest: "3"}, downgrade: true, wantErr: "this image does not allow downgrades ([update] allow_downgrade is false): --allow-downgrade is refused"},
+		{name: "format 1", opts: deviceOpts{unsigned: true, policy: `{"version":"1","allow_unsigned":true}`}, flip: "format 1", wantErr: "bundle format 1 was made by an ovroot before signed"},
 		{name: "another arch", opts: deviceOpts{bundle: func(m *Manifest) { m.Arch = layout.ARM64 }}, wantErr: "the bundle is for arch arm64, this device is x86_64"},
 		{name: "another board", opts: deviceOpts{bundle: func(m *Manifest) { m.Board = "rpi4" }}, wantErr: `the bundle is for board "rpi4", this device is "generic"`},
 		{name: "board of the image", opts: deviceOpts{info: `{"arch":"x86_64","loader":"uefi","board":"apu2"}`}, wantErr: `this device is "apu2"`},
@@ -287,12 +334,26 @@ func TestUpgradeRefuses(t *testing.T) {
 				data[i+len(d.rootImg)/2] ^= 1
 				write(t, d.bundle, data)
 			}
+			if tc.flip == "format 1" {
+				data, _ := os.ReadFile(d.bundle)
+				write(t, d.bundle, bytes.Replace(data, []byte(`"format": 2,`), []byte(`"format": 1,`), 1))
+			} else if tc.flip != "" {
+				data, _ := os.ReadFile(d.bundle)
+				i := bytes.Index(data, []byte(tc.flip+"\x00")) + 512 // the member's bytes follow its header
+				if tc.flip == SigName {
+					i += bytes.IndexByte(data[i:], '\n') + 40 // inside the signature's ed25519 bytes
+				} else {
+					i += 20
+				}
+				data[i] ^= 1
+				write(t, d.bundle, data)
+			}
 			bundle := d.bundle
 			if tc.name == "no such bundle" {
 				bundle += ".missing"
 			}
 			before := d.tree()
-			_, err := d.sys.Upgrade(bundle)
+			_, err := d.sys.Upgrade(bundle, UpgradeOptions{AllowDowngrade: tc.downgrade})
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("Upgrade = %v, want an error with %q", err, tc.wantErr)
 			}
@@ -320,10 +381,21 @@ func TestUpgradePowerCut(t *testing.T) {
 		os.Truncate(filepath.Join(d.root, "dev/vda3"), 3<<20+4096)
 		write(t, d.esp("slot-b/vmlinuz"), []byte("kernel b"))
 		write(t, d.esp("slot-b/initrd.img"), []byte("initrd b"))
+		// The device confirmed version 0.5 before; this upgrade records
+		// the running root's 1 at its end: after any cut the record is
+		// one of the two, whole.
+		highest := layout.Meta(filepath.Join(d.root, layout.OverlayDir), layout.HighestVersionFile)
+		write(t, highest, []byte("0.5\n"))
 		finished := d.upgradeCutAt(at)
 		d.checkBootable(at, factoryA, oldB, newB)
+		if got, _ := os.ReadFile(highest); string(got) != "0.5\n" && string(got) != "1\n" {
+			t.Fatalf("cut at %d: the highest confirmed version reads %q, want 0.5 or 1", at, got)
+		}
 		if finished {
 			d.checkFinished(at, "ovroot-a.conf", "ovroot-b+3.conf")
+			if got, _ := os.ReadFile(highest); string(got) != "1\n" {
+				t.Fatalf("after the whole upgrade the highest confirmed version reads %q, want 1", got)
+			}
 			return
 		}
 	}
@@ -338,7 +410,7 @@ func (d *testDevice) upgradeCutAt(at int) (finished bool) {
 			panic(r)
 		}
 	}()
-	if _, err := d.sys.Upgrade(d.bundle); err != nil {
+	if _, err := d.sys.Upgrade(d.bundle, UpgradeOptions{}); err != nil {
 		d.t.Fatalf("cut at %d: Upgrade: %v", at, err)
 	}
 	return true
@@ -516,5 +588,49 @@ func TestSlots(t *testing.T) {
 				t.Errorf("mounts = %q, want %q", got, want)
 			}
 		})
+	}
+}
+
+// TestHighestVersion: a successful upgrade records the running (confirmed)
+// root's version, mark-good records the version it confirms, a lower one
+// never replaces a higher one, and an image that allows downgrades
+// installs an older bundle only when asked.
+func TestHighestVersion(t *testing.T) {
+	highest := func(d *testDevice) string {
+		data, _ := os.ReadFile(layout.Meta(filepath.Join(d.root, layout.OverlayDir), layout.HighestVersionFile))
+		return string(data)
+	}
+	d := newDevice(t, deviceOpts{})
+	if _, err := d.sys.Upgrade(d.bundle, UpgradeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := highest(d); got != "1\n" {
+		t.Errorf("after an upgrade from version 1: highest %q, want 1", got)
+	}
+	write(t, filepath.Join(d.root, layout.RomDir, layout.UpdatePolicyFile), []byte(`{"version":"0.9"}`))
+	if _, err := d.sys.MarkGood(); err != nil {
+		t.Fatal(err)
+	}
+	if got := highest(d); got != "1\n" {
+		t.Errorf("mark-good of version 0.9 after 1: highest %q, want 1 kept", got)
+	}
+	write(t, filepath.Join(d.root, layout.RomDir, layout.UpdatePolicyFile), []byte(`{"version":"1.1"}`))
+	if _, err := d.sys.MarkGood(); err != nil {
+		t.Fatal(err)
+	}
+	if got := highest(d); got != "1.1\n" {
+		t.Errorf("mark-good of version 1.1: highest %q", got)
+	}
+
+	d = newDevice(t, deviceOpts{policy: `{"version":"3","allow_downgrade":true}`})
+	if _, err := d.sys.Upgrade(d.bundle, UpgradeOptions{}); err == nil || !strings.Contains(err.Error(), "refusing a downgrade") {
+		t.Fatalf("downgrade not asked for: %v", err)
+	}
+	res, err := d.sys.Upgrade(d.bundle, UpgradeOptions{AllowDowngrade: true})
+	if err != nil || !strings.Contains(res.Warning, "downgrading as asked") {
+		t.Fatalf("downgrade asked, image allows: %+v, %v", res, err)
+	}
+	if got := highest(d); got != "3\n" {
+		t.Errorf("after a downgrade from 3: highest %q, want 3", got)
 	}
 }

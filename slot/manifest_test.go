@@ -16,7 +16,7 @@ func goodManifest() Manifest {
 		sum[i] = 0xab
 	}
 	return Manifest{
-		Format: BundleFormat, Arch: layout.X86_64, Loader: layout.LoaderUEFI, Tries: 3,
+		Format: BundleFormat, Arch: layout.X86_64, Loader: layout.LoaderUEFI, Tries: 3, Version: "1.2.3",
 		BuildID: BuildID(sum),
 		Files: []File{
 			{Name: RootName, Size: 4096, SHA256: root},
@@ -38,8 +38,11 @@ func TestManifestCheckRefuses(t *testing.T) {
 		spoil func(m *Manifest)
 		want  string
 	}{
-		{"format 0", func(m *Manifest) { m.Format = 0 }, "bundle format 0, this ovrootctl reads format 1"},
-		{"newer format", func(m *Manifest) { m.Format = BundleFormat + 1 }, "bundle format 2"},
+		{"format 0", func(m *Manifest) { m.Format = 0 }, "bundle format 0, this ovrootctl reads format 2"},
+		{"format 1 (unsigned, before versions)", func(m *Manifest) { m.Format = 1 }, "bundle format 1 was made by an ovroot before signed, versioned bundles: rebuild it"},
+		{"newer format", func(m *Manifest) { m.Format = BundleFormat + 1 }, "bundle format 3"},
+		{"no version", func(m *Manifest) { m.Version = "" }, "bundle version: empty version"},
+		{"version not numbers", func(m *Manifest) { m.Version = "v1.2" }, `bundle version: version "v1.2": "v1" is not a number`},
 		{"unknown arch", func(m *Manifest) { m.Arch = "mips" }, `unknown arch "mips"`},
 		{"no arch", func(m *Manifest) { m.Arch = "" }, `unknown arch ""`},
 		{"unknown loader", func(m *Manifest) { m.Loader = "grub" }, "grub"},

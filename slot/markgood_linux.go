@@ -34,12 +34,22 @@ func (s *System) MarkGood() (MarkGoodResult, error) {
 	if cerr := s.closeESP(e); err == nil {
 		err = cerr
 	}
-	if err != nil || res.From == "" {
+	if err != nil {
 		return res, err
+	}
+	// The slot is confirmed: so is its version, from now on the oldest
+	// this device installs (recorded after the entry: a power cut between
+	// the two leaves it to the next mark-good or upgrade, which record it
+	// again).
+	if err := s.recordConfirmed(d.state); err != nil {
+		res.Warning = joinWarning(res.Warning, err.Error())
+	}
+	if res.From == "" {
+		return res, nil
 	}
 	ev := layout.SlotEvent{Time: s.now().UTC(), Slot: d.slot, BuildID: res.BuildID, Event: "confirmed"}
 	if err := s.appendEvent(d.state, ev); err != nil {
-		res.Warning = err.Error()
+		res.Warning = joinWarning(res.Warning, err.Error())
 	}
 	return res, nil
 }

@@ -1,6 +1,7 @@
 package slot
 
 import (
+	"aead.dev/minisign"
 	"bytes"
 	"errors"
 	"io"
@@ -25,8 +26,13 @@ func FuzzBundleReader(f *testing.F) {
 	f.Add(fuzzBundle(f, root)[:1500])
 	whole := fuzzBundle(f, root)
 	f.Add(whole[:len(whole)/2]) // cut inside the root
+	f.Add(fuzzBundleKey(f, root, nil))
+	pub, _ := testKeyPair(f, 1)
+	// Unsigned bundles are allowed here so that mutated manifests reach
+	// the JSON and member checks; a signature that is there must verify.
+	trust := Trust{Keys: []Key{pub}, AllowUnsigned: true}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := NewReader(bytes.NewReader(data))
+		r, err := NewReader(bytes.NewReader(data), trust)
 		if err != nil {
 			return
 		}
@@ -55,14 +61,20 @@ func FuzzBundleReader(f *testing.F) {
 	})
 }
 
-// fuzzBundle is a whole bundle with root as its root.
+// fuzzBundle is a whole bundle with root as its root, signed by test key 1.
 func fuzzBundle(f *testing.F, root []byte) []byte {
+	_, key := testKeyPair(f, 1)
+	return fuzzBundleKey(f, root, &key)
+}
+
+// fuzzBundleKey is a bundle signed by key (unsigned when nil).
+func fuzzBundleKey(f *testing.F, root []byte, key *minisign.PrivateKey) []byte {
 	var buf bytes.Buffer
 	src := func(name string, b []byte) Source {
 		return Source{Name: name, Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }}
 	}
-	m := Manifest{Arch: layout.ARM64, Board: "generic", Loader: layout.LoaderUEFI, Cmdline: "console=ttyAMA0", Tries: 3}
-	if err := WriteBundle(&buf, m, []Source{src(RootName, root), src(layout.KernelFile, []byte("kernel")), src(layout.InitrdFile, []byte("initrd"))}); err != nil {
+	m := Manifest{Arch: layout.ARM64, Board: "generic", Loader: layout.LoaderUEFI, Cmdline: "console=ttyAMA0", Tries: 3, Version: "1.2"}
+	if err := WriteBundle(&buf, m, []Source{src(RootName, root), src(layout.KernelFile, []byte("kernel")), src(layout.InitrdFile, []byte("initrd"))}, key); err != nil {
 		f.Fatal(err)
 	}
 	return buf.Bytes()

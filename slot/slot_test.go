@@ -71,8 +71,9 @@ func testBundle(t *testing.T, root []byte) []byte {
 		return Source{Name: name, Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }}
 	}
 	var b bytes.Buffer
-	err := WriteBundle(&b, Manifest{Arch: layout.X86_64, Board: "generic", Loader: layout.LoaderUEFI, Tries: 3, Created: time.Unix(0, 0).UTC()},
-		[]Source{src(RootName, root), src(layout.KernelFile, []byte("kernel")), src(layout.InitrdFile, []byte("initrd"))})
+	_, key := testKeyPair(t, 1)
+	err := WriteBundle(&b, Manifest{Arch: layout.X86_64, Board: "generic", Loader: layout.LoaderUEFI, Tries: 3, Created: time.Unix(0, 0).UTC(), Version: "1"},
+		[]Source{src(RootName, root), src(layout.KernelFile, []byte("kernel")), src(layout.InitrdFile, []byte("initrd"))}, &key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,9 +83,15 @@ func testBundle(t *testing.T, root []byte) []byte {
 func TestBundleRoundTrip(t *testing.T) {
 	root := bytes.Repeat([]byte("squashfs"), 10000)
 	data := testBundle(t, root)
-	m, err := Verify(bytes.NewReader(data))
+	pub, _ := testKeyPair(t, 1)
+	trust := Trust{Keys: []Key{pub}}
+	br, err := Verify(bytes.NewReader(data), trust)
 	if err != nil {
 		t.Fatal(err)
+	}
+	m := br.Manifest
+	if br.Signer != pub.ID() {
+		t.Errorf("signer %q, want %q", br.Signer, pub.ID())
 	}
 	if m.BuildID != BuildIDOf(root) || len(m.Files) != 3 {
 		t.Errorf("manifest %+v", m)
@@ -93,17 +100,17 @@ func TestBundleRoundTrip(t *testing.T) {
 	i := bytes.Index(data, root[:64]) + 1000
 	bad := append([]byte(nil), data...)
 	bad[i] ^= 1
-	if _, err := Verify(bytes.NewReader(bad)); !errors.Is(err, ErrChecksum) {
+	if _, err := Verify(bytes.NewReader(bad), trust); !errors.Is(err, ErrChecksum) {
 		t.Errorf("corrupt root: %v, want a checksum error", err)
 	}
 	// A truncated bundle is refused too.
 	// A bundle cut inside the root (a copy that stopped, a USB stick pulled)
 	// is refused naming the member and saying it was cut short, not with
 	// a bare "unexpected EOF" (the fuzzer found that one).
-	if _, err := Verify(bytes.NewReader(data[:len(data)/2])); err == nil || !strings.Contains(err.Error(), "bundle member "+RootName+": the bundle ends after") {
+	if _, err := Verify(bytes.NewReader(data[:len(data)/2]), trust); err == nil || !strings.Contains(err.Error(), "bundle member "+RootName+": the bundle ends after") {
 		t.Errorf("truncated bundle: %v, want an error naming %s cut short", err, RootName)
 	}
-	if _, err := NewReader(strings.NewReader("hello")); err == nil || !strings.Contains(err.Error(), "not an ovroot update bundle") {
+	if _, err := NewReader(strings.NewReader("hello"), trust); err == nil || !strings.Contains(err.Error(), "not an ovroot update bundle") {
 		t.Errorf("junk: %v", err)
 	}
 }

@@ -37,7 +37,7 @@ func TestUBootUpgradeMarkGood(t *testing.T) {
 		t.Errorf("before the upgrade: %s", got)
 	}
 
-	res, err := d.sys.Upgrade(d.bundle)
+	res, err := d.sys.Upgrade(d.bundle, UpgradeOptions{})
 	if err != nil {
 		t.Fatalf("Upgrade: %v", err)
 	}
@@ -104,7 +104,7 @@ func TestUBootUpgradeRefusesOnTrial(t *testing.T) {
 		"ovroot-b.env": Entry{Slot: layout.SlotB, Generation: 0, BuildID: "bbbbbbbbbbbbbbbb"}.Env(0),
 	}})
 	before := d.tree()
-	_, err := d.sys.Upgrade(d.bundle)
+	_, err := d.sys.Upgrade(d.bundle, UpgradeOptions{})
 	if err == nil || !strings.Contains(err.Error(), "the running slot a is on trial (ovroot-a.env)") {
 		t.Fatalf("Upgrade = %v", err)
 	}

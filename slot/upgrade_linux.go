@@ -49,17 +49,28 @@ type UpgradeResult struct {
 	Tries      int
 	Generation int
 	Entry      string // the new entry's file name
-	Warning    string // the upgrade stands, but the slot log was not written
+	Version    string // the bundle's release version
+	Signer     string // the id of the key that signed it ("" unsigned)
+	Warning    string // the upgrade stands, but something was not recorded
+}
+
+// UpgradeOptions are what `ovrootctl upgrade` asks for.
+type UpgradeOptions struct {
+	// AllowDowngrade installs an older version, if the running image
+	// allows downgrades at all ([update] allow_downgrade).
+	AllowDowngrade bool
 }
 
 // Upgrade writes the bundle at path (a file or a block device) to the slot
 // that is not running and adds its entry on trial, so the next boot tries
-// it. Nothing changes unless the bundle is for this device and every
-// member matches its checksum; after that, the order is what keeps a
-// power cut harmless: the slot's old entry goes first, its root and boot
-// files are written and read back, and only then does its new entry
-// appear.
-func (s *System) Upgrade(path string) (UpgradeResult, error) {
+// it. Nothing changes unless the bundle is signed by a key the running
+// root trusts (or the root allows unsigned bundles), is not older than
+// the running root or any version the device confirmed, is for this
+// device, and every member matches its checksum; after that, the order is
+// what keeps a power cut harmless: the slot's old entry goes first, its
+// root and boot files are written and read back, and only then does its
+// new entry appear.
+func (s *System) Upgrade(path string, o UpgradeOptions) (UpgradeResult, error) {
 	d, err := s.findDevice()
 	if err != nil {
 		return UpgradeResult{}, err
@@ -70,21 +81,34 @@ func (s *System) Upgrade(path string) (UpgradeResult, error) {
 	if err != nil {
 		return res, err
 	}
-	err = s.upgrade(d, e, path, &res)
+	err = s.upgrade(d, e, path, o, &res)
 	if cerr := s.closeESP(e); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return res, err
 	}
+	// The running slot is confirmed (runningConfirmed): so is its version.
+	// A factory image is never on trial, so this is where its version is
+	// first recorded; a refused upgrade records nothing.
+	if err := s.recordConfirmed(d.state); err != nil {
+		res.Warning = joinWarning(res.Warning, err.Error())
+	}
 	ev := layout.SlotEvent{Time: s.now().UTC(), Slot: other, BuildID: res.BuildID, Event: "upgraded"}
 	if err := s.appendEvent(d.state, ev); err != nil {
-		res.Warning = err.Error()
+		res.Warning = joinWarning(res.Warning, err.Error())
 	}
 	return res, nil
 }
 
-func (s *System) upgrade(d device, e *esp, path string, res *UpgradeResult) error {
+func joinWarning(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
+}
+
+func (s *System) upgrade(d device, e *esp, path string, o UpgradeOptions, res *UpgradeResult) error {
 	other := d.slot.Other()
 	part := d.roots[other]
 	ents, err := ListEntries(e.dir)
@@ -98,20 +122,29 @@ func (s *System) upgrade(d device, e *esp, path string, res *UpgradeResult) erro
 	if err != nil {
 		return err
 	}
+	pol, err := s.Policy()
+	if err != nil {
+		return err
+	}
 
 	bundle, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("open the bundle: %w", err)
 	}
 	defer bundle.Close()
-	br, err := NewReader(bundle)
+	br, err := NewReader(bundle, pol.Trust)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return fmt.Errorf("%s: %w (nothing was changed)", path, err)
 	}
 	m := br.Manifest
 	if err := checkFits(m, info); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
+	warn, err := checkVersion(m.Version, pol, o.AllowDowngrade)
+	if err != nil {
+		return fmt.Errorf("%s: %w (nothing was changed)", path, err)
+	}
+	res.Warning = joinWarning(res.Warning, warn)
 	dev, err := os.OpenFile(s.path(part.Dev()), os.O_RDWR|unix.O_EXCL, 0)
 	if err != nil {
 		return fmt.Errorf("open slot %s's partition %s (%s): %w", other, part.Dev(), part.Label, err)
@@ -149,11 +182,11 @@ func (s *System) upgrade(d device, e *esp, path string, res *UpgradeResult) erro
 	if _, err := bundle.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("read the bundle again: %w", err)
 	}
-	br2, err := NewReader(bundle)
+	br2, err := NewReader(bundle, pol.Trust)
 	if err != nil {
 		return fmt.Errorf("%s, second read: %w", path, err)
 	}
-	if !sameManifest(m, br2.Manifest) {
+	if !bytes.Equal(br.Raw, br2.Raw) {
 		return fmt.Errorf("%s changed between the check and the write", path)
 	}
 	if err := s.writeRoot(br2, dev, other, part, root); err != nil {
@@ -177,7 +210,8 @@ func (s *System) upgrade(d device, e *esp, path string, res *UpgradeResult) erro
 	if err := s.replaceText(e.entriesDir(), name, text); err != nil {
 		return fmt.Errorf("add slot %s's entry: %w", other, err)
 	}
-	*res = UpgradeResult{Slot: other, BuildID: m.BuildID, Tries: m.Tries, Generation: ent.Generation, Entry: name}
+	*res = UpgradeResult{Slot: other, BuildID: m.BuildID, Tries: m.Tries, Generation: ent.Generation, Entry: name,
+		Version: m.Version, Signer: br.Signer, Warning: res.Warning}
 	return nil
 }
 
@@ -240,27 +274,6 @@ func bootFilesFit(espDir string, slot layout.Slot, m Manifest) error {
 		return fmt.Errorf("the boot partition has %d KiB free for slot %s's kernel and initramfs, the bundle's need %d KiB", free>>10, slot, need>>10)
 	}
 	return nil
-}
-
-func drain(br *Reader) error {
-	for {
-		_, r, err := br.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(io.Discard, r); err != nil {
-			return err
-		}
-	}
-}
-
-func sameManifest(a, b Manifest) bool {
-	ja, _ := json.Marshal(a)
-	jb, _ := json.Marshal(b)
-	return bytes.Equal(ja, jb)
 }
 
 func mib(n int64) int64 { return (n + 1<<20 - 1) >> 20 }

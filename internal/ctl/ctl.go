@@ -38,9 +38,11 @@ commands:
   changes [--json]  what differs from the factory root: added, modified, deleted paths
   factory-reset [--reboot] [--cancel]
                     erase every change at the next boot (or withdraw the request)
-  upgrade BUNDLE [--wipe] [--reboot]
+  upgrade BUNDLE [--wipe] [--reboot] [--allow-downgrade]
                     write an update bundle to the root slot not running; the next
                     boot tries it (two-slot images)
+  verify BUNDLE     check a bundle's signature, version and every member's
+                    checksum as upgrade would, and change nothing
   mark-good         confirm the running slot: the loader stops counting its boots
 `
 
@@ -61,6 +63,8 @@ func (c Context) Execute(ctx context.Context) error {
 		return c.upgrade(c.Args[1:])
 	case "mark-good":
 		return c.markGood(c.Args[1:])
+	case "verify":
+		return c.verify(c.Args[1:])
 	case "-h", "--help", "help":
 		fmt.Fprint(c.Stdout, usage)
 		return nil
@@ -101,19 +105,27 @@ func (c Context) status(args []string) error {
 		return err
 	}
 	var slots []slot.SlotInfo
-	var slotsErr error
+	var slotsErr, polErr error
+	var pol *slot.Policy
 	if st.Slot != nil {
 		slots, slotsErr = c.system().Slots()
+		p, err := c.system().Policy()
+		pol, polErr = &p, err
 	}
 	if *asJSON {
 		out := struct {
 			layout.State
 			resetStatus
-			Slots      []slot.SlotInfo `json:"slots,omitempty"`
-			SlotsError string          `json:"slots_error,omitempty"`
-		}{State: st, resetStatus: rs, Slots: slots}
+			Slots       []slot.SlotInfo `json:"slots,omitempty"`
+			SlotsError  string          `json:"slots_error,omitempty"`
+			Update      *updateStatus   `json:"update,omitempty"`
+			UpdateError string          `json:"update_error,omitempty"`
+		}{State: st, resetStatus: rs, Slots: slots, Update: newUpdateStatus(pol)}
 		if slotsErr != nil {
 			out.SlotsError = slotsErr.Error()
+		}
+		if polErr != nil {
+			out.UpdateError = polErr.Error()
 		}
 		return json.NewEncoder(c.Stdout).Encode(out)
 	}
@@ -143,6 +155,11 @@ func (c Context) status(args []string) error {
 	}
 	for _, l := range slotLines(st, slots, slotsErr) {
 		fmt.Fprintln(w, l)
+	}
+	if pol != nil {
+		for _, l := range updateLines(*pol, polErr) {
+			fmt.Fprintln(w, l)
+		}
 	}
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "warning:   %s\n", warn)

@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -25,6 +26,7 @@ func (c Context) upgrade(args []string) error {
 	fs, _ := c.flags("upgrade", "ovrootctl upgrade /tmp/new.bundle --reboot")
 	wipe := fs.Bool("wipe", false, "also erase every change at the next boot (a factory reset; the keep-list is honoured)")
 	reboot := fs.Bool("reboot", false, "reboot into the new slot when done")
+	downgrade := fs.Bool("allow-downgrade", false, "install a bundle older than the running root or the highest version confirmed (only if the image was built with [update] allow_downgrade = true)")
 	if err := fs.Parse(reorder(args)); err != nil {
 		return err
 	}
@@ -38,10 +40,11 @@ func (c Context) upgrade(args []string) error {
 	if *wipe && st.Mode != layout.ModePersistent {
 		return fmt.Errorf("upgrade --wipe: the data partition is not in use (%s): a factory reset request could not be stored", st.Mode)
 	}
-	res, err := c.system().Upgrade(fs.Arg(0))
+	res, err := c.system().Upgrade(fs.Arg(0), slot.UpgradeOptions{AllowDowngrade: *downgrade})
 	if err != nil {
 		return fmt.Errorf("upgrade: %w", err)
 	}
+	fmt.Fprintf(c.Stdout, "upgrade: version %s, %s\n", res.Version, signedBy(res.Signer))
 	if res.Warning != "" {
 		fmt.Fprintf(c.Stderr, "ovrootctl: warning: %s\n", res.Warning)
 	}
@@ -61,6 +64,89 @@ func (c Context) upgrade(args []string) error {
 		return nil
 	}
 	return c.reboot()
+}
+
+func signedBy(id string) string {
+	if id == "" {
+		return "NOT SIGNED (this image allows unsigned bundles)"
+	}
+	return "signed by trusted key " + id
+}
+
+// verify checks a bundle as upgrade would and changes nothing.
+func (c Context) verify(args []string) error {
+	fs, _ := c.flags("verify", "ovrootctl verify /tmp/new.bundle")
+	if err := fs.Parse(reorder(args)); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("verify: give one bundle (a file or a block device), e.g. ovrootctl verify /tmp/new.bundle")
+	}
+	res, err := c.system().Verify(fs.Arg(0))
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	fmt.Fprintf(c.Stdout, "verify: %s: version %s, build %s, %s; every member matches its checksum\n", fs.Arg(0), res.Manifest.Version, res.Manifest.BuildID, signedBy(res.Signer))
+	if res.Refusal != "" {
+		fmt.Fprintf(c.Stdout, "verify: but upgrade would refuse it: %s\n", res.Refusal)
+		return fmt.Errorf("verify: %s would not be installed: %s", fs.Arg(0), res.Refusal)
+	}
+	fmt.Fprintln(c.Stdout, "verify: ovrootctl upgrade would install it")
+	return nil
+}
+
+// updateStatus is the update policy in status --json.
+type updateStatus struct {
+	Version        string   `json:"version"`
+	Highest        string   `json:"highest_confirmed,omitempty"`
+	TrustedKeys    []string `json:"trusted_keys"`
+	AllowUnsigned  bool     `json:"allow_unsigned"`
+	AllowDowngrade bool     `json:"allow_downgrade"`
+}
+
+func newUpdateStatus(p *slot.Policy) *updateStatus {
+	if p == nil {
+		return nil
+	}
+	u := &updateStatus{Version: p.Version, Highest: p.Highest, TrustedKeys: []string{}, AllowUnsigned: p.AllowUnsigned, AllowDowngrade: p.AllowDowngrade}
+	for _, k := range p.Trust.Keys {
+		u.TrustedKeys = append(u.TrustedKeys, k.ID()+" "+filepath.Base(k.Name))
+	}
+	return u
+}
+
+// updateLines are the update policy lines of ovrootctl status.
+func updateLines(p slot.Policy, err error) []string {
+	if err != nil {
+		return []string{fmt.Sprintf("updates:   cannot read the update policy: %v", err)}
+	}
+	v := p.Version
+	if v == "" {
+		v = "unknown (built before versioned bundles)"
+	}
+	h := p.Highest
+	if h == "" {
+		h = "none recorded yet"
+	}
+	out := []string{fmt.Sprintf("version:   %s running; highest confirmed %s", v, h)}
+	u := newUpdateStatus(&p)
+	keys := strings.Join(u.TrustedKeys, ", ")
+	if keys == "" {
+		keys = "none"
+	}
+	out = append(out, "trusts:    "+keys)
+	if p.AllowUnsigned {
+		out = append(out, "updates:   UNSIGNED BUNDLES ALLOWED (development image: [update] allow_unsigned)")
+	} else if len(p.Trust.Keys) == 0 {
+		out = append(out, "updates:   every bundle is refused: this image trusts no key")
+	}
+	if p.AllowDowngrade {
+		out = append(out, "updates:   downgrades allowed with --allow-downgrade")
+	}
+	if p.HighestNote != "" {
+		out = append(out, "warning:   "+p.HighestNote)
+	}
+	return out
 }
 
 // markGood confirms the running slot.
