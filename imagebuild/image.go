@@ -1,6 +1,7 @@
 package imagebuild
 
 import (
+	"aead.dev/minisign"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -50,7 +51,11 @@ type Spec struct {
 	// Bundle, when set, is where an update bundle of the same root,
 	// kernel and initramfs is written (two-slot images only).
 	Bundle string
-	Add    []Addition // host files added to the root unless it has them
+	// Version is the release version a bundle's manifest carries ("" =
+	// "0"); SignKey signs the bundle (nil: unsigned).
+	Version string
+	SignKey *minisign.PrivateKey
+	Add     []Addition // host files added to the root unless it has them
 	// Pending, when set, is waited for once the squashfs is made and
 	// before Initramfs is read; it returns the kernel release to record
 	// when KernelRelease is "". BuildImage makes the initramfs with it

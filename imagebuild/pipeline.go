@@ -154,6 +154,14 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 	if im.Ctl {
 		adds = append(adds, Addition{Path: CtlPath, Source: filepath.Join(progs, "ovrootctl"), Mode: 0o755, Unless: ctlPaths})
 	}
+	upd, signKey, warnings, err := updateFiles(im, tmp, o.Bundle != "")
+	if err != nil {
+		return nil, err
+	}
+	adds = append(adds, upd...)
+	for _, w := range warnings {
+		logf("%s", w)
+	}
 	// The initramfs is made while mksquashfs runs: neither needs the
 	// other, and together they take about as long as the longer one.
 	// Build waits for it (Pending) before it writes the boot partition.
@@ -240,6 +248,8 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		Board:       im.Board,
 		Tries:       im.Boot.Tries,
 		Bundle:      o.Bundle,
+		Version:     im.Update.ReleaseVersion(),
+		SignKey:     signKey,
 		Pending:     wait,
 		Add:         adds,
 		Log:         logf,
@@ -265,7 +275,7 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 			r.Board = DefaultBoard
 		}
 	}
-	if len(adds) > 0 {
+	if im.Ctl {
 		r.Ctl = adds[0].Note
 	}
 	if fi, err := os.Stat(out); err == nil {

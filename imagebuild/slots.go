@@ -91,12 +91,15 @@ func writeBundle(ctx context.Context, s Spec, sqfs string) (int64, error) {
 		}
 	}
 	m := slot.Manifest{Arch: s.Arch, Board: s.Board, Loader: s.Loader, Cmdline: s.Cmdline,
-		KernelRelease: s.KernelRelease, Tries: s.Tries, Created: bundleTime}
+		KernelRelease: s.KernelRelease, Tries: s.Tries, Created: bundleTime, Version: s.Version}
+	if m.Version == "" {
+		m.Version = "0"
+	}
 	err = slot.WriteBundle(f, m, []slot.Source{
 		{Name: slot.RootName, Open: open(sqfs)},
 		{Name: layout.KernelFile, Open: open(s.Kernel)},
 		{Name: layout.InitrdFile, Open: open(s.Initramfs)},
-	})
+	}, s.SignKey)
 	if err != nil {
 		return 0, err
 	}

@@ -19,11 +19,18 @@ type Addition struct {
 	Source string      // host file
 	Mode   fs.FileMode // permission bits
 	Unless []string    // absolute paths in the image
+	// Own marks a file only ovroot writes (the update policy, trusted
+	// keys): a rootfs that has one is refused, so that no vendor tarball
+	// adds a key the image.toml does not name.
+	Own bool
 
 	// Note is set by MakeSquashfs: what it did ("added /usr/sbin/ovrootctl
 	// ..." or "rootfs has /bin/ovrootctl ...").
 	Note string
 }
+
+// ownDirs may exist in a rootfs although ovroot's own files go there.
+var ownDirs = map[string]bool{"/etc/ovroot": true}
 
 // additionArgs returns the mksquashfs arguments that add adds to the tree
 // at root (the rootfs directory, or the unpacked tarball) and the number of
@@ -34,8 +41,16 @@ type Addition struct {
 // file with cat; missing directories are "D" definitions. mksquashfs(1),
 // "Pseudo file definition format" (squashfs-tools 4.5).
 func additionArgs(root string, adds []Addition) (args []string, entries int, err error) {
+	made := map[string]bool{} // directories defined by an earlier addition
 	for i := range adds {
 		a := &adds[i]
+		if a.Own {
+			if found, err := firstExisting(root, []string{a.Path, path.Dir(a.Path)}); err != nil {
+				return nil, 0, err
+			} else if found != "" && (found == a.Path || !ownDirs[found]) {
+				return nil, 0, fmt.Errorf("the rootfs has %s: ovroot writes it from image.toml's [update] (trusted_keys, version); remove it from the rootfs", found)
+			}
+		}
 		if found, err := firstExisting(root, a.Unless); err != nil {
 			return nil, 0, err
 		} else if found != "" {
@@ -57,6 +72,10 @@ func additionArgs(root string, adds []Addition) (args []string, entries int, err
 		}
 		for _, m := range missing {
 			dir = path.Join(dir, m)
+			if made[dir] {
+				continue
+			}
+			made[dir] = true
 			args = append(args, "-p", pseudoEscape(dir)+" D 0 755 0 0")
 			entries++
 		}

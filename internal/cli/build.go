@@ -26,6 +26,8 @@ type imageFlags struct {
 	board                                                        string
 	slots                                                        int
 	noCtl                                                        bool
+	signKey, releaseVersion                                      string
+	trustedKeys                                                  stringList
 
 	// defaultKernel gives the kernel and modules of a spec that names
 	// neither (nil: none, they are required).
@@ -51,6 +53,9 @@ func (f *imageFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.loaderFile, "loader-file", "", "UEFI loader `FILE` for the ESP (a vendor's systemd-boot, a signed shim) (image.toml: [boot] loader_file; default: Debian's systemd-boot from the kernel cache or fetched)")
 	fs.IntVar(&f.slots, "slots", 0, "root slots `N`: 1, or 2 for A/B upgrades with update bundles (image.toml: slots; default 1)")
 	fs.StringVar(&f.board, "board", "", "the hardware `NAME` the image is for; bundles for another board are refused (image.toml: board; default generic)")
+	fs.StringVar(&f.signKey, "sign-key", "", "minisign secret key `FILE` that signs the update bundle (ovroot keygen) (image.toml: [update] sign_key)")
+	fs.Var(&f.trustedKeys, "trusted-key", "public key `FILE` the image's devices trust for bundles, repeatable; replaces the list (image.toml: [update] trusted_keys)")
+	fs.StringVar(&f.releaseVersion, "release-version", "", "release `VERSION` of this build, numbers separated by dots (e.g. 3 or 1.4.2); devices refuse bundles older than what they run (image.toml: [update] version; default 0)")
 	fs.BoolVar(&f.noCtl, "no-ctl", false, "do not add ovrootctl at "+imagebuild.CtlPath+" when the rootfs has none (image.toml: ctl = false)")
 }
 
@@ -99,6 +104,11 @@ func (f *imageFlags) apply(im *config.Image) (*config.Image, error) {
 	set(&im.Boot.Loader, f.loader)
 	set(&im.Boot.LoaderFile, f.loaderFile)
 	set(&im.Board, f.board)
+	set(&im.Update.SignKey, f.signKey)
+	set(&im.Update.Version, f.releaseVersion)
+	if len(f.trustedKeys) > 0 {
+		im.Update.TrustedKeys = f.trustedKeys
+	}
 	if f.slots != 0 {
 		im.Slots = f.slots
 	}

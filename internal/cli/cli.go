@@ -35,6 +35,8 @@ var commands = map[string]command{
 	"demo":      {"build the demo device image (u-root userland)", runDemo},
 	"fetch":     {"bring Debian's kernel, modules, e2fsck and systemd-boot for an arch into the kernel cache", runFetch},
 	"version":   {"print ovroot's version", runVersion},
+	"keygen":    {"make a key pair that signs update bundles (minisign format)", runKeygen},
+	"verify":    {"check an update bundle's signature and checksums, as a device does", runVerify},
 }
 
 // ErrUsage marks errors whose message is a usage problem (exit status 2).

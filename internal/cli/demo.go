@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -62,6 +63,19 @@ func runDemo(c Context, ctx context.Context, args []string) error {
 		c.logf("demo: Debian's kernel %s from %s", k.Release, k.Dir)
 		im.Kernel, im.ModulesDir = k.Kernel, k.Modules
 	}
+	// The demo signs as a vendor does: its own key pair (kept beside the
+	// images and reused), trusted by release 1, signing release 2.
+	key := filepath.Join(*out, "demo-key")
+	if _, err := os.Stat(key + ".key"); err != nil {
+		if err := os.MkdirAll(*out, 0o755); err != nil {
+			return err
+		}
+		if err := runKeygen(Context{Stdout: io.Discard, Stderr: c.Stderr}, ctx, []string{"-o", key}); err != nil {
+			return err
+		}
+	}
+	im.Update.TrustedKeys = []string{key + ".pub"}
+	im.Update.Version = "1"
 	im.Rootfs = rootfs
 	if err := im.Validate(); err != nil {
 		return err
@@ -72,6 +86,8 @@ func runDemo(c Context, ctx context.Context, args []string) error {
 	}
 	im2 := *im
 	im2.Rootfs = rootfs2
+	im2.Update.Version = "2"
+	im2.Update.SignKey = key + ".key"
 	bundle := filepath.Join(*out, string(a)+"-update.bundle")
 	tmp, err := os.MkdirTemp(*out, ".ovroot-update-")
 	if err != nil {
