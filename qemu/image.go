@@ -10,8 +10,9 @@ import (
 
 // ForImage reads what a disk image records about booting it (arch, kernel,
 // initramfs, command line) and returns the Config that boots it directly
-// (-kernel, -initrd, -append) with the image as its disk. cleanup removes
-// the extracted kernel and initramfs.
+// (-kernel, -initrd, -append) with the image as its disk; an x86_64
+// kernel that allows it is started at its PVH entry, uncompressed
+// (PVHKernel). cleanup removes the extracted kernel and initramfs.
 func ForImage(image string) (Config, func(), error) {
 	dir, cleanup, err := tmpdir.Make("run")
 	if err != nil {
@@ -21,6 +22,11 @@ func ForImage(image string) (Config, func(), error) {
 	if err != nil {
 		cleanup()
 		return Config{}, nil, fmt.Errorf("read boot partition of %s: %w", image, err)
+	}
+	if info.Arch == layout.X86_64 {
+		if v, err := PVHKernel(kernel, ""); err == nil {
+			kernel = v
+		}
 	}
 	return Config{
 		Arch:    info.Arch,

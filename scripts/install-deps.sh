@@ -13,9 +13,11 @@ set -euo pipefail
 # fetched as a foreign-arch package, like the kernels); busybox-static: the
 # shell-preinit baseline `make bench` compares the init against; mtools and
 # dosfstools: the tests read and fsck the boot partition on the host; minisign:
-# the test that Debian's minisign verifies what ovroot signs (and the reverse).
+# the test that Debian's minisign verifies what ovroot signs (and the reverse);
+# xz-utils: unpacks an x86_64 bzImage once so direct boots skip its emulated
+# decompressor (qemu.PVHKernel).
 packages=(qemu-system-x86 qemu-system-arm squashfs-tools e2fsprogs cpio
-  ovmf qemu-efi-aarch64 u-boot-qemu systemd-boot-efi busybox-static mtools dosfstools minisign)
+  ovmf qemu-efi-aarch64 u-boot-qemu systemd-boot-efi busybox-static mtools dosfstools minisign xz-utils)
 
 sudo=()
 if [ "$(id -u)" != 0 ]; then
