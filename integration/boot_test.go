@@ -19,6 +19,7 @@ import (
 // data filesystem passes the host's e2fsck after each power-off.
 func TestBoot(t *testing.T) {
 	requireTools(t)
+	t.Parallel()
 	for _, arch := range allArches {
 		t.Run(string(arch), func(t *testing.T) {
 			t.Parallel()

@@ -162,6 +162,7 @@ func campaignParamsFromEnv(t *testing.T) campaignParams {
 // OVROOT_CAMPAIGN_SUMMARY names a file for the summary table.
 func TestPowerCutCampaign(t *testing.T) {
 	requireTools(t)
+	t.Parallel()
 	p := campaignParamsFromEnv(t)
 	t.Logf("power-cut campaign: seed %d (replay: OVROOT_CAMPAIGN_SEED=%d), %+v", p.seed, p.seed, p)
 	c := &campaign{rows: map[string]*campaignRow{}}

@@ -87,18 +87,31 @@ func expectVolatile(t *testing.T, vm *qemu.VM, reason string) {
 // still boots, in the best state it can, and says which.
 func TestNeverBricked(t *testing.T) {
 	requireTools(t)
+	t.Parallel()
 	for _, arch := range testArches {
 		t.Run(string(arch), func(t *testing.T) {
 			t.Parallel()
+			// Each case builds its own image of the one rootfs (read
+			// only), so they run in parallel with everything else.
 			rootfs := makeSmallRootfs(t, arch)
-			t.Run("repair", func(t *testing.T) { testRepair(t, arch, rootfs) })
-			t.Run("missing-data-partition", func(t *testing.T) { testMissingData(t, arch, rootfs) })
-			t.Run("bad-config", func(t *testing.T) { testBadConfig(t, arch, rootfs) })
-			t.Run("missing-root", func(t *testing.T) { testMissingRoot(t, arch, rootfs) })
-			t.Run("on-corrupt-format", func(t *testing.T) { testOnCorruptFormat(t, arch, rootfs) })
-			t.Run("failsafe", func(t *testing.T) { testFailsafe(t, arch, rootfs) })
-			t.Run("emergency-shell", func(t *testing.T) { testEmergencyShell(t, arch, rootfs) })
-			t.Run("data-full", func(t *testing.T) { testDataFull(t, arch, rootfs) })
+			for _, c := range []struct {
+				name string
+				test func(*testing.T, layout.Arch, string)
+			}{
+				{"repair", testRepair},
+				{"missing-data-partition", testMissingData},
+				{"bad-config", testBadConfig},
+				{"missing-root", testMissingRoot},
+				{"on-corrupt-format", testOnCorruptFormat},
+				{"failsafe", testFailsafe},
+				{"emergency-shell", testEmergencyShell},
+				{"data-full", testDataFull},
+			} {
+				t.Run(c.name, func(t *testing.T) {
+					t.Parallel()
+					c.test(t, arch, rootfs)
+				})
+			}
 		})
 	}
 }

@@ -128,6 +128,7 @@ func checkGrownInGuest(t *testing.T, vm *qemu.VM, what string, want int64) {
 // keeps a file across a power-off, and the next boot does nothing more.
 func TestGrowDisk(t *testing.T) {
 	requireTools(t)
+	t.Parallel()
 	for _, arch := range layout.Arches {
 		t.Run(string(arch), func(t *testing.T) {
 			t.Parallel()
@@ -171,6 +172,7 @@ func TestGrowDisk(t *testing.T) {
 // OVROOT_GROW_SEED replays a run.
 func TestGrowPowerCut(t *testing.T) {
 	requireTools(t)
+	t.Parallel()
 	arch := layout.X86_64
 	seed := testenv.Int(t, "OVROOT_GROW_SEED", time.Now().UnixNano()%1e9, 0)
 	t.Logf("OVROOT_GROW_SEED=%d", seed)
@@ -225,7 +227,7 @@ func TestGrowPowerCut(t *testing.T) {
 	for n, b := range points {
 		cuts := l.Cuts(b, 1, rng)
 		cut := cuts[len(cuts)-1] // a subset where there is one
-		disk := filepath.Join(dir, "crash.img")
+		disk := filepath.Join(dir, fmt.Sprintf("crash-%d.img", n))
 		if err := copySparse(disk, startDisk, 0, -1); err != nil {
 			t.Fatal(err)
 		}
@@ -242,12 +244,7 @@ func TestGrowPowerCut(t *testing.T) {
 		if err := copySparse(kept, disk, 0, -1); err != nil {
 			t.Fatal(err)
 		}
-		if bootGrowState(t, fmt.Sprintf("cut %d at %s", n, cut), image{arch: arch, path: disk}, size, want, "") {
-			os.Remove(kept)
-		} else {
-			t.Logf("the crash state as it was before its boot is kept in %s", kept)
-		}
-		os.Remove(disk)
+		bootGrowState(t, fmt.Sprintf("cut %d at %s", n, cut), image{arch: arch, path: disk}, size, want, "", kept)
 	}
 
 	// The primary GPT half-written: the new backup is complete, the new
@@ -267,14 +264,26 @@ func TestGrowPowerCut(t *testing.T) {
 	w.WriteAt(grown[size-33*512:], size-33*512) // backup entries and header
 	w.WriteAt(grown[512:1024], 512)             // the primary header alone
 	w.Close()
-	bootGrowState(t, "half-written primary GPT", image{arch: arch, path: disk}, size, want, "primary GPT repaired from the backup")
+	bootGrowState(t, "half-written primary GPT", image{arch: arch, path: disk}, size, want, "primary GPT repaired from the backup", "")
 }
 
-// bootGrowState boots one crash state and checks it ends grown, with the
-// file written before the grow, and a clean data filesystem.
-func bootGrowState(t *testing.T, what string, img image, size, want int64, wantLog string) bool {
+// bootGrowState boots one crash state, in parallel with the others, and
+// checks it ends grown, with the file written before the grow, and a
+// clean data filesystem. kept is a copy of the state as it was before its
+// boot: removed when the state passes, named when it fails.
+func bootGrowState(t *testing.T, what string, img image, size, want int64, wantLog, kept string) {
 	t.Helper()
-	return t.Run(strings.ReplaceAll(what, " ", "_"), func(t *testing.T) {
+	t.Run(strings.ReplaceAll(what, " ", "_"), func(t *testing.T) {
+		t.Parallel()
+		if kept != "" {
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("the crash state as it was before its boot is kept in %s", kept)
+				} else {
+					os.Remove(kept)
+				}
+			})
+		}
 		vm := boot(t, img)
 		if _, err := vm.Expect(bootTimeout, "GUEST: ready"); err != nil {
 			t.Fatalf("%s: the device did not come up: %v", what, err)

@@ -23,6 +23,14 @@ import (
 	"github.com/ovroot/ovroot/qemu"
 )
 
+// Every QEMU test calls t.Parallel() first, and so does each of its
+// per-arch subtests: go test then runs any two subtests of any tests at
+// once (-parallel is GOMAXPROCS, the cores), so one test's long x86_64 run
+// overlaps another test's instead of leaving a core idle until the
+// slowest subtest of each test is done. A test whose steps depend on each
+// other keeps them in one subtest; a test with independent boots (the
+// grow power cuts) makes each its own parallel subtest.
+//
 // Timeouts are generous: TCG on a shared two-core machine is slow and noisy.
 const (
 	bootTimeout    = 3 * time.Minute

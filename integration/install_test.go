@@ -20,6 +20,7 @@ import (
 // with the e2fsck it carries by default.
 func TestInstalledBinary(t *testing.T) {
 	requireTools(t)
+	t.Parallel()
 	bin := buildHostTool(t)
 	for _, arch := range testArches {
 		t.Run(string(arch), func(t *testing.T) {

@@ -34,6 +34,7 @@ var loaderChains = []struct {
 // after U-Boot said on the console it read that file.
 func TestLoaderChain(t *testing.T) {
 	requireTools(t)
+	t.Parallel()
 	for _, c := range loaderChains {
 		t.Run(string(c.arch)+"/"+string(c.loader), func(t *testing.T) {
 			t.Parallel()

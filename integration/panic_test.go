@@ -19,6 +19,7 @@ import (
 // after the second, and never let the kernel panic.
 func TestPanicFallback(t *testing.T) {
 	requireTools(t)
+	t.Parallel()
 	for _, arch := range testArches {
 		t.Run(string(arch), func(t *testing.T) {
 			t.Parallel()

@@ -154,6 +154,7 @@ func testFactoryResetCmdline(t *testing.T, arch layout.Arch) {
 // On the other arches (32-bit ARM) it is the cmdline reset alone.
 func TestFactoryReset(t *testing.T) {
 	requireTools(t)
+	t.Parallel()
 	for _, arch := range allArches {
 		t.Run(string(arch), func(t *testing.T) {
 			t.Parallel()
@@ -362,6 +363,7 @@ func checkMarker(t *testing.T, vm *qemu.VM) {
 // OVROOT_RESET_SEED replays a run; OVROOT_RESET_CUTS sets the number of cuts.
 func TestResetPowerCut(t *testing.T) {
 	requireTools(t)
+	t.Parallel()
 	seed := testenv.Int(t, "OVROOT_RESET_SEED", time.Now().UnixNano(), 0)
 	cuts := int(testenv.Int(t, "OVROOT_RESET_CUTS", 10, 1))
 	t.Logf("power-cut seed %d, %d cuts per arch (replay: OVROOT_RESET_SEED=%d)", seed, cuts, seed)
@@ -455,6 +457,7 @@ func minResetSteps(n int) int {
 // and ovrootctl can ask for one, and withdraw it, on a full partition.
 func TestFactoryResetFullPartition(t *testing.T) {
 	requireTools(t)
+	t.Parallel()
 	for _, arch := range testArches {
 		t.Run(string(arch), func(t *testing.T) {
 			t.Parallel()

@@ -33,6 +33,7 @@ import (
 // gone after ovrootctl factory-reset while the factory's files stay.
 func TestTerminal(t *testing.T) {
 	requireTools(t)
+	t.Parallel()
 	ovroot := buildHostTool(t)
 	for _, arch := range testArches {
 		t.Run(string(arch), func(t *testing.T) {

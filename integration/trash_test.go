@@ -12,6 +12,7 @@ import (
 // after the boot. The guest polls (up to 30 s); the host asserts no timing.
 func TestTrashCollected(t *testing.T) {
 	requireTools(t)
+	t.Parallel()
 	for _, arch := range testArches {
 		t.Run(string(arch), func(t *testing.T) {
 			t.Parallel()
