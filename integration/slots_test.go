@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"archive/tar"
 	"bytes"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"math/rand"
@@ -12,9 +14,11 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"aead.dev/minisign"
 	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/imagebuild"
 	"github.com/ovroot/ovroot/internal/testenv"
@@ -51,12 +55,50 @@ func (c abChain) name() string {
 	return string(c.arch) + "-" + string(c.loader)
 }
 
-// image is the image.toml edit of every A/B test image of the chain.
+// image is the image.toml edit of every A/B test image of the chain:
+// release 1, trusting test key a, whose bundles are signed by it.
 func (c abChain) image(im *config.Image) {
 	im.Slots = 2
 	im.Boot.Loader = string(c.loader)
 	im.Boot.Tries = abTries
 	im.Board = "test-board"
+	im.Update.Version = "1"
+	im.Update.TrustedKeys = []string{testKey("a") + ".pub"}
+	im.Update.SignKey = testKey("a") + ".key"
+}
+
+// release sets the [update] version of a bundle.
+func release(v string) func(*config.Image) {
+	return func(im *config.Image) { im.Update.Version = v }
+}
+
+// The test keys a, b and c (minisign key pairs made once per test run):
+// testKey(name) is the path without .key or .pub.
+var (
+	testKeysOnce sync.Once
+	testKeysDir  string
+	testKeysErr  error
+)
+
+func testKey(name string) string {
+	testKeysOnce.Do(func() {
+		if testKeysDir, testKeysErr = os.MkdirTemp("", "ovroot-test-keys-"); testKeysErr != nil {
+			return
+		}
+		for _, n := range []string{"a", "b", "c"} {
+			pub, priv, err := slot.GenerateKey(nil)
+			if err != nil {
+				testKeysErr = err
+				return
+			}
+			os.WriteFile(filepath.Join(testKeysDir, n+".pub"), pub, 0o644)
+			os.WriteFile(filepath.Join(testKeysDir, n+".key"), priv, 0o600)
+		}
+	})
+	if testKeysErr != nil {
+		panic(testKeysErr)
+	}
+	return filepath.Join(testKeysDir, name)
 }
 
 // confirmText is what confirming slot b after its first trial boot
@@ -130,18 +172,38 @@ func buildBundle(t *testing.T, c abChain, rootfs string, edits ...func(*config.I
 }
 
 // corruptBundle rewrites a bundle with its squashfs changed by corrupt
-// and a manifest made for the corrupt bytes: a vendor's broken build with
-// a valid checksum, which only booting it can catch.
+// and a manifest made for the corrupt bytes, signed by the trusted key a:
+// a vendor's broken build with a valid checksum and signature, which only
+// booting it can catch.
 func corruptBundle(t *testing.T, bundle string, corrupt func(root []byte)) string {
+	t.Helper()
+	return rewriteBundle(t, bundle, "a", func(_ *slot.Manifest, root []byte) { corrupt(root) })
+}
+
+// rewriteBundle writes a copy of a bundle after edit changed its manifest
+// or its root's bytes, signed by test key signer ("" = unsigned).
+func rewriteBundle(t *testing.T, bundle, signer string, edit func(m *slot.Manifest, root []byte)) string {
 	t.Helper()
 	f, err := os.Open(bundle)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	r, err := slot.NewReader(f)
+	r, err := slot.NewReader(f, slot.Trust{AllowUnsigned: true})
+	if err != nil && strings.Contains(err.Error(), "does not trust") {
+		f.Seek(0, io.SeekStart)
+		r, err = slot.NewReader(f, trustAll(t))
+	}
 	if err != nil {
 		t.Fatal(err)
+	}
+	var key *minisign.PrivateKey
+	if signer != "" {
+		k, err := slot.ReadPrivateKey(testKey(signer) + ".key")
+		if err != nil {
+			t.Fatal(err)
+		}
+		key = &k
 	}
 	members := map[string][]byte{}
 	for {
@@ -156,8 +218,9 @@ func corruptBundle(t *testing.T, bundle string, corrupt func(root []byte)) strin
 			t.Fatal(err)
 		}
 	}
-	corrupt(members[slot.RootName])
-	out := filepath.Join(t.TempDir(), "corrupt.bundle")
+	m := r.Manifest
+	edit(&m, members[slot.RootName])
+	out := filepath.Join(t.TempDir(), "rewritten.bundle")
 	w, err := os.Create(out)
 	if err != nil {
 		t.Fatal(err)
@@ -168,10 +231,92 @@ func corruptBundle(t *testing.T, bundle string, corrupt func(root []byte)) strin
 		data := members[name]
 		srcs = append(srcs, slot.Source{Name: name, Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }})
 	}
-	if err := slot.WriteBundle(w, r.Manifest, srcs); err != nil {
+	if err := slot.WriteBundle(w, m, srcs, key); err != nil {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// trustAll trusts the three test keys.
+func trustAll(t *testing.T) slot.Trust {
+	var tr slot.Trust
+	for _, n := range []string{"a", "b", "c"} {
+		tr.Keys = append(tr.Keys, keyOf(t, n))
+	}
+	return tr
+}
+
+// keyOf is test key name's public key.
+func keyOf(t *testing.T, name string) slot.Key {
+	t.Helper()
+	k, err := slot.ReadPublicKey(testKey(name) + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// flipBundle is a copy of a bundle with one bit flipped in member's bytes,
+// at offset off from the member's start (negative: from its end).
+func flipBundle(t *testing.T, bundle, member string, off int) string {
+	t.Helper()
+	data, err := os.ReadFile(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("%s: no member %s: %v", bundle, member, err)
+		}
+		if h.Name != member {
+			continue
+		}
+		body, _ := io.ReadAll(tr)
+		i := bytes.Index(data, body)
+		if i < 0 {
+			t.Fatalf("%s: member %s not found in the file", bundle, member)
+		}
+		if off < 0 {
+			off += len(body)
+		}
+		data[i+off] ^= 0x10
+		out := filepath.Join(t.TempDir(), "flipped-"+member)
+		if err := os.WriteFile(out, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+}
+
+// snapshot is what the host reads of a device's slot b and boot entries:
+// the entry files with their bytes, and the hash of rootfs_b.
+func snapshot(t *testing.T, img image) string {
+	t.Helper()
+	var b strings.Builder
+	for _, e := range espEntries(t, img) {
+		fmt.Fprintf(&b, "%s:\n%s\n", e, espFile(t, img, layout.EntriesDir+"/"+e))
+	}
+	h := sha256.New()
+	h.Write([]byte(partitionBytes(t, img, layout.SlotB.Label(layout.RootLabel))))
+	fmt.Fprintf(&b, "rootfs_b sha256 %x\n", h.Sum(nil))
+	return b.String()
+}
+
+// partitionBytes reads one partition of an image.
+func partitionBytes(t *testing.T, img image, label string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(partition(t, img, label))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 // abDevice is one two-slot device booted again and again from its disk.
@@ -182,9 +327,9 @@ type abDevice struct {
 	boots int // QEMU runs so far
 }
 
-// start starts one boot through the firmware, with bundle (if any) as the
-// second disk.
-func (d *abDevice) start(bundle string) *qemu.VM {
+// start starts one boot through the firmware, with the bundles (if any) as
+// the next disks: /dev/vdb, /dev/vdc, ...
+func (d *abDevice) start(bundles ...string) *qemu.VM {
 	t := d.t
 	t.Helper()
 	cfg, cleanup, err := qemu.ForImageLoader(d.img.path, qemu.FirmwareOptions{})
@@ -192,8 +337,10 @@ func (d *abDevice) start(bundle string) *qemu.VM {
 		t.Fatal(err)
 	}
 	t.Cleanup(cleanup)
-	if bundle != "" {
-		cfg.Disks = append(cfg.Disks, bundle)
+	for _, b := range bundles {
+		if b != "" {
+			cfg.Disks = append(cfg.Disks, b)
+		}
 	}
 	d.boots++
 	return startVM(t, d.img, cfg)
@@ -201,10 +348,10 @@ func (d *abDevice) start(bundle string) *qemu.VM {
 
 // boot runs one boot: the guest agent's prompt (up=true), or QEMU ended
 // first (the root failed and the kernel rebooted: up=false).
-func (d *abDevice) boot(bundle string) (vm *qemu.VM, up bool) {
+func (d *abDevice) boot(bundles ...string) (vm *qemu.VM, up bool) {
 	t := d.t
 	t.Helper()
-	vm = d.start(bundle)
+	vm = d.start(bundles...)
 	if _, err := vm.Expect(bootTimeout, "GUEST: ready"); err != nil {
 		if vm.Exited() {
 			return vm, false
@@ -215,9 +362,9 @@ func (d *abDevice) boot(bundle string) (vm *qemu.VM, up bool) {
 }
 
 // mustBoot boots and fails the test when the guest does not come up.
-func (d *abDevice) mustBoot(bundle string) *qemu.VM {
+func (d *abDevice) mustBoot(bundles ...string) *qemu.VM {
 	d.t.Helper()
-	vm, up := d.boot(bundle)
+	vm, up := d.boot(bundles...)
 	if !up {
 		d.t.Fatalf("boot %d ended before the guest came up:\n%s", d.boots, vm.Tail(60))
 	}
@@ -283,11 +430,10 @@ func wantEntries(t *testing.T, img image, want ...string) {
 // a valid checksum, are each tried at most abTries times, and the device
 // comes back on the confirmed slot by itself, with status saying why.
 //
-// TestSlots runs the A/B tests as parallel subtests of one test: top-level
-// tests run one after another, and these are long, so they share the
-// cores with each other instead of adding up.
+// TestSlots runs the A/B tests as parallel subtests.
 func TestSlots(t *testing.T) {
 	requireTools(t)
+	t.Parallel()
 	for _, c := range chainsFrom(t, "OVROOT_AB_UPGRADES", "x86_64,arm-uboot") {
 		t.Run("upgrade/"+c.name(), func(t *testing.T) {
 			t.Parallel()
@@ -329,20 +475,35 @@ func testUpgrade(t *testing.T, c abChain) {
 	// On the ARM chains the new root confirms itself (confirm_after); on
 	// x86_64 the running system confirms it with mark-good.
 	autoConfirm := arch != layout.X86_64
-	good := buildBundle(t, c, abRootfs(t, arch, "2", false), func(im *config.Image) {
+	// Release 2 trusts key b besides a (the keyring rotates with the
+	// root); release 3 is signed by b alone.
+	good := buildBundle(t, c, abRootfs(t, arch, "2", false), release("2"), func(im *config.Image) {
+		im.Update.TrustedKeys = []string{testKey("a") + ".pub", testKey("b") + ".pub"}
 		if autoConfirm {
 			im.Init.ConfirmAfter = config.OffDuration(5 * time.Second)
 		}
 	})
-	broken := buildBundle(t, c, abRootfs(t, arch, "3-init-exits", true))
+	broken := buildBundle(t, c, abRootfs(t, arch, "3-init-exits", true), release("3"), func(im *config.Image) {
+		im.Update.SignKey = testKey("b") + ".key"
+	})
 	// Bytes flipped between 10% and 90% of the squashfs: data blocks. The
 	// superblock at the start and the tables at the end stay whole, so it
 	// mounts, and the kernel finds the damage when the init runs.
-	corrupt := corruptBundle(t, buildBundle(t, c, abRootfs(t, arch, "4-corrupt", false)), func(root []byte) {
+	corrupt := corruptBundle(t, buildBundle(t, c, abRootfs(t, arch, "4-corrupt", false), release("4")), func(root []byte) {
 		for i := len(root) / 10; i < len(root)*9/10; i += 512 {
 			root[i] ^= 0xff
 		}
 	})
+	// What the factory root must refuse, each made from the good bundle:
+	// on /dev/vdc.. in that order, with what ovrootctl must say.
+	refused := []struct{ bundle, want string }{
+		{rewriteBundle(t, good, "", func(*slot.Manifest, []byte) {}), "the bundle is not signed, and this device installs only bundles signed by a key it trusts (" + keyOf(t, "a").ID() + " a.pub)"},
+		{rewriteBundle(t, good, "c", func(*slot.Manifest, []byte) {}), "the bundle is signed by key " + keyOf(t, "c").ID() + ", which this device does not trust"},
+		{flipBundle(t, good, slot.ManifestName, 30), "does not verify: its manifest or signature was changed after signing"},
+		{flipBundle(t, good, slot.SigName, -30), "does not verify"},
+		{flipBundle(t, good, slot.RootName, 70000), "bundle member root.squashfs: sha256"},
+		{rewriteBundle(t, good, "a", func(m *slot.Manifest, _ []byte) { m.Version = "0.9" }), "the bundle's version 0.9 is older than the running root's version 1: refusing a downgrade"},
+	}
 	d := &abDevice{t: t, chain: c, img: img}
 	if c.loader == layout.LoaderUBoot {
 		wantEntries(t, img, slot.EnvFileName(layout.SlotA))
@@ -350,15 +511,45 @@ func testUpgrade(t *testing.T, c abChain) {
 		wantEntries(t, img, "ovroot-a.conf")
 	}
 
-	// Boot 1: the factory slot a, confirmed. A change in the upper, then
-	// the upgrade to v2.
-	vm := d.mustBoot(good)
+	// Boot 1: the factory slot a, confirmed, release 1. Every bad bundle
+	// is refused and leaves the entries and slot b as they were (the host
+	// reads them while the guest runs: ovrootctl has unmounted the boot
+	// partition by then); then a change in the upper, and the upgrade to
+	// v2.
+	before := snapshot(t, img)
+	disks := []string{good}
+	for _, r := range refused {
+		disks = append(disks, r.bundle)
+	}
+	vm := d.mustBoot(disks...)
 	if s := runningSlot(t, vm); s != layout.SlotA {
 		t.Fatalf("factory boot runs slot %s, want a", s)
 	}
+	status := guest(t, vm, "exec /usr/bin/ovrootctl status")
+	for _, w := range []string{"version:   1 running; highest confirmed none recorded yet", "trusts:    " + keyOf(t, "a").ID() + " a.pub\n"} {
+		if !strings.Contains(status, w) {
+			t.Errorf("factory status lacks %q:\n%s", w, status)
+		}
+	}
+	for i, r := range refused {
+		dev := fmt.Sprintf("/dev/vd%c", 'c'+i)
+		out, err := guestErr(vm, "exec /usr/bin/ovrootctl upgrade "+dev)
+		if err == nil || !strings.Contains(out, r.want) || !strings.Contains(out, "nothing was changed") {
+			t.Errorf("ovrootctl upgrade %s (%s): %v\n%s\nwant refused: %q (nothing was changed)", dev, filepath.Base(r.bundle), err, out, r.want)
+		}
+	}
+	if out, err := guestErr(vm, "exec /usr/bin/ovrootctl verify /dev/vdd"); err == nil || !strings.Contains(out, "does not trust") {
+		t.Errorf("ovrootctl verify of a bundle signed by an untrusted key: %v\n%s", err, out)
+	}
+	if out := guest(t, vm, "exec /usr/bin/ovrootctl verify /dev/vdb"); !strings.Contains(out, "version 2") || !strings.Contains(out, "signed by trusted key "+keyOf(t, "a").ID()) || !strings.Contains(out, "ovrootctl upgrade would install it") {
+		t.Errorf("ovrootctl verify of the good bundle:\n%s", out)
+	}
+	if after := snapshot(t, img); after != before {
+		t.Errorf("refused bundles changed the device:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
 	guest(t, vm, "write /root/kept.txt made-on-v1")
 	out := guest(t, vm, "exec /usr/bin/ovrootctl upgrade /dev/vdb")
-	for _, w := range []string{"upgrade: writing slot b: 100%", "slot b holds build", fmt.Sprintf("(%d tries)", abTries)} {
+	for _, w := range []string{"upgrade: writing slot b: 100%", "slot b holds build", fmt.Sprintf("(%d tries)", abTries), "upgrade: version 2, signed by trusted key " + keyOf(t, "a").ID()} {
 		if !strings.Contains(out, w) {
 			t.Errorf("ovrootctl upgrade output lacks %q:\n%s", w, out)
 		}
@@ -394,8 +585,9 @@ func testUpgrade(t *testing.T, c abChain) {
 	if autoConfirm {
 		trialWant = "confirmed (this boot started as a trial)"
 	}
-	status := guest(t, vm, "exec /usr/bin/ovrootctl status")
-	for _, w := range []string{"slot:      b, build", trialWant, "upper:     made on build", "another build", "slot a: generation 1", "slot b: generation 2"} {
+	status = guest(t, vm, "exec /usr/bin/ovrootctl status")
+	for _, w := range []string{"slot:      b, build", trialWant, "upper:     made on build", "another build", "slot a: generation 1", "slot b: generation 2",
+		"trusts:    " + keyOf(t, "a").ID() + " a.pub, " + keyOf(t, "b").ID() + " b.pub\n"} {
 		if !strings.Contains(status, w) {
 			t.Errorf("status on the trial boot lacks %q:\n%s", w, status)
 		}
@@ -418,16 +610,31 @@ func testUpgrade(t *testing.T, c abChain) {
 		}
 	}
 
-	// Boot 3: b stays, confirmed. Then the upgrade to a root whose init
-	// exits at once.
-	vm = d.mustBoot(broken)
+	// Boot 3: b stays, confirmed, version 2 the highest confirmed. The
+	// factory release 1 (signed by a, trusted) is refused as a downgrade;
+	// then the upgrade to release 3, signed by key b, which only release
+	// 2's root trusts, to a root whose init exits at once.
+	v1 := rewriteBundle(t, good, "a", func(m *slot.Manifest, _ []byte) { m.Version = "1" })
+	vm = d.mustBoot(broken, v1)
 	if s := runningSlot(t, vm); s != layout.SlotB {
 		t.Fatalf("after mark-good the device runs slot %s, want b", s)
 	}
-	if status := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(status, "slot:      b, build") || !strings.Contains(status, ", confirmed") {
+	if status := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(status, "slot:      b, build") || !strings.Contains(status, ", confirmed") || !strings.Contains(status, "version:   2 running; highest confirmed 2\n") {
 		t.Errorf("status after mark-good:\n%s", status)
 	}
-	guest(t, vm, "exec /usr/bin/ovrootctl upgrade /dev/vdb")
+	before = snapshot(t, img)
+	if out, err := guestErr(vm, "exec /usr/bin/ovrootctl upgrade /dev/vdc"); err == nil || !strings.Contains(out, "the bundle's version 1 is older than the running root's version 2 and than version 2, the highest this device ever confirmed: refusing a downgrade") {
+		t.Errorf("ovrootctl upgrade of release 1 on release 2: %v\n%s", err, out)
+	}
+	if out, err := guestErr(vm, "exec /usr/bin/ovrootctl upgrade --allow-downgrade /dev/vdc"); err == nil || !strings.Contains(out, "this image does not allow downgrades") {
+		t.Errorf("ovrootctl upgrade --allow-downgrade on an image that forbids it: %v\n%s", err, out)
+	}
+	if after := snapshot(t, img); after != before {
+		t.Errorf("a refused downgrade changed the device:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if out := guest(t, vm, "exec /usr/bin/ovrootctl upgrade /dev/vdb"); !strings.Contains(out, "upgrade: version 3, signed by trusted key "+keyOf(t, "b").ID()) {
+		t.Errorf("release 3 signed by the rotated-in key b:\n%s", out)
+	}
 	powerOff(t, vm)
 	expectFallback(t, d, "init exits at once", "GUEST: exiting at once", "")
 
@@ -465,12 +672,21 @@ func testUpgrade(t *testing.T, c abChain) {
 	if arch == layout.X86_64 {
 		// A root that does not even mount (its superblock zeroed): the
 		// init's own failure path, which records why for status.
-		vm = d.mustBoot(corruptBundle(t, buildBundle(t, c, abRootfs(t, arch, "5-unmountable", false)), func(root []byte) {
+		vm = d.mustBoot(corruptBundle(t, buildBundle(t, c, abRootfs(t, arch, "5-unmountable", false), release("5")), func(root []byte) {
 			clear(root[:4096])
 		}))
-		guest(t, vm, "exec /usr/bin/ovrootctl upgrade /dev/vdb")
+		// --wipe asks for a factory reset at the next boot as well: the
+		// highest confirmed version (2) must survive it.
+		guest(t, vm, "exec /usr/bin/ovrootctl upgrade /dev/vdb --wipe")
 		powerOff(t, vm)
-		expectFallback(t, d, "unmountable squashfs", "ovroot: trial boot of slot a (build", "last failure: mount lower /dev/vda2")
+		expectFallback(t, d, "unmountable squashfs", "ovroot: trial boot of slot a (build", "last failure: mount lower /dev/vda2", func(vm *qemu.VM) {
+			if _, err := guestErr(vm, "cat /root/kept.txt"); err == nil {
+				t.Errorf("/root/kept.txt survived the factory reset upgrade --wipe asked for")
+			}
+			if st := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(st, "version:   2 running; highest confirmed 2\n") || !strings.Contains(st, "last reset: ") {
+				t.Errorf("after the factory reset the highest confirmed version is not 2:\n%s", st)
+			}
+		})
 	}
 	fsck(t, img, layout.DataLabel)
 	fsckFAT(t, img)
@@ -481,7 +697,7 @@ func testUpgrade(t *testing.T, c abChain) {
 // of them, and then the device runs slot b again by itself, status naming
 // slot a abandoned (and statusWant, if set). consoleWant must be on the
 // console of every failed boot: what made it fail.
-func expectFallback(t *testing.T, d *abDevice, what, consoleWant, statusWant string) {
+func expectFallback(t *testing.T, d *abDevice, what, consoleWant, statusWant string, checks ...func(vm *qemu.VM)) {
 	t.Helper()
 	failed := 0
 	sawConsole := true
@@ -495,6 +711,9 @@ func expectFallback(t *testing.T, d *abDevice, what, consoleWant, statusWant str
 			want := "slot a: ABANDONED: build"
 			if !strings.Contains(status, want) || !strings.Contains(status, fmt.Sprintf("tried %d times and never confirmed", abTries)) || !strings.Contains(status, statusWant) {
 				t.Errorf("%s: status after the fallback lacks %q / tried %d times:\n%s", what, want, abTries, status)
+			}
+			for _, check := range checks {
+				check(vm)
 			}
 			powerOff(t, vm)
 			break
@@ -535,6 +754,8 @@ func cutAfter(vm *qemu.VM, delay time.Duration) {
 	vm.Kill()
 }
 
+var highestRE = regexp.MustCompile(`highest confirmed (none recorded yet|1|2)\n`)
+
 // settle boots a device after a power cut until it runs a root: it must
 // come up within abTries+1 boots on slot a (the old root: the upgrade did
 // not finish or its trial was abandoned) or on slot b (the new root),
@@ -558,8 +779,13 @@ func settle(t *testing.T, d *abDevice, what string) layout.Slot {
 		if v := guest(t, vm, "cat /etc/ovroot-test/version"); v != want {
 			t.Errorf("%s: slot %s's root says version %q, want %q", what, s, v, want)
 		}
+		// The upgrade records the running version 1 as confirmed at its
+		// end, the mark-good of slot b 2: a cut leaves a whole record.
+		status := guest(t, vm, "exec /usr/bin/ovrootctl status")
+		if !highestRE.MatchString(status) || strings.Contains(status, "is damaged") {
+			t.Errorf("%s: the highest confirmed version is not none, 1 or 2 after the cut:\n%s", what, status)
+		}
 		if s == layout.SlotB {
-			status := guest(t, vm, "exec /usr/bin/ovrootctl status")
 			if strings.Contains(status, "ON TRIAL") {
 				guest(t, vm, "exec /usr/bin/ovrootctl mark-good")
 			}
@@ -585,7 +811,7 @@ func testSlotPowerCuts(t *testing.T, c abChain) {
 	t.Logf("A/B power cuts: seed %d (replay: OVROOT_AB_SEED=%d)", seed, seed)
 	rng := rand.New(rand.NewSource(seed))
 	img := buildImage(t, arch, abRootfs(t, arch, "1", false), c.image)
-	bundle := buildBundle(t, c, abRootfs(t, arch, "2", false))
+	bundle := buildBundle(t, c, abRootfs(t, arch, "2", false), release("2"))
 
 	// The devices the cuts start from: after the first boot (upper file
 	// made), and after a complete upgrade.
