@@ -118,13 +118,6 @@ func (f *imageFlags) apply(im *config.Image) (*config.Image, error) {
 	if len(f.modules) > 0 {
 		im.Modules = f.modules
 	}
-	if im.Kernel == "" && im.ModulesDir == "" && f.defaultKernel != nil && im.Arch.Valid() {
-		k, err := f.defaultKernel(im.Arch)
-		if err != nil {
-			return nil, fmt.Errorf("no kernel given (--kernel and --modules, image.toml kernel and modules_dir), and Debian's could not be had: %w", err)
-		}
-		im.Kernel, im.ModulesDir = k.Kernel, k.Modules
-	}
 	for _, s := range []struct {
 		flag string
 		val  string
@@ -138,6 +131,19 @@ func (f *imageFlags) apply(im *config.Image) (*config.Image, error) {
 			return nil, fmt.Errorf("%s: %w", s.flag, err)
 		}
 		*s.dst = n
+	}
+	if im.Kernel == "" && im.ModulesDir == "" && f.defaultKernel != nil && im.Arch.Valid() {
+		// Every other key is checked first: a typo must not cost a
+		// kernel download before it is reported.
+		im.Kernel, im.ModulesDir = "(Debian's)", "(Debian's)"
+		if err := im.Validate(); err != nil {
+			return nil, err
+		}
+		k, err := f.defaultKernel(im.Arch)
+		if err != nil {
+			return nil, fmt.Errorf("no kernel given (--kernel and --modules, image.toml kernel and modules_dir), and Debian's could not be had: %w", err)
+		}
+		im.Kernel, im.ModulesDir = k.Kernel, k.Modules
 	}
 	if err := im.Validate(); err != nil {
 		return nil, err

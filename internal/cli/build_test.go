@@ -143,6 +143,10 @@ func TestBuildDefaultKernel(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no kernel given (--kernel and --modules") || !strings.Contains(err.Error(), "needs apt-cache") {
 		t.Errorf("no kernel anywhere: %v", err)
 	}
+	// A mistake in another key is reported before any kernel is fetched.
+	if _, _, err := spec("--arch", "arm64", "--rootfs", "r", "--slots", "2", "--release-version", "v1"); err == nil || !strings.Contains(err.Error(), "update.version") || strings.Contains(err.Error(), "no kernel given") {
+		t.Errorf("a bad version with no kernel: %v, want the version named, not a fetch", err)
+	}
 	dir := filepath.Join(cache, "arm64")
 	os.MkdirAll(filepath.Join(dir, "modules"), 0o755)
 	os.WriteFile(filepath.Join(dir, "vmlinuz"), []byte("Image"), 0o644)
