@@ -1,10 +1,12 @@
 package boot
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"time"
 
+	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/slot"
 	"golang.org/x/sys/unix"
@@ -31,15 +33,30 @@ func (b *Boot) startConfirmer() {
 	if start == nil {
 		start = startConfirmer
 	}
-	if err := start(b.path(layout.NewRootDir), after); err != nil {
+	if err := start(b.path(layout.NewRootDir), after, b.cfg); err != nil {
 		b.Warnf("confirm_after: cannot start the confirmer: %v (confirm with ovrootctl mark-good)", err)
 		return
 	}
 	b.Logf("slot %s is confirmed after %s of running unless the system goes down first", b.state.Slot.Slot, after)
 }
 
-func startConfirmer(newRoot string, after time.Duration) error {
-	return startBackground(confirmEnv+"="+after.String(), newRoot)
+func startConfirmer(newRoot string, after time.Duration, health config.Init) error {
+	return startBackground(newRoot, confirmEnv+"="+after.String(),
+		healthTimeoutEnv+"="+health.HealthTimeout.D().String(), healthFailureEnv+"="+health.HealthFailure)
+}
+
+// The confirmer's health check settings ([init] health_timeout,
+// health_failure).
+const (
+	healthTimeoutEnv = "OVROOT_HEALTH_TIMEOUT"
+	healthFailureEnv = "OVROOT_HEALTH_FAILURE"
+)
+
+func logKmsg(msg string) {
+	if kmsg, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
+		kmsg.WriteString(msg + "\n")
+		kmsg.Close()
+	}
 }
 
 // IsConfirmer reports whether this process is the confirmer, not PID 1.
@@ -63,9 +80,17 @@ func Confirm() {
 	if err != nil {
 		msg = fmt.Sprintf("<3>ovroot: confirm_after: cannot enter the root: %v", err)
 	} else {
-		s := &slot.System{Mounter: slot.LinuxMounter{}}
+		timeout, _ := time.ParseDuration(os.Getenv(healthTimeoutEnv))
+		s := &slot.System{Mounter: slot.LinuxMounter{}, HealthTimeout: timeout}
 		res, err := s.MarkGood()
 		switch {
+		case errors.Is(err, slot.ErrHealth) && os.Getenv(healthFailureEnv) == "reboot":
+			// Into the next try at once (health_failure = "reboot"): the
+			// loader counts it, and falls back when the tries are used up.
+			logKmsg(fmt.Sprintf("<3>ovroot: confirm_after: %v: rebooting into the next try", err))
+			unix.Sync()
+			unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+			os.Exit(1)
 		case err != nil:
 			msg = fmt.Sprintf("<3>ovroot: confirm_after: %v", err)
 		case res.From == "":
@@ -74,9 +99,6 @@ func Confirm() {
 			msg = fmt.Sprintf("<6>ovroot: slot %s (build %s) confirmed after %s (%s is now %s)", res.Slot, res.BuildID, after, res.From, res.Entry)
 		}
 	}
-	if kmsg, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
-		kmsg.WriteString(msg + "\n")
-		kmsg.Close()
-	}
+	logKmsg(msg)
 	os.Exit(0)
 }

@@ -37,7 +37,7 @@ type Boot struct {
 	Reboot func() error
 	// StartConfirmer starts the background confirm_after process
 	// (confirm_linux.go); nil = the real one.
-	StartConfirmer func(newRoot string, after time.Duration) error
+	StartConfirmer func(newRoot string, after time.Duration, health config.Init) error
 
 	cfg          config.Init
 	cmdline      Cmdline

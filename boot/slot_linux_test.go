@@ -254,7 +254,7 @@ func TestConfirmerOnlyForTrials(t *testing.T) {
 			b.state.Slot.Trial = &layout.Trial{Left: 1}
 		}
 		n := 0
-		b.StartConfirmer = func(root string, after time.Duration) error {
+		b.StartConfirmer = func(root string, after time.Duration, _ config.Init) error {
 			n++
 			if after != c.after || root != layout.NewRootDir {
 				t.Errorf("confirmer for %s after %s", root, after)

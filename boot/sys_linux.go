@@ -159,13 +159,13 @@ func checkInit(newRoot, init string) error {
 // the trash directory as its working directory (fd 3, fchdir'd), so it
 // keeps deleting after switch_root has moved the mount; it exits when done.
 func (LinuxSys) StartTrashCollector(trash string) error {
-	return startBackground(collectorEnv+"=1", trash)
+	return startBackground(trash, collectorEnv+"=1")
 }
 
 // startBackground runs this program again as a background child in its
 // own session, with env as its whole environment and the directory dir
 // open as its fd 3: it outlives switch_root, and reaches dir after it.
-func startBackground(env, dir string) error {
+func startBackground(dir string, env ...string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
@@ -176,7 +176,7 @@ func startBackground(env, dir string) error {
 		return err
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = []string{env}
+	cmd.Env = env
 	cmd.ExtraFiles = []*os.File{d}
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -39,7 +39,14 @@ type Init struct {
 	// init has run this long; 0 (written "off", the default) leaves it to
 	// an explicit `ovrootctl mark-good`.
 	ConfirmAfter OffDuration `toml:"confirm_after"`
-	Reset        Reset       `toml:"reset"` // factory reset
+	// HealthTimeout is how long each health check (/etc/ovroot/health.d)
+	// may run before a trial boot is confirmed.
+	HealthTimeout Duration `toml:"health_timeout"`
+	// HealthFailure is what confirm_after does when a check fails:
+	// "reboot" into the next try at once, or "wait" (the slot stays on
+	// trial until something reboots it).
+	HealthFailure string `toml:"health_failure"`
+	Reset         Reset  `toml:"reset"` // factory reset
 }
 
 // Reset is the [reset] table of the init config: what a factory reset
@@ -70,6 +77,8 @@ func DefaultInit() Init {
 		DataFSType:    "ext4",
 		OnCorrupt:     "keep",
 		Grow:          true,
+		HealthTimeout: Duration(60 * time.Second),
+		HealthFailure: "reboot",
 		Reset: Reset{
 			Keep:       []string{},
 			ButtonKey:  "KEY_RESTART",
@@ -106,6 +115,12 @@ func (c Init) validate(file, prefix string) error {
 	}
 	if c.ConfirmAfter.D() != 0 && (c.ConfirmAfter.D() < time.Second || c.ConfirmAfter.D() > 24*time.Hour) {
 		return bad("confirm_after", "%s is out of range (want \"off\", or 1s to 24h)", c.ConfirmAfter)
+	}
+	if c.HealthTimeout.D() < time.Second || c.HealthTimeout.D() > time.Hour {
+		return bad("health_timeout", "%s is out of range (want 1s to 1h)", c.HealthTimeout)
+	}
+	if c.HealthFailure != "reboot" && c.HealthFailure != "wait" {
+		return bad("health_failure", "%q is not one of reboot, wait", c.HealthFailure)
 	}
 	if c.OnCorrupt != "keep" && c.OnCorrupt != "format" {
 		return bad("on_corrupt", "%q is not one of keep, format", c.OnCorrupt)

@@ -169,6 +169,8 @@ func TestParseImageBad(t *testing.T) {
 		{"too many tries", "arch = \"arm64\"\n" + base + "slots = 2\n[boot]\ntries = 100\n", 7, "boot.tries", "out of range"},
 		{"loader typo", "arch = \"arm64\"\n" + base + "[boot]\nloadr = \"uefi\"\n", 6, "boot.loadr", "did you mean boot.loader"},
 		{"zero timeout", "arch = \"x86_64\"\n" + base + "[init]\ndevice_timeout = \"0s\"\n", 6, "init.device_timeout", "out of range"},
+		{"health timeout too short", "arch = \"x86_64\"\n" + base + "[init]\nhealth_timeout = \"10ms\"\n", 6, "init.health_timeout", "out of range"},
+		{"health failure unknown", "arch = \"x86_64\"\n" + base + "[init]\nhealth_failure = \"panic\"\n", 6, "init.health_failure", "not one of reboot, wait"},
 		{"version with a v", "arch = \"arm64\"\n" + base + "slots = 2\n[update]\nversion = \"v1.2\"\n", 7, "update.version", `"v1" is not a number`},
 		{"version as a number", "arch = \"arm64\"\n" + base + "slots = 2\n[update]\nversion = 3\n", 7, "update.version", ""},
 		{"update on one slot", "arch = \"arm64\"\n" + base + "[update]\nsign_key = \"k.key\"\n", 5, "update", "two-slot images"},

@@ -156,6 +156,27 @@ func abRootfs(t *testing.T, arch layout.Arch, version string, broken bool) strin
 	return root
 }
 
+// withHealth gives a root a health check (the guest agent, which answers
+// as /etc/ovroot-test/health says: "ok" or "fail: why").
+func withHealth(t *testing.T, root, result string) string {
+	t.Helper()
+	agent, err := os.ReadFile(filepath.Join(root, "sbin/init"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, layout.HealthDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "10-test"), agent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc/ovroot-test/health"), []byte(result+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
 // buildBundle builds an update bundle of rootfs with the same image.toml
 // as abImage (the image made alongside is dropped).
 func buildBundle(t *testing.T, c abChain, rootfs string, edits ...func(*config.Image)) string {
@@ -477,7 +498,7 @@ func testUpgrade(t *testing.T, c abChain) {
 	autoConfirm := arch != layout.X86_64
 	// Release 2 trusts key b besides a (the keyring rotates with the
 	// root); release 3 is signed by b alone.
-	good := buildBundle(t, c, abRootfs(t, arch, "2", false), release("2"), func(im *config.Image) {
+	good := buildBundle(t, c, withHealth(t, abRootfs(t, arch, "2", false), "ok"), release("2"), func(im *config.Image) {
 		im.Update.TrustedKeys = []string{testKey("a") + ".pub", testKey("b") + ".pub"}
 		if autoConfirm {
 			im.Init.ConfirmAfter = config.OffDuration(5 * time.Second)
@@ -493,6 +514,11 @@ func testUpgrade(t *testing.T, c abChain) {
 		for i := len(root) / 10; i < len(root)*9/10; i += 512 {
 			root[i] ^= 0xff
 		}
+	})
+	// A root whose health check fails: confirm_after runs it and reboots
+	// into the next try each time, never confirming.
+	sick := buildBundle(t, c, withHealth(t, abRootfs(t, arch, "6-health-fails", false), "fail: uplink down"), release("6"), func(im *config.Image) {
+		im.Init.ConfirmAfter = config.OffDuration(3 * time.Second)
 	})
 	// What the factory root must refuse, each made from the good bundle:
 	// on /dev/vdc.. in that order, with what ovrootctl must say.
@@ -598,7 +624,7 @@ func testUpgrade(t *testing.T, c abChain) {
 		}
 	} else {
 		want := "confirmed: " + c.confirmText()
-		if out := guest(t, vm, "exec /usr/bin/ovrootctl mark-good"); !strings.Contains(out, "slot b (build") || !strings.Contains(out, want) {
+		if out := guest(t, vm, "exec /usr/bin/ovrootctl mark-good"); !strings.Contains(out, "slot b (build") || !strings.Contains(out, want) || !strings.Contains(out, "health: 1 health checks passed") {
 			t.Errorf("mark-good: %s\nwant %q", out, want)
 		}
 	}
@@ -644,6 +670,14 @@ func testUpgrade(t *testing.T, c abChain) {
 	powerOff(t, vm)
 	expectFallback(t, d, "corrupt squashfs", "SQUASHFS error", "")
 
+	// Then a root that runs but whose health check fails: each trial boot
+	// comes up, confirm_after runs the check, which fails, and the
+	// confirmer reboots into the next try; the device ends on b.
+	vm = d.mustBoot(sick)
+	guest(t, vm, "exec /usr/bin/ovrootctl upgrade /dev/vdb")
+	powerOff(t, vm)
+	expectHealthFallback(t, d)
+
 	if c.loader == layout.LoaderUBoot {
 		// A trial slot whose kernel is gone (the host deletes it): boot.scr
 		// counts the try, the load fails, and it boots the confirmed slot
@@ -663,7 +697,7 @@ func testUpgrade(t *testing.T, c abChain) {
 				t.Errorf("U-Boot did not say %q", w)
 			}
 		}
-		if status := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(status, "slot a: generation 5, build") || !strings.Contains(status, fmt.Sprintf("on trial (%d of %d tries left)", abTries-1, abTries)) {
+		if status := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(status, "slot a: generation 6, build") || !strings.Contains(status, fmt.Sprintf("on trial (%d of %d tries left)", abTries-1, abTries)) {
 			t.Errorf("status with slot a's kernel gone:\n%s", status)
 		}
 		powerOff(t, vm)
@@ -734,6 +768,52 @@ func expectFallback(t *testing.T, d *abDevice, what, consoleWant, statusWant str
 	}
 	t.Logf("%s: %d trial boots failed, then slot b again (boot %d)", what, failed, d.boots)
 	wantEntries(t, d.img, d.chain.entries(layout.SlotA, abTries)...)
+}
+
+// expectHealthFallback boots a device whose slot a holds a root whose
+// health check fails: every trial boot must come up, fail the check and
+// reboot, abTries times, and then the device runs slot b again with slot a
+// abandoned for that reason.
+func expectHealthFallback(t *testing.T, d *abDevice) {
+	t.Helper()
+	const why = "health check 10-test FAILED (exit status 1): uplink down"
+	for failed := 0; ; failed++ {
+		if failed > abTries {
+			t.Fatalf("health: %d trial boots, more than the %d tries", failed, abTries)
+		}
+		vm, up := d.boot()
+		if !up {
+			t.Fatalf("health: boot %d: the root did not come up (it runs; only its check fails):\n%s", d.boots, vm.Tail(40))
+		}
+		// The slot from the kernel's command line on the console: a
+		// guest command could race the confirmer's reboot.
+		m := slotParamRE.FindStringSubmatch(vm.Console())
+		if m == nil {
+			t.Fatalf("health: boot %d: no ovroot.slot= on the console", d.boots)
+		}
+		if layout.Slot(m[1]) == layout.SlotB {
+			if failed != abTries {
+				t.Errorf("health: %d trial boots before the fallback, want %d", failed, abTries)
+			}
+			status := guest(t, vm, "exec /usr/bin/ovrootctl status")
+			if !strings.Contains(status, "slot a: ABANDONED") || !strings.Contains(status, why) {
+				t.Errorf("health: status after the fallback lacks slot a abandoned for %q:\n%s", why, status)
+			}
+			powerOff(t, vm)
+			wantEntries(t, d.img, d.chain.entries(layout.SlotA, abTries)...)
+			t.Logf("health: %d trial boots failed their check, then slot b again (boot %d)", failed, d.boots)
+			return
+		}
+		// The confirmer runs the check 3s after the root started, then
+		// reboots: QEMU (-no-reboot) ends.
+		expect(t, vm, "ovroot: confirm_after: slot a stays on trial: "+why)
+		if err := vm.Wait(bootTimeout); err != nil {
+			t.Fatalf("health: the failed check did not reboot: %v", err)
+		}
+		if strings.Contains(vm.Console(), "confirmed after") {
+			t.Fatalf("health: a root whose check fails was confirmed:\n%s", vm.Tail(30))
+		}
+	}
 }
 
 // copyDisk copies a device's disk (sparse: the images are mostly holes)

@@ -89,6 +89,12 @@ const (
 	// bundles the root installs: image.toml's [update] trusted_keys. The
 	// next release's root carries the next keyring.
 	TrustedKeysDir = "etc/ovroot/trusted-keys"
+	// HealthDir (in the running root) holds the health checks: every
+	// executable there must exit 0 before a trial boot is confirmed.
+	HealthDir = "etc/ovroot/health.d"
+	// HealthFile is the JSON result of the last health checks of this
+	// boot (RAM: a power cut during them changes nothing on disk).
+	HealthFile = RunDir + "/health"
 	// UpdatePolicyFile (in a root, read from RomDir) is the JSON
 	// UpdatePolicy the root was built with.
 	UpdatePolicyFile = "etc/ovroot/update.json"

@@ -14,6 +14,7 @@ type MarkGoodResult struct {
 	From    string // the counted entry renamed ("" when already confirmed)
 	Entry   string // the confirmed entry
 	Warning string // the confirmation stands, but the slot log was not written
+	Health  string // what the health checks said, when they ran
 }
 
 // MarkGood confirms the running slot: its counted entry ovroot-<s>+L-D.conf
@@ -26,6 +27,11 @@ func (s *System) MarkGood() (MarkGoodResult, error) {
 		return MarkGoodResult{}, err
 	}
 	res := MarkGoodResult{Slot: d.slot, BuildID: d.state.Slot.BuildID, Entry: Name{Slot: d.slot}.FileName()}
+	if d.state.Slot.Trial != nil {
+		if err := s.healthGate(d, &res); err != nil {
+			return res, err
+		}
+	}
 	e, err := s.mountESP(d, true)
 	if err != nil {
 		return res, err
@@ -52,6 +58,34 @@ func (s *System) MarkGood() (MarkGoodResult, error) {
 		res.Warning = joinWarning(res.Warning, err.Error())
 	}
 	return res, nil
+}
+
+// healthGate runs the health checks before a slot that booted on trial
+// is confirmed (a slot confirmed earlier in this boot is not checked
+// again), and refuses on a failure: the slot stays on trial.
+func (s *System) healthGate(d device, res *MarkGoodResult) error {
+	slots, err := s.Slots()
+	if err != nil {
+		return err
+	}
+	for _, i := range slots {
+		if i.Running && i.State == StateConfirmed {
+			return nil
+		}
+	}
+	h, err := s.runHealth(d.state)
+	if err != nil {
+		return err
+	}
+	res.Health = h.Summary()
+	if h.Passed {
+		return nil
+	}
+	ev := layout.SlotEvent{Time: s.now().UTC(), Slot: d.slot, BuildID: d.state.Slot.BuildID, Event: "health-failed", Reason: h.Summary()}
+	if err := s.appendEvent(d.state, ev); err != nil {
+		res.Warning = joinWarning(res.Warning, err.Error())
+	}
+	return fmt.Errorf("slot %s stays on trial: %s: %w", d.slot, h.Summary(), ErrHealth)
 }
 
 func (s *System) markGood(d device, e *esp, res *MarkGoodResult) error {

@@ -107,7 +107,7 @@ func describe(ents []SlotEntry, events []layout.SlotEvent, running layout.Slot) 
 		}
 		if info.State == StateAbandoned || info.State == StateTrial {
 			for _, ev := range events {
-				if ev.Slot == sl && ev.Event == "trial-failed" && (ev.BuildID == "" || ev.BuildID == info.BuildID) {
+				if ev.Slot == sl && (ev.Event == "trial-failed" || ev.Event == "health-failed") && (ev.BuildID == "" || ev.BuildID == info.BuildID) {
 					info.LastFailure = ev.Reason
 				}
 			}

@@ -29,6 +29,9 @@ type System struct {
 	// nil discards them.
 	Progress io.Writer
 	Now      func() time.Time
+	// HealthTimeout is how long one health check may run (0:
+	// DefaultHealthTimeout).
+	HealthTimeout time.Duration
 
 	// cut simulates a power cut in tests: it counts each write and each
 	// step (fsync, rename, remove) and panics at the chosen one, after

@@ -32,7 +32,21 @@ import (
 // panic=, a reboot).
 const exitAtOnce = "/etc/ovroot-test/exit-at-once"
 
+// healthResult, in a root, is what the agent answers when ovroot runs it
+// as a health check (a copy in /etc/ovroot/health.d, started with
+// OVROOT_HEALTH=1): "ok", or "fail: why".
+const healthResult = "/etc/ovroot-test/health"
+
 func main() {
+	if os.Getenv("OVROOT_HEALTH") == "1" {
+		data, _ := os.ReadFile(healthResult)
+		if why, failed := strings.CutPrefix(strings.TrimSpace(string(data)), "fail:"); failed {
+			fmt.Fprintln(os.Stderr, strings.TrimSpace(why))
+			os.Exit(1)
+		}
+		fmt.Println("ok")
+		return
+	}
 	if _, err := os.Stat(exitAtOnce); err == nil {
 		fmt.Println("GUEST: exiting at once (" + exitAtOnce + ")")
 		os.Exit(1)

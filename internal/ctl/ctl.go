@@ -160,6 +160,9 @@ func (c Context) status(args []string) error {
 		for _, l := range updateLines(*pol, polErr) {
 			fmt.Fprintln(w, l)
 		}
+		if l := healthLine(c.system().ReadHealth()); l != "" {
+			fmt.Fprintln(w, l)
+		}
 	}
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "warning:   %s\n", warn)

@@ -149,6 +149,17 @@ func updateLines(p slot.Policy, err error) []string {
 	return out
 }
 
+// healthLine is status's line about this boot's health checks.
+func healthLine(h *slot.HealthResult, err error) string {
+	switch {
+	case err != nil:
+		return fmt.Sprintf("health:    cannot read the last result: %v", err)
+	case h == nil:
+		return ""
+	}
+	return fmt.Sprintf("health:    %s (%s)", h.Summary(), h.Time.Format(time.RFC3339))
+}
+
 // markGood confirms the running slot.
 func (c Context) markGood(args []string) error {
 	fs, _ := c.flags("mark-good", "ovrootctl mark-good")
@@ -156,6 +167,9 @@ func (c Context) markGood(args []string) error {
 		return err
 	}
 	res, err := c.system().MarkGood()
+	if res.Health != "" {
+		fmt.Fprintf(c.Stdout, "health: %s\n", res.Health)
+	}
 	if err != nil {
 		return fmt.Errorf("mark-good: %w", err)
 	}
