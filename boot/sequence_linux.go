@@ -38,6 +38,9 @@ type Boot struct {
 	// StartConfirmer starts the background confirm_after process
 	// (confirm_linux.go); nil = the real one.
 	StartConfirmer func(newRoot string, after time.Duration, health config.Init) error
+	// StartWatchdog starts the trial watchdog keeper
+	// (watchdog_linux.go); nil = the real one.
+	StartWatchdog func(newRoot string, after time.Duration) error
 
 	cfg          config.Init
 	cmdline      Cmdline
@@ -108,6 +111,7 @@ func (b *Boot) Run() error {
 
 	b.writeState()
 	b.startConfirmer() // a trial boot with confirm_after
+	b.startWatchdog()  // a trial boot with trial_watchdog
 	b.Logf("root ready in %d ms (modules %d ms, devices %d ms, mounts %d ms)",
 		b.state.Timings.Total, b.state.Timings.Modules, b.state.Timings.Devices, b.state.Timings.Mounts)
 	return b.switchRoot()

@@ -267,3 +267,42 @@ func TestConfirmerOnlyForTrials(t *testing.T) {
 		}
 	}
 }
+
+// The watchdog keeper starts only for a trial boot with trial_watchdog set
+// on a machine with /dev/watchdog (in the new root: /dev is moved there
+// before it starts).
+func TestWatchdogOnlyForTrials(t *testing.T) {
+	for _, c := range []struct {
+		trial, device bool
+		after         time.Duration
+		want          int
+	}{{true, true, 30 * time.Second, 1}, {true, true, 0, 0}, {false, true, 30 * time.Second, 0}, {true, false, 30 * time.Second, 0}} {
+		root := t.TempDir()
+		if c.device {
+			os.MkdirAll(filepath.Join(root, layout.NewRootDir, "dev"), 0o755)
+			os.WriteFile(filepath.Join(root, layout.NewRootDir, "dev/watchdog"), nil, 0o600)
+		}
+		var warned []string
+		b := &Boot{Root: root, Logf: t.Logf, Warnf: func(f string, a ...any) { warned = append(warned, fmt.Sprintf(f, a...)) }}
+		b.cfg.TrialWatchdog = config.OffDuration(c.after)
+		b.state.Slot = &layout.SlotState{Slot: "b"}
+		if c.trial {
+			b.state.Slot.Trial = &layout.Trial{Left: 1}
+		}
+		n := 0
+		b.StartWatchdog = func(newRoot string, after time.Duration) error {
+			n++
+			if after != c.after || newRoot != filepath.Join(root, layout.NewRootDir) {
+				t.Errorf("keeper for %s after %s", newRoot, after)
+			}
+			return nil
+		}
+		b.startWatchdog()
+		if n != c.want {
+			t.Errorf("trial %v device %v trial_watchdog %s: %d keepers started, want %d", c.trial, c.device, c.after, n, c.want)
+		}
+		if c.trial && c.after > 0 && !c.device && (len(warned) != 1 || !strings.Contains(warned[0], "no /dev/watchdog")) {
+			t.Errorf("no device: warnings %q", warned)
+		}
+	}
+}

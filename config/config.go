@@ -46,6 +46,10 @@ type Init struct {
 	// "reboot" into the next try at once, or "wait" (the slot stays on
 	// trial until something reboots it).
 	HealthFailure string `toml:"health_failure"`
+	// TrialWatchdog arms the hardware watchdog (/dev/watchdog) on a trial
+	// boot: not confirmed within this long, the board resets and the
+	// loader counts the try. 0 (written "off", the default) arms none.
+	TrialWatchdog OffDuration `toml:"trial_watchdog"`
 	Reset         Reset  `toml:"reset"` // factory reset
 }
 
@@ -115,6 +119,9 @@ func (c Init) validate(file, prefix string) error {
 	}
 	if c.ConfirmAfter.D() != 0 && (c.ConfirmAfter.D() < time.Second || c.ConfirmAfter.D() > 24*time.Hour) {
 		return bad("confirm_after", "%s is out of range (want \"off\", or 1s to 24h)", c.ConfirmAfter)
+	}
+	if c.TrialWatchdog.D() != 0 && (c.TrialWatchdog.D() < 5*time.Second || c.TrialWatchdog.D() > 24*time.Hour) {
+		return bad("trial_watchdog", "%s is out of range (want \"off\", or 5s to 24h)", c.TrialWatchdog)
 	}
 	if c.HealthTimeout.D() < time.Second || c.HealthTimeout.D() > time.Hour {
 		return bad("health_timeout", "%s is out of range (want 1s to 1h)", c.HealthTimeout)

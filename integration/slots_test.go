@@ -59,6 +59,10 @@ func (c abChain) name() string {
 // release 1, trusting test key a, whose bundles are signed by it.
 func (c abChain) image(im *config.Image) {
 	im.Slots = 2
+	if c.arch != layout.ARM {
+		im.Modules = append(im.Modules, "i6300esb")
+		im.Init.TrialWatchdog = config.OffDuration(20 * time.Second)
+	}
 	im.Boot.Loader = string(c.loader)
 	im.Boot.Tries = abTries
 	im.Board = "test-board"
@@ -363,6 +367,11 @@ func (d *abDevice) start(bundles ...string) *qemu.VM {
 			cfg.Disks = append(cfg.Disks, b)
 		}
 	}
+	if d.chain.arch != layout.ARM {
+		// A hardware watchdog for trial_watchdog (Debian's armhf kernel
+		// has no i6300esb driver); with -no-reboot its reset ends QEMU.
+		cfg.Extra = append(cfg.Extra, "-device", "i6300esb", "-action", "watchdog=reset")
+	}
 	d.boots++
 	return startVM(t, d.img, cfg)
 }
@@ -520,6 +529,18 @@ func testUpgrade(t *testing.T, c abChain) {
 	sick := buildBundle(t, c, withHealth(t, abRootfs(t, arch, "6-health-fails", false), "fail: uplink down"), release("6"), func(im *config.Image) {
 		im.Init.ConfirmAfter = config.OffDuration(3 * time.Second)
 	})
+	// A root that hangs: the trial watchdog resets each try (x86_64: the
+	// armhf kernel has no driver for QEMU's watchdog).
+	hang := ""
+	if arch == layout.X86_64 {
+		root := abRootfs(t, arch, "7-hangs", false)
+		if err := os.WriteFile(filepath.Join(root, "etc/ovroot-test/hang"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		hang = buildBundle(t, c, root, release("7"), func(im *config.Image) {
+			im.Init.TrialWatchdog = config.OffDuration(10 * time.Second)
+		})
+	}
 	// What the factory root must refuse, each made from the good bundle:
 	// on /dev/vdc.. in that order, with what ovrootctl must say.
 	refused := []struct{ bundle, want string }{
@@ -628,6 +649,19 @@ func testUpgrade(t *testing.T, c abChain) {
 			t.Errorf("mark-good: %s\nwant %q", out, want)
 		}
 	}
+	if arch == layout.X86_64 {
+		// The trial armed the watchdog; confirmed, the slot runs three
+		// times trial_watchdog (20s) and is never reset.
+		expect(t, vm, "ovroot: trial_watchdog: slot confirmed, watchdog stopped")
+		if !strings.Contains(vm.Console(), "ovroot: watchdog armed: slot b resets unless confirmed within 20s") {
+			t.Errorf("the trial boot did not arm the watchdog")
+		}
+		time.Sleep(60 * time.Second)
+		if vm.Exited() {
+			t.Fatalf("the confirmed slot was reset:\n%s", vm.Tail(20))
+		}
+		guest(t, vm, "cat /proc/uptime")
+	}
 	powerOff(t, vm)
 	wantEntries(t, img, c.entries("", 0)...)
 	if c.loader == layout.LoaderUBoot {
@@ -677,6 +711,15 @@ func testUpgrade(t *testing.T, c abChain) {
 	guest(t, vm, "exec /usr/bin/ovrootctl upgrade /dev/vdb")
 	powerOff(t, vm)
 	expectHealthFallback(t, d)
+
+	if hang != "" {
+		// Then a root that hangs: the watchdog resets every try, and the
+		// device ends on b by itself.
+		vm = d.mustBoot(hang)
+		guest(t, vm, "exec /usr/bin/ovrootctl upgrade /dev/vdb")
+		powerOff(t, vm)
+		expectFallback(t, d, "root hangs", "ovroot: trial_watchdog: the slot was not confirmed within 10s: no longer feeding the watchdog", "")
+	}
 
 	if c.loader == layout.LoaderUBoot {
 		// A trial slot whose kernel is gone (the host deletes it): boot.scr

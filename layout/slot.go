@@ -92,6 +92,9 @@ const (
 	// HealthDir (in the running root) holds the health checks: every
 	// executable there must exit 0 before a trial boot is confirmed.
 	HealthDir = "etc/ovroot/health.d"
+	// ConfirmedFile (RAM) exists once the running slot is confirmed in
+	// this boot: the trial watchdog keeper stops then.
+	ConfirmedFile = RunDir + "/confirmed"
 	// HealthFile is the JSON result of the last health checks of this
 	// boot (RAM: a power cut during them changes nothing on disk).
 	HealthFile = RunDir + "/health"

@@ -3,6 +3,7 @@ package slot
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/ovroot/ovroot/layout"
 )
@@ -42,6 +43,11 @@ func (s *System) MarkGood() (MarkGoodResult, error) {
 	}
 	if err != nil {
 		return res, err
+	}
+	// Tell the trial watchdog keeper (RAM: a reboot forgets it, as it
+	// should).
+	if err := os.WriteFile(s.path(layout.ConfirmedFile), []byte(res.BuildID+"\n"), 0o644); err != nil {
+		res.Warning = joinWarning(res.Warning, "the trial watchdog was not told: "+err.Error())
 	}
 	// The slot is confirmed: so is its version, from now on the oldest
 	// this device installs (recorded after the entry: a power cut between

@@ -20,7 +20,11 @@ func main() {
 	if boot.IsTrashCollector() {
 		boot.CollectTrash() // exits
 	}
-	// And the confirmer of a trial boot with confirm_after.
+	// And the trial watchdog keeper, and the confirmer of a trial boot
+	// with confirm_after.
+	if boot.IsWatchdogKeeper() {
+		boot.KeepWatchdog() // exits, or feeds until it lets the board reset
+	}
 	if boot.IsConfirmer() {
 		boot.Confirm() // exits
 	}

@@ -32,6 +32,9 @@ import (
 // panic=, a reboot).
 const exitAtOnce = "/etc/ovroot-test/exit-at-once"
 
+// hangMarker in a root makes the agent hang forever.
+const hangMarker = "/etc/ovroot-test/hang"
+
 // healthResult, in a root, is what the agent answers when ovroot runs it
 // as a health check (a copy in /etc/ovroot/health.d, started with
 // OVROOT_HEALTH=1): "ok", or "fail: why".
@@ -46,6 +49,14 @@ func main() {
 		}
 		fmt.Println("ok")
 		return
+	}
+	if _, err := os.Stat(hangMarker); err == nil {
+		// A root that hangs: never confirms, never fails, never reboots.
+		// (A sleep loop: select{} in PID 1 would be a Go crash.)
+		fmt.Println("GUEST: hanging (" + hangMarker + ")")
+		for {
+			time.Sleep(time.Hour)
+		}
 	}
 	if _, err := os.Stat(exitAtOnce); err == nil {
 		fmt.Println("GUEST: exiting at once (" + exitAtOnce + ")")
