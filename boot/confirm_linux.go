@@ -52,6 +52,18 @@ const (
 	healthFailureEnv = "OVROOT_HEALTH_FAILURE"
 )
 
+// enterRoot makes the real root (the directory the init handed over as
+// fd 3) this background process's root and working directory.
+func enterRoot() error {
+	if err := unix.Fchdir(3); err != nil {
+		return err
+	}
+	if err := unix.Chroot("."); err != nil {
+		return err
+	}
+	return os.Chdir("/")
+}
+
 func logKmsg(msg string) {
 	if kmsg, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
 		kmsg.WriteString(msg + "\n")
@@ -70,12 +82,7 @@ func Confirm() {
 		os.Exit(2)
 	}
 	time.Sleep(after)
-	if err := unix.Fchdir(3); err == nil {
-		err = unix.Chroot(".")
-		if err == nil {
-			err = os.Chdir("/")
-		}
-	}
+	err = enterRoot()
 	msg := ""
 	if err != nil {
 		msg = fmt.Sprintf("<3>ovroot: confirm_after: cannot enter the root: %v", err)

@@ -67,10 +67,9 @@ func KeepWatchdog() {
 		os.Exit(2)
 	}
 	deadline := time.Now().Add(after)
-	if err := unix.Fchdir(3); err == nil {
-		if err = unix.Chroot("."); err == nil {
-			err = os.Chdir("/")
-		}
+	if err := enterRoot(); err != nil {
+		logKmsg(fmt.Sprintf("<3>ovroot: trial_watchdog: cannot enter the root: %v (a hanging root stays on trial)", err))
+		os.Exit(1)
 	}
 	wd, err := os.OpenFile(watchdogDevice, os.O_WRONLY, 0)
 	if err != nil {
