@@ -40,7 +40,7 @@ type Boot struct {
 	StartConfirmer func(newRoot string, after time.Duration, health config.Init) error
 	// StartWatchdog starts the trial watchdog keeper
 	// (watchdog_linux.go); nil = the real one.
-	StartWatchdog func(newRoot string, after time.Duration) error
+	StartWatchdog func(newRoot string, after time.Duration, wd *os.File) error
 
 	cfg          config.Init
 	cmdline      Cmdline

@@ -269,8 +269,7 @@ func TestConfirmerOnlyForTrials(t *testing.T) {
 }
 
 // The watchdog keeper starts only for a trial boot with trial_watchdog set
-// on a machine with /dev/watchdog (in the new root: /dev is moved there
-// before it starts).
+// on a machine with /dev/watchdog, which the init opens and hands over.
 func TestWatchdogOnlyForTrials(t *testing.T) {
 	for _, c := range []struct {
 		trial, device bool
@@ -279,8 +278,8 @@ func TestWatchdogOnlyForTrials(t *testing.T) {
 	}{{true, true, 30 * time.Second, 1}, {true, true, 0, 0}, {false, true, 30 * time.Second, 0}, {true, false, 30 * time.Second, 0}} {
 		root := t.TempDir()
 		if c.device {
-			os.MkdirAll(filepath.Join(root, layout.NewRootDir, "dev"), 0o755)
-			os.WriteFile(filepath.Join(root, layout.NewRootDir, "dev/watchdog"), nil, 0o600)
+			os.MkdirAll(filepath.Join(root, "dev"), 0o755)
+			os.WriteFile(filepath.Join(root, "dev/watchdog"), nil, 0o600)
 		}
 		var warned []string
 		b := &Boot{Root: root, Logf: t.Logf, Warnf: func(f string, a ...any) { warned = append(warned, fmt.Sprintf(f, a...)) }}
@@ -290,10 +289,10 @@ func TestWatchdogOnlyForTrials(t *testing.T) {
 			b.state.Slot.Trial = &layout.Trial{Left: 1}
 		}
 		n := 0
-		b.StartWatchdog = func(newRoot string, after time.Duration) error {
+		b.StartWatchdog = func(newRoot string, after time.Duration, wd *os.File) error {
 			n++
-			if after != c.after || newRoot != filepath.Join(root, layout.NewRootDir) {
-				t.Errorf("keeper for %s after %s", newRoot, after)
+			if after != c.after || newRoot != filepath.Join(root, layout.NewRootDir) || wd == nil || wd.Name() != filepath.Join(root, "dev/watchdog") {
+				t.Errorf("keeper for %s after %s with %v", newRoot, after, wd)
 			}
 			return nil
 		}

@@ -166,6 +166,12 @@ func (LinuxSys) StartTrashCollector(trash string) error {
 // own session, with env as its whole environment and the directory dir
 // open as its fd 3: it outlives switch_root, and reaches dir after it.
 func startBackground(dir string, env ...string) error {
+	return startBackgroundFiles(dir, nil, env...)
+}
+
+// startBackgroundFiles is startBackground with more open files for the
+// process, from fd 4 on.
+func startBackgroundFiles(dir string, files []*os.File, env ...string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
@@ -177,7 +183,7 @@ func startBackground(dir string, env ...string) error {
 	}
 	cmd := exec.Command(exe)
 	cmd.Env = env
-	cmd.ExtraFiles = []*os.File{d}
+	cmd.ExtraFiles = append([]*os.File{d}, files...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

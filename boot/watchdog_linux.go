@@ -31,30 +31,34 @@ const (
 )
 
 // startWatchdog starts the keeper for a trial boot when the config asks
-// for one and the machine has a watchdog; otherwise it says why not.
+// for one and the machine has a watchdog; otherwise it says why not. The
+// init opens the device itself (its /dev is still the initramfs's; the
+// keeper starts as switch_root moves it) and hands it over as fd 4.
 func (b *Boot) startWatchdog() {
 	after := b.cfg.TrialWatchdog.D()
 	if !b.InTrial() || after <= 0 {
 		return
 	}
-	// /dev is already moved into the new root.
-	if _, err := os.Stat(b.path(layout.NewRootDir + watchdogDevice)); err != nil {
-		b.Warnf("trial_watchdog: no %s (load the board's watchdog driver with modules): a hanging root stays on trial", watchdogDevice)
+	wd, err := os.OpenFile(b.path(watchdogDevice), os.O_WRONLY, 0)
+	if err != nil {
+		b.Warnf("trial_watchdog: no %s (%v; load the board's watchdog driver with modules): a hanging root stays on trial", watchdogDevice, err)
 		return
 	}
+	defer wd.Close() // the keeper holds it now: this close does not stop it
 	start := b.StartWatchdog
 	if start == nil {
 		start = startWatchdog
 	}
-	if err := start(b.path(layout.NewRootDir), after); err != nil {
+	if err := start(b.path(layout.NewRootDir), after, wd); err != nil {
+		wd.Write([]byte("V")) // stop what opening it started
 		b.Warnf("trial_watchdog: cannot start the watchdog keeper: %v (a hanging root stays on trial)", err)
 		return
 	}
 	b.Logf("watchdog armed: slot %s resets unless confirmed within %s", b.state.Slot.Slot, after)
 }
 
-func startWatchdog(newRoot string, after time.Duration) error {
-	return startBackground(newRoot, watchdogEnv+"="+after.String())
+func startWatchdog(newRoot string, after time.Duration, wd *os.File) error {
+	return startBackgroundFiles(newRoot, []*os.File{wd}, watchdogEnv+"="+after.String())
 }
 
 // IsWatchdogKeeper reports whether this process is the keeper, not PID 1.
@@ -67,14 +71,11 @@ func KeepWatchdog() {
 		os.Exit(2)
 	}
 	deadline := time.Now().Add(after)
+	wd := os.NewFile(4, watchdogDevice) // from the init, open
 	if err := enterRoot(); err != nil {
-		logKmsg(fmt.Sprintf("<3>ovroot: trial_watchdog: cannot enter the root: %v (a hanging root stays on trial)", err))
-		os.Exit(1)
-	}
-	wd, err := os.OpenFile(watchdogDevice, os.O_WRONLY, 0)
-	if err != nil {
-		logKmsg(fmt.Sprintf("<3>ovroot: trial_watchdog: open %s: %v (a hanging root stays on trial)", watchdogDevice, err))
-		os.Exit(1)
+		// Keep feeding until the deadline anyway: the confirmation
+		// cannot be seen, so a confirmed slot is reset then.
+		logKmsg(fmt.Sprintf("<3>ovroot: trial_watchdog: cannot enter the root: %v", err))
 	}
 	fd := int(wd.Fd())
 	timeout := watchdogHW

@@ -311,7 +311,17 @@ func flipBundle(t *testing.T, bundle, member string, off int) string {
 		if off < 0 {
 			off += len(body)
 		}
-		data[i+off] ^= 0x10
+		mask := byte(0x10)
+		if member == slot.SigName {
+			// A text file of base64: flip the case bit of the next
+			// letter, which keeps it base64 (another byte of the
+			// signature, not an unreadable file).
+			for !('a' <= body[off] && body[off] <= 'z' || 'A' <= body[off] && body[off] <= 'Z') {
+				off++
+			}
+			mask = 0x20
+		}
+		data[i+off] ^= mask
 		out := filepath.Join(t.TempDir(), "flipped-"+member)
 		if err := os.WriteFile(out, data, 0o644); err != nil {
 			t.Fatal(err)
@@ -529,10 +539,10 @@ func testUpgrade(t *testing.T, c abChain) {
 	sick := buildBundle(t, c, withHealth(t, abRootfs(t, arch, "6-health-fails", false), "fail: uplink down"), release("6"), func(im *config.Image) {
 		im.Init.ConfirmAfter = config.OffDuration(3 * time.Second)
 	})
-	// A root that hangs: the trial watchdog resets each try (x86_64: the
-	// armhf kernel has no driver for QEMU's watchdog).
+	// A root that hangs: the trial watchdog resets each try (not on 32-bit
+	// ARM: the armhf kernel has no driver for QEMU's watchdog).
 	hang := ""
-	if arch == layout.X86_64 {
+	if arch != layout.ARM {
 		root := abRootfs(t, arch, "7-hangs", false)
 		if err := os.WriteFile(filepath.Join(root, "etc/ovroot-test/hang"), nil, 0o644); err != nil {
 			t.Fatal(err)
@@ -649,7 +659,7 @@ func testUpgrade(t *testing.T, c abChain) {
 			t.Errorf("mark-good: %s\nwant %q", out, want)
 		}
 	}
-	if arch == layout.X86_64 {
+	if arch != layout.ARM {
 		// The trial armed the watchdog; confirmed, the slot runs three
 		// times trial_watchdog (20s) and is never reset.
 		expect(t, vm, "ovroot: trial_watchdog: slot confirmed, watchdog stopped")
@@ -853,7 +863,7 @@ func expectHealthFallback(t *testing.T, d *abDevice) {
 		if err := vm.Wait(bootTimeout); err != nil {
 			t.Fatalf("health: the failed check did not reboot: %v", err)
 		}
-		if strings.Contains(vm.Console(), "confirmed after") {
+		if strings.Contains(vm.Console(), ") confirmed after ") {
 			t.Fatalf("health: a root whose check fails was confirmed:\n%s", vm.Tail(30))
 		}
 	}
