@@ -155,6 +155,25 @@ func readGPT(r io.ReaderAt, lba, sectors uint64, ss int) (gptTable, error) {
 	return t, nil
 }
 
+// checkLayout refuses a table that is valid to the kernel but that no
+// partitioning tool writes: an entry array or header inside the usable
+// range, or a partition outside it or ending before it starts. Writing such
+// a table back would write into a partition's data; the grow and the
+// repair leave the disk alone instead (found by FuzzGrowGPT).
+func (t gptTable) checkLayout(ss int) error {
+	h := t.Header
+	inUsable := func(first, last uint64) bool { return first <= h.LastUsableLBA && last >= h.FirstUsableLBA }
+	if es := t.entriesSectors(ss); inUsable(h.EntriesLBA, h.EntriesLBA+es-1) || inUsable(h.MyLBA, h.MyLBA) {
+		return fmt.Errorf("GPT at LBA %d: its header or entry array (LBA %d-%d) lies in the usable LBAs %d-%d", h.MyLBA, h.EntriesLBA, h.EntriesLBA+es-1, h.FirstUsableLBA, h.LastUsableLBA)
+	}
+	for i := 0; i < int(h.NumEntries); i++ {
+		if e := t.entry(i); t.used(i) && (e.FirstLBA > e.LastLBA || e.FirstLBA < h.FirstUsableLBA || e.LastLBA > h.LastUsableLBA) {
+			return fmt.Errorf("GPT at LBA %d: partition %d (LBA %d-%d) is not within the usable LBAs %d-%d", h.MyLBA, i+1, e.FirstLBA, e.LastLBA, h.FirstUsableLBA, h.LastUsableLBA)
+		}
+	}
+	return nil
+}
+
 // diskGPT is what a disk holds: the primary table and the backup, each
 // with why it is not valid.
 type diskGPT struct {
@@ -242,8 +261,10 @@ func grownGPT(t gptTable, sectors uint64, ss int, part int, grow bool) (g gptTab
 	if grow && part >= 0 && part < int(h.NumEntries) && t.used(part) && lastPartition(t) == part {
 		e := t.entry(part)
 		perAlign := uint64(gptAlign / ss)
-		end := (lastUsable+1)/perAlign*perAlign - 1
-		if end > e.LastLBA && end >= e.FirstLBA {
+		// On a disk of less than one alignment unit there is no boundary
+		// to grow to (found by FuzzGrowGPT: the end wrapped to 2^64-1).
+		aligned := (lastUsable + 1) / perAlign * perAlign
+		if end := aligned - 1; aligned > 0 && end > e.LastLBA && end >= e.FirstLBA {
 			changes = append(changes, fmt.Sprintf("partition %d end from LBA %d to %d", part+1, e.LastLBA, end))
 			g.setLast(part, end)
 		}

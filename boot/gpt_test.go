@@ -175,6 +175,19 @@ func TestGrowGPT(t *testing.T) {
 			name: "valid primary with a broken backup rewrites the backup", size: imageSize, grow: true, part: 3, wantWrites: true,
 			prepare: func(m *memDisk) { m.data[len(m.data)-512+20] ^= 0xff },
 		},
+		{
+			// Valid, but a stale copy: a later repair of the primary
+			// from it would move partition 1.
+			name: "a valid backup that disagrees with the primary is rewritten from it", size: imageSize, grow: true, part: 3, wantWrites: true,
+			prepare: func(m *memDisk) {
+				last := int64(len(m.data)/512 - 1)
+				m.data[(last-32)*512+32] ^= 1 // backup entry 1's first LBA
+				fixGPTCRCs(m.data, last)
+				if g := readDiskGPT(m, uint64(last+1), 512); g.BackupErr != nil || bytes.Equal(g.Backup.Entries, g.Primary.Entries) {
+					panic(fmt.Sprintf("the stale backup is not valid or not stale: %v", g.BackupErr))
+				}
+			},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := imageDisk(t, tc.size)
@@ -182,7 +195,10 @@ func TestGrowGPT(t *testing.T) {
 				tc.prepare(m)
 			}
 			before := append([]byte(nil), m.data...)
-			_, err := growGPT(m, tc.part, tc.grow, t.Logf)
+			res, err := growGPT(m, tc.part, tc.grow, t.Logf)
+			if stale := strings.HasPrefix(tc.name, "a valid backup that disagrees"); res.StaleBackup != stale {
+				t.Errorf("StaleBackup = %v", res.StaleBackup)
+			}
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("growGPT() error = %v, want one containing %q", err, tc.wantErr)

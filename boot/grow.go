@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +46,9 @@ func gptRepairPrimary(d Disk, g diskGPT, logf Logf) (bool, error) {
 	}
 	ss := d.SectorSize()
 	p := primaryFrom(g.Backup)
+	if err := p.checkLayout(ss); err != nil {
+		return false, fmt.Errorf("primary GPT not valid (%v), and the backup cannot be written back as a primary: %w", g.PrimaryErr, err)
+	}
 	logf("primary GPT not valid (%v): rewriting it from the backup at LBA %d", g.PrimaryErr, g.BackupLBA)
 	if err := writeAll(d, tableWrites(p, ss, "primary")); err != nil {
 		return false, err
@@ -67,11 +71,14 @@ func writeAll(d Disk, ws []gptWrite) error {
 
 // growResult is what growGPT did.
 type growResult struct {
-	Repaired bool   // the primary was rewritten from the backup
-	Changed  string // what the rewrite changed ("" = nothing)
-	Resized  bool   // the kernel was told the partition's new size
-	OldSize  int64  // the partition's size in bytes before
-	NewSize  int64  // and after
+	Repaired bool // the primary was rewritten from the backup
+	// StaleBackup: a valid backup described other partitions than the
+	// primary and was rewritten from it.
+	StaleBackup bool
+	Changed     string // what the rewrite changed ("" = nothing)
+	Resized     bool   // the kernel was told the partition's new size
+	OldSize     int64  // the partition's size in bytes before
+	NewSize     int64  // and after
 }
 
 // growGPT brings the disk's GPT to its size and, when grow is set, the
@@ -104,12 +111,24 @@ func growGPT(d Disk, part int, grow bool, logf Logf) (growResult, error) {
 	if repaired {
 		primary = primaryFrom(g.Backup)
 	}
+	if err := primary.checkLayout(ss); err != nil {
+		return res, fmt.Errorf("not touching the GPT: %w", err)
+	}
 	target, why, err := grownGPT(primary, sectors, ss, part-1, grow)
 	if err != nil {
 		return res, err
 	}
 	if why == "" && g.BackupErr != nil {
 		why = fmt.Sprintf("backup GPT at LBA %d not valid (%v)", g.BackupLBA, g.BackupErr)
+	}
+	// A valid backup that describes other partitions than the primary
+	// (another tool's edit, a stale copy) would be what a damaged primary
+	// is repaired from: partitions would move, and the wrong thing be
+	// mounted. The kernel reads the primary, so the backup follows it.
+	if want := backupOf(target, ss); why == "" && g.BackupErr == nil &&
+		(!bytes.Equal(want.Entries, g.Backup.Entries) || !bytes.Equal(want.encodeHeader(ss), g.Backup.encodeHeader(ss))) {
+		why = fmt.Sprintf("backup GPT at LBA %d disagrees with the primary", g.BackupLBA)
+		res.StaleBackup = true
 	}
 	if why != "" {
 		res.Changed = why

@@ -80,6 +80,10 @@ func (b *Boot) growDisk(data BlockDev) {
 			b.Warnf("/dev/%s: primary GPT was not valid; rewritten from the backup", data.Disk)
 			b.state.Warnings = append(b.state.Warnings, fmt.Sprintf("the primary GPT of /dev/%s was repaired from its backup at boot", data.Disk))
 		}
+		if res.StaleBackup {
+			b.Warnf("/dev/%s: the backup GPT disagreed with the primary; rewritten from the primary (the table the kernel uses)", data.Disk)
+			b.state.Warnings = append(b.state.Warnings, fmt.Sprintf("the backup GPT of /dev/%s disagreed with the primary and was rewritten from it at boot", data.Disk))
+		}
 		if res.Resized {
 			b.Logf("grew data partition %s from %d to %d MiB", data.Path(), res.OldSize>>20, res.NewSize>>20)
 		}
