@@ -65,3 +65,12 @@ func CompareVersions(a, b string) (int, error) {
 	}
 	return va.Compare(vb), nil
 }
+
+// String is the version as ParseVersion reads it.
+func (v Version) String() string {
+	parts := make([]string, len(v))
+	for i, n := range v {
+		parts[i] = strconv.FormatUint(n, 10)
+	}
+	return strings.Join(parts, ".")
+}

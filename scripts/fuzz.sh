@@ -25,6 +25,15 @@ targets=(
   "./boot/ FuzzParseCmdline 1"
   "./slot/ FuzzBundleReader 1"
   "./slot/ FuzzParseEnv 1"
+  "./slot/ FuzzParseEntry 1"
+  "./slot/ FuzzParseEntryName 1"
+  "./slot/ FuzzParseEvents 1"
+  "./boot/ FuzzGrowGPT 1"
+  "./boot/ FuzzProbe 1"
+  "./boot/ FuzzSelectPartitions 1"
+  "./boot/ FuzzParseUndo 1"
+  "./layout/ FuzzParseState 1"
+  "./layout/ FuzzParseVersion 1"
 )
 # scale multiplies a one-unit Go duration such as 4s, 500ms or 5m.
 scale() {

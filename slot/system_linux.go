@@ -516,8 +516,7 @@ func AppendEvent(dir string, ev layout.SlotEvent) error {
 	return nil
 }
 
-// ReadEvents reads the slot log; lines that do not parse (a line torn by
-// a power cut) are skipped. No log is no events.
+// ReadEvents reads the slot log (see ParseEvents). No log is no events.
 func ReadEvents(path string) ([]layout.SlotEvent, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -526,13 +525,5 @@ func ReadEvents(path string) ([]layout.SlotEvent, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []layout.SlotEvent
-	for _, line := range bytes.Split(data, []byte("\n")) {
-		var ev layout.SlotEvent
-		if len(bytes.TrimSpace(line)) == 0 || json.Unmarshal(line, &ev) != nil {
-			continue
-		}
-		out = append(out, ev)
-	}
-	return out, nil
+	return ParseEvents(data), nil
 }
