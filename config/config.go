@@ -50,7 +50,7 @@ type Init struct {
 	// boot: not confirmed within this long, the board resets and the
 	// loader counts the try. 0 (written "off", the default) arms none.
 	TrialWatchdog OffDuration `toml:"trial_watchdog"`
-	Reset         Reset  `toml:"reset"` // factory reset
+	Reset         Reset       `toml:"reset"` // factory reset
 }
 
 // Reset is the [reset] table of the init config: what a factory reset
