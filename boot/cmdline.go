@@ -8,6 +8,7 @@ import (
 
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/slot"
+	"github.com/ovroot/ovroot/verity"
 )
 
 // Cmdline is what the init takes from the kernel command line.
@@ -36,6 +37,11 @@ type Cmdline struct {
 	// TryDone and TryOf are ovroot.try=DONE/TRIES, which a U-Boot image's
 	// boot script adds to a counted boot: this is try TryDone of TryOf.
 	TryDone, TryOf int
+	// Verity is the root's hash tree (ovroot.verity=); VerityErr why the
+	// parameter that is there does not parse. A root whose parameter does
+	// not parse is never mounted unchecked.
+	Verity    *verity.Info
+	VerityErr error
 	// Params holds every parameter as given, last one wins (flags map to "").
 	Params map[string]string
 }
@@ -93,6 +99,12 @@ func parseCmdline(s string) (c Cmdline, problems []string) {
 				continue
 			}
 			c.TryDone, c.TryOf = done, of
+		case verity.CmdlineParam:
+			v, err := verity.ParseParam(val)
+			c.Verity, c.VerityErr = nil, err
+			if err == nil {
+				c.Verity = &v
+			}
 		case "ovroot.reset_step_delay":
 			d, err := time.ParseDuration(val)
 			if err != nil || d < 0 || d > time.Minute {

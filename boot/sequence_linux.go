@@ -321,11 +321,43 @@ func (b *Boot) waitForPartitions() (root BlockDev, data *BlockDev, err error) {
 
 func (b *Boot) mountLower(dev BlockDev) error {
 	b.mkdir(layout.RomDir)
-	if err := b.Sys.Mount(dev.Path(), layout.RomDir, "squashfs", unix.MS_RDONLY, ""); err != nil {
+	src, err := b.checkRoot(dev)
+	if err != nil {
+		return err
+	}
+	if err := b.Sys.Mount(src, layout.RomDir, "squashfs", unix.MS_RDONLY, ""); err != nil {
 		return fmt.Errorf("mount lower %s on %s: %w", dev, layout.RomDir, err)
 	}
-	b.Logf("mounted %s (squashfs, ro) on %s", dev.Path(), layout.RomDir)
+	b.Logf("mounted %s (squashfs, ro) on %s", src, layout.RomDir)
 	return nil
+}
+
+// checkRoot is the device the root is mounted from: with ovroot.verity=,
+// the partition mapped through dm-verity after every block of it was
+// checked; otherwise the partition itself.
+func (b *Boot) checkRoot(dev BlockDev) (string, error) {
+	label := dev.PartLabel
+	if label == "" {
+		label = dev.Path()
+	}
+	if err := b.cmdline.VerityErr; err != nil {
+		b.Warnf("root integrity failure on %s: %v: not mounting a root that cannot be checked", label, err)
+		return "", fmt.Errorf("root integrity failure on %s: %w", label, err)
+	}
+	v := b.cmdline.Verity
+	if v == nil {
+		return dev.Path(), nil
+	}
+	t := b.now()
+	node, err := b.Sys.OpenVerity(dev.Path(), *v)
+	if err != nil {
+		b.Warnf("root integrity failure on %s: %v", label, err)
+		return "", fmt.Errorf("root integrity failure on %s: %w", label, err)
+	}
+	took := b.now().Sub(t)
+	b.state.Verity = &layout.VerityState{RootHash: fmt.Sprintf("%x", v.RootHash), Device: node, Blocks: v.DataBlocks, CheckMS: ms(took)}
+	b.Logf("verity: %s checked, all %d blocks match root hash %s (%d ms); mounted through %s", dev.Path(), v.DataBlocks, hexShort(v.RootHash), ms(took), node)
+	return node, nil
 }
 
 // mountOverlay stacks the root (Documentation/filesystems/overlayfs.rst):

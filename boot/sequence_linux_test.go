@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ovroot/ovroot/layout"
+	"github.com/ovroot/ovroot/verity"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,6 +39,7 @@ type fakeSys struct {
 	fsGrow    [2]int64        // GrowFS's from, to; zero = nothing to do
 	// journalPending: ReplayJournal replays, and the mount works after it.
 	journalPending bool
+	verityErr      error // what OpenVerity returns
 	// devsAfterReread is what BlockDevices lists once the kernel re-read
 	// the memDisk at disks["vda"] (nil = devs).
 	devsAfterReread []BlockDev
@@ -153,6 +155,14 @@ func (f *fakeSys) GrowFS(dev, mountpoint string) (int64, int64, error) {
 	f.rec("growfs %s %s", dev, mountpoint)
 	return f.fsGrow[0], f.fsGrow[1], nil
 }
+func (f *fakeSys) OpenVerity(dev string, v verity.Info) (string, error) {
+	f.rec("verity %s %x", dev, v.RootHash)
+	if f.verityErr != nil {
+		return "", f.verityErr
+	}
+	return "/dev/dm-0", nil
+}
+
 func (f *fakeSys) SwitchRoot(newRoot, init string) error {
 	f.rec("switch_root %s %s", newRoot, init)
 	return f.switchErr
@@ -285,6 +295,30 @@ func TestBootDecisions(t *testing.T) {
 		wantWarned []string
 		notWarned  []string
 	}{
+		{
+			name:      "verity: the root is checked, then mounted through the mapping",
+			cmdline:   "ovroot.verity=sha256:3:00ff:abababababababababababababababababababababababababababababababab",
+			sys:       &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}},
+			wantMode:  layout.ModePersistent,
+			wantCalls: []string{"verity /dev/vda2 abababababababababababababababababababababababababababababababab", fmt.Sprintf("mount /dev/dm-0 /rom squashfs %#x ", unix.MS_RDONLY)},
+			notCalls:  []string{fmt.Sprintf("mount /dev/vda2 /rom squashfs %#x ", unix.MS_RDONLY)},
+		},
+		{
+			name:       "verity: a block that does not match stops the boot, naming the partition",
+			cmdline:    "ovroot.verity=sha256:3:00ff:abababababababababababababababababababababababababababababababab",
+			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, verityErr: errors.New("data block 2 does not match the hash tree")},
+			wantErr:    "root integrity failure on rootfs: data block 2 does not match",
+			wantWarned: []string{"root integrity failure on rootfs: data block 2"},
+			notCalls:   []string{fmt.Sprintf("mount /dev/vda2 /rom squashfs %#x ", unix.MS_RDONLY), "switch_root /newroot /sbin/init"},
+		},
+		{
+			name:       "verity: a parameter that does not parse never mounts the root unchecked",
+			cmdline:    "ovroot.verity=sha256:3:00ff:abcd",
+			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}},
+			wantErr:    "root integrity failure on rootfs: ovroot.verity=: root hash",
+			wantWarned: []string{"not mounting a root that cannot be checked"},
+			notCalls:   []string{fmt.Sprintf("mount /dev/vda2 /rom squashfs %#x ", unix.MS_RDONLY), "switch_root /newroot /sbin/init"},
+		},
 		{
 			name:      "second boot mounts ext4 without formatting",
 			sys:       &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}},

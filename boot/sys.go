@@ -1,6 +1,10 @@
 package boot
 
-import "time"
+import (
+	"time"
+
+	"github.com/ovroot/ovroot/verity"
+)
 
 // Sys is the seam between the boot decisions and the privileged operations
 // that carry them out. The Linux implementation is LinuxSys; tests use a
@@ -53,6 +57,10 @@ type Sys interface {
 	// StartTrashCollector deletes the contents of the trash directory in a
 	// background process that outlives switch_root.
 	StartTrashCollector(trash string) error
+	// OpenVerity maps dev through dm-verity with the tree v describes,
+	// reads every block of it (a block that does not match fails), and
+	// returns the mapped device's node.
+	OpenVerity(dev string, v verity.Info) (string, error)
 	// SwitchRoot makes newRoot the root and executes init in it as PID 1.
 	// It returns only on failure.
 	SwitchRoot(newRoot, init string) error

@@ -216,7 +216,11 @@ type Image struct {
 	// EmergencyShell carries u-root's rush and a few commands in the
 	// initramfs, started on the console when no root can be built.
 	EmergencyShell bool `toml:"emergency_shell"`
-	Init           Init `toml:"init"`
+	// Verity appends a dm-verity hash tree to each root and puts its root
+	// hash on the boot entry's command line (ovroot.verity=): the init
+	// checks every block of the root before it mounts it.
+	Verity bool `toml:"verity"`
+	Init   Init `toml:"init"`
 	// Slots is 1 (one root partition, rootfs) or 2 (A/B: rootfs_a and
 	// rootfs_b, upgraded with update bundles).
 	Slots int `toml:"slots"`
@@ -463,7 +467,7 @@ func (im *Image) Validate() error {
 			return bad(b.key, "%s is larger than ovroot builds (at most %s; %s)", b.v, b.max, b.hint)
 		}
 	}
-	if err := checkCmdline(im.Cmdline, im.Arch, im.Loader()); err != nil {
+	if err := checkCmdline(im.Cmdline, im.Arch, im.Loader(), im.Verity); err != nil {
 		return bad("cmdline", "%v", err)
 	}
 	for i, m := range im.Modules {
@@ -540,18 +544,30 @@ func commandLineSize(a layout.Arch, l layout.Loader) int {
 // ovroot.try=NN/0xNN: under 100 bytes), with room to spare.
 const cmdlineReserve = 128
 
+// verityParamLen is the most ovroot.verity= takes with its space:
+// "ovroot.verity=sha256:" + a block count + ":" + salt + ":" + root hash,
+// 32-byte salt and hash in hex.
+const verityParamLen = len(" ovroot.verity=sha256:") + 20 + 1 + 64 + 1 + 64
+
 // checkCmdline refuses a command line that would not reach the kernel as
 // written: a control character (a newline from a TOML multi-line string
 // splits a boot entry: the kernel gets half of it) or more bytes than the
 // kernel and the loader take.
-func checkCmdline(c string, a layout.Arch, l layout.Loader) error {
+func checkCmdline(c string, a layout.Arch, l layout.Loader, verity bool) error {
 	for i, r := range c {
 		if r < 0x20 || r == 0x7f {
 			return fmt.Errorf("control character %q at byte %d: a command line is one line of printable text (a newline would split the boot entry)", r, i)
 		}
 	}
-	if max := commandLineSize(a, l) - 1 - cmdlineReserve; len(c) > max {
-		return fmt.Errorf("%d bytes, more than the %d a %s image with loader %s can pass (the kernel's COMMAND_LINE_SIZE %d, less %d for ovroot's own parameters)", len(c), max, a, l, commandLineSize(a, l), cmdlineReserve)
+	reserve := cmdlineReserve
+	if verity {
+		reserve += verityParamLen
+	}
+	if strings.Contains(" "+c, " ovroot.verity=") {
+		return fmt.Errorf("has ovroot.verity=: the build adds it, with the root hash of the root it makes (set verity = true)")
+	}
+	if max := commandLineSize(a, l) - 1 - reserve; len(c) > max {
+		return fmt.Errorf("%d bytes, more than the %d a %s image with loader %s can pass (the kernel's COMMAND_LINE_SIZE %d, less %d for ovroot's own parameters)", len(c), max, a, l, commandLineSize(a, l), reserve)
 	}
 	return nil
 }

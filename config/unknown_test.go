@@ -73,6 +73,8 @@ func TestCmdlineRefused(t *testing.T) {
 		{"escape", "arch = \"arm64\"\n" + base + "cmdline = \"a\\u001bb\"\n", "control character '\\x1b'", 5},
 		{"too long for x86_64", "arch = \"x86_64\"\n" + base + "cmdline = \"" + strings.Repeat("a", 1920) + "\"\n", "1920 bytes, more than the 1919", 5},
 		{"too long for arm", "arch = \"arm\"\n" + base + "cmdline = \"" + strings.Repeat("a", 896) + "\"\n", "896 bytes, more than the 895", 5},
+		{"too long with verity's root hash", "arch = \"x86_64\"\n" + base + "verity = true\ncmdline = \"" + strings.Repeat("a", 1748) + "\"\n", "1748 bytes, more than the 1747", 6},
+		{"ovroot.verity= by hand", "arch = \"x86_64\"\n" + base + "cmdline = \"quiet ovroot.verity=sha256:1:00:00\"\n", "the build adds it", 5},
 		{"too long for U-Boot on arm64", "arch = \"arm64\"\n" + base + "cmdline = \"" + strings.Repeat("a", 1000) + "\"\n[boot]\nloader = \"uboot\"\n", "loader uboot", 5},
 	}
 	for _, c := range cases {
@@ -86,6 +88,7 @@ func TestCmdlineRefused(t *testing.T) {
 	}
 	for _, ok := range []string{
 		"arch = \"x86_64\"\n" + base + "cmdline = \"" + strings.Repeat("a", 1919) + "\"\n",
+		"arch = \"x86_64\"\n" + base + "verity = true\ncmdline = \"" + strings.Repeat("a", 1747) + "\"\n",
 		"arch = \"arm64\"\n" + base + "cmdline = \"console=ttyAMA0 quiet ovroot.x=é\"\n",
 	} {
 		if err := parseImage("spec/image.toml", []byte(ok)); err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/ovroot/ovroot/internal/tmpdir"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/slot"
+	"github.com/ovroot/ovroot/verity"
 )
 
 // Spec is what goes into an image.
@@ -55,7 +56,10 @@ type Spec struct {
 	// "0"); SignKey signs the bundle (nil: unsigned).
 	Version string
 	SignKey *minisign.PrivateKey
-	Add     []Addition // host files added to the root unless it has them
+	// Verity appends a dm-verity hash tree to the squashfs and adds
+	// ovroot.verity= with its root hash to the command line.
+	Verity bool
+	Add    []Addition // host files added to the root unless it has them
 	// Pending, when set, is waited for once the squashfs is made and
 	// before Initramfs is read; it returns the kernel release to record
 	// when KernelRelease is "". BuildImage makes the initramfs with it
@@ -103,6 +107,10 @@ type Result struct {
 	BundleBytes   int64  // the update bundle's size, when one was written
 	SquashfsBytes int64
 	Entries       int // rootfs entries, the root directory included
+	// Verity is the root's hash tree (verity = true): VerityBytes more
+	// after the squashfs, padding and superblock included.
+	Verity      *verity.Info
+	VerityBytes int64
 }
 
 const (
@@ -345,6 +353,23 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 	for _, a := range s.Add {
 		logf("squashfs: %s", a.Note)
 	}
+	var vinfo *verity.Info
+	var plainSize int64
+	if s.Verity {
+		// The tree goes after the squashfs in the same file, so the root
+		// partition, the slot and the bundle's root member all carry it.
+		t := time.Now()
+		if fi, err := os.Stat(sqfs); err == nil {
+			plainSize = fi.Size()
+		}
+		info, err := verity.Format(sqfs)
+		if err != nil {
+			return nil, err
+		}
+		vinfo = &info
+		s.Cmdline = strings.TrimSpace(s.Cmdline + " " + verity.CmdlineParam + "=" + info.Param())
+		logf("verity: root hash %x, %d data blocks, tree after them, in %s", info.RootHash, info.DataBlocks, time.Since(t).Round(time.Millisecond))
+	}
 	if s.Pending != nil {
 		rel, err := s.Pending()
 		if err != nil {
@@ -442,6 +467,9 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Partitions: parts, SquashfsBytes: sqSize, Entries: entries, BuildID: buildID}
+	if vinfo != nil {
+		res.Verity, res.SquashfsBytes, res.VerityBytes = vinfo, plainSize, sqSize-plainSize
+	}
 	// The bundle before the image is renamed into place: a bundle that
 	// cannot be written (a full disk) fails the build with out as it was.
 	if s.Bundle != "" {

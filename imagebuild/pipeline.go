@@ -88,10 +88,10 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		{"rootfs", im.Rootfs}, {"e2fsck", e2fsckInput(im.E2fsck)}, {"init binary", o.InitBinary}, {"loader file", im.Boot.LoaderFile}}); err != nil {
 		return nil, err
 	}
-	if im.Slots == 2 {
+	if extra := extraModules(im); len(extra) > 0 {
 		// A copy: the caller's image keeps the modules it named.
 		mods := append([]string(nil), im.Modules...)
-		for _, m := range SlotModules(im.Loader()) {
+		for _, m := range extra {
 			if !slices.Contains(mods, m) {
 				mods = append(mods, m)
 			}
@@ -249,6 +249,7 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		Tries:       im.Boot.Tries,
 		Bundle:      o.Bundle,
 		Version:     im.Update.ReleaseVersion(),
+		Verity:      im.Verity,
 		SignKey:     signKey,
 		Pending:     wait,
 		Add:         adds,

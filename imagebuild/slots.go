@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/slot"
 )
@@ -27,6 +28,23 @@ func SlotModules(loader layout.Loader) []string {
 	mods := []string{"vfat", "nls_cp437", "nls_ascii"}
 	if loader == layout.LoaderUEFI {
 		mods = append([]string{"efivarfs"}, mods...)
+	}
+	return mods
+}
+
+// VerityModules are the modules an image with verity = true loads at boot
+// (their dependencies, dm-bufio and the like, come with them).
+var VerityModules = []string{"dm_mod", "dm_verity"}
+
+// extraModules are the modules the image's features need besides those
+// it names.
+func extraModules(im *config.Image) []string {
+	var mods []string
+	if im.Slots == 2 {
+		mods = append(mods, SlotModules(im.Loader())...)
+	}
+	if im.Verity {
+		mods = append(mods, VerityModules...)
 	}
 	return mods
 }

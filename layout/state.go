@@ -31,8 +31,10 @@ type State struct {
 	// Reset is the factory reset performed on this boot, if any.
 	Reset *ResetRecord `json:"reset,omitempty"`
 	// Slot is the root slot booted, in a two-slot image.
-	Slot    *SlotState `json:"slot,omitempty"`
-	Timings Timings    `json:"timings_ms"`
+	Slot *SlotState `json:"slot,omitempty"`
+	// Verity says the root was checked through dm-verity at boot.
+	Verity  *VerityState `json:"verity,omitempty"`
+	Timings Timings      `json:"timings_ms"`
 }
 
 // Timings of the boot phases in milliseconds.
@@ -50,6 +52,14 @@ func ParseState(data []byte) (State, error) {
 		return s, fmt.Errorf("parse %s: %w", StateFile, err)
 	}
 	return s, nil
+}
+
+// VerityState is the dm-verity check of the root on this boot.
+type VerityState struct {
+	RootHash string `json:"root_hash"` // hex
+	Device   string `json:"device"`    // the mapped device /rom is mounted from
+	Blocks   uint64 `json:"blocks"`    // data blocks, all read and checked at boot
+	CheckMS  int64  `json:"check_ms"`
 }
 
 // ResetRequest is a pending factory reset (MetaDir/ResetRequestFile).

@@ -16,7 +16,7 @@ set -euo pipefail
 # the test that Debian's minisign verifies what ovroot signs (and the reverse);
 # xz-utils: unpacks an x86_64 bzImage once so direct boots skip its emulated
 # decompressor (qemu.PVHKernel).
-packages=(qemu-system-x86 qemu-system-arm squashfs-tools e2fsprogs cpio
+packages=(qemu-system-x86 qemu-system-arm squashfs-tools e2fsprogs cpio cryptsetup-bin
   ovmf qemu-efi-aarch64 u-boot-qemu systemd-boot-efi busybox-static mtools dosfstools minisign xz-utils)
 
 sudo=()

@@ -25,7 +25,7 @@ type imageFlags struct {
 	loader, loaderFile                                           string
 	board                                                        string
 	slots                                                        int
-	noCtl                                                        bool
+	noCtl, verity                                                bool
 	signKey, releaseVersion                                      string
 	trustedKeys                                                  stringList
 
@@ -56,6 +56,7 @@ func (f *imageFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.signKey, "sign-key", "", "minisign secret key `FILE` that signs the update bundle (ovroot keygen) (image.toml: [update] sign_key)")
 	fs.Var(&f.trustedKeys, "trusted-key", "public key `FILE` the image's devices trust for bundles, repeatable; replaces the list (image.toml: [update] trusted_keys)")
 	fs.StringVar(&f.releaseVersion, "release-version", "", "release `VERSION` of this build, numbers separated by dots (e.g. 3 or 1.4.2); devices refuse bundles older than what they run (image.toml: [update] version; default 0)")
+	fs.BoolVar(&f.verity, "verity", false, "append a dm-verity hash tree to the root; the init checks every block before it mounts it (image.toml: verity = true)")
 	fs.BoolVar(&f.noCtl, "no-ctl", false, "do not add ovrootctl at "+imagebuild.CtlPath+" when the rootfs has none (image.toml: ctl = false)")
 }
 
@@ -114,6 +115,9 @@ func (f *imageFlags) apply(im *config.Image) (*config.Image, error) {
 	}
 	if f.noCtl {
 		im.Ctl = false
+	}
+	if f.verity {
+		im.Verity = true
 	}
 	if len(f.modules) > 0 {
 		im.Modules = f.modules

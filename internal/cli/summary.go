@@ -20,6 +20,9 @@ func printSummary(w io.Writer, im *config.Image, res *imagebuild.ImageResult) {
 		fmt.Fprintf(w, "  %d  %-12s %9s", p.Index, p.Label, human(p.Size))
 		if p.Index == 2 {
 			fmt.Fprintf(w, "  squashfs %s, %d entries", human(res.SquashfsBytes), res.Entries)
+			if res.Verity != nil {
+				fmt.Fprintf(w, ", verity tree %s", human(res.VerityBytes))
+			}
 		}
 		fmt.Fprintln(w)
 	}
@@ -39,6 +42,9 @@ func printSummary(w io.Writer, im *config.Image, res *imagebuild.ImageResult) {
 	}
 	if loader != "" {
 		fmt.Fprintf(w, "  loader: %s\n", loader)
+	}
+	if res.Verity != nil {
+		fmt.Fprintf(w, "  verity: root hash %x (ovroot.verity= on the command line): the init checks every block of the root before it mounts it\n", res.Verity.RootHash)
 	}
 	if res.BuildID != "" {
 		fmt.Fprintf(w, "  slots: a (build %s, confirmed) and b (empty until an upgrade); board %s\n", res.BuildID, res.Board)

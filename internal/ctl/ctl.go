@@ -147,6 +147,11 @@ func (c Context) status(args []string) error {
 		fmt.Fprintf(w, "%s\n", strings.ToUpper(string(st.Mode)))
 	}
 	fmt.Fprintf(w, "root:      %s on %s (read-only)\n", st.RootDevice, layout.RomDir)
+	if v := st.Verity; v != nil {
+		fmt.Fprintf(w, "verity:    on, root hash %s; all %d blocks checked at boot in %d ms; mounted through %s\n", v.RootHash, v.Blocks, v.CheckMS, v.Device)
+	} else {
+		fmt.Fprintln(w, "verity:    off (the root is not checked against a hash tree)")
+	}
 	if st.DataDevice != "" {
 		fmt.Fprintf(w, "data:      %s on %s\n", st.DataDevice, layout.OverlayDir)
 	}
