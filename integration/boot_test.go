@@ -16,7 +16,9 @@ import (
 // blank data partition and stacks the overlay; /rom holds every entry of the
 // rootfs byte for byte; a write survives a power-off; a deleted factory file
 // is a whiteout in the upper; the second boot does not format again; the
-// data filesystem passes the host's e2fsck after each power-off.
+// data filesystem passes the host's e2fsck after each power-off. The root is a
+// verity root: /rom comes through dm-verity, whose tree Debian's veritysetup
+// verifies on the host.
 func TestBoot(t *testing.T) {
 	requireTools(t)
 	t.Parallel()
@@ -37,7 +39,11 @@ func testBoot(t *testing.T, arch layout.Arch) {
 	if len(want) < 5000 {
 		t.Fatalf("test rootfs has %d entries, want >= 5000", len(want))
 	}
-	img := buildImage(t, arch, rootfs, nil)
+	// A verity root: the walking skeleton boots through dm-verity on
+	// every arch, and the manifest of /rom below is read through it.
+	img := buildImage(t, arch, rootfs, withVerity)
+	v := imageVerity(t, img)
+	checkVerityOnHost(t, img, layout.RootLabel, v)
 
 	// First boot.
 	vm := boot(t, img)
@@ -49,6 +55,7 @@ func testBoot(t *testing.T, arch layout.Arch) {
 	expect(t, vm, "GUEST: ready")
 
 	checkMounts(t, guest(t, vm, "mounts"))
+	checkVerityInGuest(t, vm, v)
 	checkRom(t, vm, want)
 
 	guest(t, vm, "write /etc/persist.txt written-on-first-boot")

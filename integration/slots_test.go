@@ -48,6 +48,9 @@ type abChain struct {
 // powercuts/ on x86_64 (chainsFrom).
 var slotChains = []abChain{{layout.X86_64, layout.LoaderUEFI}, {layout.ARM64, layout.LoaderUEFI}, {layout.ARM, layout.LoaderUBoot}}
 
+// verity reports whether the chain's images are verity images.
+func (c abChain) verity() bool { return c.arch == layout.X86_64 }
+
 func (c abChain) name() string {
 	if c.loader == layout.LoaderUEFI {
 		return string(c.arch)
@@ -56,9 +59,12 @@ func (c abChain) name() string {
 }
 
 // image is the image.toml edit of every A/B test image of the chain:
-// release 1, trusting test key a, whose bundles are signed by it.
+// release 1, trusting test key a, whose bundles are signed by it. The
+// x86_64 chain's roots are verity roots: upgrades carry the tree in the
+// root member and its hash in the signed manifest's command line.
 func (c abChain) image(im *config.Image) {
 	im.Slots = 2
+	im.Verity = c.verity()
 	if c.arch != layout.ARM {
 		im.Modules = append(im.Modules, "i6300esb")
 		im.Init.TrialWatchdog = config.OffDuration(20 * time.Second)
@@ -757,8 +763,15 @@ func testUpgrade(t *testing.T, c abChain) {
 		wantEntries(t, img, c.entries(layout.SlotA, 1)...)
 	}
 	if arch == layout.X86_64 {
-		// A root that does not even mount (its superblock zeroed): the
-		// init's own failure path, which records why for status.
+		// A root changed after the build (its first block zeroed) in a
+		// bundle signed by a trusted key: the verity tree and the root
+		// hash the manifest carries find it at boot; without verity, the
+		// root does not mount. Either is the init's own failure path,
+		// which records why for status.
+		lastFailure := "last failure: mount lower /dev/vda2"
+		if c.verity() {
+			lastFailure = "last failure: root integrity failure on " + layout.SlotA.Label(layout.RootLabel) + ": data block 0 does not match the hash tree"
+		}
 		vm = d.mustBoot(corruptBundle(t, buildBundle(t, c, abRootfs(t, arch, "5-unmountable", false), release("5")), func(root []byte) {
 			clear(root[:4096])
 		}))
@@ -766,7 +779,7 @@ func testUpgrade(t *testing.T, c abChain) {
 		// highest confirmed version (2) must survive it.
 		guest(t, vm, "exec /usr/bin/ovrootctl upgrade /dev/vdb --wipe")
 		powerOff(t, vm)
-		expectFallback(t, d, "unmountable squashfs", "ovroot: trial boot of slot a (build", "last failure: mount lower /dev/vda2", func(vm *qemu.VM) {
+		expectFallback(t, d, "tampered root", "ovroot: trial boot of slot a (build", lastFailure, func(vm *qemu.VM) {
 			if _, err := guestErr(vm, "cat /root/kept.txt"); err == nil {
 				t.Errorf("/root/kept.txt survived the factory reset upgrade --wipe asked for")
 			}
