@@ -714,11 +714,18 @@ func testUpgrade(t *testing.T, c abChain) {
 	powerOff(t, vm)
 	expectFallback(t, d, "init exits at once", "GUEST: exiting at once", "")
 
-	// Then a root with corrupt blocks behind a valid checksum.
+	// Then a root with corrupt blocks behind a valid checksum: the
+	// kernel's squashfs finds them when the init runs, or, on a verity
+	// chain, the init's check of every block finds the first one before
+	// anything is mounted.
 	vm = d.mustBoot(corrupt)
 	guest(t, vm, "exec /usr/bin/ovrootctl upgrade /dev/vdb")
 	powerOff(t, vm)
-	expectFallback(t, d, "corrupt squashfs", "SQUASHFS error", "")
+	corruptWant := "SQUASHFS error"
+	if c.verity() {
+		corruptWant = "ovroot: root integrity failure on " + layout.SlotA.Label(layout.RootLabel) + ": data block "
+	}
+	expectFallback(t, d, "corrupt squashfs", corruptWant, "")
 
 	// Then a root that runs but whose health check fails: each trial boot
 	// comes up, confirm_after runs the check, which fails, and the
