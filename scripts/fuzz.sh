@@ -34,6 +34,7 @@ targets=(
   "./boot/ FuzzParseUndo 1"
   "./layout/ FuzzParseState 1"
   "./layout/ FuzzParseVersion 1"
+  "./verity/ FuzzParseParam 1"
 )
 # scale multiplies a one-unit Go duration such as 4s, 500ms or 5m.
 scale() {
