@@ -12,6 +12,7 @@ import (
 
 	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/layout"
+	"github.com/ovroot/ovroot/slot"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,6 +36,9 @@ type Boot struct {
 	ModuleWorkers int
 	// Reboot restarts the machine (FailTrial); nil = sync and reboot(2).
 	Reboot func() error
+	// ESPMounter mounts the boot partition when the init gives up a
+	// damaged confirmed slot (GiveUpSlot); nil = mount(2).
+	ESPMounter slot.Mounter
 	// StartConfirmer starts the background confirm_after process
 	// (confirm_linux.go); nil = the real one.
 	StartConfirmer func(newRoot string, after time.Duration, health config.Init) error
@@ -332,6 +336,18 @@ func (b *Boot) mountLower(dev BlockDev) error {
 	return nil
 }
 
+// IntegrityError is a root that failed its dm-verity check at boot (or
+// whose ovroot.verity= cannot be used to check it).
+type IntegrityError struct {
+	Label string // the root partition's label (or path)
+	Err   error
+}
+
+func (e *IntegrityError) Error() string {
+	return "root integrity failure on " + e.Label + ": " + e.Err.Error()
+}
+func (e *IntegrityError) Unwrap() error { return e.Err }
+
 // checkRoot is the device the root is mounted from: with ovroot.verity=,
 // the partition mapped through dm-verity after every block of it was
 // checked; otherwise the partition itself.
@@ -342,7 +358,7 @@ func (b *Boot) checkRoot(dev BlockDev) (string, error) {
 	}
 	if err := b.cmdline.VerityErr; err != nil {
 		b.Warnf("root integrity failure on %s: %v: not mounting a root that cannot be checked", label, err)
-		return "", fmt.Errorf("root integrity failure on %s: %w", label, err)
+		return "", &IntegrityError{Label: label, Err: err}
 	}
 	v := b.cmdline.Verity
 	if v == nil {
@@ -352,7 +368,7 @@ func (b *Boot) checkRoot(dev BlockDev) (string, error) {
 	node, err := b.Sys.OpenVerity(dev.Path(), *v)
 	if err != nil {
 		b.Warnf("root integrity failure on %s: %v", label, err)
-		return "", fmt.Errorf("root integrity failure on %s: %w", label, err)
+		return "", &IntegrityError{Label: label, Err: err}
 	}
 	took := b.now().Sub(t)
 	b.state.Verity = &layout.VerityState{RootHash: fmt.Sprintf("%x", v.RootHash), Device: node, Blocks: v.DataBlocks, CheckMS: ms(took)}

@@ -120,6 +120,43 @@ func (b *Boot) FailTrial(cause error) {
 	st := b.state.Slot
 	b.Warnf("trial boot of slot %s (build %s) failed: %v; rebooting so the loader counts it (%d tries left)", st.Slot, st.BuildID, cause, st.Trial.Left)
 	b.logSlotEvent(layout.SlotEvent{Time: b.now().UTC(), Slot: st.Slot, BuildID: st.BuildID, Event: "trial-failed", Reason: cause.Error()})
+	b.reboot()
+}
+
+// GiveUpSlot handles a confirmed slot whose root failed its integrity
+// check at boot (IntegrityError): when the other slot is confirmed, the
+// running slot's entry is made one with no tries left (slot.Abandon), the
+// reason goes to the slot log for ovrootctl status, and the machine
+// reboots into the other slot. It returns (and the caller stops in the
+// emergency shell, as a one-slot image does) for any other failure, a
+// trial boot (FailTrial's), no confirmed other slot, or a failed write.
+func (b *Boot) GiveUpSlot(cause error) {
+	var ie *IntegrityError
+	st := b.state.Slot
+	if st == nil || st.Trial != nil || !errors.As(cause, &ie) {
+		return
+	}
+	other := st.Slot.Other()
+	// slot.System finds the disk from the state record, as ovrootctl does.
+	b.writeState()
+	m := b.ESPMounter
+	if m == nil {
+		m = slot.LinuxMounter{}
+	}
+	sys := &slot.System{Root: b.Root, Mounter: m, Now: b.Now}
+	b.logSlotEvent(layout.SlotEvent{Time: b.now().UTC(), Slot: st.Slot, BuildID: st.BuildID, Event: slot.EventGivenUp, Reason: cause.Error()})
+	res, err := sys.Abandon()
+	if err != nil {
+		b.Warnf("cannot give up the damaged slot %s for slot %s: %v", st.Slot, other, err)
+		return
+	}
+	b.Warnf("slot %s (build %s) is damaged: given up (%s is now %s); rebooting into slot %s", st.Slot, st.BuildID, res.From, res.To, other)
+	b.reboot()
+}
+
+// reboot syncs and restarts the machine (b.Reboot in tests); it returns
+// only when that failed.
+func (b *Boot) reboot() {
 	reboot := b.Reboot
 	if reboot == nil {
 		reboot = func() error {

@@ -25,6 +25,7 @@ import (
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/qemu"
 	"github.com/ovroot/ovroot/slot"
+	"github.com/ovroot/ovroot/verity"
 )
 
 // The A/B tests: a two-slot image boots through UEFI and systemd-boot,
@@ -795,8 +796,57 @@ func testUpgrade(t *testing.T, c abChain) {
 			}
 		})
 	}
+	if c.verity() {
+		expectGiveUp(t, d, good)
+	}
 	fsck(t, img, layout.DataLabel)
 	fsckFAT(t, img)
+}
+
+// expectGiveUp: a confirmed slot whose root goes bad on the disk after
+// it was confirmed (a byte of rootfs_a flipped by the host) is given up
+// at its next boot for the other confirmed slot: the init names the bad
+// block, marks the entry with no tries left and reboots; the device then
+// runs slot b by itself and status says why slot a was left.
+func expectGiveUp(t *testing.T, d *abDevice, good string) {
+	t.Helper()
+	vm := d.mustBoot(good)
+	guest(t, vm, "exec /usr/bin/ovrootctl upgrade /dev/vdb")
+	powerOff(t, vm)
+	vm = d.mustBoot()
+	if s := runningSlot(t, vm); s != layout.SlotA {
+		t.Fatalf("give up: after the upgrade the device runs slot %s, want a on trial", s)
+	}
+	if out := guest(t, vm, "exec /usr/bin/ovrootctl mark-good"); !strings.Contains(out, "slot a (build") {
+		t.Fatalf("give up: mark-good: %s", out)
+	}
+	powerOff(t, vm)
+	confirmed := []string{slot.Name{Slot: layout.SlotA}.FileName(), slot.Name{Slot: layout.SlotB}.FileName()}
+	wantEntries(t, d.img, confirmed...)
+
+	start, _ := partRange(t, d.img, layout.SlotA.Label(layout.RootLabel))
+	const block = 3
+	flipByte(t, d.img.path, start+block*verity.BlockSize+123)
+	vm, up := d.boot()
+	if up {
+		t.Fatalf("give up: the damaged slot a came up:\n%s", vm.Tail(40))
+	}
+	why := fmt.Sprintf("root integrity failure on %s: data block %d does not match the hash tree", layout.SlotA.Label(layout.RootLabel), block)
+	for _, w := range []string{"ovroot: " + why, "is damaged: given up (ovroot-a.conf is now ovroot-a+0-1.conf); rebooting into slot b"} {
+		if !strings.Contains(vm.Console(), w) {
+			t.Errorf("give up: the boot of the damaged slot did not say %q:\n%s", w, vm.Tail(30))
+		}
+	}
+	wantEntries(t, d.img, slot.Name{Slot: layout.SlotA, Counted: true, Left: 0, Done: 1}.FileName(), confirmed[1])
+	vm = d.mustBoot()
+	if s := runningSlot(t, vm); s != layout.SlotB {
+		t.Fatalf("give up: after giving up slot a the device runs slot %s, want b", s)
+	}
+	if st := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(st, "was confirmed, then failed at boot: "+why) || !strings.Contains(st, "slot b: generation") {
+		t.Errorf("give up: status on slot b does not say why slot a was left:\n%s", st)
+	}
+	powerOff(t, vm)
+	t.Logf("give up: confirmed slot a with block %d damaged was given up for slot b (boot %d)", block, d.boots)
 }
 
 // expectFallback boots a device whose slot a was just upgraded to a root

@@ -113,6 +113,6 @@ type SlotEvent struct {
 	Time    time.Time `json:"time"`
 	Slot    Slot      `json:"slot"`
 	BuildID string    `json:"build_id,omitempty"`
-	Event   string    `json:"event"` // "trial-failed", "health-failed", "confirmed", "upgraded"
+	Event   string    `json:"event"` // "trial-failed", "health-failed", "confirmed", "upgraded", "given-up"
 	Reason  string    `json:"reason,omitempty"`
 }

@@ -27,7 +27,10 @@ type SlotInfo struct {
 	TriesLeft   int         `json:"tries_left,omitempty"`
 	TriesDone   int         `json:"tries_done,omitempty"`
 	LastFailure string      `json:"last_failure,omitempty"` // from the slot log
-	Error       string      `json:"error,omitempty"`
+	// GivenUp: the slot was confirmed, and the init gave it up when its
+	// root failed the integrity check (Abandon; the "given-up" event).
+	GivenUp bool   `json:"given_up,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 // Line is the slot's line in ovrootctl status.
@@ -39,6 +42,9 @@ func (i SlotInfo) Line() string {
 	case StateBroken:
 		return s + "BROKEN entry: " + i.Error
 	case StateAbandoned:
+		if i.GivenUp {
+			return s + fmt.Sprintf("ABANDONED: build %s was confirmed, then failed at boot: %s", i.BuildID, i.LastFailure)
+		}
 		s += fmt.Sprintf("ABANDONED: build %s was tried %d times and never confirmed", i.BuildID, i.TriesDone)
 		if i.LastFailure != "" {
 			s += " (last failure: " + i.LastFailure + ")"
@@ -107,8 +113,9 @@ func describe(ents []SlotEntry, events []layout.SlotEvent, running layout.Slot) 
 		}
 		if info.State == StateAbandoned || info.State == StateTrial {
 			for _, ev := range events {
-				if ev.Slot == sl && (ev.Event == "trial-failed" || ev.Event == "health-failed") && (ev.BuildID == "" || ev.BuildID == info.BuildID) {
+				if ev.Slot == sl && (ev.Event == "trial-failed" || ev.Event == "health-failed" || ev.Event == EventGivenUp) && (ev.BuildID == "" || ev.BuildID == info.BuildID) {
 					info.LastFailure = ev.Reason
+					info.GivenUp = ev.Event == EventGivenUp && info.State == StateAbandoned
 				}
 			}
 		}

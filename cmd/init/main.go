@@ -47,6 +47,9 @@ func main() {
 			// try and falls back to the other slot when none are left.
 			b.FailTrial(err) // returns only if the reboot failed
 		}
+		// A confirmed slot whose root is damaged: boot the other slot
+		// when that one is confirmed.
+		b.GiveUpSlot(err)       // returns only if it could not
 		boot.Rescue(log, b.Sys) // emergency shell, or a pause; then try again
 	}
 }
