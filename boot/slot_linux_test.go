@@ -15,6 +15,7 @@ import (
 
 	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/layout"
+	"github.com/ovroot/ovroot/slot"
 	"golang.org/x/sys/unix"
 )
 
@@ -303,5 +304,122 @@ func TestWatchdogOnlyForTrials(t *testing.T) {
 		if c.trial && c.after > 0 && !c.device && (len(warned) != 1 || !strings.Contains(warned[0], "no /dev/watchdog")) {
 			t.Errorf("no device: warnings %q", warned)
 		}
+	}
+}
+
+// espDirMounter stands in for the boot partition: the test put its files
+// at ESPMountDir already, so a mount only records the call.
+type espDirMounter struct{ calls []string }
+
+func (m *espDirMounter) MountESP(dev, dir string, rw bool) error {
+	m.calls = append(m.calls, fmt.Sprintf("mount %s rw=%v", dev, rw))
+	return nil
+}
+func (m *espDirMounter) Unmount(dir string) error { m.calls = append(m.calls, "unmount"); return nil }
+
+// slotSysfs writes /sys/class/block for slotDisk's partitions (what
+// slot.System reads to find the boot partition) and the boot entries.
+func slotSysfs(t *testing.T, root string, entries map[string]slot.Entry) {
+	t.Helper()
+	mk := func(p string, data string) {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	class := filepath.Join(root, "sys/class/block")
+	for i, label := range []string{"boot", "rootfs_a", "rootfs_b", "rootfs_data"} {
+		name := fmt.Sprintf("vda%d", i+1)
+		mk(filepath.Join(root, "sys/devices/pci0/block/vda", name, "uevent"), fmt.Sprintf("DEVNAME=%s\nDEVTYPE=partition\nPARTN=%d\nPARTNAME=%s\n", name, i+1, label))
+		os.MkdirAll(class, 0o755)
+		if err := os.Symlink("../../devices/pci0/block/vda/"+name, filepath.Join(class, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk(filepath.Join(root, "sys/devices/pci0/block/vda/uevent"), "DEVNAME=vda\nDEVTYPE=disk\n")
+	os.Symlink("../../devices/pci0/block/vda", filepath.Join(class, "vda"))
+	for name, e := range entries {
+		mk(filepath.Join(root, layout.ESPMountDir, layout.EntriesDir, name), e.Text())
+	}
+}
+
+// A confirmed slot whose root fails its integrity check is given up for
+// the other confirmed slot and the machine reboots; a trial boot, another
+// failure, or no confirmed other slot changes nothing and returns (the
+// rescue path).
+func TestGiveUpSlot(t *testing.T) {
+	const build = "00000000000000bb"
+	entA := slot.Entry{Slot: layout.SlotA, Generation: 1, BuildID: "00000000000000aa", Loader: layout.LoaderUEFI}
+	entB := slot.Entry{Slot: layout.SlotB, Generation: 2, BuildID: build, Loader: layout.LoaderUEFI}
+	verityCmdline := "ovroot.slot=b ovroot.build=" + build + " ovroot.verity=sha256:3:00ff:" + strings.Repeat("ab", 32)
+	bad := errors.New("data block 2 does not match the hash tree")
+	for _, tc := range []struct {
+		name        string
+		cmdline     string
+		bootCount   string
+		verityErr   error
+		mountErr    error
+		entries     map[string]slot.Entry
+		wantEntries []string
+		wantReboot  bool
+		wantWarn    string
+	}{
+		{name: "confirmed slot, confirmed other", cmdline: verityCmdline, verityErr: bad,
+			entries:     map[string]slot.Entry{"ovroot-a.conf": entA, "ovroot-b.conf": entB},
+			wantEntries: []string{"ovroot-a.conf", "ovroot-b+0-1.conf"}, wantReboot: true,
+			wantWarn: "slot b (build 00000000000000bb) is damaged: given up (ovroot-b.conf is now ovroot-b+0-1.conf); rebooting into slot a"},
+		{name: "the other slot on trial", cmdline: verityCmdline, verityErr: bad,
+			entries:     map[string]slot.Entry{"ovroot-a+1-1.conf": entA, "ovroot-b.conf": entB},
+			wantEntries: []string{"ovroot-a+1-1.conf", "ovroot-b.conf"},
+			wantWarn:    "cannot give up the damaged slot b for slot a: slot a: no confirmed slot to fall back to"},
+		{name: "a trial boot", cmdline: verityCmdline, verityErr: bad, bootCount: `\loader\entries\ovroot-b+0-3.conf`,
+			entries:     map[string]slot.Entry{"ovroot-a.conf": entA, "ovroot-b+0-3.conf": entB},
+			wantEntries: []string{"ovroot-a.conf", "ovroot-b+0-3.conf"}},
+		{name: "another failure", cmdline: "ovroot.slot=b ovroot.build=" + build, mountErr: unix.EINVAL,
+			entries:     map[string]slot.Entry{"ovroot-a.conf": entA, "ovroot-b.conf": entB},
+			wantEntries: []string{"ovroot-a.conf", "ovroot-b.conf"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sys := &fakeSys{devs: slotDisk(), probe: map[string]Content{"/dev/vda4": ContentExt4}, verityErr: tc.verityErr}
+			if tc.mountErr != nil {
+				sys.mountErr = map[string]error{layout.RomDir: tc.mountErr}
+			}
+			e := &bootEnv{cmdline: tc.cmdline, sys: sys, setup: func(root string) {
+				withBootCount(tc.bootCount)(root)
+				slotSysfs(t, root, tc.entries)
+			}}
+			b, err := e.run(t)
+			if err == nil {
+				t.Fatal("the boot did not fail")
+			}
+			m := &espDirMounter{}
+			b.ESPMounter = m
+			rebooted := 0
+			b.Reboot = func() error { rebooted++; return nil }
+			b.GiveUpSlot(err)
+			if (rebooted == 1) != tc.wantReboot || rebooted > 1 {
+				t.Errorf("rebooted %d times, want a reboot: %v", rebooted, tc.wantReboot)
+			}
+			ents, _ := os.ReadDir(filepath.Join(e.root, layout.ESPMountDir, layout.EntriesDir))
+			var got []string
+			for _, d := range ents {
+				got = append(got, d.Name())
+			}
+			if !slices.Equal(got, tc.wantEntries) {
+				t.Errorf("entries %v, want %v", got, tc.wantEntries)
+			}
+			if tc.wantWarn != "" && !e.warned(tc.wantWarn) {
+				t.Errorf("no warning %q in %q", tc.wantWarn, e.warnings)
+			}
+			events, _ := slot.ReadEvents(filepath.Join(e.root, layout.Meta(layout.OverlayDir, layout.SlotLogFile)))
+			if tc.wantWarn != "" && (len(events) != 1 || events[0].Event != slot.EventGivenUp || !strings.Contains(events[0].Reason, "root integrity failure on rootfs_b: data block 2")) {
+				t.Errorf("slot log %+v", events)
+			}
+			if tc.wantWarn == "" && len(m.calls)+len(events) > 0 {
+				t.Errorf("touched the boot partition %v or the slot log %+v", m.calls, events)
+			}
+		})
 	}
 }
