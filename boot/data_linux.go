@@ -3,6 +3,7 @@ package boot
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/ovroot/ovroot/layout"
@@ -15,6 +16,9 @@ import (
 // someone's data) unless the config says on_corrupt = "format".
 func (b *Boot) mountData(dev BlockDev) error {
 	b.fault("in-data")
+	if b.readOnly(dev) {
+		return fmt.Errorf("data partition %s is read-only (write-protected: /sys/class/block/%s/ro is 1): not mounted, checked or formatted", dev, dev.Name)
+	}
 	content, err := b.Sys.Probe(dev.Path())
 	if err != nil {
 		return fmt.Errorf("probe data partition %s: %w", dev, err)
@@ -32,6 +36,11 @@ func (b *Boot) mountData(dev BlockDev) error {
 		err := b.mountDataFS(dev)
 		if err == nil {
 			return nil
+		}
+		if errors.Is(err, unix.EROFS) || errors.Is(err, unix.EACCES) {
+			// The kernel refuses a read-write mount of a device that
+			// refuses writes: nothing to repair, and e2fsck could not.
+			return fmt.Errorf("%w: the device refuses writes (write-protected?): not checked or formatted", err)
 		}
 		b.Warnf("%v", err)
 		if b.replayAndMount(dev, err) {
@@ -171,4 +180,12 @@ func (b *Boot) mountDataFS(dev BlockDev) error {
 	}
 	b.Logf("mounted %s (%s, rw) on %s", dev.Path(), fstype, layout.OverlayDir)
 	return nil
+}
+
+// readOnly reports whether the kernel marks dev read-only (a
+// write-protected SD card or eMMC boot area, a disk attached read-only):
+// /sys/class/block/NAME/ro, which for a partition includes its disk's.
+func (b *Boot) readOnly(dev BlockDev) bool {
+	data, err := os.ReadFile(b.path("/sys/class/block/" + dev.Name + "/ro"))
+	return err == nil && strings.TrimSpace(string(data)) == "1"
 }

@@ -63,8 +63,8 @@ func (b *Boot) repairPartitionTables(devs []BlockDev) {
 // unless grow = false, the data partition to the end. Nothing here stops
 // the boot: on an error the data partition is used as it is.
 func (b *Boot) growDisk(data BlockDev) {
-	if data.Number < 1 {
-		return
+	if data.Number < 1 || b.readOnly(data) {
+		return // a read-only disk: mountData says why the boot is volatile
 	}
 	err := b.guard("grow the data partition", func() error {
 		disk, err := b.Sys.OpenDisk(data.Disk)

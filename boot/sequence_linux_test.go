@@ -40,6 +40,8 @@ type fakeSys struct {
 	// journalPending: ReplayJournal replays, and the mount works after it.
 	journalPending bool
 	verityErr      error // what OpenVerity returns
+	// mountSrcErr: a Mount of this source fails with this error.
+	mountSrcErr map[string]error
 	// devsAfterReread is what BlockDevices lists once the kernel re-read
 	// the memDisk at disks["vda"] (nil = devs).
 	devsAfterReread []BlockDev
@@ -63,6 +65,9 @@ func (f *fakeSys) Mount(source, target, fstype string, flags uintptr, data strin
 	if f.mountFail[target] > 0 {
 		f.mountFail[target]--
 		return unix.EUCLEAN
+	}
+	if err := f.mountSrcErr[source]; err != nil {
+		return err
 	}
 	return f.mountErr[target]
 }

@@ -33,6 +33,7 @@ func (b *Boot) mountRoot(data *BlockDev) error {
 	}
 	if !persistent && b.resetTrigger != "" {
 		b.Warnf("factory reset (trigger=%s) not stored: the data partition is not in use; this boot starts from the factory root anyway", b.resetTrigger)
+		b.state.Warnings = append(b.state.Warnings, fmt.Sprintf("a factory reset was asked for (%s) but could not be done or stored: the data partition is not in use", b.resetTrigger))
 	}
 	err := b.mountOverlay()
 	if err != nil && persistent {

@@ -106,6 +106,7 @@ func TestNeverBricked(t *testing.T) {
 				{"failsafe", testFailsafe},
 				{"emergency-shell", testEmergencyShell},
 				{"data-full", testDataFull},
+				{"read-only-data", testReadOnlyData},
 			} {
 				t.Run(c.name, func(t *testing.T) {
 					t.Parallel()
@@ -196,6 +197,51 @@ func testMissingData(t *testing.T, arch layout.Arch, rootfs string) {
 	expect(t, vm, "GUEST: ready")
 	if got := guest(t, vm, "exists /etc/volatile.txt"); !strings.Contains(got, "exists=false") {
 		t.Errorf("a file written in volatile mode survived: %s", got)
+	}
+	powerOff(t, vm)
+}
+
+// testReadOnlyData: a write-protected disk (QEMU readonly=on, as a
+// write-protected SD card) boots volatile, saying so, without touching the
+// data partition; a factory reset asked for on the kernel command line
+// and by ovrootctl is reported as impossible; with the write protection
+// gone the device boots persistent with its files.
+func testReadOnlyData(t *testing.T, arch layout.Arch, rootfs string) {
+	img := buildImage(t, arch, rootfs, nil)
+	vm := boot(t, img)
+	expect(t, vm, "GUEST: ready")
+	guest(t, vm, "write /etc/kept.txt written-before-the-write-protect")
+	powerOff(t, vm)
+	before := sumPart(t, img, layout.DataLabel)
+
+	vm = boot(t, img, withCmdline("ovroot.reset"), func(c *qemu.Config) {
+		c.ReadOnlyDisks = append(c.Disks, c.ReadOnlyDisks...)
+		c.Disks = nil
+	})
+	expectVolatile(t, vm, "data partition /dev/vda3 (PARTLABEL=rootfs_data) is read-only (write-protected: /sys/class/block/vda3/ro is 1)")
+	if w := "ovroot: factory reset (trigger=cmdline) not stored: the data partition is not in use"; !strings.Contains(vm.Console(), w) {
+		t.Errorf("the console lacks %q", w)
+	}
+	if st := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(st, "a factory reset was asked for (cmdline) but could not be done or stored") {
+		t.Errorf("status does not report the reset that could not be done:\n%s", st)
+	}
+	if out, err := guestErr(vm, "exec /usr/bin/ovrootctl factory-reset"); err == nil || !strings.Contains(out, "is read-only (write-protected") || !strings.Contains(out, "a request could not be stored") {
+		t.Errorf("ovrootctl factory-reset on a write-protected disk: %v\n%s", err, out)
+	}
+	for _, c := range []string{"repairing", "formatting", "fsck:"} {
+		if strings.Contains(vm.Console(), "ovroot: "+c) {
+			t.Errorf("the init tried %q on a write-protected disk:\n%s", c, grepLines(vm.Console(), "ovroot:"))
+		}
+	}
+	vm.Kill()
+	if after := sumPart(t, img, layout.DataLabel); after != before {
+		t.Errorf("the data partition changed during the write-protected boot")
+	}
+
+	vm = boot(t, img)
+	expect(t, vm, "GUEST: ready")
+	if got := strings.TrimSpace(guest(t, vm, "cat /etc/kept.txt")); got != "written-before-the-write-protect" {
+		t.Errorf("after the write protection: /etc/kept.txt = %q", got)
 	}
 	powerOff(t, vm)
 }
