@@ -58,7 +58,7 @@ func (LinuxSys) OpenVerity(dev string, v verity.Info) (node string, err error) {
 	if err := waitNode(node, 2*time.Second); err != nil {
 		return "", err
 	}
-	if err := readWhole(node, v); err != nil {
+	if err := readWhole(node, dev, v); err != nil {
 		return "", err
 	}
 	return node, nil
@@ -76,8 +76,10 @@ func waitNode(node string, timeout time.Duration) error {
 }
 
 // readWhole reads every block of the verity device; a block whose hash
-// does not match the tree fails its read with EIO, and is named.
-func readWhole(node string, v verity.Info) error {
+// does not match the tree fails its read with EIO, and is named. dm-verity
+// answers EIO for a block the partition itself cannot read as well, so
+// that block is read again from dev (the partition) to say which it was.
+func readWhole(node, dev string, v verity.Info) error {
 	f, err := os.Open(node)
 	if err != nil {
 		return err
@@ -87,7 +89,11 @@ func readWhole(node string, v verity.Info) error {
 	for off := int64(0); ; {
 		n, err := f.ReadAt(buf, off)
 		if errors.Is(err, unix.EIO) {
-			return fmt.Errorf("data block %d does not match the hash tree (root hash %x): the root was changed or the flash is failing", firstBadBlock(f, off, int64(len(buf))), v.RootHash)
+			bad := firstBadBlock(f, off, int64(len(buf)))
+			if rerr := readRaw(dev, bad); rerr != nil {
+				return fmt.Errorf("cannot read data block %d from %s: %w (the storage is failing)", bad, dev, rerr)
+			}
+			return fmt.Errorf("data block %d does not match the hash tree (root hash %x): the root was changed or the flash is failing", bad, v.RootHash)
 		}
 		off += int64(n)
 		if err == io.EOF || off >= int64(v.DataBlocks)*verity.BlockSize {
@@ -100,6 +106,20 @@ func readWhole(node string, v verity.Info) error {
 			return fmt.Errorf("read %s at byte %d: %w", node, off, err)
 		}
 	}
+}
+
+// readRaw reads block n of the partition dev itself.
+func readRaw(dev string, n int64) error {
+	f, err := os.Open(dev)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.ReadAt(make([]byte, verity.BlockSize), n*verity.BlockSize)
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
 }
 
 // firstBadBlock finds the first block in [off, off+n) whose read fails.
