@@ -42,6 +42,14 @@ func (b *Boot) mountData(dev BlockDev) error {
 			// refuses writes: nothing to repair, and e2fsck could not.
 			return fmt.Errorf("%w: the device refuses writes (write-protected?): not checked or formatted", err)
 		}
+		if errors.Is(err, unix.EIO) {
+			// The storage failed a read or write the mount made (ext4
+			// says EUCLEAN or EBADMSG for damage it finds). e2fsck on
+			// failing storage repairs nothing and may make it worse:
+			// the partition is left as it is for the next boot, or for
+			// someone to copy off.
+			return fmt.Errorf("%w (the storage is failing): not repaired or formatted, left as it is", err)
+		}
 		b.Warnf("%v", err)
 		if b.replayAndMount(dev, err) {
 			return nil

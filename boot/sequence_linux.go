@@ -330,6 +330,12 @@ func (b *Boot) mountLower(dev BlockDev) error {
 		return err
 	}
 	if err := b.Sys.Mount(src, layout.RomDir, "squashfs", unix.MS_RDONLY, ""); err != nil {
+		// Say what the partition holds when it is not a squashfs at all
+		// (a label on the wrong partition, a root overwritten): probed
+		// only now, so a good boot reads nothing more.
+		if c, perr := b.Sys.Probe(dev.Path()); perr == nil && c != ContentSquashfs {
+			return fmt.Errorf("root partition %s holds %s content, not squashfs: not mounted (mount said: %w)", dev, c, err)
+		}
 		return fmt.Errorf("mount lower %s on %s: %w", dev, layout.RomDir, err)
 	}
 	b.Logf("mounted %s (squashfs, ro) on %s", src, layout.RomDir)

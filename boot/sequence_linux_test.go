@@ -443,6 +443,12 @@ func TestBootDecisions(t *testing.T) {
 			wantCalls: []string{"mount /dev/vda2 /rom squashfs"},
 		},
 		{
+			name:     "a root partition that holds no squashfs says what it holds",
+			sys:      &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda2": ContentExt4}, mountErr: map[string]error{"/rom": unix.EINVAL}},
+			wantErr:  "root partition /dev/vda2 (PARTLABEL=rootfs) holds ext4 content, not squashfs: not mounted (mount said: invalid argument)",
+			notCalls: []string{"switch_root", "format", "mount /dev/vda3"},
+		},
+		{
 			name:       "persistent overlay failure falls back to volatile",
 			sys:        &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}, mountErr: map[string]error{"/newroot": unix.EINVAL}},
 			wantErr:    "mount overlay",
