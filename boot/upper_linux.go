@@ -2,7 +2,9 @@ package boot
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/ovroot/ovroot/layout"
@@ -48,8 +50,23 @@ func (b *Boot) mountRoot(data *BlockDev) error {
 	if persistent {
 		b.recordUpperBuild()
 		b.collectTrash()
+		b.noteDataErrors(*data)
 	}
 	return nil
+}
+
+// noteDataErrors records the data filesystem's error count as the boot
+// leaves it, so ovrootctl status can tell errors of the running system
+// (a write the storage failed, after which ext4 stops writing) from ones
+// recorded on earlier boots.
+func (b *Boot) noteDataErrors(data BlockDev) {
+	raw, err := os.ReadFile(b.path("/sys/fs/ext4/" + data.Name + "/errors_count"))
+	if err != nil {
+		return // not ext4, or a kernel without the attribute
+	}
+	if n, err := strconv.Atoi(strings.TrimSpace(string(raw))); err == nil {
+		b.state.DataErrorsAtBoot = &n
+	}
 }
 
 // usePersistent mounts the data partition at /overlay and readies it for

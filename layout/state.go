@@ -28,6 +28,10 @@ type State struct {
 	// ReserveReleased that the reserve was given up for it.
 	DataFull        bool `json:"data_full,omitempty"`
 	ReserveReleased bool `json:"reserve_released,omitempty"`
+	// DataErrorsAtBoot is the data ext4's error count when the boot put
+	// the upper on it (/sys/fs/ext4/DEV/errors_count): more later means
+	// the filesystem hit errors while running (ovrootctl status).
+	DataErrorsAtBoot *int `json:"data_errors_at_boot,omitempty"`
 	// Reset is the factory reset performed on this boot, if any.
 	Reset *ResetRecord `json:"reset,omitempty"`
 	// Slot is the root slot booted, in a two-slot image.

@@ -10,7 +10,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -104,6 +106,10 @@ func (c Context) status(args []string) error {
 	if err != nil {
 		return err
 	}
+	dataFailed := ""
+	if st.Mode == layout.ModePersistent {
+		dataFailed = c.dataFailure(st)
+	}
 	var slots []slot.SlotInfo
 	var slotsErr, polErr error
 	var pol *slot.Policy
@@ -120,7 +126,8 @@ func (c Context) status(args []string) error {
 			SlotsError  string          `json:"slots_error,omitempty"`
 			Update      *updateStatus   `json:"update,omitempty"`
 			UpdateError string          `json:"update_error,omitempty"`
-		}{State: st, resetStatus: rs, Slots: slots, Update: newUpdateStatus(pol)}
+			DataFailed  string          `json:"data_failed,omitempty"`
+		}{State: st, resetStatus: rs, Slots: slots, Update: newUpdateStatus(pol), DataFailed: dataFailed}
 		if slotsErr != nil {
 			out.SlotsError = slotsErr.Error()
 		}
@@ -130,7 +137,10 @@ func (c Context) status(args []string) error {
 		return json.NewEncoder(c.Stdout).Encode(out)
 	}
 	w := c.Stdout
-	if st.Mode == layout.ModeVolatile {
+	if dataFailed != "" {
+		fmt.Fprintf(w, "PERSISTENT at boot, data partition FAILING since: %s\n", dataFailed)
+		fmt.Fprintln(w, "  writes to the root may fail; what was saved before stays; see dmesg")
+	} else if st.Mode == layout.ModeVolatile {
 		fmt.Fprintf(w, "VOLATILE: %s\n", st.Reason)
 		fmt.Fprintln(w, "  changes are kept in RAM and lost at power-off")
 	} else if st.Mode == layout.ModeFailsafe {
@@ -178,4 +188,78 @@ func (c Context) status(args []string) error {
 	t := st.Timings
 	fmt.Fprintf(w, "boot:      root ready in %d ms (modules %d ms, devices %d ms, mounts %d ms)\n", t.Total, t.Modules, t.Devices, t.Mounts)
 	return nil
+}
+
+// dataFailure says what went wrong with the data filesystem since the
+// boot put the upper on it ("" when nothing did): ext4 counted errors
+// (/sys/fs/ext4/DEV/errors_count above the count the init recorded; after
+// a write the storage failed, ext4 aborts its journal and refuses every
+// write), or the kernel made it read-only (older kernels: the
+// filesystem's own flags in /proc/self/mountinfo, not the mount's).
+func (c Context) dataFailure(st layout.State) string {
+	if data, err := os.ReadFile(c.path("/proc/self/mountinfo")); err == nil {
+		if why := superReadOnly(string(data), layout.OverlayDir); why != "" {
+			return why
+		}
+	}
+	if st.DataErrorsAtBoot == nil || st.DataDevice == "" {
+		return ""
+	}
+	sysfs := c.path("/sys/fs/ext4/" + filepath.Base(st.DataDevice))
+	read := func(name string) string {
+		b, _ := os.ReadFile(filepath.Join(sysfs, name))
+		return strings.TrimSpace(string(b))
+	}
+	n, err := strconv.Atoi(read("errors_count"))
+	if err != nil || n <= *st.DataErrorsAtBoot {
+		return ""
+	}
+	why := fmt.Sprintf("the kernel's ext4 on %s reported %d error(s) since the boot", st.DataDevice, n-*st.DataErrorsAtBoot)
+	if f := read("last_error_func"); f != "" {
+		why += ", the last in " + f
+		if code, err := strconv.Atoi(read("last_error_errcode")); err == nil && code > 0 {
+			why += " (" + ext4ErrName(code) + ")"
+		}
+	}
+	return why
+}
+
+// superReadOnly reports, from mountinfo text, why the filesystem mounted
+// at target is read-only though mounted read-write; "" when it is not
+// (or is not mounted there). The last mount at target counts.
+func superReadOnly(mountinfo, target string) string {
+	why := ""
+	for _, line := range strings.Split(mountinfo, "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(f) < 6 || len(g) < 3 || f[4] != target {
+			continue
+		}
+		why = ""
+		if hasOpt(g[2], "ro") && hasOpt(f[5], "rw") {
+			why = fmt.Sprintf("the kernel made the %s on %s read-only after an error (a write the storage refused, or damage found; see dmesg)", g[0], g[1])
+		}
+	}
+	return why
+}
+
+func hasOpt(opts, o string) bool {
+	for _, x := range strings.Split(opts, ",") {
+		if x == o {
+			return true
+		}
+	}
+	return false
+}
+
+// ext4ErrName names one of ext4's own error codes (fs/ext4/ext4.h,
+// EXT4_ERR_*), what /sys/fs/ext4/DEV/last_error_errcode holds.
+func ext4ErrName(code int) string {
+	names := []string{1: "unknown error", "EIO: an I/O error", "ENOMEM", "EFSBADCRC: bad checksum",
+		"EFSCORRUPTED: damaged metadata", "ENOSPC", "ENOKEY", "EROFS: the journal was aborted",
+		"EFBIG", "EEXIST", "ERANGE", "EOVERFLOW", "EBUSY", "ENOTDIR", "ENOTEMPTY", "ESHUTDOWN", "EFAULT"}
+	if code < len(names) && names[code] != "" {
+		return names[code]
+	}
+	return fmt.Sprintf("ext4 error code %d", code)
 }

@@ -19,10 +19,12 @@ import (
 
 func TestStatus(t *testing.T) {
 	for _, tc := range []struct {
-		name    string
-		state   string // "" = no state file
-		want    []string
-		wantErr string
+		name      string
+		state     string            // "" = no state file
+		mountinfo string            // /proc/self/mountinfo; "" = none
+		sysfs     map[string]string // files of /sys/fs/ext4/vda3
+		want      []string
+		wantErr   string
 	}{
 		{
 			name:  "persistent",
@@ -44,6 +46,30 @@ func TestStatus(t *testing.T) {
 			state: `{"mode":"persistent","root_device":"/dev/vda2","data_device":"/dev/vda3","data_full":true,"timings_ms":{}}`,
 			want:  []string{"PERSISTENT, data partition FULL\n", "no reserve was left"},
 		},
+		{
+			name:      "data partition failed since the boot",
+			state:     `{"mode":"persistent","root_device":"/dev/vda2","data_device":"/dev/vda3","timings_ms":{}}`,
+			mountinfo: "22 1 0:20 / / rw,relatime - overlay overlay rw,lowerdir=/rom\n30 22 254:3 / /overlay rw,noatime - ext4 /dev/vda3 ro\n",
+			want:      []string{"PERSISTENT at boot, data partition FAILING since: the kernel made the ext4 on /dev/vda3 read-only after an error", "writes to the root may fail"},
+		},
+		{
+			name:  "ext4 errors since the boot",
+			state: `{"mode":"persistent","root_device":"/dev/vda2","data_device":"/dev/vda3","data_errors_at_boot":2,"timings_ms":{}}`,
+			sysfs: map[string]string{"errors_count": "5\n", "last_error_func": "ext4_journal_check_start\n", "last_error_errcode": "8\n"},
+			want:  []string{"PERSISTENT at boot, data partition FAILING since: the kernel's ext4 on /dev/vda3 reported 3 error(s) since the boot, the last in ext4_journal_check_start (EROFS: the journal was aborted)\n"},
+		},
+		{
+			name:  "ext4 errors from earlier boots only",
+			state: `{"mode":"persistent","root_device":"/dev/vda2","data_device":"/dev/vda3","data_errors_at_boot":2,"timings_ms":{}}`,
+			sysfs: map[string]string{"errors_count": "2\n", "last_error_func": "ext4_lookup\n"},
+			want:  []string{"PERSISTENT\n"},
+		},
+		{
+			name:      "data partition still writable",
+			state:     `{"mode":"persistent","root_device":"/dev/vda2","data_device":"/dev/vda3","timings_ms":{}}`,
+			mountinfo: "30 22 254:3 / /overlay rw,noatime - ext4 /dev/vda3 rw\n",
+			want:      []string{"PERSISTENT\n"},
+		},
 		{name: "no record", wantErr: "was this system booted by ovroot's init?"},
 		{name: "garbage", state: "{", wantErr: "parse /run/ovroot/state"},
 	} {
@@ -53,6 +79,20 @@ func TestStatus(t *testing.T) {
 				p := filepath.Join(root, layout.StateFile)
 				os.MkdirAll(filepath.Dir(p), 0o755)
 				if err := os.WriteFile(p, []byte(tc.state), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for name, v := range tc.sysfs {
+				p := filepath.Join(root, "sys/fs/ext4/vda3", name)
+				os.MkdirAll(filepath.Dir(p), 0o755)
+				if err := os.WriteFile(p, []byte(v), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.mountinfo != "" {
+				p := filepath.Join(root, "proc/self/mountinfo")
+				os.MkdirAll(filepath.Dir(p), 0o755)
+				if err := os.WriteFile(p, []byte(tc.mountinfo), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
