@@ -29,6 +29,10 @@ type Cmdline struct {
 	// Failsafe boots the factory root with a RAM upper and the data
 	// partition read-only (ovroot.failsafe=1).
 	Failsafe bool
+	// Trace logs a "trace: STEP" line to the kernel log at the end of
+	// each boot step (ovroot.trace=1), for a timeline of the hand-over
+	// from the kernel's timestamps (make bench).
+	Trace bool
 	// Slot is the root slot the boot entry names (ovroot.slot=a|b);
 	// "" for a one-slot image.
 	Slot layout.Slot
@@ -78,6 +82,10 @@ func parseCmdline(s string) (c Cmdline, problems []string) {
 			}
 		case "ovroot.failsafe":
 			if p := parseFlag(key, val, &c.Failsafe); p != "" {
+				problems = append(problems, p)
+			}
+		case "ovroot.trace":
+			if p := parseFlag(key, val, &c.Trace); p != "" {
 				problems = append(problems, p)
 			}
 		case layout.SlotParam:

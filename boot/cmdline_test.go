@@ -67,6 +67,11 @@ func TestParseCmdline(t *testing.T) {
 			want: Cmdline{Failsafe: true, Params: map[string]string{"ovroot.failsafe": "1"}},
 		},
 		{
+			name: "ovroot.trace alone turns the timeline marks on",
+			in:   "ovroot.trace",
+			want: Cmdline{Trace: true, Params: map[string]string{"ovroot.trace": ""}},
+		},
+		{
 			name:     "bad reset values ignored",
 			in:       "ovroot.reset=maybe ovroot.reset_step_delay=forever",
 			want:     Cmdline{Params: map[string]string{"ovroot.reset": "maybe", "ovroot.reset_step_delay": "forever"}},

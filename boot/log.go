@@ -15,6 +15,7 @@ const (
 	levelErr     = 3
 	levelWarning = 4
 	levelInfo    = 6
+	levelDebug   = 7
 )
 
 // Logger writes each message as one line prefixed "ovroot: " to the console
@@ -79,6 +80,17 @@ func (l *Logger) Infof(format string, args ...any) { l.log(levelInfo, format, ar
 
 // Warnf logs something the device survives but a person must know about.
 func (l *Logger) Warnf(format string, args ...any) { l.log(levelWarning, format, args...) }
+
+// Tracef writes a debug record to the kernel log only (never the
+// console: a serial line costs milliseconds per line, which a timeline of
+// the boot would then measure), dropped before kmsg is attached.
+func (l *Logger) Tracef(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.kmsg != nil {
+		fmt.Fprintf(l.kmsg, "<%d>ovroot: %s\n", levelDebug, strings.TrimRight(fmt.Sprintf(format, args...), "\n"))
+	}
+}
 
 // Errorf logs a failure.
 func (l *Logger) Errorf(format string, args ...any) { l.log(levelErr, format, args...) }

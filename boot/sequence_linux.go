@@ -24,8 +24,11 @@ type Boot struct {
 	Root  string
 	Logf  Logf // a step
 	Warnf Logf // something a person must know about
-	Now   func() time.Time
-	Sleep func(time.Duration)
+	// Tracef marks the end of a boot step with ovroot.trace (kernel log
+	// only); nil = Logf.
+	Tracef Logf
+	Now    func() time.Time
+	Sleep  func(time.Duration)
 	// OnPseudoFS runs once /proc, /sys and /dev are mounted (the logger
 	// attaches to /dev/kmsg there).
 	OnPseudoFS func()
@@ -81,12 +84,16 @@ func (b *Boot) Run() error {
 	b.gptChecked = nil
 	b.mountPseudoFS()
 	b.readCmdline()
+	b.trace("start") // Go start-up, /proc /sys /dev /run, the command line
 	b.readConfig()
+	b.trace("config")
 	b.timed(&b.state.Timings.Modules, b.loadModules)
+	b.trace("modules")
 	b.fault("after-modules")
 	b.askForReset()    // kernel command line, reset button
 	b.askForFailsafe() // kernel command line, console key
 	b.readSlot()       // A/B: which root, and is it on trial
+	b.trace("inputs")
 
 	t := b.now()
 	root, data, err := b.waitForPartitions()
@@ -94,14 +101,17 @@ func (b *Boot) Run() error {
 	if err != nil {
 		return err
 	}
+	b.trace("devices")
 	if data != nil && b.failsafe == "" {
 		b.growDisk(*data) // a disk larger than the image: before any mount
+		b.trace("gpt")
 	}
 
 	t = b.now()
 	if err := b.mountLower(root); err != nil {
 		return err
 	}
+	b.trace("root")
 	if err := b.mountRoot(data); err != nil {
 		b.cleanup()
 		return err
@@ -110,12 +120,14 @@ func (b *Boot) Run() error {
 		b.cleanup()
 		return err
 	}
+	b.trace("move")
 	b.state.Timings.Mounts = ms(b.now().Sub(t))
 	b.state.Timings.Total = ms(b.now().Sub(start))
 
 	b.writeState()
 	b.startConfirmer() // a trial boot with confirm_after
 	b.startWatchdog()  // a trial boot with trial_watchdog
+	b.trace("state")
 	b.Logf("root ready in %d ms (modules %d ms, devices %d ms, mounts %d ms)",
 		b.state.Timings.Total, b.state.Timings.Modules, b.state.Timings.Devices, b.state.Timings.Mounts)
 	return b.switchRoot()
@@ -125,6 +137,20 @@ func (b *Boot) Run() error {
 // the kernel mounts devtmpfs itself with CONFIG_DEVTMPFS_MOUNT, or this is a
 // retry) is fine; any other failure is logged and the boot goes on, since
 // later steps report what they miss more precisely.
+// trace marks the end of a boot step in the kernel log with
+// ovroot.trace: make bench draws the hand-over's timeline from the
+// kernel's timestamps of these lines.
+func (b *Boot) trace(step string) {
+	if !b.cmdline.Trace {
+		return
+	}
+	if b.Tracef != nil {
+		b.Tracef("trace: %s", step)
+	} else {
+		b.Logf("trace: %s", step)
+	}
+}
+
 func (b *Boot) mountPseudoFS() {
 	for _, m := range pseudoFS {
 		b.mkdir(m.Target)
@@ -438,6 +464,7 @@ func (b *Boot) switchRoot() error {
 		}
 	}
 	b.Logf("switching to %s", b.cfg.Init)
+	b.trace("logs") // the lines above, on the console
 	if err := b.Sys.SwitchRoot(layout.NewRootDir, b.cfg.Init); err != nil {
 		b.cleanup()
 		return fmt.Errorf("switch_root to %s, init %s: %w", layout.NewRootDir, b.cfg.Init, err)

@@ -186,6 +186,7 @@ type bootEnv struct {
 	warnings []string
 	sleeps   []time.Duration   // every Sleep of the boot, in order
 	setup    func(root string) // prepares files (the data fs at root/overlay)
+	traces   []string          // every Tracef line, in order
 }
 
 // run sets up a fake initramfs in a temp dir and runs the boot sequence with
@@ -224,6 +225,9 @@ func (e *bootEnv) run(t *testing.T) (*Boot, error) {
 		},
 		Now:   func() time.Time { return clock },
 		Sleep: func(d time.Duration) { e.sleeps = append(e.sleeps, d); clock = clock.Add(d) },
+		Tracef: func(format string, args ...any) {
+			e.traces = append(e.traces, fmt.Sprintf(format, args...))
+		},
 	}
 	return b, b.Attempt()
 }

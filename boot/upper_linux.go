@@ -33,6 +33,7 @@ func (b *Boot) mountRoot(data *BlockDev) error {
 			persistent = true
 		}
 	}
+	b.trace("data")
 	if !persistent && b.resetTrigger != "" {
 		b.Warnf("factory reset (trigger=%s) not stored: the data partition is not in use; this boot starts from the factory root anyway", b.resetTrigger)
 		b.state.Warnings = append(b.state.Warnings, fmt.Sprintf("a factory reset was asked for (%s) but could not be done or stored: the data partition is not in use", b.resetTrigger))
@@ -47,10 +48,12 @@ func (b *Boot) mountRoot(data *BlockDev) error {
 	if err != nil {
 		return err
 	}
+	b.trace("overlay")
 	if persistent {
 		b.recordUpperBuild()
 		b.collectTrash()
 		b.noteDataErrors(*data)
+		b.trace("upkeep")
 	}
 	return nil
 }

@@ -34,6 +34,7 @@ func main() {
 		Sys:        boot.LinuxSys{},
 		Logf:       log.Infof,
 		Warnf:      log.Errorf,
+		Tracef:     log.Tracef,
 		OnPseudoFS: func() { boot.AttachKmsg(log) }, // /dev is mounted: log to /dev/kmsg too
 	}
 	log.Infof("init starting (pid %d)", os.Getpid())
