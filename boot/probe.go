@@ -32,6 +32,13 @@ const blankProbeBytes = 1 << 20
 // the host's power-cut campaign must judge crash states exactly as the init
 // will.
 func Probe(r io.ReaderAt, size int64) (Content, error) {
+	// The superblocks first: a filesystem is known from its first 4 KiB,
+	// and every boot probes the data partition (4 KiB instead of 1 MiB
+	// is ~10 ms of the hand-over under QEMU TCG). The whole MiB only for
+	// what is not one.
+	if c, ok := probeHead(r, size); ok {
+		return c, nil
+	}
 	n := int64(blankProbeBytes)
 	if size < n {
 		n = size
@@ -64,4 +71,24 @@ func allBytes(b []byte, v byte) bool {
 		return true
 	}
 	return b[0] == v && bytes.Equal(b[1:], b[:len(b)-1])
+}
+
+// probeHead tells a squashfs or an ext4 from the first 4 KiB alone; ok is
+// false when that does not settle it (or the read failed: Probe's whole
+// read then says why).
+func probeHead(r io.ReaderAt, size int64) (Content, bool) {
+	n := min(size, 4096)
+	buf := make([]byte, n)
+	if _, err := r.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
+		return ContentUnknown, false
+	}
+	switch {
+	case len(buf) >= 4 && string(buf[:4]) == "hsqs":
+		return ContentSquashfs, true
+	case len(buf) > ext4SuperblockOffset:
+		if sb, err := parseExt4Superblock(buf[ext4SuperblockOffset:]); err == nil && sb.valid() {
+			return ContentExt4, true
+		}
+	}
+	return ContentUnknown, false
 }
