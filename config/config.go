@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -495,7 +496,7 @@ func (im *Image) Validate() error {
 	default:
 		return bad("slots", "%d is not 1 or 2", im.Slots)
 	}
-	if im.Board != "" && !boardRE.MatchString(im.Board) {
+	if im.Board != "" && !boardRE().MatchString(im.Board) {
 		return bad("board", "%q is not a board name (lower-case letters, digits, '.', '_' and '-', at most 64)", im.Board)
 	}
 	if im.Boot.Tries < 0 || im.Boot.Tries > 99 {
@@ -572,9 +573,12 @@ func checkCmdline(c string, a layout.Arch, l layout.Loader, verity bool) error {
 	return nil
 }
 
-var boardRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+// The regexps are compiled on first use, not at package init: the init
+// (PID 1) imports this package, and compiling them was a quarter of its
+// package initialisation (GODEBUG=inittrace=1), which every boot pays.
+var boardRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`) })
 
-var typeErrRE = regexp.MustCompile(`line (\d+) \(last key "([^"]*)"\): (.*)`)
+var typeErrRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`line (\d+) \(last key "([^"]*)"\): (.*)`) })
 
 // decode strictly decodes data into v: unknown keys are errors.
 func decode(name string, data []byte, v any) error {
@@ -600,7 +604,7 @@ func tomlError(name string, data []byte, err error) error {
 	if errors.As(err, &pe) {
 		return &Error{File: name, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}
 	}
-	if m := typeErrRE.FindStringSubmatch(err.Error()); m != nil {
+	if m := typeErrRE().FindStringSubmatch(err.Error()); m != nil {
 		line, _ := strconv.Atoi(m[1])
 		return &Error{File: name, Line: line, Key: m[2], Msg: m[3]}
 	}
