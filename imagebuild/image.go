@@ -25,6 +25,7 @@ import (
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/slot"
 	"github.com/ovroot/ovroot/verity"
+	"github.com/ovroot/ovroot/verity/tree"
 )
 
 // Spec is what goes into an image.
@@ -362,7 +363,7 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 		if fi, err := os.Stat(sqfs); err == nil {
 			plainSize = fi.Size()
 		}
-		info, err := verity.Format(sqfs)
+		info, err := tree.Format(sqfs)
 		if err != nil {
 			return nil, err
 		}

@@ -1,5 +1,5 @@
 // Package verity is dm-verity for ovroot's read-only roots: the host
-// appends a hash tree to a squashfs (Format), the kernel command line
+// appends a hash tree to a squashfs (package verity/tree), the kernel command line
 // carries everything the device needs to check it (Info.Param), and the
 // init maps the partition through the kernel's verity target (Info.Table)
 // and reads it whole before it mounts it.
@@ -9,7 +9,9 @@
 // hash area, the tree after it. The tree is computed by
 // github.com/containerd/go-dmverity (a Go veritysetup, whose device-mapper
 // ioctls the init uses too); `veritysetup verify --hash-offset` accepts
-// what Format writes.
+// what tree.Format writes. This package is what the init needs (the
+// parameter and the table); the tree builder lives apart so the init does
+// not carry go-dmverity's builder and what it imports (uuid, net).
 //
 // Layout of a root partition with verity: the squashfs, zero-padded to a
 // 4 KiB boundary (DataBlocks blocks), then the verity superblock in its
@@ -24,11 +26,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
-
-	dmv "github.com/containerd/go-dmverity/pkg/verity"
 )
 
 // CmdlineParam is the kernel command line parameter whose value is
@@ -107,63 +106,6 @@ func saltHex(s []byte) string {
 		return "-"
 	}
 	return hex.EncodeToString(s)
-}
-
-// Salt is the salt for a squashfs: derived from its bytes, so that the
-// same inputs give the same image (no random salt), and two different
-// roots never share one.
-func Salt(squashfs io.Reader) ([]byte, error) {
-	h := sha256.New()
-	io.WriteString(h, "ovroot verity salt\x00")
-	if _, err := io.Copy(h, squashfs); err != nil {
-		return nil, err
-	}
-	return h.Sum(nil), nil
-}
-
-// Format pads the file at path to a whole number of blocks and appends
-// the verity superblock and hash tree, salted by Salt of its content.
-// The superblock's UUID comes from the salt, for the same reason.
-func Format(path string) (Info, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return Info{}, err
-	}
-	salt, err := Salt(f)
-	if err != nil {
-		f.Close()
-		return Info{}, fmt.Errorf("verity: read %s: %w", path, err)
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return Info{}, err
-	}
-	if st.Size() == 0 {
-		f.Close()
-		return Info{}, fmt.Errorf("verity: %s is empty", path)
-	}
-	blocks := uint64((st.Size() + BlockSize - 1) / BlockSize)
-	if err := f.Truncate(int64(blocks) * BlockSize); err != nil {
-		f.Close()
-		return Info{}, err
-	}
-	if err := f.Close(); err != nil {
-		return Info{}, err
-	}
-	p := dmv.DefaultParams()
-	p.DataBlockSize, p.HashBlockSize = BlockSize, BlockSize
-	p.DataBlocks = blocks
-	p.Salt, p.SaltSize = salt, uint16(len(salt))
-	p.HashAreaOffset = blocks * BlockSize
-	copy(p.UUID[:], salt[:16])
-	p.UUID[6] = p.UUID[6]&0x0f | 0x40 // a version 4 UUID in form
-	p.UUID[8] = p.UUID[8]&0x3f | 0x80
-	root, err := dmv.Create(&p, path, path)
-	if err != nil {
-		return Info{}, fmt.Errorf("verity: hash tree of %s: %w", path, err)
-	}
-	return Info{DataBlocks: blocks, Salt: salt, RootHash: root}, nil
 }
 
 // superblockMagic starts the verity superblock.
