@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -298,7 +299,10 @@ func TestBuildImageRefusesPieces(t *testing.T) {
 func TestBuildImageWarnsMissingInit(t *testing.T) {
 	p := goodPieces(t)
 	var log bytes.Buffer
+	var mu sync.Mutex // the initramfs goroutine logs too
 	logf := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
 		log.WriteString(strings.TrimSpace(fmt.Sprintf(format, args...)) + "\n")
 	}
 	if _, err := BuildImage(context.Background(), p.im, filepath.Join(t.TempDir(), "disk.img"), Options{InitBinary: p.init, Log: logf}); err != nil {
@@ -382,7 +386,12 @@ func TestBuildImageInitramfsCache(t *testing.T) {
 	build := func(want string) []byte {
 		t.Helper()
 		var log bytes.Buffer
-		logf := func(format string, args ...any) { fmt.Fprintf(&log, format+"\n", args...) }
+		var mu sync.Mutex // the initramfs goroutine logs too
+		logf := func(format string, args ...any) {
+			mu.Lock()
+			defer mu.Unlock()
+			fmt.Fprintf(&log, format+"\n", args...)
+		}
 		out := filepath.Join(t.TempDir(), "disk.img")
 		if _, err := BuildImage(context.Background(), p.im, out, Options{InitBinary: p.init, Log: logf, InitramfsCache: cache}); err != nil {
 			t.Fatal(err)
