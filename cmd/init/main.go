@@ -3,7 +3,9 @@
 package main
 
 import (
+	"math"
 	"os"
+	"runtime/debug"
 
 	"github.com/ovroot/ovroot/boot"
 	"github.com/ovroot/ovroot/internal/eshell"
@@ -37,11 +39,20 @@ func main() {
 		Tracef:     log.Tracef,
 		OnPseudoFS: func() { boot.AttachKmsg(log) }, // /dev is mounted: log to /dev/kmsg too
 	}
+	// No garbage collection during the boot unless the heap nears 64 MiB:
+	// the boot allocates a few MiB and then execs the real init, which
+	// drops the heap whole; collections only cost time on the way (see
+	// docs/performance.md). A failed attempt turns the collector back on,
+	// since the init then stays (the emergency shell, retries).
+	debug.SetGCPercent(-1)
+	debug.SetMemoryLimit(64 << 20)
 	log.Infof("init starting (pid %d)", os.Getpid())
 	for attempt := 1; ; attempt++ {
 		// One boot; a panic in it is logged and returned as an error. On
 		// success the real init replaces this process and nothing returns.
 		err := b.Attempt()
+		debug.SetGCPercent(100)
+		debug.SetMemoryLimit(math.MaxInt64)
 		log.Errorf("cannot build a root (attempt %d): %v", attempt, err)
 		if b.InTrial() {
 			// A new root slot on trial: reboot, so the loader counts the
