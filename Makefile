@@ -57,7 +57,8 @@ unit:
 # The performance table (bench/bench_test.go): each figure, its baseline
 # measured in the same run, the ratio and the goal, printed at the end and
 # written to $(OUT)/bench.txt. Goals show as met / not met, never as a test
-# failure; `make test` skips it (it needs OVROOT_BENCH=1). About 10 minutes.
+# failure; `make test` skips it (it needs OVROOT_BENCH=1). About 4 minutes,
+# and the hand-over's per-step timeline (table, and out/handover-timeline.svg).
 bench: kernels
 	OVROOT_BENCH=1 OVROOT_REQUIRE_TOOLS=1 OVROOT_BENCH_OUT=$(OUT)/bench.txt \
 		$(GO) test -count=1 -timeout 40m -run '^TestBenchTable$$' ./bench/
