@@ -47,13 +47,8 @@ func Probe(r io.ReaderAt, size int64) (Content, error) {
 	if _, err := r.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
 		return ContentUnknown, fmt.Errorf("read first %d bytes: %w", n, err)
 	}
-	switch {
-	case len(buf) >= 4 && string(buf[:4]) == "hsqs":
-		return ContentSquashfs, nil
-	case len(buf) > ext4SuperblockOffset:
-		if sb, err := parseExt4Superblock(buf[ext4SuperblockOffset:]); err == nil && sb.valid() {
-			return ContentExt4, nil
-		}
+	if c, ok := superblockContent(buf); ok {
+		return c, nil // the head's read failed, the whole one did not
 	}
 	// No superblock where it belongs, but a backup one further on: an ext4
 	// whose start was damaged or wiped. Never blank, never "unknown".
@@ -82,6 +77,12 @@ func probeHead(r io.ReaderAt, size int64) (Content, bool) {
 	if _, err := r.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
 		return ContentUnknown, false
 	}
+	return superblockContent(buf)
+}
+
+// superblockContent tells a squashfs or an ext4 by the superblock at the
+// start of buf.
+func superblockContent(buf []byte) (Content, bool) {
 	switch {
 	case len(buf) >= 4 && string(buf[:4]) == "hsqs":
 		return ContentSquashfs, true
