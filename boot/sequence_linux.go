@@ -133,10 +133,6 @@ func (b *Boot) Run() error {
 	return b.switchRoot()
 }
 
-// mountPseudoFS mounts /proc, /sys, /dev and /run. Already mounted (EBUSY:
-// the kernel mounts devtmpfs itself with CONFIG_DEVTMPFS_MOUNT, or this is a
-// retry) is fine; any other failure is logged and the boot goes on, since
-// later steps report what they miss more precisely.
 // trace marks the end of a boot step in the kernel log with
 // ovroot.trace: make bench draws the hand-over's timeline from the
 // kernel's timestamps of these lines.
@@ -151,6 +147,10 @@ func (b *Boot) trace(step string) {
 	}
 }
 
+// mountPseudoFS mounts /proc, /sys, /dev and /run. Already mounted (EBUSY:
+// the kernel mounts devtmpfs itself with CONFIG_DEVTMPFS_MOUNT, or this is a
+// retry) is fine; any other failure is logged and the boot goes on, since
+// later steps report what they miss more precisely.
 func (b *Boot) mountPseudoFS() {
 	for _, m := range pseudoFS {
 		b.mkdir(m.Target)
