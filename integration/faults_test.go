@@ -365,7 +365,7 @@ func testEmergencyShell(t *testing.T, arch layout.Arch, rootfs string) {
 	img := buildImage(t, arch, rootfs, func(im *config.Image) { im.EmergencyShell = true })
 	writePart(t, img, layout.RootLabel, 0, make([]byte, 64<<10)) // the squashfs superblock and more
 	vm := boot(t, img)
-	expect(t, vm, "ovroot: cannot build a root (attempt 1): mount lower /dev/vda2 (PARTLABEL=rootfs) on /rom")
+	expect(t, vm, "ovroot: cannot build a root (attempt 1): root partition /dev/vda2 (PARTLABEL=rootfs) holds unknown content, not squashfs: not mounted")
 	expect(t, vm, "ovroot: block devices: /dev/vda, /dev/vda1 (PARTLABEL=boot), /dev/vda2 (PARTLABEL=rootfs), /dev/vda3 (PARTLABEL=rootfs_data)")
 	expect(t, vm, "ovroot: starting an emergency shell on the console")
 	time.Sleep(time.Second) // the shell starts

@@ -776,7 +776,7 @@ func testUpgrade(t *testing.T, c abChain) {
 		// hash the manifest carries find it at boot; without verity, the
 		// root does not mount. Either is the init's own failure path,
 		// which records why for status.
-		lastFailure := "last failure: mount lower /dev/vda2"
+		lastFailure := "last failure: root partition /dev/vda2 (PARTLABEL=" + layout.SlotA.Label(layout.RootLabel) + ") holds unknown content, not squashfs"
 		if c.verity() {
 			lastFailure = "last failure: root integrity failure on " + layout.SlotA.Label(layout.RootLabel) + ": data block 0 does not match the hash tree"
 		}
