@@ -26,29 +26,52 @@ func writePart(t *testing.T, img image, label string, off int64, data []byte) {
 	if off+int64(len(data)) > size {
 		t.Fatalf("write past the end of %s", label)
 	}
-	f, err := os.OpenFile(img.path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(data, start+off); err != nil {
-		t.Fatal(err)
-	}
+	writeAt(t, img.path, start+off, data)
 }
 
 func readPart(t *testing.T, img image, label string, off, n int64) []byte {
 	t.Helper()
 	start, _ := partRange(t, img, label)
-	f, err := os.Open(img.path)
+	return readAt(t, img.path, start+off, n)
+}
+
+// writeAt overwrites bytes of the file at path at byte off.
+func writeAt(t *testing.T, path string, off int64, data []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(data, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readAt reads n bytes of the file at path from byte off.
+func readAt(t *testing.T, path string, off, n int64) []byte {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	b := make([]byte, n)
-	if _, err := f.ReadAt(b, start+off); err != nil {
+	if _, err := f.ReadAt(b, off); err != nil {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// expectNoRepair fails when the init ran a repair or a format on the
+// data partition of a boot where it must not (why says which).
+func expectNoRepair(t *testing.T, vm *qemu.VM, why string) {
+	t.Helper()
+	for _, c := range []string{"repairing", "formatting", "fsck:"} {
+		if strings.Contains(vm.Console(), "ovroot: "+c) {
+			t.Errorf("the init tried %q on %s:\n%s", c, why, grepLines(vm.Console(), "ovroot:"))
+		}
+	}
 }
 
 func sumPart(t *testing.T, img image, label string) string {
@@ -228,11 +251,7 @@ func testReadOnlyData(t *testing.T, arch layout.Arch, rootfs string) {
 	if out, err := guestErr(vm, "exec /usr/bin/ovrootctl factory-reset"); err == nil || !strings.Contains(out, "is read-only (write-protected") || !strings.Contains(out, "a request could not be stored") {
 		t.Errorf("ovrootctl factory-reset on a write-protected disk: %v\n%s", err, out)
 	}
-	for _, c := range []string{"repairing", "formatting", "fsck:"} {
-		if strings.Contains(vm.Console(), "ovroot: "+c) {
-			t.Errorf("the init tried %q on a write-protected disk:\n%s", c, grepLines(vm.Console(), "ovroot:"))
-		}
-	}
+	expectNoRepair(t, vm, "a write-protected disk")
 	vm.Kill()
 	if after := sumPart(t, img, layout.DataLabel); after != before {
 		t.Errorf("the data partition changed during the write-protected boot")

@@ -11,6 +11,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/ovroot/ovroot/layout"
+	"github.com/ovroot/ovroot/qemu"
 )
 
 // gptCopy is one copy of an image's GPT as bytes: its header sector and
@@ -24,22 +25,22 @@ type gptCopy struct {
 // the disk image at path.
 func readGPTCopy(t *testing.T, path string, primary bool) gptCopy {
 	t.Helper()
-	data, err := os.ReadFile(path)
+	fi, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var c gptCopy
 	c.headerOff = 512
 	if !primary {
-		c.headerOff = int64(len(data)) - 512
+		c.headerOff = fi.Size() - 512
 	}
-	c.header = append([]byte(nil), data[c.headerOff:c.headerOff+512]...)
+	c.header = readAt(t, path, c.headerOff, 512)
 	if !bytes.HasPrefix(c.header, []byte("EFI PART")) {
 		t.Fatalf("no GPT header at byte %d of %s", c.headerOff, path)
 	}
 	c.entriesOff = int64(binary.LittleEndian.Uint64(c.header[72:])) * 512
 	n := int64(binary.LittleEndian.Uint32(c.header[80:])) * int64(binary.LittleEndian.Uint32(c.header[84:]))
-	c.entries = append([]byte(nil), data[c.entriesOff:c.entriesOff+n]...)
+	c.entries = readAt(t, path, c.entriesOff, n)
 	return c
 }
 
@@ -62,18 +63,6 @@ func (c gptCopy) setName(i int, name string) {
 	clear(field)
 	for j, u := range utf16.Encode([]rune(name)) {
 		binary.LittleEndian.PutUint16(field[2*j:], u)
-	}
-}
-
-func writeAt(t *testing.T, path string, off int64, data []byte) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(data, off); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -114,13 +103,8 @@ func testSameLabelTwice(t *testing.T, img image) {
 		c.setName(2, layout.RootLabel)
 		c.write(t, img.path)
 	}
-	vm := boot(t, img)
-	expect(t, vm, "ovroot: cannot build a root (attempt 1): find partitions: PARTLABEL rootfs is on both /dev/vda2 and /dev/vda3 of the same disk: cannot tell which to use")
-	expect(t, vm, "ovroot: cannot build a root (attempt 2)")
-	if c := vm.Console(); strings.Contains(c, "ovroot: mounted ") {
-		t.Errorf("something was mounted from a disk with two partitions labelled rootfs:\n%s", grepLines(c, "ovroot:"))
-	}
-	vm.Kill()
+	expectNoRoot(t, boot(t, img), "find partitions: PARTLABEL rootfs is on both /dev/vda2 and /dev/vda3 of the same disk: cannot tell which to use",
+		"a disk with two partitions labelled rootfs")
 }
 
 // testGarbagePrimaryEntries: the primary table's entry array is garbage
@@ -174,11 +158,19 @@ func testRootNotSquashfs(t *testing.T, img image) {
 	garbage := make([]byte, 1<<20)
 	rand.New(rand.NewSource(22)).Read(garbage)
 	writePart(t, img, layout.RootLabel, 0, garbage)
-	vm := boot(t, img)
-	expect(t, vm, "ovroot: cannot build a root (attempt 1): root partition /dev/vda2 (PARTLABEL=rootfs) holds unknown content, not squashfs: not mounted (mount said: ")
+	expectNoRoot(t, boot(t, img), "root partition /dev/vda2 (PARTLABEL=rootfs) holds unknown content, not squashfs: not mounted (mount said: ",
+		"a disk whose root holds garbage")
+}
+
+// expectNoRoot: the first boot attempt fails with reason, the init tries
+// again instead of panicking, and nothing was mounted from the disk (what
+// describes it).
+func expectNoRoot(t *testing.T, vm *qemu.VM, reason, what string) {
+	t.Helper()
+	expect(t, vm, "ovroot: cannot build a root (attempt 1): "+reason)
 	expect(t, vm, "ovroot: cannot build a root (attempt 2)")
 	if c := vm.Console(); strings.Contains(c, "ovroot: mounted ") {
-		t.Errorf("something was mounted from a disk whose root holds garbage:\n%s", grepLines(c, "ovroot:"))
+		t.Errorf("something was mounted from %s:\n%s", what, grepLines(c, "ovroot:"))
 	}
 	vm.Kill()
 }
