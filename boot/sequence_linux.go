@@ -25,7 +25,7 @@ type Boot struct {
 	Logf  Logf // a step
 	Warnf Logf // something a person must know about
 	// Tracef marks the end of a boot step with ovroot.trace (kernel log
-	// only); nil = Logf.
+	// only); nil = no marks.
 	Tracef Logf
 	Now    func() time.Time
 	Sleep  func(time.Duration)
@@ -137,13 +137,8 @@ func (b *Boot) Run() error {
 // ovroot.trace: make bench draws the hand-over's timeline from the
 // kernel's timestamps of these lines.
 func (b *Boot) trace(step string) {
-	if !b.cmdline.Trace {
-		return
-	}
-	if b.Tracef != nil {
+	if b.cmdline.Trace && b.Tracef != nil {
 		b.Tracef("trace: %s", step)
-	} else {
-		b.Logf("trace: %s", step)
 	}
 }
 

@@ -63,7 +63,7 @@ func (b *Boot) mountRoot(data *BlockDev) error {
 // (a write the storage failed, after which ext4 stops writing) from ones
 // recorded on earlier boots.
 func (b *Boot) noteDataErrors(data BlockDev) {
-	raw, err := os.ReadFile(b.path("/sys/fs/ext4/" + data.Name + "/errors_count"))
+	raw, err := os.ReadFile(b.path(filepath.Join(layout.Ext4Sysfs(data.Name), "errors_count")))
 	if err != nil {
 		return // not ext4, or a kernel without the attribute
 	}

@@ -46,3 +46,9 @@ var (
 // Meta is dir/MetaDir/name: a file of the init's on the data filesystem
 // mounted at dir.
 func Meta(dir, name string) string { return filepath.Join(dir, MetaDir, name) }
+
+// Ext4Sysfs is the kernel's directory of attributes of the ext4 on the
+// block device dev (/dev/NAME or NAME): errors_count, last_error_func,
+// last_error_errcode. The init records errors_count at boot and ovrootctl
+// status compares it with the count now.
+func Ext4Sysfs(dev string) string { return filepath.Join("/sys/fs/ext4", filepath.Base(dev)) }

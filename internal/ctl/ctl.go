@@ -205,7 +205,7 @@ func (c Context) dataFailure(st layout.State) string {
 	if st.DataErrorsAtBoot == nil || st.DataDevice == "" {
 		return ""
 	}
-	sysfs := c.path("/sys/fs/ext4/" + filepath.Base(st.DataDevice))
+	sysfs := c.path(layout.Ext4Sysfs(st.DataDevice))
 	read := func(name string) string {
 		b, _ := os.ReadFile(filepath.Join(sysfs, name))
 		return strings.TrimSpace(string(b))
