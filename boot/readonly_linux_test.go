@@ -11,8 +11,8 @@ import (
 )
 
 // A write-protected data device (the kernel's ro flag, or a read-write
-// mount it refuses) boots volatile with that reason: never a repair, a
-// format or a GPT write on it; a factory reset asked for on that boot is
+// mount it refuses), or one whose mount fails with an I/O error, boots
+// volatile with that reason: never a repair, a format or a GPT write on it; a factory reset asked for on that boot is
 // reported as not done in the state.
 func TestBootReadOnlyData(t *testing.T) {
 	for _, tc := range []struct {
@@ -28,6 +28,9 @@ func TestBootReadOnlyData(t *testing.T) {
 		{name: "ro flag, reset asked", roFlag: true, probe: ContentExt4, cmdline: "ovroot.reset", wantWarn: "factory reset (trigger=cmdline) not stored"},
 		{name: "mount refused EACCES", mountErr: unix.EACCES, probe: ContentExt4, wantWarn: "permission denied: the device refuses writes (write-protected?): not checked or formatted"},
 		{name: "mount refused EROFS", mountErr: unix.EROFS, probe: ContentExt4, wantWarn: "the device refuses writes"},
+		// Storage that fails the mount's own superblock write: an I/O
+		// error, not damage e2fsck could mend.
+		{name: "mount fails with EIO", mountErr: unix.EIO, probe: ContentExt4, wantWarn: "input/output error (the storage is failing): not repaired or formatted, left as it is"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sys := &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": tc.probe}}
