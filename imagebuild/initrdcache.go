@@ -137,14 +137,15 @@ func (c initrdCache) build(ctx context.Context, o initramfs.Options, ix *kmod.In
 		return nil, false, err
 	}
 	if tmp != nil && tmp.Chmod(0o644) == nil && tmp.Close() == nil && os.Rename(tmp.Name(), entry) == nil {
-		c.prune()
+		prune(c.Dir, ".gz", c.Keep)
 	}
 	return rep, false, nil
 }
 
-// prune removes all but the Keep most recently used entries.
-func (c initrdCache) prune() {
-	ents, err := os.ReadDir(c.Dir)
+// prune removes all but the keep most recently used entries (files named
+// *ext) of a cache directory.
+func prune(dir, ext string, keep int) {
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return
 	}
@@ -154,7 +155,7 @@ func (c initrdCache) prune() {
 	}
 	var list []e
 	for _, d := range ents {
-		if filepath.Ext(d.Name()) != ".gz" || d.Name()[0] == '.' {
+		if filepath.Ext(d.Name()) != ext || d.Name()[0] == '.' {
 			continue
 		}
 		if fi, err := d.Info(); err == nil {
@@ -162,7 +163,7 @@ func (c initrdCache) prune() {
 		}
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].mod > list[j].mod })
-	for _, x := range list[min(len(list), max(c.Keep, 1)):] {
-		os.Remove(filepath.Join(c.Dir, x.name))
+	for _, x := range list[min(len(list), max(keep, 1)):] {
+		os.Remove(filepath.Join(dir, x.name))
 	}
 }

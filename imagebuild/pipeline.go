@@ -45,6 +45,10 @@ type Options struct {
 	// by a hash of all they carry (see initrdCache); "" = "initramfs" in
 	// gobuild.CacheDir(), "off" = build every time.
 	InitramfsCache string
+	// ModuleIndexCache is the directory keeping the module index of a
+	// modules directory (see moduleIndexCache); "" = "modindex" in
+	// gobuild.CacheDir(), "off" = read every module every time.
+	ModuleIndexCache string
 	// Bundle, when set, is where the update bundle of a two-slot image is
 	// written too.
 	Bundle string
@@ -353,7 +357,7 @@ func checkPieces(ctx context.Context, im *config.Image, o Options, logf func(str
 	}
 	var ix *kmod.Index
 	if im.ModulesDir != "" {
-		if ix, err = kmod.LoadIndex(im.ModulesDir); err != nil {
+		if ix, err = o.moduleIndexCache().load(im.ModulesDir); err != nil {
 			return nil, err
 		}
 		if err := checkModules(ix, im.ModulesDir, im.Modules, im.Arch, ki.Release); err != nil {
@@ -375,6 +379,20 @@ func checkPieces(ctx context.Context, im *config.Image, o Options, logf func(str
 		logf("warning: %s", w)
 	}
 	return ix, nil
+}
+
+// moduleIndexCache is the module index cache o asks for.
+func (o Options) moduleIndexCache() moduleIndexCache {
+	c := moduleIndexCache{Dir: o.ModuleIndexCache, Keep: 8}
+	switch c.Dir {
+	case "off":
+		c.Dir = ""
+	case "":
+		if d, err := gobuild.CacheDir(); err == nil {
+			c.Dir = filepath.Join(d, "modindex")
+		}
+	}
+	return c
 }
 
 // emergencyShell lists the shell's files: /bin/sh and its commands (ls,

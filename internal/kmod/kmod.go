@@ -131,6 +131,21 @@ func NewIndex(dir string, mods []Module, builtin []string) *Index {
 // LoadIndex reads every module under dir (a lib/modules/<release> tree) and
 // its modules.builtin.
 func LoadIndex(dir string) (*Index, error) {
+	if resolved, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = resolved
+	}
+	mods, builtin, err := ReadModules(dir)
+	if err != nil {
+		return nil, err
+	}
+	return NewIndex(dir, mods, builtin), nil
+}
+
+// ReadModules reads the .modinfo of every module under dir and the names
+// in its modules.builtin: what NewIndex takes, so a caller can keep them
+// (the host tool caches them: reading 4000 modules takes a quarter of a
+// second).
+func ReadModules(dir string) ([]Module, []string, error) {
 	// A symlink named as the modules directory is followed (WalkDir
 	// would take the link for a file and find no modules).
 	if resolved, err := filepath.EvalSymlinks(dir); err == nil {
@@ -163,10 +178,10 @@ func LoadIndex(dir string) (*Index, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read modules in %s: %w", dir, err)
+		return nil, nil, fmt.Errorf("read modules in %s: %w", dir, err)
 	}
 	if len(mods) == 0 {
-		return nil, fmt.Errorf("no kernel modules (*.ko) under %s", dir)
+		return nil, nil, fmt.Errorf("no kernel modules (*.ko) under %s", dir)
 	}
 	var builtin []string
 	if data, err := os.ReadFile(filepath.Join(dir, "modules.builtin")); err == nil {
@@ -178,7 +193,7 @@ func LoadIndex(dir string) (*Index, error) {
 			}
 		}
 	}
-	return NewIndex(dir, mods, builtin), nil
+	return mods, builtin, nil
 }
 
 // Lookup finds a module by name.
