@@ -32,6 +32,9 @@ type Options struct {
 	// Progress is a terminal for status lines during long steps; nil
 	// (a pipe, a log) keeps them quiet.
 	Progress io.Writer
+	// Trace, when set, is called at the end of each step (checks,
+	// programs, then Build's steps: see Spec.Trace).
+	Trace func(step string)
 	// Programs compiles and caches the device programs; nil = the
 	// default cache (gobuild.CacheDir) logging to Log.
 	Programs *gobuild.Cache
@@ -104,6 +107,10 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		cp.Modules = mods
 		im = &cp
 	}
+	mark := o.Trace
+	if mark == nil {
+		mark = func(string) {}
+	}
 	ix, err := checkPieces(ctx, im, o, logf)
 	if err != nil {
 		return nil, err
@@ -123,6 +130,7 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 	if err != nil {
 		return nil, err
 	}
+	mark("checks")
 	var progs string // the directory of the compiled device programs
 	if o.InitBinary == "" || im.EmergencyShell || im.Ctl {
 		cache := o.Programs
@@ -133,6 +141,7 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 			return nil, err
 		}
 	}
+	mark("programs")
 	initBin := o.InitBinary
 	if initBin == "" {
 		initBin = filepath.Join(progs, "init")
@@ -259,6 +268,7 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		Add:         adds,
 		Log:         logf,
 		Progress:    o.Progress,
+		Trace:       o.Trace,
 	}, out)
 	if err != nil {
 		// The initramfs's own error when it is why the build stopped.

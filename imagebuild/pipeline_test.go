@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -106,5 +107,20 @@ func TestFindE2fsck(t *testing.T) {
 	put(filepath.Join(kc, "arm64", "e2fsck"), good)
 	if got, err := FindE2fsck(context.Background(), layout.ARM64, t.Logf); err != nil || got != filepath.Join(kc, "arm64", "e2fsck") {
 		t.Errorf("FindE2fsck = %q, %v; want the kernel cache's first", got, err)
+	}
+}
+
+// Trace names every step of a build once, in the order they run: the
+// timeline make bench prints is made of them.
+func TestBuildImageTrace(t *testing.T) {
+	p := goodPieces(t)
+	var steps []string
+	o := Options{InitBinary: p.init, Trace: func(s string) { steps = append(steps, s) }}
+	if _, err := BuildImage(context.Background(), p.im, filepath.Join(t.TempDir(), "disk.img"), o); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"checks", "programs", "squashfs", "initramfs", "hash", "boot", "root", "sync", "rename"}
+	if !reflect.DeepEqual(steps, want) {
+		t.Errorf("trace steps %q, want %q", steps, want)
 	}
 }

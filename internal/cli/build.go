@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/imagebuild"
@@ -163,6 +164,8 @@ func runBuild(c Context, ctx context.Context, args []string) error {
 	f.defaultKernel = c.defaultKernel(ctx)
 	out := fs.String("o", "", "disk image `FILE` to write (required unless --update)")
 	update := fs.String("update", "", "also write an update bundle of the root, kernel and initramfs to `FILE`, for ovrootctl upgrade (two-slot images)")
+	trace := fs.Bool("trace", false, "print how long each step of the build took (trace: STEP N ms), for make bench's build timeline")
+	start := time.Now()
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -197,7 +200,17 @@ func runBuild(c Context, ctx context.Context, args []string) error {
 		defer os.RemoveAll(dir)
 		imageOut = filepath.Join(dir, "disk.img")
 	}
-	res, err := imagebuild.BuildImage(ctx, im, imageOut, imagebuild.Options{InitBinary: f.initBinary, Log: c.logf, Progress: c.terminal(), Bundle: *update, ImageDropped: *out == ""})
+	opts := imagebuild.Options{InitBinary: f.initBinary, Log: c.logf, Progress: c.terminal(), Bundle: *update, ImageDropped: *out == ""}
+	if *trace {
+		last := start
+		c.logf("trace: %s %d ms", "start", 0)
+		opts.Trace = func(step string) {
+			now := time.Now()
+			c.logf("trace: %s %d ms", step, now.Sub(last).Milliseconds())
+			last = now
+		}
+	}
+	res, err := imagebuild.BuildImage(ctx, im, imageOut, opts)
 	if err != nil {
 		return err
 	}
