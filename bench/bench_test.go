@@ -74,8 +74,11 @@ func TestBenchTable(t *testing.T) {
 	// Build time first: the boots below reuse nothing of it, and the
 	// device programs get compiled (and cached) by a warm-up build.
 	only := os.Getenv("OVROOT_BENCH_ONLY") // build, boot or reset: one part, while working on it
+	var btl []buildTimeline
 	if only == "" || only == "build" {
-		rows = append(rows, buildRows(t, work, ovroot, kdir)...)
+		var br []row
+		br, btl = buildRows(t, work, ovroot, kdir)
+		rows = append(rows, br...)
 	}
 	var tl *timelines
 	if only == "" || only == "boot" {
@@ -94,6 +97,9 @@ func TestBenchTable(t *testing.T) {
 	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		t.Fatal(err)
+	}
+	if len(btl) > 0 {
+		table += "\n" + buildStepsTable(btl)
 	}
 	if tl != nil {
 		svg := filepath.Join(filepath.Dir(out), "handover-timeline.svg")
@@ -133,20 +139,40 @@ func run(t *testing.T, name string, args ...string) time.Duration {
 
 // ---- build time ----
 
-func buildRows(t *testing.T, work, ovroot, kdir string) []row {
+func buildRows(t *testing.T, work, ovroot, kdir string) ([]row, []buildTimeline) {
+	// Every build is traced (nine lines on stderr); the steps of the
+	// plain-tree builds make the build timeline.
+	traces := map[string][][]step{}
 	build := func(rootfs string, extra ...string) time.Duration {
 		img := filepath.Join(work, "build.img")
 		defer os.Remove(img)
-		return run(t, ovroot, append([]string{"build", "--arch", "x86_64", "--kernel", filepath.Join(kdir, "vmlinuz"),
+		args := append([]string{"build", "--trace", "--arch", "x86_64", "--kernel", filepath.Join(kdir, "vmlinuz"),
 			"--modules", filepath.Join(kdir, "modules"), "--e2fsck", filepath.Join(kdir, "e2fsck"),
-			"--rootfs", rootfs, "-o", img}, extra...)...)
+			"--rootfs", rootfs, "-o", img}, extra...)
+		start := time.Now()
+		out, err := exec.Command(ovroot, args...).CombinedOutput()
+		d := time.Since(start)
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", ovroot, strings.Join(args, " "), err, out)
+		}
+		if len(extra) == 0 {
+			steps, err := buildSteps(string(out))
+			if err != nil {
+				t.Fatal(err)
+			}
+			traces[rootfs] = append(traces[rootfs], steps)
+		}
+		return d
 	}
+	plainTimes := map[string][]time.Duration{}
 	// Plain mksquashfs with the compression ovroot uses (gzip, its default
 	// level and block size) and its default of every processor.
 	plain := func(dir string) time.Duration {
 		sq := filepath.Join(work, "plain.sqfs")
 		defer os.Remove(sq)
-		return run(t, "mksquashfs", dir, sq, "-noappend", "-no-progress", "-quiet", "-comp", "gzip")
+		d := run(t, "mksquashfs", dir, sq, "-noappend", "-no-progress", "-quiet", "-comp", "gzip")
+		plainTimes[dir] = append(plainTimes[dir], d)
+		return d
 	}
 	// A tarball by plain tools: unpack it, then mksquashfs.
 	plainTar := func(tarball string) time.Duration {
@@ -164,6 +190,7 @@ func buildRows(t *testing.T, work, ovroot, kdir string) []row {
 	warm := filepath.Join(work, "warm")
 	genTree(t, warm, 1<<20, 9)
 	build(warm)
+	delete(traces, warm)
 
 	small := filepath.Join(work, "tree64")
 	genTree(t, small, 64<<20, 1)
@@ -204,7 +231,14 @@ func buildRows(t *testing.T, work, ovroot, kdir string) []row {
 			func() time.Duration { return build(big) }, func() time.Duration { return plain(big) })
 		os.RemoveAll(big)
 	}
-	return rows
+	var tls []buildTimeline
+	for _, c := range []struct{ dir, name string }{{small, "64 MiB tree"}, {filepath.Join(work, "tree512"), "512 MiB tree"}} {
+		if len(traces[c.dir]) == 0 {
+			continue
+		}
+		tls = append(tls, buildTimeline{tree: c.name, steps: medianTimeline(traces[c.dir]), plain: median(plainTimes[c.dir]), n: len(traces[c.dir])})
+	}
+	return rows, tls
 }
 
 // words make the compressible half of the generated files: text that gzip

@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 )
 
 const sampleConsole = `bench-dmesg: [    1.500000] Run /init as init process
@@ -62,6 +63,35 @@ func TestTimelineOutput(t *testing.T) {
 				t.Errorf("svg: %v", err)
 			}
 			break
+		}
+	}
+}
+
+// A traced build's output gives its steps in order (the start line and
+// other lines left out); the table has a column per tree, the sums and the
+// plain mksquashfs beneath.
+func TestBuildSteps(t *testing.T) {
+	out := "ovroot: trace: start 0 ms\novroot: loader: uefi\novroot: trace: checks 80 ms\novroot: trace: squashfs 900 ms\nboot it: ovroot run x.img\novroot: trace: boot 120 ms\n"
+	steps, err := buildSteps(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []step{{"checks", 0.08}, {"squashfs", 0.9}, {"boot", 0.12}}
+	if len(steps) != len(want) {
+		t.Fatalf("steps %v, want %v", steps, want)
+	}
+	for i := range want {
+		if steps[i].name != want[i].name || math.Abs(steps[i].dur-want[i].dur) > 1e-9 {
+			t.Errorf("step %d = %v, want %v", i, steps[i], want[i])
+		}
+	}
+	if _, err := buildSteps("ovroot: image: x.img\n"); err == nil {
+		t.Error("an untraced build gave steps")
+	}
+	tab := buildStepsTable([]buildTimeline{{tree: "64 MiB tree", steps: steps, plain: 700 * time.Millisecond, n: 5}})
+	for _, w := range []string{"| 64 MiB tree (5 builds) |", "| squashfs | 900 |", "| sum of medians | 1100 |", "| plain mksquashfs (median) | 700 |"} {
+		if !strings.Contains(tab, w) {
+			t.Errorf("table lacks %q:\n%s", w, tab)
 		}
 	}
 }

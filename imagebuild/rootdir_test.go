@@ -186,3 +186,16 @@ func TestMakeSquashfsLongPathRefused(t *testing.T) {
 		t.Fatalf("MakeSquashfs of a %d-byte path = %d entries, %v; want an error naming what mksquashfs left out", len(deep), n, err)
 	}
 }
+
+// mksquashfs's warnings about entries it leaves out or stores empty are
+// found and named relative to the rootfs; its other output is not.
+func TestSkippedEntries(t *testing.T) {
+	out := "Failed to read file /tmp/x/root/etc/shadow, creating empty file\n" +
+		"Cannot stat /tmp/x/root/a/very/long/name: File name too long, ignoring\n" +
+		"Parallel mksquashfs: Using 2 processors\nNumber of files 3\n"
+	got := skippedEntries(out, "/tmp/x/root")
+	want := []string{"Failed to read file /etc/shadow, creating empty file", "Cannot stat /a/very/long/name: File name too long, ignoring"}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("skippedEntries = %q, want %q", got, want)
+	}
+}

@@ -61,7 +61,7 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 	src := rootfs
 	var entries int
 	if fi.IsDir() {
-		if entries, err = checkReadable(ctx, rootfs); err != nil {
+		if entries, err = countEntries(ctx, rootfs); err != nil {
 			return 0, err
 		}
 		// -all-root does not reach the root directory when the build does
@@ -132,20 +132,24 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 		return 0, fmt.Errorf("mksquashfs %s: %w\n%s", rootfs, err, strings.TrimSpace(output.String()))
 	}
 	// mksquashfs skips what it cannot store (a path of PATH_MAX bytes or
-	// more: "File name too long, ignoring") with a warning and exit 0;
-	// the image would lack entries the summary counts.
+	// more: "File name too long, ignoring") and stores a file it cannot
+	// read as an empty one ("Failed to read file X, creating empty file"),
+	// with a warning and exit 0: the image would lack entries the summary
+	// counts, or hold them empty.
 	if skipped := skippedEntries(output.String(), src); len(skipped) > 0 {
-		return 0, fmt.Errorf("mksquashfs %s left out %d entries, the image would lack them: %s", rootfs, len(skipped), strings.Join(skipped, "; "))
+		return 0, fmt.Errorf("mksquashfs %s left out or could not read %d entries, the image would lack them or hold them empty: %s", rootfs, len(skipped), strings.Join(skipped, "; "))
 	}
 	return entries, nil
 }
 
 // skippedEntries finds mksquashfs's warnings about entries it left out
-// ("... , ignoring"), naming each entry relative to the rootfs.
+// ("... , ignoring") or stored empty ("Failed to read file ..."), naming
+// each entry relative to the rootfs.
 func skippedEntries(output, src string) []string {
 	var out []string
 	for _, l := range strings.Split(output, "\n") {
-		if !strings.Contains(strings.ToLower(l), "ignoring") {
+		low := strings.ToLower(l)
+		if !strings.Contains(low, "ignoring") && !strings.HasPrefix(strings.TrimSpace(low), "failed to read file") {
 			continue
 		}
 		l = strings.ReplaceAll(strings.TrimSpace(l), src+"/", "/")
@@ -157,10 +161,11 @@ func skippedEntries(output, src string) []string {
 	return out
 }
 
-// checkReadable counts the entries of a directory tree and refuses one
-// with entries mksquashfs could not read (it would stop half-way, or skip
-// them).
-func checkReadable(ctx context.Context, root string) (int, error) {
+// countEntries counts the entries of a directory tree (the root
+// included). A file that cannot be read is mksquashfs's to find: it says so
+// (skippedEntries), and opening every file first cost half a second for
+// 50,000 files (/usr/share here: 0.07 s to walk, 0.57 s to walk and open).
+func countEntries(ctx context.Context, root string) (int, error) {
 	n := 0
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -170,13 +175,6 @@ func checkReadable(ctx context.Context, root string) (int, error) {
 			return err
 		}
 		n++
-		if d.Type().IsRegular() {
-			f, err := os.Open(p)
-			if err != nil {
-				return fmt.Errorf("rootfs entry %s cannot be read: %w", p, err)
-			}
-			f.Close()
-		}
 		return nil
 	})
 	return n, err
