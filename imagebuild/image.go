@@ -131,53 +131,24 @@ var fatEpoch = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
 
 const bootVolumeLabel = "OVROOTBOOT"
 
-// fixFATLabelTime gives the volume label entry of the FAT root directory
-// the FAT epoch as its times: go-diskfs v1.9.4 stamps it with the clock
-// even when asked for a reproducible filesystem, and offers no call to
-// change it. The entry is found by its name and attribute (0x08) in the
-// partition's first 16 MiB (FATs, then the root directory).
-func fixFATLabelTime(image string, start, size int64) error {
-	f, err := os.OpenFile(image, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	n := min(size, 16<<20)
-	buf := make([]byte, n)
-	if _, err := f.ReadAt(buf, start); err != nil && err != io.EOF {
-		return err
-	}
-	name := []byte(fmt.Sprintf("%-11s", bootVolumeLabel))
-	for off := int64(0); off+32 <= n; off += 32 {
-		e := buf[off : off+32]
-		if e[11] != 0x08 || !bytes.Equal(e[:11], name) {
-			continue
-		}
-		// Creation time (13-17), access date (18-19), write time and date
-		// (22-25): 00:00:00 on 1980-01-01 (date 0x0021).
-		fixed := []byte{0, 0, 0, 0x21, 0, 0x21, 0}
-		copy(e[13:20], fixed)
-		copy(e[22:26], []byte{0, 0, 0x21, 0})
-		// No fsync here: writeImage syncs the whole file once the
-		// squashfs is in (copyAt), before the image is renamed into place.
-		if _, err := f.WriteAt(e, start+off); err != nil {
-			return err
-		}
-		return fixFATDotTimes(f, start)
-	}
-	return fmt.Errorf("no volume label entry %q in the FAT root directory", bootVolumeLabel)
+// diskRW is what fixFATTimes reads and writes through.
+type diskRW interface {
+	io.ReaderAt
+	io.WriterAt
 }
 
-// fixFATDotTimes gives the "." and ".." entries of every directory of the
-// FAT32 filesystem at start the FAT epoch as their times, and ".." in the
-// root's subdirectories cluster 0 as the spec wants: go-diskfs
-// stamps them with the clock (Chtimes reaches only a directory's entry in
-// its parent), so two builds of the same inputs a few seconds apart
-// differed there. It reads the boot sector (Microsoft's FAT32 layout:
-// bytes per sector at 11, sectors per cluster 13, reserved sectors 14,
-// FAT count 16, sectors per FAT 36, root cluster 44) and walks the tree,
-// following each directory's cluster chain in the first FAT.
-func fixFATDotTimes(f *os.File, start int64) error {
+// fixFATTimes gives the volume label entry and the "." and ".." entries of
+// every directory of the FAT32 filesystem at start the FAT epoch as their
+// times, and ".." in the root's subdirectories cluster 0 as the spec
+// wants: go-diskfs v1.9.4 stamps them with the clock even when asked for
+// a reproducible filesystem (Chtimes reaches only a directory's entry in
+// its parent, and nothing reaches the label), so two builds of the same
+// inputs a few seconds apart differed there. It reads the boot sector
+// (Microsoft's FAT32 layout: bytes per sector at 11, sectors per cluster
+// 13, reserved sectors 14, FAT count 16, sectors per FAT 36, root cluster
+// 44) and walks the tree, following each directory's cluster chain in the
+// first FAT; the label is the root directory's entry of attribute 0x08.
+func fixFATTimes(f diskRW, start int64) error {
 	bs := make([]byte, 512)
 	if _, err := f.ReadAt(bs, start); err != nil {
 		return fmt.Errorf("FAT boot sector: %w", err)
@@ -202,7 +173,11 @@ func fixFATDotTimes(f *os.File, start int64) error {
 		}
 		return binary.LittleEndian.Uint32(b) & 0x0FFFFFFF, nil
 	}
+	// Creation time (13-17), access date (18-19), write time and date
+	// (22-25): 00:00:00 on 1980-01-01 (date 0x0021).
 	fixed := []byte{0, 0, 0, 0x21, 0, 0x21, 0}
+	label := []byte(fmt.Sprintf("%-11s", bootVolumeLabel))
+	labelFound := false
 	seen := map[uint32]bool{}
 	var walk func(dir uint32, depth int) error
 	walk = func(dir uint32, depth int) error {
@@ -224,6 +199,12 @@ func fixFATDotTimes(f *os.File, start int64) error {
 				ent := buf[e : e+32]
 				if ent[0] == 0 {
 					break
+				}
+				if depth == 0 && ent[11] == 0x08 && bytes.Equal(ent[:11], label) {
+					copy(ent[13:20], fixed)
+					copy(ent[22:26], []byte{0, 0, 0x21, 0})
+					dirty, labelFound = true, true
+					continue
 				}
 				if ent[0] == 0xE5 || ent[11]&0x0F == 0x0F || ent[11]&0x10 == 0 {
 					continue // deleted, a long-name part, or not a directory
@@ -260,7 +241,13 @@ func fixFATDotTimes(f *os.File, start int64) error {
 		}
 		return nil
 	}
-	return walk(root, 0)
+	if err := walk(root, 0); err != nil {
+		return err
+	}
+	if !labelFound {
+		return fmt.Errorf("no volume label entry %q in the FAT root directory", bootVolumeLabel)
+	}
+	return nil
 }
 
 func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
@@ -558,12 +545,13 @@ func writeImage(ctx context.Context, s Spec, image string, total int64, parts []
 	if err := writeBoot(d, s); err != nil {
 		return fmt.Errorf("boot partition: %w", err)
 	}
+	// In the buffer, before it is written out.
+	if err := fixFATTimes(wb, parts[0].Start); err != nil {
+		return fmt.Errorf("boot partition: %w", err)
+	}
 	closed = true
 	if err := d.Close(); err != nil {
 		return err
-	}
-	if err := fixFATLabelTime(image, parts[0].Start, parts[0].Size); err != nil {
-		return fmt.Errorf("boot partition: %w", err)
 	}
 	mark("boot")
 	// Written directly: go-diskfs insists on filling the whole partition.
@@ -667,9 +655,26 @@ func copyAt(ctx context.Context, dst, src string, off int64) error {
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(io.NewOffsetWriter(out, off), ctxReader{ctx, in}); err != nil {
+	// In pieces from the file to the file, so the kernel copies
+	// (copy_file_range: no trip through user space for hundreds of MiB)
+	// and a cancel is heard between pieces.
+	if _, err := out.Seek(off, io.SeekStart); err != nil {
 		out.Close()
 		return err
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			out.Close()
+			return err
+		}
+		n, err := out.ReadFrom(io.LimitReader(in, 32<<20))
+		if err != nil {
+			out.Close()
+			return err
+		}
+		if n == 0 {
+			break
+		}
 	}
 	return out.Close()
 }

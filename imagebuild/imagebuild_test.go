@@ -328,6 +328,28 @@ func TestBuildImage(t *testing.T) {
 		}
 	}
 
+	// The FAT volume label's times are the FAT epoch, not the clock
+	// go-diskfs stamps (the two builds below may fall in one 2-second
+	// FAT time unit: this does not depend on when it runs).
+	img, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fat := img[parts[0].Start : parts[0].Start+16<<20]
+	label := []byte(fmt.Sprintf("%-11s", bootVolumeLabel))
+	found := false
+	for off := 0; off+32 <= len(fat); off += 32 {
+		if e := fat[off : off+32]; e[11] == 0x08 && bytes.Equal(e[:11], label) {
+			found = true
+			if got, want := e[13:26], []byte{0, 0, 0, 0x21, 0, 0x21, 0, 0, 0, 0, 0, 0x21, 0}; !bytes.Equal(got, want) {
+				t.Errorf("FAT volume label times % x, want % x (1980-01-01 00:00)", got, want)
+			}
+		}
+	}
+	if !found {
+		t.Error("no FAT volume label entry in the boot partition")
+	}
+
 	// Reproducible: the same inputs give the same bytes, a second later too
 	// (the /rom and /overlay directories mksquashfs adds must not take the
 	// build's clock).
