@@ -462,9 +462,9 @@ func TestTLS(t *testing.T) {
 
 func TestParseContentRange(t *testing.T) {
 	for _, tc := range []struct {
-		in                  string
+		in                 string
 		first, last, total int64
-		bad                 bool
+		bad                bool
 	}{
 		{in: "bytes 0-9/10", first: 0, last: 9, total: 10},
 		{in: "bytes 5-9/*", first: 5, last: 9, total: -1},
