@@ -270,6 +270,13 @@ type Update struct {
 	// AllowDowngrade lets `ovrootctl upgrade --allow-downgrade` install
 	// an older version.
 	AllowDowngrade bool `toml:"allow_downgrade"`
+	// CA is a PEM bundle on the device (an absolute path in the root,
+	// read from its read-only lower) that `ovrootctl upgrade https://...`
+	// trusts instead of the system roots.
+	CA string `toml:"ca"`
+	// AllowHTTP lets `ovrootctl upgrade http://...` fetch over plain
+	// HTTP (a lab; the bundle's signature is checked all the same).
+	AllowHTTP bool `toml:"allow_http"`
 }
 
 // ReleaseVersion is the [update] version, "0" when none is set.
@@ -516,7 +523,10 @@ func (im *Image) Validate() error {
 			return bad("update.trusted_keys", "entry %d is empty", i+1)
 		}
 	}
-	if im.Slots != 2 && (u.Version != "" || u.SignKey != "" || len(u.TrustedKeys) > 0 || u.AllowUnsigned || u.AllowDowngrade) {
+	if u.CA != "" && (!strings.HasPrefix(u.CA, "/") || path.Clean(u.CA) != u.CA) {
+		return bad("update.ca", "%q is not a clean absolute path: give where the CA bundle is on the device, e.g. /etc/ssl/updates-ca.pem", u.CA)
+	}
+	if im.Slots != 2 && (u.Version != "" || u.SignKey != "" || len(u.TrustedKeys) > 0 || u.AllowUnsigned || u.AllowDowngrade || u.CA != "" || u.AllowHTTP) {
 		return bad("update", "is for two-slot images, which take update bundles: set slots = 2 (this image has one root slot)")
 	}
 	return nil

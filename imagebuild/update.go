@@ -23,7 +23,7 @@ func updateFiles(im *config.Image, dir string, bundle bool) (adds []Addition, ke
 		return nil, nil, nil, nil
 	}
 	u := im.Update
-	pol := layout.UpdatePolicy{Version: u.ReleaseVersion(), AllowUnsigned: u.AllowUnsigned, AllowDowngrade: u.AllowDowngrade}
+	pol := layout.UpdatePolicy{Version: u.ReleaseVersion(), AllowUnsigned: u.AllowUnsigned, AllowDowngrade: u.AllowDowngrade, CA: u.CA, AllowHTTP: u.AllowHTTP}
 	data, err := json.MarshalIndent(pol, "", "  ")
 	if err != nil {
 		return nil, nil, nil, err
@@ -63,6 +63,9 @@ func updateFiles(im *config.Image, dir string, bundle bool) (adds []Addition, ke
 	}
 	if len(u.TrustedKeys) == 0 && !u.AllowUnsigned {
 		warnings = append(warnings, "WARNING: this image trusts no key ([update] trusted_keys is empty) and allow_unsigned is false: its ovrootctl will refuse every update bundle")
+	}
+	if u.AllowHTTP {
+		warnings = append(warnings, "[update] allow_http = true: this image fetches updates over plain http:// too (signatures are still checked; the traffic is not private)")
 	}
 	if u.AllowUnsigned {
 		warnings = append(warnings, "WARNING: [update] allow_unsigned = true: this image installs bundles from anyone (development only)")

@@ -2,6 +2,7 @@ package imagebuild
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,6 +72,7 @@ func TestUpdateFiles(t *testing.T) {
 		{"trusts no key", func(u *config.Update) { u.TrustedKeys = nil }, true, "", []string{"this image trusts no key"}},
 		{"allow unsigned", func(u *config.Update) { u.AllowUnsigned = true }, true, "", []string{"allow_unsigned = true"}},
 		{"no version", func(u *config.Update) { u.Version = "" }, true, "", []string{"it is version 0"}},
+		{"allow http", func(u *config.Update) { u.AllowHTTP = true }, true, "", []string{"allow_http = true"}},
 		{"key without bundle", nil, false, "", []string{"no bundle is written"}},
 		{"secret key as trusted", func(u *config.Update) { u.TrustedKeys = []string{filepath.Join(keys, "release.key")} }, true, "is a secret key: give its .pub", nil},
 		{"public key as sign key", func(u *config.Update) { u.SignKey = filepath.Join(keys, "release.pub") }, true, "[update] sign_key: signing key", nil},
@@ -118,5 +120,29 @@ func TestUpdateFiles(t *testing.T) {
 	im.Slots = 1
 	if adds, _, _, err := updateFiles(im, t.TempDir(), false); err != nil || len(adds) != 0 {
 		t.Errorf("one-slot image: %d adds, %v", len(adds), err)
+	}
+}
+
+// The network keys reach the device in the root's update.json, where
+// ovrootctl reads them (slot.Policy).
+func TestUpdatePolicyNetworkKeys(t *testing.T) {
+	im := config.DefaultImage(layout.ARM64)
+	im.Slots = 2
+	im.Update = config.Update{Version: "3", AllowUnsigned: true, CA: "/etc/ssl/updates-ca.pem", AllowHTTP: true}
+	dir := t.TempDir()
+	if _, _, _, err := updateFiles(im, dir, false); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "update.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got layout.UpdatePolicy
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := layout.UpdatePolicy{Version: "3", AllowUnsigned: true, CA: "/etc/ssl/updates-ca.pem", AllowHTTP: true}
+	if got != want {
+		t.Errorf("update.json = %+v, want %+v", got, want)
 	}
 }

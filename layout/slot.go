@@ -117,4 +117,9 @@ type UpdatePolicy struct {
 	// AllowDowngrade lets `ovrootctl upgrade --allow-downgrade` install an
 	// older version.
 	AllowDowngrade bool `json:"allow_downgrade,omitempty"`
+	// CA is the PEM bundle (a path in the root) that network updates
+	// trust instead of the system roots; "" = the system roots.
+	CA string `json:"ca,omitempty"`
+	// AllowHTTP lets network updates use plain http:// URLs.
+	AllowHTTP bool `json:"allow_http,omitempty"`
 }

@@ -24,7 +24,8 @@ import (
 //
 // in that order, each member listed in Manifest.Files with its size and
 // SHA-256. A tar reads as a stream, so a bundle can come from a file, a
-// pipe or a block device. A reader checks the signature before it parses
+// pipe, a block device or a URL (Upgrade reads it twice, so not from a
+// pipe: BundleSource). A reader checks the signature before it parses
 // the manifest, and each member's SHA-256 as it streams it.
 const (
 	ManifestName = "ovroot-bundle.json"

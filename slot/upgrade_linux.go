@@ -61,16 +61,53 @@ type UpgradeOptions struct {
 	AllowDowngrade bool
 }
 
-// Upgrade writes the bundle at path (a file or a block device) to the slot
-// that is not running and adds its entry on trial, so the next boot tries
-// it. Nothing changes unless the bundle is signed by a key the running
-// root trusts (or the root allows unsigned bundles), is not older than
-// the running root or any version the device confirmed, is for this
-// device, and every member matches its checksum; after that, the order is
-// what keeps a power cut harmless: the slot's old entry goes first, its
-// root and boot files are written and read back, and only then does its
-// new entry appear.
+// BundleSource is where Upgrade reads a bundle. Upgrade opens it twice:
+// once to check every byte before anything changes, once to write them
+// (checked again as they are written), so it must give the same bytes
+// each time: a file, a block device or a URL, not a pipe. Name is what
+// messages call it (a path or a URL).
+type BundleSource struct {
+	Name string
+	Open func() (io.ReadCloser, error)
+}
+
+// FileBundle is the bundle in a file or on a block device. It refuses a
+// pipe, a socket or a character device before anything changes: the
+// second read would find nothing (or other bytes) there.
+func FileBundle(path string) BundleSource {
+	return BundleSource{Name: path, Open: func() (io.ReadCloser, error) {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("open the bundle: %w", err)
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("open the bundle: %w", err)
+		}
+		if m := fi.Mode(); !m.IsRegular() && (m&os.ModeDevice == 0 || m&os.ModeCharDevice != 0) {
+			f.Close()
+			return nil, fmt.Errorf("%s is not a file or a block device (%s): upgrade reads a bundle twice, once to check it and once to write it; copy it to a file or give its URL", path, m.Type())
+		}
+		return f, nil
+	}}
+}
+
+// Upgrade is UpgradeFrom(FileBundle(path), o).
 func (s *System) Upgrade(path string, o UpgradeOptions) (UpgradeResult, error) {
+	return s.UpgradeFrom(FileBundle(path), o)
+}
+
+// UpgradeFrom writes the bundle src to the slot that is not running and
+// adds its entry on trial, so the next boot tries it. Nothing changes
+// unless the bundle is signed by a key the running root trusts (or the
+// root allows unsigned bundles), is not older than the running root or
+// any version the device confirmed, is for this device, and every member
+// matches its checksum; after that, the order is what keeps a power cut
+// (or a read error) harmless: the slot's old entry goes first, its root
+// and boot files are written and read back, and only then does its new
+// entry appear.
+func (s *System) UpgradeFrom(src BundleSource, o UpgradeOptions) (UpgradeResult, error) {
 	d, err := s.findDevice()
 	if err != nil {
 		return UpgradeResult{}, err
@@ -81,7 +118,7 @@ func (s *System) Upgrade(path string, o UpgradeOptions) (UpgradeResult, error) {
 	if err != nil {
 		return res, err
 	}
-	err = s.upgrade(d, e, path, o, &res)
+	err = s.upgrade(d, e, src, o, &res)
 	if cerr := s.closeESP(e); err == nil {
 		err = cerr
 	}
@@ -108,7 +145,8 @@ func joinWarning(a, b string) string {
 	return a + "; " + b
 }
 
-func (s *System) upgrade(d device, e *esp, path string, o UpgradeOptions, res *UpgradeResult) error {
+func (s *System) upgrade(d device, e *esp, src BundleSource, o UpgradeOptions, res *UpgradeResult) error {
+	path := src.Name
 	other := d.slot.Other()
 	part := d.roots[other]
 	ents, err := ListEntries(e.dir)
@@ -127,11 +165,11 @@ func (s *System) upgrade(d device, e *esp, path string, o UpgradeOptions, res *U
 		return err
 	}
 
-	bundle, err := os.Open(path)
+	bundle, err := src.Open()
 	if err != nil {
-		return fmt.Errorf("open the bundle: %w", err)
+		return fmt.Errorf("%w (nothing was changed)", err)
 	}
-	defer bundle.Close()
+	defer func() { bundle.Close() }()
 	br, err := NewReader(bundle, pol.Trust)
 	if err != nil {
 		return fmt.Errorf("%s: %w (nothing was changed)", path, err)
@@ -179,21 +217,24 @@ func (s *System) upgrade(d device, e *esp, path string, o UpgradeOptions, res *U
 	}
 
 	// Pass 2: the same bytes, checked again as they are written.
-	if _, err := bundle.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("read the bundle again: %w", err)
+	bundle.Close()
+	again, err := src.Open()
+	if err != nil {
+		return halfWritten(path, other, fmt.Errorf("read the bundle again: %w", err))
 	}
+	bundle = again
 	br2, err := NewReader(bundle, pol.Trust)
 	if err != nil {
-		return fmt.Errorf("%s, second read: %w", path, err)
+		return halfWritten(path, other, fmt.Errorf("second read: %w", err))
 	}
 	if !bytes.Equal(br.Raw, br2.Raw) {
-		return fmt.Errorf("%s changed between the check and the write", path)
+		return halfWritten(path, other, errors.New("the bundle changed between the check and the write"))
 	}
 	if err := s.writeRoot(br2, dev, other, part, root); err != nil {
-		return err
+		return halfWritten(path, other, err)
 	}
 	if err := s.writeBootFiles(br2, e.dir, other); err != nil {
-		return err
+		return halfWritten(path, other, err)
 	}
 
 	gen := 0
@@ -213,6 +254,12 @@ func (s *System) upgrade(d device, e *esp, path string, o UpgradeOptions, res *U
 	*res = UpgradeResult{Slot: other, BuildID: m.BuildID, Tries: m.Tries, Generation: ent.Generation, Entry: name,
 		Version: m.Version, Signer: br.Signer, Warning: res.Warning}
 	return nil
+}
+
+// halfWritten is an error after the slot's entry was removed: the device
+// stays on its running slot, as after a power cut.
+func halfWritten(path string, slot layout.Slot, err error) error {
+	return fmt.Errorf("%s: %w (slot %s is left without a boot entry, the running slot is untouched: run the upgrade again)", path, err, slot)
 }
 
 // runningConfirmed refuses an upgrade while the running slot is on trial:

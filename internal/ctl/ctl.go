@@ -31,6 +31,8 @@ type Context struct {
 	Reboot func() error
 	// Mounter mounts the boot partition (A/B commands); nil = mount(2).
 	Mounter slot.Mounter
+	// NetSleep replaces the backoff between network retries in tests.
+	NetSleep func(ctx context.Context, d time.Duration) error
 }
 
 const usage = `usage: ovrootctl <command> [flags]
@@ -40,9 +42,10 @@ commands:
   changes [--json]  what differs from the factory root: added, modified, deleted paths
   factory-reset [--reboot] [--cancel]
                     erase every change at the next boot (or withdraw the request)
-  upgrade BUNDLE [--wipe] [--reboot] [--allow-downgrade]
-                    write an update bundle to the root slot not running; the next
-                    boot tries it (two-slot images)
+  upgrade BUNDLE [--wipe] [--reboot] [--allow-downgrade] [--progress=json]
+                    write an update bundle (a file, a block device or an
+                    https:// URL, resumed if the link drops) to the root slot
+                    not running; the next boot tries it (two-slot images)
   verify BUNDLE     check a bundle's signature, version and every member's
                     checksum as upgrade would, and change nothing
   mark-good         confirm the running slot: the loader stops counting its boots
@@ -62,7 +65,7 @@ func (c Context) Execute(ctx context.Context) error {
 	case "factory-reset":
 		return c.factoryReset(c.Args[1:])
 	case "upgrade":
-		return c.upgrade(c.Args[1:])
+		return c.upgrade(ctx, c.Args[1:])
 	case "mark-good":
 		return c.markGood(c.Args[1:])
 	case "verify":

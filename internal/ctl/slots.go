@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -22,8 +23,9 @@ func (c Context) system() *slot.System {
 
 // upgrade writes an update bundle to the slot not running and makes the
 // next boot try it.
-func (c Context) upgrade(args []string) error {
-	fs, _ := c.flags("upgrade", "ovrootctl upgrade /tmp/new.bundle --reboot")
+func (c Context) upgrade(ctx context.Context, args []string) error {
+	fs, _ := c.flags("upgrade", "ovrootctl upgrade /tmp/new.bundle --reboot\n         ovrootctl upgrade https://updates.example.com/router/3.bundle --progress=json")
+	progress := fs.String("progress", "text", "text: lines on stderr; json: one {\"pass\",\"done\",\"total\",\"resumes\"} object a line on stderr, for a program to read")
 	wipe := fs.Bool("wipe", false, "also erase every change at the next boot (a factory reset; the keep-list is honoured)")
 	reboot := fs.Bool("reboot", false, "reboot into the new slot when done")
 	downgrade := fs.Bool("allow-downgrade", false, "install a bundle older than the running root or the highest version confirmed (only if the image was built with [update] allow_downgrade = true)")
@@ -31,7 +33,10 @@ func (c Context) upgrade(args []string) error {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return fmt.Errorf("upgrade: give one bundle (a file or a block device), e.g. ovrootctl upgrade /tmp/new.bundle")
+		return fmt.Errorf("upgrade: give one bundle (a file, a block device or a URL), e.g. ovrootctl upgrade /tmp/new.bundle")
+	}
+	if *progress != "text" && *progress != "json" {
+		return fmt.Errorf("upgrade: --progress=%s: want text or json", *progress)
 	}
 	st, err := c.readState()
 	if err != nil {
@@ -40,7 +45,20 @@ func (c Context) upgrade(args []string) error {
 	if *wipe && st.Mode != layout.ModePersistent {
 		return fmt.Errorf("upgrade --wipe: the data partition is not in use (%s): a factory reset request could not be stored", st.Mode)
 	}
-	res, err := c.system().Upgrade(fs.Arg(0), slot.UpgradeOptions{AllowDowngrade: *downgrade})
+	sys := c.system()
+	pol, err := sys.Policy()
+	if err != nil {
+		return fmt.Errorf("upgrade: %w", err)
+	}
+	p := &progressReporter{w: c.Stderr, json: *progress == "json", what: fs.Arg(0)}
+	if p.json {
+		sys.Progress = nil // the JSON lines replace the text ones
+	}
+	src, err := c.bundleSource(ctx, fs.Arg(0), pol.UpdatePolicy, p)
+	if err != nil {
+		return fmt.Errorf("upgrade: %w", err)
+	}
+	res, err := sys.UpgradeFrom(src, slot.UpgradeOptions{AllowDowngrade: *downgrade})
 	if err != nil {
 		return fmt.Errorf("upgrade: %w", err)
 	}

@@ -1,0 +1,18 @@
+//go:build ovroot_nonet
+
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"io"
+)
+
+// NetUpdates says whether this ovrootctl fetches bundles over the
+// network: this one was built with the ovroot_nonet tag, for images that
+// never do (net/http and TLS cost about 1.3 MB).
+const NetUpdates = false
+
+func openURL(ctx context.Context, url string, o netOptions) (io.ReadCloser, error) {
+	return nil, fmt.Errorf("%s: this ovrootctl was built without network updates (tag ovroot_nonet): fetch the bundle to a file and give its path", url)
+}
