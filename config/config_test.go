@@ -178,6 +178,7 @@ func TestParseImageBad(t *testing.T) {
 		{"relative ca", "arch = \"arm64\"\n" + base + "slots = 2\n[update]\nca = \"etc/ca.pem\"\n", 7, "update.ca", "not a clean absolute path"},
 		{"ca on one slot", "arch = \"arm64\"\n" + base + "[update]\nca = \"/etc/ca.pem\"\n", 5, "update", "two-slot images"},
 		{"allow_http on one slot", "arch = \"arm64\"\n" + base + "[update]\nallow_http = true\n", 5, "update", "two-slot images"},
+		{"network on one slot", "arch = \"arm64\"\n" + base + "[update]\nnetwork = true\n", 5, "update", "two-slot images"},
 		{"update typo", "arch = \"arm64\"\n" + base + "slots = 2\n[update]\nsign_kye = \"k\"\n", 7, "update.sign_kye", "did you mean update.sign_key"},
 	}
 	for _, c := range cases {

@@ -137,7 +137,7 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		if cache == nil {
 			cache = &gobuild.Cache{Log: logf}
 		}
-		if progs, err = cache.Programs(ctx, im.Arch, gobuild.Device); err != nil {
+		if progs, err = cache.Programs(ctx, im.Arch, deviceSet(im)); err != nil {
 			return nil, err
 		}
 	}
@@ -389,6 +389,15 @@ func checkPieces(ctx context.Context, im *config.Image, o Options, logf func(str
 		logf("warning: %s", w)
 	}
 	return ix, nil
+}
+
+// deviceSet is the device programs an image carries: ovrootctl with the
+// network code only when the image fetches updates over the network.
+func deviceSet(im *config.Image) gobuild.Set {
+	if im.Slots == 2 && im.Update.NetworkUpdates() {
+		return gobuild.Device
+	}
+	return gobuild.DeviceNoNet
 }
 
 // moduleIndexCache is the module index cache o asks for.

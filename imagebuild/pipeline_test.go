@@ -124,3 +124,26 @@ func TestBuildImageTrace(t *testing.T) {
 		t.Errorf("trace steps %q, want %q", steps, want)
 	}
 }
+
+// Only a two-slot image that fetches updates over the network carries
+// ovrootctl's network code; [update] ca and allow_http imply it.
+func TestDeviceSet(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		slots int
+		u     config.Update
+		want  string
+	}{
+		{"one slot", 1, config.Update{}, "device-nonet"},
+		{"two slots", 2, config.Update{}, "device-nonet"},
+		{"network", 2, config.Update{Network: true}, "device"},
+		{"ca", 2, config.Update{CA: "/etc/ca.pem"}, "device"},
+		{"allow_http", 2, config.Update{AllowHTTP: true}, "device"},
+	} {
+		im := config.DefaultImage(layout.X86_64)
+		im.Slots, im.Update = c.slots, c.u
+		if got := deviceSet(im).Name; got != c.want {
+			t.Errorf("%s: deviceSet = %s, want %s", c.name, got, c.want)
+		}
+	}
+}

@@ -65,7 +65,7 @@ func Build(ctx context.Context, o Options, w io.Writer) (*Report, error) {
 	}
 	initBin := o.InitBinary
 	if initBin == "" {
-		dir, err := (&gobuild.Cache{}).Programs(ctx, o.Arch, gobuild.Device)
+		dir, err := (&gobuild.Cache{}).Programs(ctx, o.Arch, gobuild.DeviceNoNet)
 		if err != nil {
 			return nil, fmt.Errorf("init: %w (or pass a prebuilt one with --init-binary)", err)
 		}

@@ -277,7 +277,7 @@ func runInitramfs(c Context, ctx context.Context, args []string) error {
 		cfg = data
 	}
 	if *initBinary == "" {
-		progs, err := (&gobuild.Cache{Log: c.logf}).Programs(ctx, a, gobuild.Device)
+		progs, err := (&gobuild.Cache{Log: c.logf}).Programs(ctx, a, gobuild.DeviceNoNet)
 		if err != nil {
 			return err
 		}

@@ -26,6 +26,7 @@ import (
 type Set struct {
 	Name string
 	Pkgs []string
+	Tags []string // go build -tags; a set's name must differ when its tags do
 }
 
 // Programs are the file names the set's go build writes.
@@ -45,6 +46,11 @@ const URoot = "github.com/u-root/u-root/cmds/"
 // emergency shell and its commands, package eshell) and ovrootctl. They
 // are compiled together: one go build is cheaper than two.
 var Device = Set{Name: "device", Pkgs: []string{"./cmd/init", "./cmd/ovrootctl"}}
+
+// DeviceNoNet is Device without the network code in ovrootctl (the
+// ovroot_nonet tag: no net/http, no TLS, 3 MB less), for images that never
+// fetch updates over the network. The tag changes nothing in the init.
+var DeviceNoNet = Set{Name: "device-nonet", Pkgs: Device.Pkgs, Tags: []string{"ovroot_nonet"}}
 
 // CacheDir is ovroot's cache: $OVROOT_CACHE, else ovroot/ in the user's
 // cache directory (os.UserCacheDir: $XDG_CACHE_HOME or ~/.cache on Linux).
@@ -125,7 +131,7 @@ func (c *Cache) Programs(ctx context.Context, arch layout.Arch, set Set) (string
 	defer os.RemoveAll(tmp)
 	t := time.Now()
 	c.logf("go: compiling %s for %s (%s, once per ovroot version and arch)", strings.Join(set.Programs(), ", "), arch, ver)
-	if err := build(ctx, goCmd, arch, nil, src, tmp+"/", set.Pkgs...); err != nil {
+	if err := build(ctx, goCmd, arch, set.Tags, src, tmp+"/", set.Pkgs...); err != nil {
 		return "", err
 	}
 	if err := publish(tmp, dir); err != nil {

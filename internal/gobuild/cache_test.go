@@ -366,6 +366,40 @@ func TestCacheBuildsEmbeddedSource(t *testing.T) {
 			}
 		}
 	}
+
+	// A set's tags reach go build: DeviceNoNet's ovrootctl is built with
+	// ovroot_nonet and is megabytes smaller (no net/http, no TLS).
+	full, err := c.Programs(context.Background(), layout.X86_64, Device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonet, err := c.Programs(context.Background(), layout.X86_64, DeviceNoNet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bi, err := buildinfo.ReadFile(filepath.Join(nonet, "ovrootctl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags := ""
+	for _, s := range bi.Settings {
+		if s.Key == "-tags" {
+			tags = s.Value
+		}
+	}
+	if tags != "ovroot_nonet" {
+		t.Errorf("DeviceNoNet's ovrootctl was built with -tags %q, want ovroot_nonet", tags)
+	}
+	size := func(p string) int64 {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	if a, b := size(filepath.Join(full, "ovrootctl")), size(filepath.Join(nonet, "ovrootctl")); a-b < 1<<20 {
+		t.Errorf("ovrootctl is %d bytes with the network code and %d without: want at least 1 MiB less", a, b)
+	}
 }
 
 // Two processes that built the same entry at once: the second rename
