@@ -29,26 +29,39 @@ import (
 
 // MakeSquashfs makes a squashfs image of a directory or a tarball with
 // mksquashfs, without root. It returns the number of entries (the root
-// directory included).
+// directory included). A container image is refused: MakeSquashfsFor
+// takes one, given the arch that picks its image.
+func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...Addition) (int, error) {
+	n, _, err := MakeSquashfsFor(ctx, rootfs, "", out, compression, adds...)
+	return n, err
+}
+
+// MakeSquashfsFor makes a squashfs image of a rootfs with mksquashfs,
+// without root, and returns the number of entries (the root directory
+// included) and what the rootfs was, for the build summary ("directory
+// X", "tarball X", "OCI image layout X, linux/arm64, 3 layers,
+// sha256:..."). The rootfs is a directory, a tarball, or a container
+// image (an OCI image layout, an OCI archive, a docker save tarball: see
+// openImage), whose image for arch is taken.
 //
 // A directory is stored with everything owned by root (-all-root) and its
-// modes as on disk. A tarball is unpacked as the current user and what a
-// user cannot create (owners, setuid bits, device nodes, fifos) is handed to
-// mksquashfs as pseudo-file definitions (mksquashfs(1), "Pseudo file
-// definition format"), so the image holds what the tarball says;
-// extended attributes are set on the unpacked tree, which mksquashfs
-// stores (-xattrs).
+// modes as on disk. A tarball, or an image's layers applied in order, is
+// unpacked as the current user and what a user cannot create (owners,
+// setuid bits, device nodes, fifos) is handed to mksquashfs as
+// pseudo-file definitions (mksquashfs(1), "Pseudo file definition
+// format"), so the image holds what the tarball says; extended attributes
+// are set on the unpacked tree, which mksquashfs stores (-xattrs).
 //
 // Cancelling ctx stops the unpack and kills mksquashfs (and anything it
 // started); the temporary tree is removed either way.
 // adds are host files added to the root unless it has them (Addition).
-func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...Addition) (int, error) {
+func MakeSquashfsFor(ctx context.Context, rootfs string, arch layout.Arch, out, compression string, adds ...Addition) (int, string, error) {
 	if compression == "" {
 		compression = "gzip"
 	}
 	fi, err := os.Stat(rootfs)
 	if err != nil {
-		return 0, fmt.Errorf("rootfs: %w", err)
+		return 0, "", fmt.Errorf("rootfs: %w", err)
 	}
 	// A symlink named as the rootfs is followed, as cp -r, tar -C and
 	// mksquashfs itself do with a named argument: given the link,
@@ -56,17 +69,23 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 	if resolved, err := filepath.EvalSymlinks(rootfs); err == nil {
 		rootfs = resolved
 	}
+	img, err := openImage(ctx, rootfs, arch)
+	if err != nil {
+		return 0, "", err
+	}
 	args := []string{"-noappend", "-no-progress", "-quiet", "-comp", compression,
 		// Reproducible: the superblock time is fixed; file times are the source's.
 		"-mkfs-time", "0",
-		// The unpacked tree's xattrs are the tarball's (setXattrs); a
+		// The unpacked tree's xattrs are the archive's (setXattrs); a
 		// directory's are its own.
 		"-xattrs"}
 	src := rootfs
 	var entries int
-	if fi.IsDir() {
+	var desc string
+	if fi.IsDir() && img == nil {
+		desc = "directory " + rootfs
 		if entries, err = checkReadable(ctx, rootfs); err != nil {
-			return 0, err
+			return 0, "", err
 		}
 		// -all-root does not reach the root directory when the build does
 		// not run as root: it would be owned by the building user, who
@@ -84,20 +103,27 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 				entries++
 			}
 		}
-	} else if !fi.Mode().IsRegular() {
-		return 0, fmt.Errorf("rootfs %s is neither a directory nor a tarball (%s)", rootfs, fi.Mode().Type())
+	} else if !fi.Mode().IsRegular() && img == nil {
+		return 0, "", fmt.Errorf("rootfs %s is neither a directory nor a tarball (%s)", rootfs, fi.Mode().Type())
 	} else {
 		tmp, done, err := tmpdir.Make("rootfs")
 		if err != nil {
-			return 0, err
+			return 0, "", err
 		}
 		defer done()
 		src = filepath.Join(tmp, "root")
-		pseudo, n, err := unpackTarball(ctx, rootfs, src)
-		if err != nil {
-			return 0, err
+		var pseudo []string
+		if img != nil {
+			defer img.close()
+			desc = img.String()
+			pseudo, entries, err = unpackLayers(ctx, img.layers, src)
+		} else {
+			desc = "tarball " + rootfs
+			pseudo, entries, err = unpackTarball(ctx, rootfs, src)
 		}
-		entries = n
+		if err != nil {
+			return 0, "", err
+		}
 		// mksquashfs 4.5.1 ignores a pseudo definition for "/": the
 		// tarball's "./" entry becomes -root-mode/-uid/-gid, and without
 		// one the root is 0755 root:root, whoever builds.
@@ -106,16 +132,16 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 		args = append(args, rootArgs...)
 		pf := filepath.Join(tmp, "pseudo")
 		if err := os.WriteFile(pf, []byte(strings.Join(pseudo, "\n")+"\n"), 0o644); err != nil {
-			return 0, err
+			return 0, "", err
 		}
 		args = append(args, "-pf", pf)
 	}
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	extra, n, err := additionArgs(src, adds)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	args, entries = append(args, extra...), entries+n
 	cmd := exec.CommandContext(ctx, "mksquashfs", append([]string{src, out}, args...)...)
@@ -128,20 +154,20 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 	cmd.Stdout, cmd.Stderr = &output, &output
 	if err := cmd.Run(); err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
-			return 0, fmt.Errorf("mksquashfs not found (Debian package squashfs-tools): %w", err)
+			return 0, "", fmt.Errorf("mksquashfs not found (Debian package squashfs-tools): %w", err)
 		}
 		if ctx.Err() != nil {
-			return 0, fmt.Errorf("mksquashfs %s: %w", rootfs, ctx.Err())
+			return 0, "", fmt.Errorf("mksquashfs %s: %w", rootfs, ctx.Err())
 		}
-		return 0, fmt.Errorf("mksquashfs %s: %w\n%s", rootfs, err, strings.TrimSpace(output.String()))
+		return 0, "", fmt.Errorf("mksquashfs %s: %w\n%s", rootfs, err, strings.TrimSpace(output.String()))
 	}
 	// mksquashfs skips what it cannot store (a path of PATH_MAX bytes or
 	// more: "File name too long, ignoring") with a warning and exit 0;
 	// the image would lack entries the summary counts.
 	if skipped := skippedEntries(output.String(), src); len(skipped) > 0 {
-		return 0, fmt.Errorf("mksquashfs %s left out %d entries, the image would lack them: %s", rootfs, len(skipped), strings.Join(skipped, "; "))
+		return 0, "", fmt.Errorf("mksquashfs %s left out %d entries, the image would lack them: %s", rootfs, len(skipped), strings.Join(skipped, "; "))
 	}
-	return entries, nil
+	return entries, desc, nil
 }
 
 // skippedEntries finds mksquashfs's warnings about entries it left out
@@ -339,6 +365,21 @@ func decompress(r io.Reader) (io.Reader, func(), error) {
 	return br, nop, nil
 }
 
+// unpackTarball unpacks a rootfs tarball into dir as the current user and
+// returns the pseudo-file lines and the entry count (the root included).
+func unpackTarball(ctx context.Context, tarball, dir string) ([]string, int, error) {
+	f, err := os.Open(tarball)
+	if err != nil {
+		return nil, 0, fmt.Errorf("rootfs: %w", err)
+	}
+	defer f.Close()
+	pseudo, n, err := unpack(ctx, f, dir)
+	if err != nil {
+		return nil, 0, fmt.Errorf("rootfs tarball %s: %w", tarball, err)
+	}
+	return pseudo, n, nil
+}
+
 // maxEntrySize bounds one file of a rootfs tarball (its size as unpacked,
 // holes included): a sparse entry claiming terabytes would otherwise be
 // read, zero by zero, for hours.
@@ -372,21 +413,6 @@ func checkTree(entries []entry) error {
 		}
 	}
 	return nil
-}
-
-// unpackTarball unpacks into dir as the current user and returns the
-// pseudo-file lines and the entry count (the root included).
-func unpackTarball(ctx context.Context, tarball, dir string) ([]string, int, error) {
-	f, err := os.Open(tarball)
-	if err != nil {
-		return nil, 0, fmt.Errorf("rootfs: %w", err)
-	}
-	defer f.Close()
-	pseudo, n, err := unpack(ctx, f, dir)
-	if err != nil {
-		return nil, 0, fmt.Errorf("rootfs tarball %s: %w", tarball, err)
-	}
-	return pseudo, n, nil
 }
 
 // copySparse copies a file's content, seeking over blocks of zeros instead
