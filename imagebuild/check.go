@@ -599,7 +599,7 @@ func imageTree(ctx context.Context, img *containerImage) (*rootfsTree, error) {
 				return nil, nil
 			}
 			l := img.layers[f.layer]
-			r, finish, err := l.open()
+			r, finish, err := l.open(ctx)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", l.name, err)
 			}

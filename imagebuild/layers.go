@@ -34,13 +34,13 @@ type tarLayer struct {
 	// open returns the layer's uncompressed tar stream and finish, which
 	// closes it: once the tar has been read to its end (complete), for an
 	// image layer it reads what is left and checks the layer's digests.
-	open func() (r io.Reader, finish func(complete bool) error, err error)
+	open func(ctx context.Context) (r io.Reader, finish func(complete bool) error, err error)
 }
 
 // readerLayer is a plain tarball (gzip, xz, zstd or bzip2 detected by
 // magic) as a layer.
 func readerLayer(r io.Reader) tarLayer {
-	return tarLayer{open: func() (io.Reader, func(bool) error, error) {
+	return tarLayer{open: func(context.Context) (io.Reader, func(bool) error, error) {
 		d, done, err := decompress(r)
 		if err != nil {
 			return nil, nil, err
@@ -103,7 +103,7 @@ func mergeLayers(ctx context.Context, layers []tarLayer, keep func(e entry, cont
 }
 
 func (m *merger) read(ctx context.Context, layer int, l tarLayer, keep func(e entry, content io.Reader) error) error {
-	r, finish, err := l.open()
+	r, finish, err := l.open(ctx)
 	if err != nil {
 		return err
 	}

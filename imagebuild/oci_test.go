@@ -673,3 +673,32 @@ func TestBuildFromOCI(t *testing.T) {
 		t.Errorf("entries = %d, want 11", res.Entries)
 	}
 }
+
+// An index.json that names an index (as buildx writes a multi-arch image
+// into a layout), and attestation manifests (platform unknown/unknown),
+// still gives the image for the arch.
+func TestOCINestedIndex(t *testing.T) {
+	var inner v1.ImageIndex = empty.Index
+	for _, p := range []string{"linux/amd64", "linux/arm64"} {
+		img := ociImage(t, p, []tarEntry{reg("platform", p, 0o644)})
+		cf, _ := img.ConfigFile()
+		inner = mutate.AppendManifests(inner, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: cf.Platform()}})
+	}
+	att := ociImage(t, "unknown/unknown", []tarEntry{reg("attestation", "{}", 0o644)})
+	inner = mutate.AppendManifests(inner, mutate.IndexAddendum{Add: att, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "unknown", Architecture: "unknown"}}})
+	lp := filepath.Join(t.TempDir(), "oci")
+	if _, err := layout.Write(lp, mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: inner})); err != nil {
+		t.Fatal(err)
+	}
+	img, _, _, dir, err := unpackImage(t, lp, ovlayout.ARM64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "platform")); string(b) != "linux/arm64" || img.platform.String() != "linux/arm64" {
+		t.Errorf("took %s (%q), want linux/arm64", img.platform.String(), b)
+	}
+	_, err = openImage(context.Background(), lp, ovlayout.ARM)
+	if want := "index.json has linux/amd64, linux/arm64; the image is for arm"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("openImage for arm = %v, want %q (attestations not listed)", err, want)
+	}
+}

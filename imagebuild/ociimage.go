@@ -596,18 +596,18 @@ func (c closeFunc) Close() error { return c() }
 // and finish refuses a mismatch (a file changed between the two reads).
 func verifiedLayer(label string, open func() (io.ReadCloser, error), blob *v1.Hash, diffID v1.Hash) tarLayer {
 	l := tarLayer{name: label, whiteouts: true}
-	l.open = func() (io.Reader, func(bool) error, error) {
+	l.open = func(ctx context.Context) (io.Reader, func(bool) error, error) {
 		// The first pass.
 		rc, err := open()
 		if err != nil {
 			return nil, nil, err
 		}
 		want, which := diffID, "diff_id"
-		var src io.Reader = rc
+		var src io.Reader = ctxReader{ctx, rc}
 		var done func()
 		if blob != nil {
 			want, which = *blob, "digest"
-		} else if src, done, err = decompress(rc); err != nil {
+		} else if src, done, err = decompress(src); err != nil {
 			rc.Close()
 			return nil, nil, err
 		}
@@ -624,7 +624,7 @@ func verifiedLayer(label string, open func() (io.ReadCloser, error), blob *v1.Ha
 			return nil, nil, err
 		}
 		bh := sha256.New()
-		braw := io.TeeReader(rc, bh)
+		braw := io.TeeReader(ctxReader{ctx, rc}, bh)
 		dec, done2, err := decompress(braw)
 		if err != nil {
 			rc.Close()
