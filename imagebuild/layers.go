@@ -76,12 +76,15 @@ type merger struct {
 	// regular entry whose bytes it shares: an inode outlives the name it
 	// was first linked under, as in tar extraction and overlayfs.
 	content map[int]entry
+	// kids lists the names ever put directly below each directory,
+	// implied ones included, so a whiteout walks only what it removes.
+	kids map[string][]string
 }
 
 // mergeLayers reads every layer in order and returns the merged entries.
 // Content of regular files is handed to keep.
 func mergeLayers(ctx context.Context, layers []tarLayer, keep func(e entry, content io.Reader) error) ([]entry, map[int]entry, error) {
-	m := &merger{index: map[string]int{}, content: map[int]entry{}}
+	m := &merger{index: map[string]int{}, content: map[int]entry{}, kids: map[string][]string{}}
 	for i, l := range layers {
 		if err := m.read(ctx, i, l, keep); err != nil {
 			if l.name != "" {
@@ -184,6 +187,7 @@ func (m *merger) read(ctx context.Context, layer int, l tarLayer, keep func(e en
 		}
 		m.index[name] = len(m.order)
 		m.order = append(m.order, e)
+		m.addKid(name)
 	}
 	return finish(true)
 }
@@ -211,21 +215,47 @@ func (m *merger) whiteout(layer int, name string, h *tar.Header) (bool, error) {
 	return true, nil
 }
 
+// addKid records name below its parents, up to the root.
+func (m *merger) addKid(name string) {
+	for name != "" {
+		parent := path.Dir(name)
+		if parent == "." {
+			parent = ""
+		}
+		had := m.kids[parent] != nil
+		m.kids[parent] = append(m.kids[parent], name)
+		if had {
+			return // parent was recorded below its own parents then
+		}
+		name = parent
+	}
+}
+
 // remove drops the entries of lower layers below dir (and dir itself when
 // self): whiteouts apply to the lower layers only, never to their own.
 func (m *merger) remove(dir string, layer int, self bool) {
 	if layer == 0 {
 		return
 	}
-	for n, i := range m.index {
-		if m.order[i].layer >= layer {
+	var todo []string
+	if self {
+		todo = append(todo, dir)
+	} else {
+		todo = append(todo, m.kids[dir]...)
+	}
+	seen := map[string]bool{}
+	for len(todo) > 0 {
+		n := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		if seen[n] {
 			continue
 		}
-		below := n != dir && (dir == "" || strings.HasPrefix(n, dir+"/"))
-		if below || (self && n == dir) {
+		seen[n] = true
+		if i, ok := m.index[n]; ok && m.order[i].layer < layer {
 			m.order[i].hdr = nil
 			delete(m.index, n)
 		}
+		todo = append(todo, m.kids[n]...)
 	}
 }
 
