@@ -227,3 +227,20 @@ func TestTarLayerSemantics(t *testing.T) {
 		})
 	}
 }
+
+// Built by a user who may not set security.* (not root, no
+// CAP_SYS_ADMIN), a file capability is refused naming the entry and the
+// attribute, not dropped. Root sets it; this runs where the tests do not
+// run as root (make unit as a user; as root, under setpriv).
+func TestXattrSecurityNotRoot(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("runs as root, who may set security.*; run the test binary as another user")
+	}
+	ping := reg("bin/ping", "ping", 0o755)
+	// cap_net_raw+ep, as setcap writes it (VFS_CAP_REVISION_2).
+	ping.hdr.PAXRecords = map[string]string{"SCHILY.xattr.security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"}
+	_, _, err := unpack(context.Background(), bytes.NewReader(tarBytes([]tarEntry{dir("bin/"), ping})), filepath.Join(t.TempDir(), "root"))
+	if want := `entry "bin/ping": xattr security.capability cannot be set`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("unpack = %v, want %q", err, want)
+	}
+}
