@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"strings"
 
@@ -107,7 +108,7 @@ func openImage(ctx context.Context, rootfs string, arch ovlayout.Arch) (*contain
 		return nil, nil
 	}
 	if arch == "" {
-		return nil, fmt.Errorf("rootfs %s is a %s: the target arch picks its image, and none was given", rootfs, kind)
+		return nil, fmt.Errorf("rootfs %s is a container image (%s): the target arch picks its image, and none was given", rootfs, kind)
 	}
 	var img *containerImage
 	switch kind {
@@ -146,7 +147,7 @@ func openImage(ctx context.Context, rootfs string, arch ovlayout.Arch) (*contain
 // image-layout.md: the oci-layout file and index.json).
 func isLayoutDir(dir string) bool {
 	for _, f := range []string{"oci-layout", "index.json"} {
-		fi, err := os.Lstat(dir + "/" + f)
+		fi, err := os.Lstat(filepath.Join(dir, f))
 		if err != nil || !fi.Mode().IsRegular() {
 			return false
 		}
