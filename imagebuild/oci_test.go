@@ -498,6 +498,17 @@ func TestOCIArchive(t *testing.T) {
 			}
 		})
 	}
+	t.Run("docker save of Docker 25 (a layout and a manifest.json)", func(t *testing.T) {
+		p := filepath.Join(t.TempDir(), "save.tar")
+		os.WriteFile(filepath.Join(lp, "manifest.json"), []byte(`[{"Config":"blobs/sha256/00","RepoTags":["app:1"],"Layers":["blobs/sha256/11"]}]`), 0o644)
+		defer os.Remove(filepath.Join(lp, "manifest.json"))
+		tarDir(t, lp, p, false)
+		img, err := openImage(context.Background(), p, ovlayout.X86_64)
+		if err != nil || img == nil || img.kind != KindOCIArchive {
+			t.Fatalf("openImage = %v, %v; want an OCI archive (its layout is what it says, with digests)", img, err)
+		}
+		img.close()
+	})
 	t.Run("symlink in the layout refused", func(t *testing.T) {
 		p := filepath.Join(t.TempDir(), "evil.tar")
 		os.WriteFile(p, tarBytes([]tarEntry{reg("oci-layout", `{"imageLayoutVersion":"1.0.0"}`, 0o644), reg("index.json", "{}", 0o644),
