@@ -409,12 +409,21 @@ func checkModules(ix *kmod.Index, dir string, names []string, arch layout.Arch, 
 
 // RootfsHas reports whether a rootfs (directory or tarball) holds p, an
 // absolute path in it, following symlinks as the device would: inside the
-// rootfs, absolute ones from its root, never on the host.
+// rootfs, absolute ones from its root, never on the host. A container
+// image is refused: RootfsHasFor takes one.
 func RootfsHas(ctx context.Context, rootfs, p string) (bool, error) {
-	t, err := readRootfsTree(ctx, rootfs)
+	return RootfsHasFor(ctx, rootfs, "", p)
+}
+
+// RootfsHasFor is RootfsHas for a target arch: the rootfs may also be a
+// container image (OCI image layout, OCI archive, docker save tarball),
+// whose image for arch is looked at with its layers applied.
+func RootfsHasFor(ctx context.Context, rootfs string, arch layout.Arch, p string) (bool, error) {
+	t, err := readRootfsTree(ctx, rootfs, arch)
 	if err != nil {
 		return false, err
 	}
+	defer t.close()
 	_, ok := resolveIn(t.lookup, p)
 	return ok, nil
 }
@@ -424,17 +433,31 @@ func RootfsHas(ctx context.Context, rootfs, p string) (bool, error) {
 type rootfsTree struct {
 	lookup func(rel string) (typ byte, link string, ok bool)
 	// head returns up to n bytes from the start of the regular file rel.
-	head func(rel string, n int) ([]byte, error)
+	head  func(rel string, n int) ([]byte, error)
+	close func()
 }
 
-func readRootfsTree(ctx context.Context, rootfs string) (*rootfsTree, error) {
+func readRootfsTree(ctx context.Context, rootfs string, arch layout.Arch) (*rootfsTree, error) {
 	fi, err := os.Stat(rootfs)
 	if err != nil {
 		return nil, fmt.Errorf("rootfs: %w", err)
 	}
+	img, err := openImage(ctx, rootfs, arch)
+	if err != nil {
+		return nil, err
+	}
+	if img != nil {
+		t, err := imageTree(ctx, img)
+		if err != nil {
+			img.close()
+			return nil, err
+		}
+		return t, nil
+	}
 	if fi.IsDir() {
 		full := func(rel string) string { return filepath.Join(rootfs, filepath.FromSlash(rel)) }
 		return &rootfsTree{
+			close: func() {},
 			lookup: func(rel string) (byte, string, bool) {
 				fi, err := os.Lstat(full(rel))
 				switch {
@@ -515,6 +538,7 @@ func readRootfsTree(ctx context.Context, rootfs string) (*rootfsTree, error) {
 		return nil, err
 	}
 	return &rootfsTree{
+		close: func() {},
 		lookup: func(rel string) (byte, string, bool) {
 			n, ok := nodes[rel]
 			return n.typ, n.link, ok
@@ -539,6 +563,62 @@ func readRootfsTree(ctx context.Context, rootfs string) (*rootfsTree, error) {
 				return false, err
 			})
 			return out, err
+		},
+	}, nil
+}
+
+// imageTree is the tree of a container image's layers applied in order
+// (mergeLayers, whiteouts and all). A file's start is read from the layer
+// that has its last version.
+func imageTree(ctx context.Context, img *containerImage) (*rootfsTree, error) {
+	entries, content, err := mergeLayers(ctx, img.layers, func(entry, io.Reader) error { return nil })
+	if err != nil {
+		return nil, err
+	}
+	nodes := map[string]entry{}
+	for _, e := range entries {
+		nodes[e.name] = e
+	}
+	implied := map[string]bool{"": true}
+	for _, e := range entries {
+		for d := path.Dir(e.name); d != "." && d != "/"; d = path.Dir(d) {
+			implied[d] = true
+		}
+	}
+	return &rootfsTree{
+		close: img.close,
+		lookup: func(rel string) (byte, string, bool) {
+			if e, ok := nodes[rel]; ok {
+				return e.hdr.Typeflag, e.hdr.Linkname, true
+			}
+			return tar.TypeDir, "", implied[rel]
+		},
+		head: func(rel string, n int) ([]byte, error) {
+			f, ok := content[nodes[rel].seq]
+			if _, named := nodes[rel]; !named || !ok {
+				return nil, nil
+			}
+			l := img.layers[f.layer]
+			r, finish, err := l.open(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", l.name, err)
+			}
+			defer finish(false)
+			tr := tar.NewReader(r)
+			for i := 0; ; i++ {
+				if _, err := tr.Next(); err != nil {
+					return nil, fmt.Errorf("%s: %w", l.name, err)
+				}
+				if i == f.pos {
+					break
+				}
+			}
+			b := make([]byte, n)
+			k, err := io.ReadFull(tr, b)
+			if err == io.ErrUnexpectedEOF || err == io.EOF {
+				err = nil
+			}
+			return b[:k], err
 		},
 	}, nil
 }
@@ -589,10 +669,11 @@ func resolveIn(lookup func(rel string) (byte, string, bool), p string) (string, 
 // busybox in an arm64 rootfs) or missing. Warnings, not errors: a rootfs
 // may start something else through [init] init.
 func initWarnings(ctx context.Context, rootfs, p string, arch layout.Arch) ([]string, error) {
-	t, err := readRootfsTree(ctx, rootfs)
+	t, err := readRootfsTree(ctx, rootfs, arch)
 	if err != nil {
 		return nil, err
 	}
+	defer t.close()
 	var warn []string
 	seen := map[string]bool{}
 	var check func(what, p string, depth int) error

@@ -40,7 +40,7 @@ type Spec struct {
 	// LoaderFile is the UEFI loader binary (systemd-boot, a vendor's, a
 	// shim), for LoaderUEFI.
 	LoaderFile    string
-	Rootfs        string // directory or tarball
+	Rootfs        string // directory, tarball or container image (MakeSquashfsFor)
 	Compression   string // mksquashfs -comp
 	BootSize      int64
 	RootSize      int64 // 0 = the squashfs rounded up to 1 MiB
@@ -113,6 +113,9 @@ type Result struct {
 	BundleBytes   int64  // the update bundle's size, when one was written
 	SquashfsBytes int64
 	Entries       int // rootfs entries, the root directory included
+	// Rootfs says what the rootfs was ("tarball X", "OCI image layout X,
+	// linux/arm64, 3 layers, sha256:...").
+	Rootfs string
 	// Verity is the root's hash tree (verity = true): VerityBytes more
 	// after the squashfs, padding and superblock included.
 	Verity      *verity.Info
@@ -342,12 +345,13 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 	sqfs := filepath.Join(tmp, "root.squashfs")
 	logf("squashfs: making it of %s", s.Rootfs)
 	stop := showProgress(s.Progress, "squashfs", sqfs)
-	entries, err := MakeSquashfs(ctx, s.Rootfs, sqfs, s.Compression, s.Add...)
+	entries, rootfsDesc, err := MakeSquashfsFor(ctx, s.Rootfs, s.Arch, sqfs, s.Compression, s.Add...)
 	stop()
 	if err != nil {
 		return nil, err
 	}
 	mark("squashfs")
+	logf("squashfs: rootfs %s", rootfsDesc)
 	for _, a := range s.Add {
 		logf("squashfs: %s", a.Note)
 	}
@@ -467,7 +471,7 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 	if err := writeImage(ctx, s, partial, total, parts, guid, sqfs, mark); err != nil {
 		return nil, err
 	}
-	res := &Result{Partitions: parts, SquashfsBytes: sqSize, Entries: entries, BuildID: buildID}
+	res := &Result{Partitions: parts, SquashfsBytes: sqSize, Entries: entries, Rootfs: rootfsDesc, BuildID: buildID}
 	if vinfo != nil {
 		res.Verity, res.SquashfsBytes, res.VerityBytes = vinfo, plainSize, sqSize-plainSize
 	}

@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,24 +29,39 @@ import (
 
 // MakeSquashfs makes a squashfs image of a directory or a tarball with
 // mksquashfs, without root. It returns the number of entries (the root
-// directory included).
+// directory included). A container image is refused: MakeSquashfsFor
+// takes one, given the arch that picks its image.
+func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...Addition) (int, error) {
+	n, _, err := MakeSquashfsFor(ctx, rootfs, "", out, compression, adds...)
+	return n, err
+}
+
+// MakeSquashfsFor makes a squashfs image of a rootfs with mksquashfs,
+// without root, and returns the number of entries (the root directory
+// included) and what the rootfs was, for the build summary ("directory
+// X", "tarball X", "OCI image layout X, linux/arm64, 3 layers,
+// sha256:..."). The rootfs is a directory, a tarball, or a container
+// image (an OCI image layout, an OCI archive, a docker save tarball: see
+// openImage), whose image for arch is taken.
 //
 // A directory is stored with everything owned by root (-all-root) and its
-// modes as on disk. A tarball is unpacked as the current user and what a
-// user cannot create (owners, setuid bits, device nodes, fifos) is handed to
-// mksquashfs as pseudo-file definitions (mksquashfs(1), "Pseudo file
-// definition format"), so the image holds what the tarball says.
+// modes as on disk. A tarball, or an image's layers applied in order, is
+// unpacked as the current user and what a user cannot create (owners,
+// setuid bits, device nodes, fifos) is handed to mksquashfs as
+// pseudo-file definitions (mksquashfs(1), "Pseudo file definition
+// format"), so the image holds what the tarball says; extended attributes
+// are set on the unpacked tree, which mksquashfs stores (-xattrs).
 //
 // Cancelling ctx stops the unpack and kills mksquashfs (and anything it
 // started); the temporary tree is removed either way.
 // adds are host files added to the root unless it has them (Addition).
-func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...Addition) (int, error) {
+func MakeSquashfsFor(ctx context.Context, rootfs string, arch layout.Arch, out, compression string, adds ...Addition) (int, string, error) {
 	if compression == "" {
 		compression = "gzip"
 	}
 	fi, err := os.Stat(rootfs)
 	if err != nil {
-		return 0, fmt.Errorf("rootfs: %w", err)
+		return 0, "", fmt.Errorf("rootfs: %w", err)
 	}
 	// A symlink named as the rootfs is followed, as cp -r, tar -C and
 	// mksquashfs itself do with a named argument: given the link,
@@ -55,14 +69,23 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 	if resolved, err := filepath.EvalSymlinks(rootfs); err == nil {
 		rootfs = resolved
 	}
+	img, err := openImage(ctx, rootfs, arch)
+	if err != nil {
+		return 0, "", err
+	}
 	args := []string{"-noappend", "-no-progress", "-quiet", "-comp", compression,
 		// Reproducible: the superblock time is fixed; file times are the source's.
-		"-mkfs-time", "0"}
+		"-mkfs-time", "0",
+		// The unpacked tree's xattrs are the archive's (setXattrs); a
+		// directory's are its own.
+		"-xattrs"}
 	src := rootfs
 	var entries int
-	if fi.IsDir() {
+	var desc string
+	if fi.IsDir() && img == nil {
+		desc = "directory " + rootfs
 		if entries, err = countEntries(ctx, rootfs); err != nil {
-			return 0, err
+			return 0, "", err
 		}
 		// -all-root does not reach the root directory when the build does
 		// not run as root: it would be owned by the building user, who
@@ -80,20 +103,27 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 				entries++
 			}
 		}
-	} else if !fi.Mode().IsRegular() {
-		return 0, fmt.Errorf("rootfs %s is neither a directory nor a tarball (%s)", rootfs, fi.Mode().Type())
+	} else if !fi.Mode().IsRegular() && img == nil {
+		return 0, "", fmt.Errorf("rootfs %s is neither a directory nor a tarball (%s)", rootfs, fi.Mode().Type())
 	} else {
 		tmp, done, err := tmpdir.Make("rootfs")
 		if err != nil {
-			return 0, err
+			return 0, "", err
 		}
 		defer done()
 		src = filepath.Join(tmp, "root")
-		pseudo, n, err := unpackTarball(ctx, rootfs, src)
-		if err != nil {
-			return 0, err
+		var pseudo []string
+		if img != nil {
+			defer img.close()
+			desc = img.String()
+			pseudo, entries, err = unpackLayers(ctx, img.layers, src)
+		} else {
+			desc = "tarball " + rootfs
+			pseudo, entries, err = unpackTarball(ctx, rootfs, src)
 		}
-		entries = n
+		if err != nil {
+			return 0, "", err
+		}
 		// mksquashfs 4.5.1 ignores a pseudo definition for "/": the
 		// tarball's "./" entry becomes -root-mode/-uid/-gid, and without
 		// one the root is 0755 root:root, whoever builds.
@@ -102,16 +132,16 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 		args = append(args, rootArgs...)
 		pf := filepath.Join(tmp, "pseudo")
 		if err := os.WriteFile(pf, []byte(strings.Join(pseudo, "\n")+"\n"), 0o644); err != nil {
-			return 0, err
+			return 0, "", err
 		}
 		args = append(args, "-pf", pf)
 	}
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	extra, n, err := additionArgs(src, adds)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	args, entries = append(args, extra...), entries+n
 	cmd := exec.CommandContext(ctx, "mksquashfs", append([]string{src, out}, args...)...)
@@ -124,12 +154,12 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 	cmd.Stdout, cmd.Stderr = &output, &output
 	if err := cmd.Run(); err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
-			return 0, fmt.Errorf("mksquashfs not found (Debian package squashfs-tools): %w", err)
+			return 0, "", fmt.Errorf("mksquashfs not found (Debian package squashfs-tools): %w", err)
 		}
 		if ctx.Err() != nil {
-			return 0, fmt.Errorf("mksquashfs %s: %w", rootfs, ctx.Err())
+			return 0, "", fmt.Errorf("mksquashfs %s: %w", rootfs, ctx.Err())
 		}
-		return 0, fmt.Errorf("mksquashfs %s: %w\n%s", rootfs, err, strings.TrimSpace(output.String()))
+		return 0, "", fmt.Errorf("mksquashfs %s: %w\n%s", rootfs, err, strings.TrimSpace(output.String()))
 	}
 	// mksquashfs skips what it cannot store (a path of PATH_MAX bytes or
 	// more: "File name too long, ignoring") and stores a file it cannot
@@ -137,9 +167,9 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 	// with a warning and exit 0: the image would lack entries the summary
 	// counts, or hold them empty.
 	if skipped := skippedEntries(output.String(), src); len(skipped) > 0 {
-		return 0, fmt.Errorf("mksquashfs %s left out or could not read %d entries, the image would lack them or hold them empty: %s", rootfs, len(skipped), strings.Join(skipped, "; "))
+		return 0, "", fmt.Errorf("mksquashfs %s left out or could not read %d entries, the image would lack them or hold them empty: %s", rootfs, len(skipped), strings.Join(skipped, "; "))
 	}
-	return entries, nil
+	return entries, desc, nil
 }
 
 // skippedEntries finds mksquashfs's warnings about entries it left out
@@ -190,6 +220,11 @@ var mountPoints = []string{"proc", "sys", "dev", "run",
 type entry struct {
 	hdr  *tar.Header
 	name string // relative, clean, never ".." or absolute
+	// layer is the index of the layer the entry came from (0 for a plain
+	// tarball) and pos its header's place in that layer's tar; seq numbers
+	// every entry read, so a regular file's content can be kept aside
+	// under that number until the tree is made.
+	layer, pos, seq int
 }
 
 // regular reports whether the entry has content on disk (GNU sparse files
@@ -328,78 +363,19 @@ func decompress(r io.Reader) (io.Reader, func(), error) {
 	return br, nop, nil
 }
 
-// readTar reads every header of a tarball (gzip, xz, zstd or bzip2
-// detected by magic), keeping the last entry of each name (tar semantics)
-// and the order of first appearance. Content of regular files is handed to
-// keep.
-func readTar(ctx context.Context, r io.Reader, keep func(e entry, content io.Reader) error) ([]entry, error) {
-	r, done, err := decompress(r)
+// unpackTarball unpacks a rootfs tarball into dir as the current user and
+// returns the pseudo-file lines and the entry count (the root included).
+func unpackTarball(ctx context.Context, tarball, dir string) ([]string, int, error) {
+	f, err := os.Open(tarball)
 	if err != nil {
-		return nil, err
+		return nil, 0, fmt.Errorf("rootfs: %w", err)
 	}
-	defer done()
-	tr := tar.NewReader(r)
-	var order []entry
-	index := map[string]int{}
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			where := "at the start"
-			if len(order) > 0 {
-				where = fmt.Sprintf("after entry %q", order[len(order)-1].hdr.Name)
-			}
-			return nil, fmt.Errorf("not a valid tar archive (%s): %w", where, err)
-		}
-		name, err := cleanName(h.Name)
-		if err != nil {
-			return nil, err
-		}
-		switch h.Typeflag {
-		case tar.TypeReg, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo, tar.TypeGNUSparse:
-		case tar.TypeXGlobalHeader:
-			continue
-		default:
-			return nil, fmt.Errorf("tar entry %q: unsupported type %q", h.Name, string(h.Typeflag))
-		}
-		if name == "" && h.Typeflag != tar.TypeDir {
-			return nil, fmt.Errorf("tar entry %q names the root, which must be a directory, as a %q entry", h.Name, string(h.Typeflag))
-		}
-		if h.Typeflag == tar.TypeLink {
-			target, err := cleanName(h.Linkname)
-			if err != nil {
-				return nil, err
-			}
-			if _, ok := index[target]; !ok {
-				return nil, fmt.Errorf("tar entry %q: hard link to %q, which is not earlier in the archive", h.Name, h.Linkname)
-			}
-			h.Linkname = target
-		}
-		e := entry{hdr: h, name: name}
-		if e.regular() && h.Size > maxEntrySize {
-			return nil, fmt.Errorf("tar entry %q: %d bytes is larger than a rootfs file may be (%d bytes)", h.Name, h.Size, maxEntrySize)
-		}
-		if e.regular() {
-			if err := keep(e, tr); err != nil {
-				return nil, fmt.Errorf("tar entry %q: %w", h.Name, err)
-			}
-		}
-		if i, ok := index[name]; ok {
-			order[i] = e
-			continue
-		}
-		index[name] = len(order)
-		order = append(order, e)
+	defer f.Close()
+	pseudo, n, err := unpack(ctx, f, dir)
+	if err != nil {
+		return nil, 0, fmt.Errorf("rootfs tarball %s: %w", tarball, err)
 	}
-	if len(order) == 0 {
-		return nil, errors.New("empty tar archive")
-	}
-	return order, nil
+	return pseudo, n, nil
 }
 
 // maxEntrySize bounds one file of a rootfs tarball (its size as unpacked,
@@ -435,176 +411,6 @@ func checkTree(entries []entry) error {
 		}
 	}
 	return nil
-}
-
-// unpackTarball unpacks into dir as the current user and returns the
-// pseudo-file lines and the entry count (the root included).
-func unpackTarball(ctx context.Context, tarball, dir string) ([]string, int, error) {
-	f, err := os.Open(tarball)
-	if err != nil {
-		return nil, 0, fmt.Errorf("rootfs: %w", err)
-	}
-	defer f.Close()
-	pseudo, n, err := unpack(ctx, f, dir)
-	if err != nil {
-		return nil, 0, fmt.Errorf("rootfs tarball %s: %w", tarball, err)
-	}
-	return pseudo, n, nil
-}
-
-// unpack unpacks a tar stream into dir (created) as the current user.
-// Every create, remove, link and time change goes through an os.Root
-// opened on dir, so no entry, whatever symlinks the archive holds, reaches
-// outside it; symlinks are stored as they are and never followed.
-func unpack(ctx context.Context, r io.Reader, dir string) ([]string, int, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, 0, err
-	}
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer root.Close()
-	// Directories exist before their files whatever the archive's order.
-	mkparents := func(rel string) error {
-		if d := path.Dir(rel); d != "." {
-			return root.MkdirAll(d, 0o755)
-		}
-		return nil
-	}
-	// replace clears the way for a new entry at rel: tar semantics, the
-	// last entry of a name wins.
-	replace := func(rel string) error {
-		if _, err := root.Lstat(rel); err == nil {
-			return root.RemoveAll(rel)
-		}
-		return nil
-	}
-	entries, err := readTar(ctx, r, func(e entry, content io.Reader) error {
-		if err := mkparents(e.name); err != nil {
-			return err
-		}
-		if err := replace(e.name); err != nil {
-			return err
-		}
-		// Readable by us whatever its mode: the pseudo file sets the real one.
-		out, err := root.OpenFile(e.name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-		if err != nil {
-			return err
-		}
-		if err := copySparse(ctx, out, content); err != nil {
-			out.Close()
-			return err
-		}
-		return out.Close()
-	})
-	if err != nil {
-		return nil, 0, err
-	}
-	if err := checkTree(entries); err != nil {
-		return nil, 0, err
-	}
-	var pseudo []string
-	haveRoot := false
-	// Hard links last, so their targets exist.
-	sort.SliceStable(entries, func(i, j int) bool {
-		return entries[i].hdr.Typeflag != tar.TypeLink && entries[j].hdr.Typeflag == tar.TypeLink
-	})
-	for _, e := range entries {
-		if err := ctx.Err(); err != nil {
-			return nil, 0, err
-		}
-		h := e.hdr
-		if e.name == "" {
-			haveRoot = true
-		} else if err := mkparents(e.name); err != nil {
-			return nil, 0, fmt.Errorf("entry %q: %w", h.Name, err)
-		}
-		var err error
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if e.name == "" {
-				break
-			}
-			if fi, lerr := root.Lstat(e.name); lerr == nil && !fi.IsDir() {
-				err = root.Remove(e.name)
-			}
-			if err == nil {
-				err = root.MkdirAll(e.name, 0o755)
-			}
-		case tar.TypeSymlink:
-			if err = replace(e.name); err == nil {
-				err = root.Symlink(h.Linkname, e.name)
-			}
-		case tar.TypeLink:
-			if err = replace(e.name); err == nil {
-				err = root.Link(h.Linkname, e.name)
-			}
-		}
-		if err != nil {
-			return nil, 0, fmt.Errorf("entry %q: %w", h.Name, err)
-		}
-		pseudo = append(pseudo, pseudoLines(e)...)
-	}
-
-	if !haveRoot {
-		pseudo = append([]string{"/ m 755 0 0"}, pseudo...)
-	}
-	for _, m := range mountPoints { // see MakeSquashfs
-		if _, err := root.Lstat(m); errors.Is(err, fs.ErrNotExist) {
-			if err := root.Mkdir(m, 0o755); err != nil {
-				return nil, 0, err
-			}
-		}
-	}
-	// Directories the archive implies but does not list (a/b of "a/b/c")
-	// are root's, 0755, as tar would make them; without a line they would
-	// be stored as the unpacking user's.
-	named := make(map[string]bool, len(entries))
-	n := 0 // entries of the image: what is unpacked, and the pseudo-only nodes
-	var implied []string
-	for _, e := range entries {
-		named[e.name] = true
-		switch e.hdr.Typeflag {
-		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
-			n++
-		}
-	}
-	err = fs.WalkDir(root.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		n++
-		if rel != "." && d.IsDir() && !named[rel] {
-			pseudo = append(pseudo, pseudoName(rel)+" m 755 0 0")
-			implied = append(implied, rel)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, 0, err
-	}
-	// Times last (creating entries touches their directories), so the same
-	// tarball gives the same image: the tar's for what it lists, the epoch
-	// for the directories it only implies and the mount points.
-	epoch := time.Unix(0, 0)
-	for _, rel := range implied {
-		setTime(root, rel, epoch)
-	}
-	if !haveRoot {
-		setTime(root, ".", epoch)
-	}
-	for _, e := range entries {
-		switch e.hdr.Typeflag {
-		case tar.TypeReg, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink:
-			rel := e.name
-			if rel == "" {
-				rel = "."
-			}
-			setTime(root, rel, e.hdr.ModTime)
-		}
-	}
-	return pseudo, n, nil
 }
 
 // copySparse copies a file's content, seeking over blocks of zeros instead

@@ -15,11 +15,13 @@ cd "$(dirname "$0")/.."
 GO=${GO:-go}
 FUZZTIME=${FUZZTIME:-4s}
 FUZZ_MIN_EXECS=${FUZZ_MIN_EXECS:-1000}
-# package, target, and how many times FUZZTIME it runs: FuzzFlatten
-# unpacks each input on disk (about 500 a second, against tens of
+# package, target, and how many times FUZZTIME it runs: FuzzFlatten (and
+# FuzzFlattenLayers, FuzzImageArchive, about as fast) unpacks each input on disk (about 500 a second, against tens of
 # thousands for the parsers in memory), so it gets five times as long (657 execs in 4 s on a slow CI machine).
 targets=(
   "./imagebuild/ FuzzFlatten 5"
+  "./imagebuild/ FuzzFlattenLayers 5"
+  "./imagebuild/ FuzzImageArchive 5"
   "./config/ FuzzParseImage 1"
   "./config/ FuzzParseInit 1"
   "./boot/ FuzzParseCmdline 1"

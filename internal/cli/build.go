@@ -42,7 +42,7 @@ func (f *imageFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.kernel, "kernel", "", "kernel image `FILE` (image.toml: kernel); default, with --modules also left out: Debian's current kernel for the arch, from the kernel cache or fetched into it (see ovroot fetch)")
 	fs.StringVar(&f.modulesDir, "modules", "", "kernel modules tree `DIR`, lib/modules/<release> (image.toml: modules_dir); default: the default kernel's")
 	fs.Var(&f.modules, "module", "`NAMES` of modules to carry, repeatable or comma-separated; replaces the default list (image.toml: modules; default for x86_64: "+strings.Join(d.Modules, ",")+")")
-	fs.StringVar(&f.rootfs, "rootfs", "", "root filesystem `PATH`: a directory or a tarball (image.toml: rootfs; required)")
+	fs.StringVar(&f.rootfs, "rootfs", "", "root filesystem `PATH`: a directory, a tarball, or a Docker/OCI image (OCI image layout directory, OCI archive, docker save tarball; the image for --arch is taken) (image.toml: rootfs; required)")
 	fs.StringVar(&f.cmdline, "cmdline", "", "kernel command line `PARAMS` (image.toml: cmdline; default: console=<the arch's serial console> panic=-1)")
 	fs.StringVar(&f.compression, "compression", "", "squashfs compression `ALGO`: gzip, xz, zstd, lz4 or lzo (image.toml: squashfs_compression; default "+d.Compression+")")
 	fs.StringVar(&f.dataSize, "data-size", "", "data partition `SIZE`, e.g. 256MiB (image.toml: data_size; default "+d.DataSize.String()+")")
@@ -158,7 +158,7 @@ func (f *imageFlags) apply(im *config.Image) (*config.Image, error) {
 
 func runBuild(c Context, ctx context.Context, args []string) error {
 	fs := c.flagSet("build", "[-f image.toml] [flags] -o disk.img",
-		"ovroot build --arch arm64 --rootfs rootfs.tar.gz -o disk.img   (Debian's kernel, fetched once)\n  ovroot build --arch arm64 --kernel vmlinuz --modules lib/modules/6.1.0-56-arm64 --rootfs rootfs.tar.gz -o disk.img")
+		"ovroot build --arch arm64 --rootfs rootfs.tar.gz -o disk.img   (Debian's kernel, fetched once)\n  ovroot build --arch arm64 --kernel vmlinuz --modules lib/modules/6.1.0-56-arm64 --rootfs rootfs.tar.gz -o disk.img\n  docker save myapp:1 -o myapp.tar && ovroot build --arch arm64 --rootfs myapp.tar -o disk.img   (also an OCI layout directory or archive: the arm64 image of a multi-arch index)")
 	var f imageFlags
 	f.register(fs)
 	f.defaultKernel = c.defaultKernel(ctx)

@@ -26,6 +26,9 @@ func printSummary(w io.Writer, im *config.Image, res *imagebuild.ImageResult) {
 		}
 		fmt.Fprintln(w)
 	}
+	if res.Rootfs != "" {
+		fmt.Fprintf(w, "  rootfs: %s\n", res.Rootfs)
+	}
 	e2fsck := "none (the data partition cannot be repaired)"
 	if res.E2fsck != "" {
 		e2fsck = res.E2fsck

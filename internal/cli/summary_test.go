@@ -16,7 +16,7 @@ func TestPrintSummary(t *testing.T) {
 			{Index: 1, Label: layout.BootLabel, Size: 128 << 20},
 			{Index: 2, Label: layout.RootLabel, Size: 3 << 20},
 			{Index: 3, Label: layout.DataLabel, Size: 256 << 20},
-		}, SquashfsBytes: 2162688, Entries: 8},
+		}, SquashfsBytes: 2162688, Entries: 8, Rootfs: "OCI image layout app, linux/arm64, 3 layers, sha256:ab"},
 		Path: "out dir/disk.img", Bytes: 389 << 20, Ctl: "added /usr/sbin/ovrootctl (the rootfs has none)",
 	}
 	var b bytes.Buffer
@@ -26,6 +26,7 @@ func TestPrintSummary(t *testing.T) {
 		"  1  " + layout.BootLabel, "128 MiB",
 		"  3  " + layout.DataLabel, "256 MiB",
 		"squashfs 2.1 MiB, 8 entries",
+		"  rootfs: OCI image layout app, linux/arm64, 3 layers, sha256:ab\n",
 		"e2fsck: none (the data partition cannot be repaired)",
 		"ovrootctl: added /usr/sbin/ovrootctl",
 		"boot it: ovroot run 'out dir/disk.img'\n",

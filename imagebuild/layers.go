@@ -1,0 +1,621 @@
+package imagebuild
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/url"
+	"os"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// tarLayer is one tar stream of a rootfs. A plain tarball is a sequence of
+// one layer; a container image is its layers, bottom first, applied in
+// order into one tree (the OCI image spec's "Applying Changesets").
+type tarLayer struct {
+	// name says which layer in errors ("" for a plain tarball, whose
+	// errors the caller names).
+	name string
+	// whiteouts makes .wh. entries OCI whiteouts (image layers), not
+	// files: a plain tarball is stored as it is.
+	whiteouts bool
+	// open returns the layer's uncompressed tar stream and finish, which
+	// closes it: once the tar has been read to its end (complete), for an
+	// image layer it reads what is left and checks the layer's digests.
+	open func(ctx context.Context) (r io.Reader, finish func(complete bool) error, err error)
+}
+
+// readerLayer is a plain tarball (gzip, xz, zstd or bzip2 detected by
+// magic) as a layer.
+func readerLayer(r io.Reader) tarLayer {
+	return tarLayer{open: func(context.Context) (io.Reader, func(bool) error, error) {
+		d, done, err := decompress(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		closed := false
+		return d, func(bool) error {
+			if !closed {
+				closed = true
+				done()
+			}
+			return nil
+		}, nil
+	}}
+}
+
+// OCI whiteouts (image-spec layer.md, "Whiteouts"): .wh.NAME hides NAME of
+// the lower layers, .wh..wh..opq hides everything the lower layers put in
+// its directory. Other .wh..wh. names are aufs's bookkeeping, not files.
+const (
+	whiteoutPrefix = ".wh."
+	whiteoutMeta   = ".wh..wh."
+	whiteoutOpaque = ".wh..wh..opq"
+)
+
+// merger is the merged view of the layers read so far: the last entry of
+// each name (tar semantics inside a layer, the upper layer winning across
+// layers), in the order of first appearance.
+type merger struct {
+	order []entry // removed entries have a nil hdr
+	index map[string]int
+	seq   int
+	// content maps a hard link's seq, and a regular file's, to the
+	// regular entry whose bytes it shares: an inode outlives the name it
+	// was first linked under, as in tar extraction and overlayfs.
+	content map[int]entry
+	// kids lists the names ever put directly below each directory,
+	// implied ones included, so a whiteout walks only what it removes.
+	kids map[string][]string
+}
+
+// mergeLayers reads every layer in order and returns the merged entries.
+// Content of regular files is handed to keep.
+func mergeLayers(ctx context.Context, layers []tarLayer, keep func(e entry, content io.Reader) error) ([]entry, map[int]entry, error) {
+	m := &merger{index: map[string]int{}, content: map[int]entry{}, kids: map[string][]string{}}
+	for i, l := range layers {
+		if err := m.read(ctx, i, l, keep); err != nil {
+			if l.name != "" {
+				return nil, nil, fmt.Errorf("%s: %w", l.name, err)
+			}
+			return nil, nil, err
+		}
+	}
+	var out []entry
+	for _, e := range m.order {
+		if e.hdr != nil {
+			out = append(out, e)
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil, errors.New("empty tar archive")
+	}
+	return out, m.content, nil
+}
+
+func (m *merger) read(ctx context.Context, layer int, l tarLayer, keep func(e entry, content io.Reader) error) error {
+	r, finish, err := l.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer finish(false) // after finish(true), a no-op
+	tr := tar.NewReader(r)
+	last := ""
+	for pos := 0; ; pos++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			where := "at the start"
+			if last != "" {
+				where = fmt.Sprintf("after entry %q", last)
+			}
+			return fmt.Errorf("not a valid tar archive (%s): %w", where, err)
+		}
+		last = h.Name
+		name, err := cleanName(h.Name)
+		if err != nil {
+			return err
+		}
+		switch h.Typeflag {
+		case tar.TypeReg, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo, tar.TypeGNUSparse:
+		case tar.TypeXGlobalHeader:
+			continue
+		default:
+			return fmt.Errorf("tar entry %q: unsupported type %q", h.Name, string(h.Typeflag))
+		}
+		if l.whiteouts {
+			if done, err := m.whiteout(layer, name, h); done || err != nil {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		if name == "" && h.Typeflag != tar.TypeDir {
+			return fmt.Errorf("tar entry %q names the root, which must be a directory, as a %q entry", h.Name, string(h.Typeflag))
+		}
+		e := entry{hdr: h, name: name, layer: layer, seq: m.seq, pos: pos}
+		m.seq++
+		if h.Typeflag == tar.TypeLink {
+			target, err := cleanName(h.Linkname)
+			if err != nil {
+				return err
+			}
+			i, ok := m.index[target]
+			if !ok {
+				return fmt.Errorf("tar entry %q: hard link to %q, which is not earlier in the archive", h.Name, h.Linkname)
+			}
+			h.Linkname = target
+			if c, ok := m.content[m.order[i].seq]; ok {
+				m.content[e.seq] = c
+			}
+		}
+		if e.regular() && h.Size > maxEntrySize {
+			return fmt.Errorf("tar entry %q: %d bytes is larger than a rootfs file may be (%d bytes)", h.Name, h.Size, maxEntrySize)
+		}
+		if e.regular() {
+			m.content[e.seq] = e
+			if err := keep(e, tr); err != nil {
+				return fmt.Errorf("tar entry %q: %w", h.Name, err)
+			}
+		}
+		// An upper layer's non-directory hides what the lower layers
+		// had below that name (overlayfs: it is not merged).
+		if h.Typeflag != tar.TypeDir {
+			m.remove(name, layer, false)
+		}
+		if i, ok := m.index[name]; ok {
+			m.order[i] = e
+			continue
+		}
+		m.index[name] = len(m.order)
+		m.order = append(m.order, e)
+		m.addKid(name)
+	}
+	return finish(true)
+}
+
+// whiteout applies a whiteout entry of an image layer, reporting whether
+// the entry was one (it is then not part of the image).
+func (m *merger) whiteout(layer int, name string, h *tar.Header) (bool, error) {
+	dir, base := path.Split(name)
+	dir = strings.TrimSuffix(dir, "/")
+	if !strings.HasPrefix(base, whiteoutPrefix) {
+		return false, nil
+	}
+	switch {
+	case base == whiteoutOpaque:
+		m.remove(dir, layer, false)
+		return true, nil
+	case strings.HasPrefix(base, whiteoutMeta):
+		return true, nil
+	}
+	hidden := strings.TrimPrefix(base, whiteoutPrefix)
+	if hidden == "." || hidden == ".." {
+		return false, fmt.Errorf("tar entry %q: a whiteout of %q", h.Name, hidden)
+	}
+	m.remove(path.Join(dir, hidden), layer, true)
+	return true, nil
+}
+
+// addKid records name below its parents, up to the root.
+func (m *merger) addKid(name string) {
+	for name != "" {
+		parent := path.Dir(name)
+		if parent == "." {
+			parent = ""
+		}
+		had := m.kids[parent] != nil
+		m.kids[parent] = append(m.kids[parent], name)
+		if had {
+			return // parent was recorded below its own parents then
+		}
+		name = parent
+	}
+}
+
+// remove drops the entries of lower layers below dir (and dir itself when
+// self): whiteouts apply to the lower layers only, never to their own.
+func (m *merger) remove(dir string, layer int, self bool) {
+	if layer == 0 {
+		return
+	}
+	var todo []string
+	if self {
+		todo = append(todo, dir)
+	} else {
+		todo = append(todo, m.kids[dir]...)
+	}
+	seen := map[string]bool{}
+	for len(todo) > 0 {
+		n := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		if seen[n] {
+			continue
+		}
+		seen[n] = true
+		if i, ok := m.index[n]; ok && m.order[i].layer < layer {
+			m.order[i].hdr = nil
+			delete(m.index, n)
+		}
+		todo = append(todo, m.kids[n]...)
+	}
+}
+
+// unpack unpacks a tar stream into dir (created) as the current user.
+func unpack(ctx context.Context, r io.Reader, dir string) ([]string, int, error) {
+	return unpackLayers(ctx, []tarLayer{readerLayer(r)}, dir)
+}
+
+// unpackLayers applies layers in order into dir (created) as the current
+// user and returns the pseudo-file lines and the entry count (the root
+// included). File contents are first written aside, in a directory next to
+// dir; nothing is created in dir before the merged entries are known and
+// checked (checkTree). Every create, link, rename and time change then
+// goes through an os.Root opened on dir (or a directory opened through
+// it), so no entry, whatever symlinks the archive holds, reaches outside
+// it; symlinks are stored as they are and never followed.
+func unpackLayers(ctx context.Context, layers []tarLayer, dir string) ([]string, int, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, 0, err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer root.Close()
+	// Contents wait in a directory of the root (the same filesystem, so
+	// they are renamed into place), under a name no entry has; it is
+	// gone before the tree is counted and its times set.
+	store, err := storeName(nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := root.Mkdir(store, 0o700); err != nil {
+		return nil, 0, err
+	}
+	defer func() { root.RemoveAll(store) }()
+	sdir, err := root.Open(store)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer sdir.Close()
+	sroot, err := root.OpenRoot(store)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer sroot.Close()
+	entries, content, err := mergeLayers(ctx, layers, func(e entry, r io.Reader) error {
+		// Readable by us whatever its mode: the pseudo file sets the real one.
+		out, err := sroot.OpenFile(strconv.Itoa(e.seq), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		if err := copySparse(ctx, out, r); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := checkTree(entries); err != nil {
+		return nil, 0, err
+	}
+	if storeClash(entries, store) {
+		name, err := storeName(entries)
+		if err != nil {
+			return nil, 0, err
+		}
+		if err := root.Rename(store, name); err != nil {
+			return nil, 0, err
+		}
+		store = name
+	}
+	entries = placeContent(entries, content)
+	// Directories exist before their files whatever the archive's order.
+	mkparents := func(rel string) error {
+		if d := path.Dir(rel); d != "." {
+			return root.MkdirAll(d, 0o755)
+		}
+		return nil
+	}
+	// replace clears the way for a new entry at rel.
+	replace := func(rel string) error {
+		if _, err := root.Lstat(rel); err == nil {
+			return root.RemoveAll(rel)
+		}
+		return nil
+	}
+	var pseudo []string
+	haveRoot := false
+	// Hard links last, so their targets exist.
+	sort.SliceStable(entries, func(i, j int) bool {
+		return entries[i].hdr.Typeflag != tar.TypeLink && entries[j].hdr.Typeflag == tar.TypeLink
+	})
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+		h := e.hdr
+		if e.name == "" {
+			haveRoot = true
+		} else if err := mkparents(e.name); err != nil {
+			return nil, 0, fmt.Errorf("entry %q: %w", h.Name, err)
+		}
+		var err error
+		switch h.Typeflag {
+		case tar.TypeReg, tar.TypeGNUSparse:
+			if err = replace(e.name); err == nil {
+				err = inParent(root, e.name, func(fd int, base string) error {
+					return unix.Renameat(int(sdir.Fd()), strconv.Itoa(e.seq), fd, base)
+				})
+			}
+		case tar.TypeDir:
+			if e.name == "" {
+				break
+			}
+			if fi, lerr := root.Lstat(e.name); lerr == nil && !fi.IsDir() {
+				err = root.Remove(e.name)
+			}
+			if err == nil {
+				err = root.MkdirAll(e.name, 0o755)
+			}
+		case tar.TypeSymlink:
+			if err = replace(e.name); err == nil {
+				err = root.Symlink(h.Linkname, e.name)
+			}
+		case tar.TypeLink:
+			if err = replace(e.name); err == nil {
+				err = root.Link(h.Linkname, e.name)
+			}
+		}
+		if err == nil {
+			err = setXattrs(root, e)
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("entry %q: %w", h.Name, err)
+		}
+		pseudo = append(pseudo, pseudoLines(e)...)
+	}
+
+	if err := root.RemoveAll(store); err != nil {
+		return nil, 0, err
+	}
+	if !haveRoot {
+		pseudo = append([]string{"/ m 755 0 0"}, pseudo...)
+	}
+	for _, m := range mountPoints { // see MakeSquashfs
+		if _, err := root.Lstat(m); errors.Is(err, fs.ErrNotExist) {
+			if err := root.Mkdir(m, 0o755); err != nil {
+				return nil, 0, err
+			}
+		}
+	}
+	// Directories the archive implies but does not list (a/b of "a/b/c")
+	// are root's, 0755, as tar would make them; without a line they would
+	// be stored as the unpacking user's.
+	named := make(map[string]bool, len(entries))
+	n := 0 // entries of the image: what is unpacked, and the pseudo-only nodes
+	var implied []string
+	for _, e := range entries {
+		named[e.name] = true
+		switch e.hdr.Typeflag {
+		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+			n++
+		}
+	}
+	err = fs.WalkDir(root.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		n++
+		if rel != "." && d.IsDir() && !named[rel] {
+			pseudo = append(pseudo, pseudoName(rel)+" m 755 0 0")
+			implied = append(implied, rel)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	// Times last (creating entries touches their directories), so the same
+	// tarball gives the same image: the tar's for what it lists, the epoch
+	// for the directories it only implies and the mount points.
+	epoch := time.Unix(0, 0)
+	for _, rel := range implied {
+		setTime(root, rel, epoch)
+	}
+	if !haveRoot {
+		setTime(root, ".", epoch)
+	}
+	for _, e := range entries {
+		switch e.hdr.Typeflag {
+		case tar.TypeReg, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink:
+			rel := e.name
+			if rel == "" {
+				rel = "."
+			}
+			setTime(root, rel, e.hdr.ModTime)
+		}
+	}
+	return pseudo, n, nil
+}
+
+// storeName picks a name for the directory of contents at the top of the
+// root that no entry uses (entries nil: any name, checked later).
+func storeName(entries []entry) (string, error) {
+	for range 100 {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", err
+		}
+		if name := ".ovroot-content-" + hex.EncodeToString(b[:]); !storeClash(entries, name) {
+			return name, nil
+		}
+	}
+	return "", errors.New("no free name for the unpack's contents")
+}
+
+func storeClash(entries []entry, name string) bool {
+	for _, e := range entries {
+		if top, _, _ := strings.Cut(e.name, "/"); top == name {
+			return true
+		}
+	}
+	return false
+}
+
+// placeContent decides where each regular file's bytes go: to the entry
+// that still has them, and every other name sharing them (hard links)
+// links to it. When the file a link was made to is gone (a later layer
+// removed or replaced it, or a later entry of the same name did), the
+// first link left takes its place with the file's header (owner, mode,
+// times), as the inode lives on in tar extraction and in overlayfs.
+func placeContent(entries []entry, content map[int]entry) []entry {
+	holder := map[int]string{} // content seq -> the name that carries it
+	for _, e := range entries {
+		if e.regular() {
+			holder[e.seq] = e.name
+		}
+	}
+	out := make([]entry, len(entries))
+	copy(out, entries)
+	for i, e := range out {
+		if e.hdr.Typeflag != tar.TypeLink {
+			continue
+		}
+		f, ok := content[e.seq]
+		if !ok {
+			continue // a link to a symlink, a device...: by name
+		}
+		if name, ok := holder[f.seq]; ok {
+			h := *e.hdr
+			h.Linkname = name
+			out[i].hdr = &h
+			continue
+		}
+		h := *f.hdr
+		h.Name = e.hdr.Name
+		out[i].hdr = &h
+		out[i].seq = f.seq
+		holder[f.seq] = e.name
+	}
+	return out
+}
+
+// inParent runs fn with a descriptor of rel's parent directory, opened
+// through root, and rel's last component, which fn must not follow.
+func inParent(root *os.Root, rel string, fn func(fd int, base string) error) error {
+	parent, base := path.Split(rel)
+	if parent == "" {
+		parent = "."
+	}
+	if base == "" {
+		base = "."
+	}
+	d, err := root.Open(parent)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return fn(int(d.Fd()), base)
+}
+
+// PAX records carrying extended attributes: star's and GNU tar's (the
+// value as it is), bsdtar's (the name URL-encoded, the value base64).
+const (
+	paxSchilyXattr     = "SCHILY.xattr."
+	paxLibarchiveXattr = "LIBARCHIVE.xattr."
+	paxSchilyACL       = "SCHILY.acl."
+)
+
+// entryXattrs returns an entry's extended attributes, and refuses PAX
+// records that say what we cannot carry (POSIX ACLs in star's text form).
+func entryXattrs(h *tar.Header) (map[string]string, error) {
+	var x map[string]string
+	for k, v := range h.PAXRecords {
+		switch {
+		case strings.HasPrefix(k, paxSchilyXattr):
+			if x == nil {
+				x = map[string]string{}
+			}
+			x[strings.TrimPrefix(k, paxSchilyXattr)] = v
+		case strings.HasPrefix(k, paxLibarchiveXattr):
+			name, err := url.PathUnescape(strings.TrimPrefix(k, paxLibarchiveXattr))
+			if err != nil {
+				return nil, fmt.Errorf("PAX record %s: %w", k, err)
+			}
+			val, err := base64.StdEncoding.DecodeString(v)
+			if err != nil {
+				return nil, fmt.Errorf("PAX record %s: %w", k, err)
+			}
+			if x == nil {
+				x = map[string]string{}
+			}
+			x[name] = string(val)
+		case strings.HasPrefix(k, paxSchilyACL):
+			return nil, fmt.Errorf("PAX record %s: POSIX ACLs in tar form are not carried; store them as the system.posix_acl_access xattr (tar --xattrs) or drop them (tar --no-acls)", k)
+		}
+	}
+	return x, nil
+}
+
+// setXattrs sets an entry's extended attributes on what was unpacked for
+// it. mksquashfs 4.5.1 has no pseudo definition for xattrs; it stores those
+// of the tree it reads (-xattrs). An attribute that cannot be set
+// (security.* or trusted.* when not root, a filesystem without them) is an
+// error naming it: an xattr is never dropped.
+func setXattrs(root *os.Root, e entry) error {
+	x, err := entryXattrs(e.hdr)
+	if err != nil || len(x) == 0 {
+		return err
+	}
+	names := make([]string, 0, len(x))
+	for n := range x {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	switch e.hdr.Typeflag {
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		return fmt.Errorf("xattr %s: a device node or fifo is made by mksquashfs from a pseudo definition, which cannot carry xattrs (mksquashfs 4.5.1)", names[0])
+	case tar.TypeLink:
+		return nil // the inode's, set through the file it links to
+	}
+	rel := e.name
+	if rel == "" {
+		rel = "."
+	}
+	return inParent(root, rel, func(fd int, base string) error {
+		// The parent by descriptor, the last component not followed: no
+		// path string reaches outside the root.
+		p := "/proc/self/fd/" + strconv.Itoa(fd) + "/" + base
+		for _, n := range names {
+			if strings.HasPrefix(n, "trusted.overlay.") {
+				return fmt.Errorf("xattr %s is overlayfs's own (its whiteouts and opaque directories); it would change what the device's overlay shows", n)
+			}
+			if err := unix.Lsetxattr(p, n, []byte(x[n]), 0); err != nil {
+				return fmt.Errorf("xattr %s cannot be set on the unpacked tree (%w); the image would lack it (security.* and trusted.* need a build as root)", n, err)
+			}
+		}
+		return nil
+	})
+}
