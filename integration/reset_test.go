@@ -340,7 +340,7 @@ func checkFactoryFull(t *testing.T, vm *qemu.VM, factory []manifest.Entry) {
 		diff = append(diff, "+"+l)
 	}
 	sort.Strings(diff)
-	t.Errorf("merged root after the reset is not the factory root the host computed from the tarball: %q, want %q\n(-want +got, %d lines):\n%s",
+	t.Errorf("merged root is not the factory root the host computed from the rootfs: %q, want %q\n(-want +got, %d lines):\n%s",
 		got, wantLine, len(diff), strings.Join(diff, "\n"))
 }
 
