@@ -366,7 +366,8 @@ type abDevice struct {
 	t     *testing.T
 	chain abChain
 	img   image
-	boots int // QEMU runs so far
+	boots int  // QEMU runs so far
+	net   bool // a virtio network card on QEMU's user network
 }
 
 // start starts one boot through the firmware, with the bundles (if any) as
@@ -388,6 +389,10 @@ func (d *abDevice) start(bundles ...string) *qemu.VM {
 		// A hardware watchdog for trial_watchdog (Debian's armhf kernel
 		// has no i6300esb driver); with -no-reboot its reset ends QEMU.
 		cfg.Extra = append(cfg.Extra, "-device", "i6300esb", "-action", "watchdog=reset")
+	}
+	if d.net {
+		// The guest reaches the host's 127.0.0.1 as 10.0.2.2.
+		cfg.Extra = append(cfg.Extra, "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0")
 	}
 	d.boots++
 	return startVM(t, d.img, cfg)
@@ -948,7 +953,7 @@ func (d *abDevice) copyDisk(name string) *abDevice {
 	if b, err := exec.Command("cp", "--sparse=always", d.img.path, out).CombinedOutput(); err != nil {
 		t.Fatalf("copy %s: %v\n%s", d.img.path, err, b)
 	}
-	return &abDevice{t: t, chain: d.chain, img: image{arch: d.img.arch, path: out}}
+	return &abDevice{t: t, chain: d.chain, img: image{arch: d.img.arch, path: out}, net: d.net}
 }
 
 // cutAfter kills QEMU (the power cut) after delay.

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -215,6 +216,8 @@ func run(w io.Writer, args []string) error {
 		}
 		unix.Sync()
 		return nil
+	case "net-up": // net-up IFACE ADDR MASK: address the interface and bring it up (QEMU user networking: 10.0.2.15 255.255.255.0)
+		return netUp(w, arg(1), arg(2), arg(3))
 	case "setxattr": // setxattr PATH NAME VALUE
 		return unix.Setxattr(arg(1), arg(2), []byte(arg(3)), 0)
 	case "getxattr": // getxattr PATH NAME: the value, or "none"
@@ -498,5 +501,54 @@ func printEFIVar(w io.Writer, name string) error {
 		s = append(s, c)
 	}
 	fmt.Fprintf(w, "%s\n", string(s))
+	return nil
+}
+
+// netUp gives iface an IPv4 address and mask and brings it up, with the
+// ioctls ifconfig uses: the host's servers are on the same /24 (QEMU's
+// 10.0.2.2), so no route is needed.
+func netUp(w io.Writer, iface, addr, mask string) error {
+	ip, nm := net.ParseIP(addr).To4(), net.ParseIP(mask).To4()
+	if ip == nil || nm == nil {
+		return fmt.Errorf("net-up: %q %q: want IPv4 address and mask", addr, mask)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	// The driver may still be probing: wait for the interface.
+	var ifr *unix.Ifreq
+	for i := 0; ; i++ {
+		if ifr, err = unix.NewIfreq(iface); err != nil {
+			return err
+		}
+		if err = unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err == nil {
+			break
+		}
+		if i == 50 {
+			return fmt.Errorf("net-up: no interface %s: %w", iface, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	flags := ifr.Uint16()
+	for _, c := range []struct {
+		req uint
+		ip  net.IP
+	}{{unix.SIOCSIFADDR, ip}, {unix.SIOCSIFNETMASK, nm}} {
+		r, _ := unix.NewIfreq(iface)
+		if err := r.SetInet4Addr(c.ip); err != nil {
+			return err
+		}
+		if err := unix.IoctlIfreq(fd, c.req, r); err != nil {
+			return fmt.Errorf("net-up %s %s: %w", iface, c.ip, err)
+		}
+	}
+	r, _ := unix.NewIfreq(iface)
+	r.SetUint16(flags | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, r); err != nil {
+		return fmt.Errorf("net-up %s: up: %w", iface, err)
+	}
+	fmt.Fprintf(w, "%s up: %s/%s\n", iface, ip, nm)
 	return nil
 }
