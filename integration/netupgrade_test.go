@@ -85,13 +85,14 @@ func testNetUpgrade(t *testing.T, c abChain) {
 		im.Modules = append(im.Modules, "virtio_net")
 	})
 	bad := flipBundle(t, good, slot.RootName, 70000)
+	root := bundleMember(t, good, slot.RootName)
 
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("OVROOT_NET_SEED"); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)
 	}
 	t.Logf("cut offsets from OVROOT_NET_SEED=%d", seed)
-	srv := newBundleServer(t, cert, map[string]string{"good.bundle": good, "bad.bundle": bad, "cut.bundle": good, "slow.bundle": good})
+	srv := newBundleServer(t, cert, map[string]string{"good.bundle": good, "bad.bundle": bad, "cut.bundle": good, "slow.bundle": good, "flaky.bundle": good})
 	size := srv.size("cut.bundle")
 	rng := mrand.New(mrand.NewPCG(seed, 7))
 	for i := 0; i < 3; i++ {
@@ -120,7 +121,16 @@ func testNetUpgrade(t *testing.T, c abChain) {
 	if after := snapshot(t, img); after != before {
 		t.Errorf("refused network bundles changed the device:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-	out := guest(t, vm, "exec /usr/bin/ovrootctl upgrade "+url("cut.bundle"))
+	// A path that corrupts one byte of the root on the second download
+	// only (the write pass): the check pass saw the right bytes, the
+	// write pass must catch the wrong one, and slot b gets no entry.
+	srv.flipOnWritePass("flaky.bundle", int64(bytes.Index(srv.files["flaky.bundle"], root[:64<<10])+len(root)/3))
+	out, err := guestErr(vm, "exec /usr/bin/ovrootctl upgrade "+url("flaky.bundle"))
+	if err == nil || !strings.Contains(out, "root.squashfs") {
+		t.Errorf("ovrootctl upgrade of a bundle corrupted on the write pass: %v\n%s\nwant refused naming root.squashfs", err, out)
+	}
+	wantEntries(t, img, c.entries("", 0)[0])
+	out = guest(t, vm, "exec /usr/bin/ovrootctl upgrade "+url("cut.bundle"))
 	if !strings.Contains(out, "upgrade: version 2") || !strings.Contains(out, "slot b holds build") {
 		t.Errorf("ovrootctl upgrade through the cutting server:\n%s", out)
 	}
@@ -135,7 +145,6 @@ func testNetUpgrade(t *testing.T, c abChain) {
 	}
 	powerOff(t, vm)
 	wantEntries(t, img, c.entries(layout.SlotB, 0)...)
-	root := bundleMember(t, good, slot.RootName)
 	if got := partitionBytes(t, img, layout.SlotB.Label(layout.RootLabel)); len(got) < len(root) || !bytes.Equal(got[:len(root)], root) {
 		t.Errorf("slot b does not hold the bundle's root (%d bytes)", len(root))
 	}
@@ -257,6 +266,7 @@ type bundleServer struct {
 	ranges   map[string]int
 	fulls    map[string]int // downloads from 0
 	kill     map[string]killPoint
+	flip     map[string]int64 // a byte flipped in the write pass
 }
 
 type killPoint struct {
@@ -268,7 +278,7 @@ type killPoint struct {
 func newBundleServer(t *testing.T, cert tls.Certificate, files map[string]string) *bundleServer {
 	t.Helper()
 	s := &bundleServer{t: t, files: map[string][]byte{}, cuts: map[string][]int64{}, cutCount: map[string]int{},
-		ranges: map[string]int{}, fulls: map[string]int{}, kill: map[string]killPoint{}}
+		ranges: map[string]int{}, fulls: map[string]int{}, kill: map[string]killPoint{}, flip: map[string]int64{}}
 	for name, p := range files {
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -310,6 +320,12 @@ func (s *bundleServer) killAt(name string, off int64, f func() error) {
 	s.kill[name] = killPoint{at: off, f: f}
 }
 
+func (s *bundleServer) flipOnWritePass(name string, off int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.flip[name] = off
+}
+
 func (s *bundleServer) killed(name string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -347,9 +363,13 @@ func (s *bundleServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	kp, hasKill := s.kill[name]
 	writePass := hasKill && s.fulls[name] >= 2 && !kp.done
+	if off, ok := s.flip[name]; ok && s.fulls[name] >= 2 {
+		data = bytes.Clone(data)
+		data[off] ^= 0x01
+	}
 	s.mu.Unlock()
 
-	sum := sha256.Sum256(data)
+	sum := sha256.Sum256(s.files[name]) // a corrupting path keeps the ETag
 	w.Header().Set("ETag", fmt.Sprintf(`"%x"`, sum[:8]))
 	switch {
 	case limit >= 0:
