@@ -669,11 +669,19 @@ func resolveIn(lookup func(rel string) (byte, string, bool), p string) (string, 
 // busybox in an arm64 rootfs) or missing. Warnings, not errors: a rootfs
 // may start something else through [init] init.
 func initWarnings(ctx context.Context, rootfs, p string, arch layout.Arch) ([]string, error) {
+	return initWarningsAs(ctx, rootfs, rootfs, p, arch)
+}
+
+// initWarningsAs is initWarnings of the tree at rootfs, named name in the
+// warnings: a build checks the tree it unpacked, which it names by the
+// tarball or image the user gave.
+func initWarningsAs(ctx context.Context, rootfs, name, p string, arch layout.Arch) ([]string, error) {
 	t, err := readRootfsTree(ctx, rootfs, arch)
 	if err != nil {
 		return nil, err
 	}
 	defer t.close()
+	rootfs = name
 	var warn []string
 	seen := map[string]bool{}
 	var check func(what, p string, depth int) error

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -318,6 +319,23 @@ func TestBuildImageWarnsMissingInit(t *testing.T) {
 	}
 	if want := "warning: rootfs " + p.im.Rootfs + " has no /lib/systemd/systemd ([init] init)"; !strings.Contains(log.String(), want) {
 		t.Errorf("log:\n%s\nwant a line saying %q", log.String(), want)
+	}
+
+	// A tarball is checked in the tree it unpacks to, and named as given.
+	log.Reset()
+	tarball := filepath.Join(t.TempDir(), "rootfs.tar")
+	if out, err := exec.Command("tar", "-cf", tarball, "-C", p.im.Rootfs, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v\n%s", err, out)
+	}
+	p.im.Rootfs = tarball
+	if _, err := BuildImage(context.Background(), p.im, filepath.Join(t.TempDir(), "disk.img"), Options{InitBinary: p.init, Log: logf}); err != nil {
+		t.Fatal(err)
+	}
+	if want := "warning: rootfs " + tarball + " has no /lib/systemd/systemd ([init] init)"; !strings.Contains(log.String(), want) {
+		t.Errorf("log:\n%s\nwant a line saying %q", log.String(), want)
+	}
+	if strings.Contains(log.String(), os.TempDir()+"/ovroot-") {
+		t.Errorf("a warning names the build's temporary tree:\n%s", log.String())
 	}
 }
 

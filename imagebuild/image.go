@@ -71,6 +71,10 @@ type Spec struct {
 	buildID  string // set by Build for a two-slot image
 	Log      func(format string, args ...any)
 	Progress io.Writer // a terminal for status lines during long steps; nil = quiet
+	// CheckTree, when set, is called with the directory mksquashfs will
+	// pack (the rootfs directory, or what its tarball or image unpacked
+	// to) before it runs; an error stops the build.
+	CheckTree func(dir string) error
 	// Trace, when set, is called at the end of each step of the build with
 	// the step's name (squashfs, verity, initramfs, hash, boot, root, sync,
 	// bundle, rename), for a per-step timeline (ovroot build --trace).
@@ -345,7 +349,7 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 	sqfs := filepath.Join(tmp, "root.squashfs")
 	logf("squashfs: making it of %s", s.Rootfs)
 	stop := showProgress(s.Progress, "squashfs", sqfs)
-	entries, rootfsDesc, err := MakeSquashfsFor(ctx, s.Rootfs, s.Arch, sqfs, s.Compression, s.Add...)
+	entries, rootfsDesc, err := makeSquashfs(ctx, s.Rootfs, s.Arch, sqfs, s.Compression, s.CheckTree, s.Add...)
 	stop()
 	if err != nil {
 		return nil, err

@@ -269,6 +269,15 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		Log:         logf,
 		Progress:    o.Progress,
 		Trace:       o.Trace,
+		// The rootfs's init is checked in the tree mksquashfs packs: a
+		// tarball or an image is not read a second time for it.
+		CheckTree: func(dir string) error {
+			warnings, err := initWarningsAs(bctx, dir, im.Rootfs, im.Init.Init, im.Arch)
+			for _, w := range warnings {
+				logf("warning: %s", w)
+			}
+			return err
+		},
 	}, out)
 	if err != nil {
 		// The initramfs's own error when it is why the build stopped.
@@ -380,13 +389,6 @@ func checkPieces(ctx context.Context, im *config.Image, o Options, logf func(str
 				return nil, err
 			}
 		}
-	}
-	warnings, err := initWarnings(ctx, im.Rootfs, im.Init.Init, im.Arch)
-	if err != nil {
-		return nil, err
-	}
-	for _, w := range warnings {
-		logf("warning: %s", w)
 	}
 	return ix, nil
 }

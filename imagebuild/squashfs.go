@@ -56,6 +56,15 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 // started); the temporary tree is removed either way.
 // adds are host files added to the root unless it has them (Addition).
 func MakeSquashfsFor(ctx context.Context, rootfs string, arch layout.Arch, out, compression string, adds ...Addition) (int, string, error) {
+	return makeSquashfs(ctx, rootfs, arch, out, compression, nil, adds...)
+}
+
+// makeSquashfs is MakeSquashfsFor with check called on the tree mksquashfs
+// will pack (the directory, or what a tarball or an image unpacked to)
+// before it runs: a check that reads the tree costs a lookup there, where
+// reading the tarball or the image's layers again would cost a pass over
+// all of them.
+func makeSquashfs(ctx context.Context, rootfs string, arch layout.Arch, out, compression string, check func(dir string) error, adds ...Addition) (int, string, error) {
 	if compression == "" {
 		compression = "gzip"
 	}
@@ -138,6 +147,11 @@ func MakeSquashfsFor(ctx context.Context, rootfs string, arch layout.Arch, out, 
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, "", err
+	}
+	if check != nil {
+		if err := check(src); err != nil {
+			return 0, "", err
+		}
 	}
 	extra, n, err := additionArgs(src, adds)
 	if err != nil {
