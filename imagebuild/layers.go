@@ -297,17 +297,15 @@ func unpackLayers(ctx context.Context, layers []tarLayer, dir string) ([]string,
 		return nil, 0, err
 	}
 	defer sdir.Close()
-	sroot, err := root.OpenRoot(store)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer sroot.Close()
 	entries, content, err := mergeLayers(ctx, layers, func(e entry, r io.Reader) error {
-		// Readable by us whatever its mode: the pseudo file sets the real one.
-		out, err := sroot.OpenFile(strconv.Itoa(e.seq), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		// Readable by us whatever its mode: the pseudo file sets the real
+		// one. A number in the store's descriptor, created (O_EXCL) and
+		// never followed: one syscall, where the Root walked it again.
+		fd, err := unix.Openat(int(sdir.Fd()), strconv.Itoa(e.seq), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
 		if err != nil {
-			return err
+			return &os.PathError{Op: "create", Path: strconv.Itoa(e.seq), Err: err}
 		}
+		out := os.NewFile(uintptr(fd), strconv.Itoa(e.seq))
 		if err := copySparse(ctx, out, r); err != nil {
 			out.Close()
 			return err
@@ -331,19 +329,27 @@ func unpackLayers(ctx context.Context, layers []tarLayer, dir string) ([]string,
 		store = name
 	}
 	entries = placeContent(entries, content)
+	td, err := newTreeDirs(root)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer td.close()
 	// Directories exist before their files whatever the archive's order.
 	mkparents := func(rel string) error {
 		if d := path.Dir(rel); d != "." {
-			return root.MkdirAll(d, 0o755)
+			_, err := td.dir(d, true)
+			return err
 		}
 		return nil
 	}
 	// replace clears the way for a new entry at rel.
 	replace := func(rel string) error {
-		if _, err := root.Lstat(rel); err == nil {
-			return root.RemoveAll(rel)
+		found, err := td.exists(rel)
+		if err != nil || !found {
+			return err
 		}
-		return nil
+		td.forget(rel)
+		return root.RemoveAll(rel)
 	}
 	var pseudo []string
 	haveRoot := false
@@ -355,6 +361,7 @@ func unpackLayers(ctx context.Context, layers []tarLayer, dir string) ([]string,
 		if err := ctx.Err(); err != nil {
 			return nil, 0, err
 		}
+		td.trim()
 		h := e.hdr
 		if e.name == "" {
 			haveRoot = true
@@ -365,7 +372,7 @@ func unpackLayers(ctx context.Context, layers []tarLayer, dir string) ([]string,
 		switch h.Typeflag {
 		case tar.TypeReg, tar.TypeGNUSparse:
 			if err = replace(e.name); err == nil {
-				err = inParent(root, e.name, func(fd int, base string) error {
+				err = td.inParent(e.name, func(fd int, base string) error {
 					return unix.Renameat(int(sdir.Fd()), strconv.Itoa(e.seq), fd, base)
 				})
 			}
@@ -373,23 +380,35 @@ func unpackLayers(ctx context.Context, layers []tarLayer, dir string) ([]string,
 			if e.name == "" {
 				break
 			}
-			if fi, lerr := root.Lstat(e.name); lerr == nil && !fi.IsDir() {
-				err = root.Remove(e.name)
-			}
+			err = td.inParent(e.name, func(fd int, base string) error {
+				var st unix.Stat_t
+				if unix.Fstatat(fd, base, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+					return unix.Unlinkat(fd, base, 0)
+				}
+				return nil
+			})
 			if err == nil {
-				err = root.MkdirAll(e.name, 0o755)
+				_, err = td.dir(e.name, true)
 			}
 		case tar.TypeSymlink:
 			if err = replace(e.name); err == nil {
-				err = root.Symlink(h.Linkname, e.name)
+				err = td.inParent(e.name, func(fd int, base string) error {
+					return unix.Symlinkat(h.Linkname, fd, base)
+				})
 			}
 		case tar.TypeLink:
 			if err = replace(e.name); err == nil {
-				err = root.Link(h.Linkname, e.name)
+				err = td.inParent(h.Linkname, func(ofd int, obase string) error {
+					return td.inParent(e.name, func(fd int, base string) error {
+						// No AT_SYMLINK_FOLLOW: a link to a symlink links
+						// the symlink itself.
+						return unix.Linkat(ofd, obase, fd, base, 0)
+					})
+				})
 			}
 		}
 		if err == nil {
-			err = setXattrs(root, e)
+			err = setXattrs(td, e)
 		}
 		if err != nil {
 			return nil, 0, fmt.Errorf("entry %q: %w", h.Name, err)
@@ -442,10 +461,11 @@ func unpackLayers(ctx context.Context, layers []tarLayer, dir string) ([]string,
 	// for the directories it only implies and the mount points.
 	epoch := time.Unix(0, 0)
 	for _, rel := range implied {
-		setTime(root, rel, epoch)
+		td.trim()
+		td.setTime(rel, epoch)
 	}
 	if !haveRoot {
-		setTime(root, ".", epoch)
+		td.setTime(".", epoch)
 	}
 	for _, e := range entries {
 		switch e.hdr.Typeflag {
@@ -454,7 +474,8 @@ func unpackLayers(ctx context.Context, layers []tarLayer, dir string) ([]string,
 			if rel == "" {
 				rel = "."
 			}
-			setTime(root, rel, e.hdr.ModTime)
+			td.trim()
+			td.setTime(rel, e.hdr.ModTime)
 		}
 	}
 	return pseudo, n, nil
@@ -522,24 +543,6 @@ func placeContent(entries []entry, content map[int]entry) []entry {
 	return out
 }
 
-// inParent runs fn with a descriptor of rel's parent directory, opened
-// through root, and rel's last component, which fn must not follow.
-func inParent(root *os.Root, rel string, fn func(fd int, base string) error) error {
-	parent, base := path.Split(rel)
-	if parent == "" {
-		parent = "."
-	}
-	if base == "" {
-		base = "."
-	}
-	d, err := root.Open(parent)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return fn(int(d.Fd()), base)
-}
-
 // PAX records carrying extended attributes: star's and GNU tar's (the
 // value as it is), bsdtar's (the name URL-encoded, the value base64).
 const (
@@ -584,7 +587,7 @@ func entryXattrs(h *tar.Header) (map[string]string, error) {
 // of the tree it reads (-xattrs). An attribute that cannot be set
 // (security.* or trusted.* when not root, a filesystem without them) is an
 // error naming it: an xattr is never dropped.
-func setXattrs(root *os.Root, e entry) error {
+func setXattrs(td *treeDirs, e entry) error {
 	x, err := entryXattrs(e.hdr)
 	if err != nil || len(x) == 0 {
 		return err
@@ -604,7 +607,7 @@ func setXattrs(root *os.Root, e entry) error {
 	if rel == "" {
 		rel = "."
 	}
-	return inParent(root, rel, func(fd int, base string) error {
+	return td.inParent(rel, func(fd int, base string) error {
 		// The parent by descriptor, the last component not followed: no
 		// path string reaches outside the root.
 		p := "/proc/self/fd/" + strconv.Itoa(fd) + "/" + base
