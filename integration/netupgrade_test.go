@@ -375,22 +375,35 @@ func (s *bundleServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case limit >= 0:
 		// Cut: the headers and the bytes up to limit, then the
 		// connection dropped (the client sees a short body).
-		http.ServeContent(&cutWriter{ResponseWriter: w, left: limit - start}, r, name, time.Unix(1700000000, 0), bytes.NewReader(data))
+		http.ServeContent(&limitWriter{ResponseWriter: w, left: limit - start}, r, name, time.Unix(1700000000, 0), bytes.NewReader(data))
 		panic(http.ErrAbortHandler)
 	case writePass:
-		http.ServeContent(&killWriter{ResponseWriter: w, s: s, name: name, left: kp.at}, r, name, time.Unix(1700000000, 0), bytes.NewReader(data))
+		kill := func() {
+			// Time for the guest to write what it got into the slot.
+			time.Sleep(2 * time.Second)
+			s.mu.Lock()
+			kp := s.kill[name]
+			kp.done = true
+			s.kill[name] = kp
+			s.mu.Unlock()
+			kp.f()
+		}
+		http.ServeContent(&limitWriter{ResponseWriter: w, left: kp.at, then: kill}, r, name, time.Unix(1700000000, 0), bytes.NewReader(data))
 	default:
 		http.ServeContent(w, r, name, time.Unix(1700000000, 0), bytes.NewReader(data))
 	}
 }
 
-// cutWriter writes the first left bytes of a body and drops the rest.
-type cutWriter struct {
+// limitWriter writes the first left bytes of a body, flushes them, calls
+// then (if set) and drops the rest: the connection cut of a download (the
+// client sees a short body) or the power cut of the write pass.
+type limitWriter struct {
 	http.ResponseWriter
 	left int64
+	then func()
 }
 
-func (c *cutWriter) Write(b []byte) (int, error) {
+func (c *limitWriter) Write(b []byte) (int, error) {
 	if c.left <= 0 {
 		return 0, io.ErrShortWrite
 	}
@@ -399,46 +412,14 @@ func (c *cutWriter) Write(b []byte) (int, error) {
 	}
 	n, err := c.ResponseWriter.Write(b)
 	c.left -= int64(n)
-	if c.left <= 0 {
-		if f, ok := c.ResponseWriter.(http.Flusher); ok {
-			f.Flush()
-		}
-		return n, io.ErrShortWrite
+	if c.left > 0 {
+		return n, err
 	}
-	return n, err
-}
-
-// killWriter serves the write pass, and once left bytes are out, kills
-// QEMU and stops: the power cut in the middle of writing the slot.
-type killWriter struct {
-	http.ResponseWriter
-	s    *bundleServer
-	name string
-	left int64
-}
-
-func (k *killWriter) Write(b []byte) (int, error) {
-	if k.left <= 0 {
-		return 0, io.ErrShortWrite
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
 	}
-	if int64(len(b)) > k.left {
-		b = b[:k.left]
+	if c.then != nil {
+		c.then()
 	}
-	n, err := k.ResponseWriter.Write(b)
-	k.left -= int64(n)
-	if k.left <= 0 {
-		if f, ok := k.ResponseWriter.(http.Flusher); ok {
-			f.Flush()
-		}
-		// Give the guest time to write what it got into the slot.
-		time.Sleep(2 * time.Second)
-		k.s.mu.Lock()
-		kp := k.s.kill[k.name]
-		kp.done = true
-		k.s.kill[k.name] = kp
-		k.s.mu.Unlock()
-		kp.f()
-		return n, io.ErrShortWrite
-	}
-	return n, err
+	return n, io.ErrShortWrite
 }

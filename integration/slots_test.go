@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"archive/tar"
 	"bytes"
 	"crypto/sha256"
 	"fmt"
@@ -296,45 +295,30 @@ func flipBundle(t *testing.T, bundle, member string, off int) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(bundle)
-	if err != nil {
+	body := bundleMember(t, bundle, member)
+	i := bytes.Index(data, body)
+	if i < 0 {
+		t.Fatalf("%s: member %s not found in the file", bundle, member)
+	}
+	if off < 0 {
+		off += len(body)
+	}
+	mask := byte(0x10)
+	if member == slot.SigName {
+		// A text file of base64: flip the case bit of the next
+		// letter, which keeps it base64 (another byte of the
+		// signature, not an unreadable file).
+		for !('a' <= body[off] && body[off] <= 'z' || 'A' <= body[off] && body[off] <= 'Z') {
+			off++
+		}
+		mask = 0x20
+	}
+	data[i+off] ^= mask
+	out := filepath.Join(t.TempDir(), "flipped-"+member)
+	if err := os.WriteFile(out, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	tr := tar.NewReader(f)
-	for {
-		h, err := tr.Next()
-		if err != nil {
-			t.Fatalf("%s: no member %s: %v", bundle, member, err)
-		}
-		if h.Name != member {
-			continue
-		}
-		body, _ := io.ReadAll(tr)
-		i := bytes.Index(data, body)
-		if i < 0 {
-			t.Fatalf("%s: member %s not found in the file", bundle, member)
-		}
-		if off < 0 {
-			off += len(body)
-		}
-		mask := byte(0x10)
-		if member == slot.SigName {
-			// A text file of base64: flip the case bit of the next
-			// letter, which keeps it base64 (another byte of the
-			// signature, not an unreadable file).
-			for !('a' <= body[off] && body[off] <= 'z' || 'A' <= body[off] && body[off] <= 'Z') {
-				off++
-			}
-			mask = 0x20
-		}
-		data[i+off] ^= mask
-		out := filepath.Join(t.TempDir(), "flipped-"+member)
-		if err := os.WriteFile(out, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
+	return out
 }
 
 // snapshot is what the host reads of a device's slot b and boot entries:
