@@ -20,7 +20,7 @@ func TestDoesNotLinkTheInit(t *testing.T) {
 		t.Fatalf("go list -deps: %v\n%s", err, out)
 	}
 	for _, dep := range strings.Fields(string(out)) {
-		for _, banned := range []string{"github.com/ovroot/ovroot/boot", "github.com/ovroot/ovroot/config", "github.com/diskfs/", "github.com/u-root/", "github.com/ulikunitz/", "github.com/klauspost/", "github.com/BurntSushi/"} {
+		for _, banned := range []string{"github.com/ovroot/ovroot/boot", "github.com/ovroot/ovroot/config", "github.com/diskfs/", "github.com/u-root/", "github.com/ulikunitz/", "github.com/klauspost/", "github.com/BurntSushi/", "github.com/google/go-containerregistry/"} {
 			if dep == banned || strings.HasPrefix(dep, banned) && strings.HasSuffix(banned, "/") {
 				t.Errorf("ovrootctl links %s", dep)
 			}
@@ -35,7 +35,7 @@ func TestNoNetTag(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("no go command to list the dependencies")
 	}
-	netPkgs := []string{"net/http", "crypto/tls", "github.com/ovroot/ovroot/internal/netfetch"}
+	netPkgs := []string{"net/http", "crypto/tls", "github.com/ovroot/ovroot/internal/netfetch", "github.com/ovroot/ovroot/internal/ocifetch"}
 	for _, tc := range []struct {
 		tags string
 		want bool
