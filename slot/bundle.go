@@ -216,10 +216,16 @@ type Reader struct {
 	Signer string
 	// Raw is the manifest's bytes as signed.
 	Raw     []byte
+	src     io.Reader
 	tr      *tar.Reader
 	next    int
 	pending *tar.Header // a member header read while looking for the signature
+	ended   bool        // the source was read to its end
 }
+
+// maxTail bounds what may follow the last member: the tar trailer (1 KiB
+// from Go's archive/tar; GNU tar pads to its 10 KiB record).
+const maxTail = 1 << 20
 
 // NewReader reads the manifest and its signature, checks the signature
 // against t before it parses anything (checkSignature), then checks the
@@ -240,7 +246,7 @@ func NewReader(r io.Reader, t Trust) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bundle manifest: %w", err)
 	}
-	br := &Reader{tr: tr, Raw: data}
+	br := &Reader{src: r, tr: tr, Raw: data}
 	var sig []byte
 	h, err = tr.Next()
 	switch {
@@ -274,9 +280,22 @@ var ErrChecksum = errors.New("checksum mismatch")
 // Next returns the next member (in BundleMembers order) as a reader of
 // exactly its manifest size that checks the SHA-256 when it reaches the
 // end: the final Read returns an error wrapping ErrChecksum instead of
-// io.EOF when the bytes differ. io.EOF after the last member.
+// io.EOF when the bytes differ. io.EOF after the last member, once the
+// source was read to its end: a source that checks its own length and
+// digest (an OCI blob) reports a mismatch only there, so a bundle is not
+// taken until every byte it came in was read.
 func (r *Reader) Next() (File, io.Reader, error) {
 	if r.next >= len(r.Manifest.Files) {
+		if !r.ended {
+			n, err := io.Copy(io.Discard, io.LimitReader(r.src, maxTail+1))
+			if err != nil {
+				return File{}, nil, fmt.Errorf("bundle: after its last member: %w", err)
+			}
+			if n > maxTail {
+				return File{}, nil, fmt.Errorf("bundle: more than %d KiB after its last member: not a bundle as ovroot writes them", maxTail>>10)
+			}
+			r.ended = true
+		}
 		return File{}, nil, io.EOF
 	}
 	want := r.Manifest.Files[r.next]

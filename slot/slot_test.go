@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/ovroot/ovroot/layout"
@@ -109,6 +110,15 @@ func TestBundleRoundTrip(t *testing.T) {
 	// a bare "unexpected EOF" (the fuzzer found that one).
 	if _, err := Verify(bytes.NewReader(data[:len(data)/2]), trust); err == nil || !strings.Contains(err.Error(), "bundle member "+RootName+": the bundle ends after") {
 		t.Errorf("truncated bundle: %v, want an error naming %s cut short", err, RootName)
+	}
+	// The source is read to its end (a source checking its own digest
+	// speaks only there), and a bundle with a megabyte appended is refused.
+	errEnd := errors.New("digest mismatch at the end")
+	if _, err := Verify(io.MultiReader(bytes.NewReader(data), iotest.ErrReader(errEnd)), trust); !errors.Is(err, errEnd) {
+		t.Errorf("a source failing after the bundle's last byte: %v, want %v", err, errEnd)
+	}
+	if _, err := Verify(io.MultiReader(bytes.NewReader(data), bytes.NewReader(make([]byte, 2<<20))), trust); err == nil || !strings.Contains(err.Error(), "after its last member") {
+		t.Errorf("2 MiB appended: %v, want an error", err)
 	}
 	if _, err := NewReader(strings.NewReader("hello"), trust); err == nil || !strings.Contains(err.Error(), "not an ovroot update bundle") {
 		t.Errorf("junk: %v", err)

@@ -85,6 +85,10 @@ func TestUpgradeReadFails(t *testing.T) {
 		{"second open", 2, -1, false},
 		{"while writing the root", 2, 50_000, false},
 		{"while writing the initramfs", 2, 100<<10 + 123 + 5000 + 5*512 + 3000, false},
+		// After the last member: a source that checks its digest at its
+		// end (an OCI blob) fails only there.
+		{"at the end, while checking", 1, 1 << 40, true},
+		{"at the end, while writing", 2, 1 << 40, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := newDevice(t, deviceOpts{entries: map[string]Entry{"ovroot-a.conf": factoryA, "ovroot-b.conf": oldB}})

@@ -37,6 +37,8 @@ var commands = map[string]command{
 	"version":   {"print ovroot's version", runVersion},
 	"keygen":    {"make a key pair that signs update bundles (minisign format)", runKeygen},
 	"verify":    {"check an update bundle's signature and checksums, as a device does", runVerify},
+	"push":      {"publish an update bundle to an OCI registry (devices: ovrootctl upgrade oci://...)", runPush},
+	"pull":      {"fetch an update bundle back from an OCI registry", runPull},
 }
 
 // ErrUsage marks errors whose message is a usage problem (exit status 2).

@@ -43,9 +43,10 @@ commands:
   factory-reset [--reboot] [--cancel]
                     erase every change at the next boot (or withdraw the request)
   upgrade BUNDLE [--wipe] [--reboot] [--allow-downgrade] [--progress=json]
-                    write an update bundle (a file, a block device or an
-                    https:// URL, resumed if the link drops) to the root slot
-                    not running; the next boot tries it (two-slot images)
+                    write an update bundle (a file, a block device, an
+                    https:// URL, resumed if the link drops, or an OCI registry
+                    reference oci://REGISTRY/REPO:TAG or @sha256:...) to the
+                    root slot not running; the next boot tries it (two-slot images)
   verify BUNDLE     check a bundle's signature, version and every member's
                     checksum as upgrade would, and change nothing
   mark-good         confirm the running slot: the loader stops counting its boots

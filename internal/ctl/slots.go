@@ -24,7 +24,7 @@ func (c Context) system() *slot.System {
 // upgrade writes an update bundle to the slot not running and makes the
 // next boot try it.
 func (c Context) upgrade(ctx context.Context, args []string) error {
-	fs, _ := c.flags("upgrade", "ovrootctl upgrade /tmp/new.bundle --reboot\n         ovrootctl upgrade https://updates.example.com/router/3.bundle --progress=json")
+	fs, _ := c.flags("upgrade", "ovrootctl upgrade /tmp/new.bundle --reboot\n         ovrootctl upgrade https://updates.example.com/router/3.bundle --progress=json\n         ovrootctl upgrade oci://ghcr.io/acme/router:3")
 	progress := fs.String("progress", "text", "text: lines on stderr; json: one {\"pass\",\"done\",\"total\",\"resumes\"} object a line on stderr, for a program to read")
 	wipe := fs.Bool("wipe", false, "also erase every change at the next boot (a factory reset; the keep-list is honoured)")
 	reboot := fs.Bool("reboot", false, "reboot into the new slot when done")

@@ -13,9 +13,10 @@ import (
 	"github.com/ovroot/ovroot/slot"
 )
 
-// isURL says whether an upgrade argument names a network source.
+// isURL says whether an upgrade argument names a network source: an
+// http(s) URL or an OCI registry reference (oci://REGISTRY/REPO:TAG).
 func isURL(arg string) bool {
-	return strings.HasPrefix(arg, "https://") || strings.HasPrefix(arg, "http://")
+	return strings.HasPrefix(arg, "https://") || strings.HasPrefix(arg, "http://") || strings.HasPrefix(arg, "oci://")
 }
 
 // progressEvent is one --progress=json line. Pass is "check" while every
@@ -88,7 +89,12 @@ func (p *progressReporter) logf(format string, args ...any) {
 // netOptions are what a network source needs from the image and the
 // command line.
 type netOptions struct {
-	CAFile   string // "" the system roots
+	CAFile string // "" the system roots
+	// AllowHTTP lets an oci:// registry that speaks only plain http be
+	// used ([update] allow_http).
+	AllowHTTP bool
+	// Root prefixes the registry credentials file's path (tests).
+	Root     string
 	Logf     func(format string, args ...any)
 	Progress func(done, total int64, resumes int)
 	Sleep    func(ctx context.Context, d time.Duration) error
@@ -125,7 +131,7 @@ func (c Context) bundleSource(ctx context.Context, arg string, pol layout.Update
 	if strings.HasPrefix(arg, "http://") && !pol.AllowHTTP {
 		return slot.BundleSource{}, fmt.Errorf("%s: plain http:// is refused: this image fetches updates over https:// only ([update] allow_http is false)", arg)
 	}
-	o := netOptions{Sleep: c.NetSleep}
+	o := netOptions{Sleep: c.NetSleep, AllowHTTP: pol.AllowHTTP, Root: c.Root}
 	if pol.CA != "" {
 		o.CAFile = c.path(layout.RomDir + pol.CA)
 	}
