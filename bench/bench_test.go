@@ -213,8 +213,13 @@ func buildRows(t *testing.T, work, ovroot, kdir string) ([]row, []buildTimeline)
 			goal:     "≤ 1.0x",
 			met:      metStr(mo.Seconds()/mb.Seconds() <= 1.0),
 		}
-		if len(goal) > 0 { // a cost to report, not a goal to meet
+		if len(goal) > 0 { // another goal ("≤ 1.2x"), or a cost to report
 			r.goal, r.met = goal[0], "reported"
+			if v, ok := strings.CutPrefix(goal[0], "≤ "); ok {
+				if limit, err := strconv.ParseFloat(strings.TrimSuffix(v, "x"), 64); err == nil {
+					r.met = metStr(mo.Seconds()/mb.Seconds() <= limit)
+				}
+			}
 		}
 		rows = append(rows, r)
 	}
@@ -224,6 +229,9 @@ func buildRows(t *testing.T, work, ovroot, kdir string) ([]row, []buildTimeline)
 		func() time.Duration { return build(small, "--verity") }, func() time.Duration { return build(small) }, "reported")
 	measure("`ovroot build` 64 MiB .tar.gz vs tar -xzf + mksquashfs", 3,
 		func() time.Duration { return build(tarball) }, func() time.Duration { return plainTar(tarball) })
+	oci, flat := ociBench(t, work)
+	measure("`ovroot build` 3-layer OCI image layout, 50k files, vs plain mksquashfs of its flattened tree", 3,
+		func() time.Duration { return build(oci) }, func() time.Duration { return plain(flat) }, "≤ 1.2x")
 	if os.Getenv("OVROOT_BENCH_BIG") != "0" {
 		big := filepath.Join(work, "tree512")
 		genTree(t, big, 512<<20, 2)
