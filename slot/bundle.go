@@ -223,8 +223,9 @@ type Reader struct {
 	ended   bool        // the source was read to its end
 }
 
-// maxTail bounds what may follow the last member: the tar trailer (1 KiB
-// from Go's archive/tar; GNU tar pads to its 10 KiB record).
+// maxTail bounds what is read after the last member: the tar trailer (1
+// KiB from Go's archive/tar; GNU tar pads to its 10 KiB record), to its
+// end for a source that checks itself there (an OCI blob).
 const maxTail = 1 << 20
 
 // NewReader reads the manifest and its signature, checks the signature
@@ -291,9 +292,10 @@ func (r *Reader) Next() (File, io.Reader, error) {
 			if err != nil {
 				return File{}, nil, fmt.Errorf("bundle: after its last member: %w", err)
 			}
-			if n > maxTail {
-				return File{}, nil, fmt.Errorf("bundle: more than %d KiB after its last member: not a bundle as ovroot writes them", maxTail>>10)
-			}
+			// More than that is a block device (a USB stick the bundle
+			// was written to) holding more than its bundle: what follows
+			// is not the bundle's and is not read further.
+			_ = n
 			r.ended = true
 		}
 		return File{}, nil, io.EOF
