@@ -3,6 +3,7 @@ package integration
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,9 +11,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
 	"math/big"
 	mrand "math/rand/v2"
 	"net"
@@ -26,7 +29,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/ovroot/ovroot/config"
+	"github.com/ovroot/ovroot/internal/ocibundle"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/slot"
 )
@@ -182,10 +190,75 @@ func testNetUpgrade(t *testing.T, c abChain) {
 	if v := guest(t, vm, "cat /etc/ovroot-test/version"); v != "1\n" {
 		t.Errorf("after the cut slot a's root says version %q, want 1", v)
 	}
-	powerOff(t, vm)
 	if got := espEntries(t, cut.img); strings.Join(got, " ") != c.entries("", 0)[0] {
 		t.Errorf("after the cut the ESP has %v, want slot a's entry alone", got)
 	}
+
+	// The same device from a registry: `ovroot push` (the host's side,
+	// plain HTTP) to go-containerregistry's registry, which the guest
+	// reaches over HTTPS (the same registry behind the test CA's
+	// certificate), and `ovrootctl upgrade oci://`.
+	ref := pushBundle(t, good, arch, cert)
+	guest(t, vm, "net-up eth0 10.0.2.15 255.255.255.0")
+	out = guest(t, vm, fmt.Sprintf("exec /usr/bin/ovrootctl upgrade oci://%s:%d/%s", guestHost, ref.tlsPort, ref.repoTag))
+	if !strings.Contains(out, "upgrade: version 2") || !strings.Contains(out, "slot b holds build") {
+		t.Errorf("ovrootctl upgrade from the registry:\n%s", out)
+	}
+	powerOff(t, vm)
+	vm = cut.mustBoot()
+	if s := runningSlot(t, vm); s != layout.SlotB {
+		t.Errorf("after the registry upgrade the device runs slot %s, want b", s)
+	}
+	if v := guest(t, vm, "cat /etc/ovroot-test/version"); v != "2\n" {
+		t.Errorf("after the registry upgrade slot b's root says version %q, want 2", v)
+	}
+	powerOff(t, vm)
+}
+
+// pushedBundle is where pushBundle put a bundle.
+type pushedBundle struct {
+	tlsPort int    // the registry over HTTPS (the test CA's certificate)
+	repoTag string // REPO:TAG
+}
+
+// pushBundle starts a registry (go-containerregistry's, in memory) on
+// 127.0.0.1, twice: plain HTTP for the host and HTTPS with the test CA's
+// certificate for the guest, pushes the bundle with ovroot's own push and
+// checks the manifest the registry serves carries the bundle's version,
+// arch and board as annotations.
+func pushBundle(t *testing.T, bundle string, arch layout.Arch, cert tls.Certificate) pushedBundle {
+	t.Helper()
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	plain := httptest.NewServer(reg)
+	t.Cleanup(plain.Close)
+	tlsSrv := httptest.NewUnstartedServer(reg)
+	tlsSrv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	tlsSrv.StartTLS()
+	t.Cleanup(tlsSrv.Close)
+	const repoTag = "ovroot/router:2"
+	hostRef := strings.TrimPrefix(plain.URL, "http://") + "/" + repoTag
+	pushed, err := ocibundle.Push(context.Background(), bundle, hostRef, ocibundle.Options{PlainHTTP: true})
+	if err != nil {
+		t.Fatalf("ovroot push: %v", err)
+	}
+	r, err := name.ParseReference(hostRef, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Get(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m v1.Manifest
+	if err := json.Unmarshal(desc.Manifest, &m); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{"org.opencontainers.image.version": "2", ocibundle.AnnotationArch: string(arch), ocibundle.AnnotationBoard: "test-board"} {
+		if got := m.Annotations[k]; got != want {
+			t.Errorf("the registry's manifest of %s: annotation %s = %q, want %q (all: %v)", pushed.Ref, k, got, want, m.Annotations)
+		}
+	}
+	return pushedBundle{tlsPort: tlsSrv.Listener.Addr().(*net.TCPAddr).Port, repoTag: repoTag}
 }
 
 // bundleMember is one member's bytes of a bundle (a tar).
