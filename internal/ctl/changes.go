@@ -98,7 +98,19 @@ func (c Context) changes(args []string) error {
 		return json.NewEncoder(c.Stdout).Encode(list)
 	}
 	for _, ch := range list {
-		fmt.Fprintf(c.Stdout, "%-8s %s\n", ch.Kind, ch.Path)
+		fmt.Fprintf(c.Stdout, "%s %s\n", ch.Letter(), ch.Path)
 	}
 	return nil
+}
+
+// Letter is the kind in docker diff's short form: A (added), C (changed:
+// modified, or a directory made opaque), D (deleted).
+func (ch Change) Letter() string {
+	switch ch.Kind {
+	case "added":
+		return "A"
+	case "deleted":
+		return "D"
+	}
+	return "C"
 }

@@ -39,7 +39,8 @@ const usage = `usage: ovrootctl <command> [flags]
 
 commands:
   status [--json]   how the root was built at boot (persistent or VOLATILE, devices, timings)
-  changes [--json]  what differs from the factory root: added, modified, deleted paths
+  changes [--json]  what differs from the factory root, as docker diff prints
+                    it: A (added), C (changed), D (deleted) and the path
   factory-reset [--reboot] [--cancel]
                     erase every change at the next boot (or withdraw the request)
   upgrade BUNDLE [--wipe] [--reboot] [--allow-downgrade] [--progress=json]

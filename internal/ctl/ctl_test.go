@@ -195,8 +195,8 @@ func TestChangesFailsafe(t *testing.T) {
 	mk("overlay/upper/etc/on-the-data-partition")
 	mk("run/ovroot/failsafe/upper/etc/written-in-failsafe")
 	for _, tc := range []struct{ state, want string }{
-		{`{"mode":"failsafe","reason":"f pressed on the console","timings_ms":{}}`, "added    /etc/written-in-failsafe\n"},
-		{`{"mode":"persistent","timings_ms":{}}`, "added    /etc/on-the-data-partition\n"},
+		{`{"mode":"failsafe","reason":"f pressed on the console","timings_ms":{}}`, "A /etc/written-in-failsafe\n"},
+		{`{"mode":"persistent","timings_ms":{}}`, "A /etc/on-the-data-partition\n"},
 	} {
 		writeState(t, root, tc.state)
 		var out bytes.Buffer
@@ -278,5 +278,16 @@ func TestFactoryResetVolatile(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "overlay", layout.MetaDir)); err == nil {
 		t.Error("a request was written to the tmpfs upper")
+	}
+}
+
+// The text form is docker diff's short form: one letter, a space, the path.
+func TestChangeLetter(t *testing.T) {
+	for _, tc := range []struct{ kind, want string }{
+		{"added", "A"}, {"modified", "C"}, {"replaced", "C"}, {"deleted", "D"},
+	} {
+		if got := (Change{Path: "/x", Kind: tc.kind}).Letter(); got != tc.want {
+			t.Errorf("Change{Kind: %q}.Letter() = %q, want %q", tc.kind, got, tc.want)
+		}
 	}
 }
