@@ -59,6 +59,11 @@ type Options struct {
 	// (the output file itself, should it be inside the upper); 0/0 skips
 	// nothing.
 	SkipDev, SkipIno uint64
+	// RootOwned writes every entry as owned by root (uid and gid 0), as
+	// mksquashfs -all-root stores a directory rootfs; Root adds the tree's
+	// root directory as "./". imagebuild reads a directory rootfs as the
+	// bottom layer with both.
+	RootOwned, Root bool
 	// afterEntry runs after each entry is written (tests change files).
 	afterEntry func(name string)
 }
@@ -235,8 +240,24 @@ type inode struct{ dev, ino uint64 }
 func writeTree(tw *tar.Writer, upper string, o Options) (map[string]stamp, error) {
 	seen := map[string]stamp{}
 	links := map[inode]string{} // first name of each multiply linked inode
+	if o.Root {
+		var st unix.Stat_t
+		if err := unix.Stat(upper, &st); err != nil {
+			return nil, err
+		}
+		h := &tar.Header{Name: "./", Typeflag: tar.TypeDir, Mode: int64(st.Mode & 0o7777), Uid: int(st.Uid), Gid: int(st.Gid), ModTime: time.Unix(st.Mtim.Unix()), Format: tar.FormatPAX}
+		if o.RootOwned {
+			h.Uid, h.Gid = 0, 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return nil, err
+		}
+	}
 	err := walk(upper, o, func(rel, p string, st *unix.Stat_t) error {
 		seen["/"+rel] = stampOf(st)
+		if o.RootOwned {
+			st.Uid, st.Gid = 0, 0
+		}
 		if err := writeEntry(tw, rel, p, st, links); err != nil {
 			var ch *ChangedError
 			if errors.As(err, &ch) {

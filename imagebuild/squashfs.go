@@ -56,6 +56,15 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 // started); the temporary tree is removed either way.
 // adds are host files added to the root unless it has them (Addition).
 func MakeSquashfsFor(ctx context.Context, rootfs string, arch layout.Arch, out, compression string, adds ...Addition) (int, string, error) {
+	return MakeSquashfsLayers(ctx, rootfs, nil, arch, out, compression, adds...)
+}
+
+// MakeSquashfsLayers is MakeSquashfsFor with layer tarballs (OCI layers:
+// .wh. whiteouts and opaque directories, as ovrootctl backup writes them)
+// applied in order on top of the rootfs. With layers, every rootfs is
+// unpacked: a tarball or an image as without them, a directory read as the
+// bottom layer (see dirLayer; it is never written).
+func MakeSquashfsLayers(ctx context.Context, rootfs string, layers []string, arch layout.Arch, out, compression string, adds ...Addition) (int, string, error) {
 	if compression == "" {
 		compression = "gzip"
 	}
@@ -82,7 +91,7 @@ func MakeSquashfsFor(ctx context.Context, rootfs string, arch layout.Arch, out, 
 	src := rootfs
 	var entries int
 	var desc string
-	if fi.IsDir() && img == nil {
+	if fi.IsDir() && img == nil && len(layers) == 0 {
 		desc = "directory " + rootfs
 		if entries, err = countEntries(ctx, rootfs); err != nil {
 			return 0, "", err
@@ -103,7 +112,7 @@ func MakeSquashfsFor(ctx context.Context, rootfs string, arch layout.Arch, out, 
 				entries++
 			}
 		}
-	} else if !fi.Mode().IsRegular() && img == nil {
+	} else if !fi.IsDir() && !fi.Mode().IsRegular() && img == nil {
 		return 0, "", fmt.Errorf("rootfs %s is neither a directory nor a tarball (%s)", rootfs, fi.Mode().Type())
 	} else {
 		tmp, done, err := tmpdir.Make("rootfs")
@@ -113,12 +122,26 @@ func MakeSquashfsFor(ctx context.Context, rootfs string, arch layout.Arch, out, 
 		defer done()
 		src = filepath.Join(tmp, "root")
 		var pseudo []string
-		if img != nil {
+		var base []tarLayer
+		switch {
+		case img != nil:
 			defer img.close()
-			desc = img.String()
-			pseudo, entries, err = unpackLayers(ctx, img.layers, src)
-		} else {
-			desc = "tarball " + rootfs
+			desc, base = img.String(), img.layers
+		case fi.IsDir():
+			desc, base = "directory "+rootfs, []tarLayer{dirLayer(rootfs)}
+		default:
+			desc, base = "tarball "+rootfs, []tarLayer{fileLayer("rootfs tarball "+rootfs, rootfs, false)}
+		}
+		switch {
+		case len(layers) > 0:
+			for _, l := range layers {
+				base = append(base, fileLayer("layer "+l, l, true))
+			}
+			desc += fmt.Sprintf(" + %d layers (%s)", len(layers), strings.Join(layers, ", "))
+			pseudo, entries, err = unpackLayers(ctx, base, src)
+		case img != nil:
+			pseudo, entries, err = unpackLayers(ctx, base, src)
+		default:
 			pseudo, entries, err = unpackTarball(ctx, rootfs, src)
 		}
 		if err != nil {
