@@ -193,3 +193,22 @@ func TestLayersOnDirectory(t *testing.T) {
 		t.Errorf("a missing layer: %v, want an error naming it", err)
 	}
 }
+
+// The image must not replace a layer it is built from.
+func TestBuildRefusesOutputOverALayer(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"vmlinuz", "initrd", "rootfs.tar", "layer.tar"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	layer := filepath.Join(dir, "layer.tar")
+	_, err := Build(context.Background(), Spec{Arch: "x86_64", Kernel: filepath.Join(dir, "vmlinuz"), Initramfs: filepath.Join(dir, "initrd"),
+		Rootfs: filepath.Join(dir, "rootfs.tar"), Layers: []string{layer}}, layer)
+	if err == nil || !strings.Contains(err.Error(), "layer 1") {
+		t.Errorf("Build over its own layer = %v, want a refusal naming layer 1", err)
+	}
+	if b, _ := os.ReadFile(layer); string(b) != "x" {
+		t.Errorf("the layer was overwritten: %q", b)
+	}
+}
