@@ -90,14 +90,14 @@ func stampOf(st *unix.Stat_t) stamp {
 }
 
 // WriteFile writes the layer of upper to out: to a temporary file next to
-// it, verified, synced and renamed into place, so out is either absent (or
+// it (.NAME.*.tmp, 0600), verified, synced and renamed into place, so out is either absent (or
 // its old self) or a consistent copy. It tries up to Attempts times.
 func WriteFile(upper, out string, o Options) error {
-	tmp := out + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	f, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*.tmp")
 	if err != nil {
 		return err
 	}
+	tmp := f.Name()
 	defer os.Remove(tmp) // after the rename: nothing
 	defer f.Close()
 	var st unix.Stat_t
@@ -291,6 +291,11 @@ func writeEntry(tw *tar.Writer, rel, p string, st *unix.Stat_t, links map[inode]
 		h.Typeflag = tar.TypeReg
 		h.Mode = 0o600
 		return tw.WriteHeader(h)
+	}
+	// A name a layer reader takes for a whiteout cannot be carried as a
+	// file (image-spec layer.md reserves the prefix).
+	if strings.HasPrefix(path.Base(rel), WhiteoutPrefix) {
+		return fmt.Errorf("/%s: a name starting with %s cannot be stored in an OCI layer (it would be read as a whiteout); rename it", rel, WhiteoutPrefix)
 	}
 	x, opaque, err := xattrs(p, "/"+rel)
 	if err != nil {

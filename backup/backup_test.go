@@ -3,6 +3,7 @@ package backup
 import (
 	"archive/tar"
 	"compress/gzip"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -153,8 +154,8 @@ func TestWriteFile(t *testing.T) {
 					t.Errorf("entry %s = %+v, want %+v", name, g, w)
 				}
 			}
-			if _, err := os.Stat(out + ".tmp"); err == nil {
-				t.Errorf("%s.tmp left behind", out)
+			if left, _ := filepath.Glob(filepath.Join(filepath.Dir(out), ".*.tmp")); len(left) > 0 {
+				t.Errorf("temporary files left behind: %q", left)
 			}
 		})
 	}
@@ -203,6 +204,9 @@ func TestWriteFileChanging(t *testing.T) {
 				if _, serr := os.Stat(out); serr == nil {
 					t.Errorf("%s written although the copy never held still", out)
 				}
+				if left, _ := filepath.Glob(filepath.Join(filepath.Dir(out), ".*.tmp")); len(left) > 0 {
+					t.Errorf("temporary files left behind: %q", left)
+				}
 				return
 			}
 			if err != nil {
@@ -238,6 +242,18 @@ func TestWriteFileInsideUpper(t *testing.T) {
 	}
 }
 
+// A file whose name a layer reader would take for a whiteout is refused,
+// naming it, rather than turned into a deletion on restore.
+func TestWriteRefusesWhiteoutNames(t *testing.T) {
+	up := t.TempDir()
+	os.MkdirAll(filepath.Join(up, "etc"), 0o755)
+	os.WriteFile(filepath.Join(up, "etc/.wh.passwd"), []byte("x"), 0o644)
+	err := Write(io.Discard, up, Options{})
+	if err == nil || !strings.Contains(err.Error(), "/etc/.wh.passwd") {
+		t.Errorf("Write of an upper holding etc/.wh.passwd = %v, want an error naming it", err)
+	}
+}
+
 // An upper written with redirect_dir or metacopy is refused, naming the path.
 func TestWriteRefusesRedirect(t *testing.T) {
 	testenv.RequireRoot(t, "trusted.overlay.redirect is a trusted.* xattr")
@@ -249,5 +265,22 @@ func TestWriteRefusesRedirect(t *testing.T) {
 	err := Write(io.Discard, up, Options{})
 	if err == nil || !strings.Contains(err.Error(), "/moved") || !strings.Contains(err.Error(), "redirect") {
 		t.Errorf("Write of an upper with a redirect = %v, want an error naming /moved and the redirect", err)
+	}
+}
+
+// A stream written into the upper it copies (ovrootctl backup -o - >
+// /root/b.tar on the device) sees itself grow: the copy fails as changed.
+func TestWriteStreamIntoUpper(t *testing.T) {
+	up := t.TempDir()
+	os.MkdirAll(filepath.Join(up, "root"), 0o700)
+	f, err := os.Create(filepath.Join(up, "root/b.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	err = Write(f, up, Options{})
+	var ch *ChangedError
+	if !errors.As(err, &ch) || ch.Path != "/root/b.tar" {
+		t.Errorf("Write into a file of the upper = %v, want a ChangedError for /root/b.tar", err)
 	}
 }
