@@ -17,5 +17,5 @@ import "embed"
 //
 //go:embed go.mod go.sum
 //go:embed cmd/init/*.go cmd/ovrootctl/*.go internal/demo/init/*.go
-//go:embed boot/*.go config/*.go layout/*.go reset/*.go slot/*.go verity/*.go internal/ctl/*.go internal/eshell/*.go internal/netfetch/*.go internal/ocifetch/*.go
+//go:embed backup/*.go boot/*.go config/*.go layout/*.go reset/*.go slot/*.go verity/*.go internal/ctl/*.go internal/eshell/*.go internal/netfetch/*.go internal/ocifetch/*.go
 var Source embed.FS

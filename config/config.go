@@ -198,16 +198,19 @@ func (c Init) Encode() ([]byte, error) {
 
 // Image is image.toml: what `ovroot build` assembles.
 type Image struct {
-	Arch        layout.Arch `toml:"arch"`
-	Kernel      string      `toml:"kernel"`
-	ModulesDir  string      `toml:"modules_dir"`
-	Modules     []string    `toml:"modules"`
-	Rootfs      string      `toml:"rootfs"`
-	Cmdline     string      `toml:"cmdline"`
-	Compression string      `toml:"squashfs_compression"`
-	BootSize    Size        `toml:"boot_size"`
-	RootSize    Size        `toml:"root_size"`
-	DataSize    Size        `toml:"data_size"`
+	Arch       layout.Arch `toml:"arch"`
+	Kernel     string      `toml:"kernel"`
+	ModulesDir string      `toml:"modules_dir"`
+	Modules    []string    `toml:"modules"`
+	Rootfs     string      `toml:"rootfs"`
+	// Layers are OCI layer tarballs (ovrootctl backup writes one) applied
+	// in order on top of the rootfs, whiteouts included.
+	Layers      []string `toml:"layers"`
+	Cmdline     string   `toml:"cmdline"`
+	Compression string   `toml:"squashfs_compression"`
+	BootSize    Size     `toml:"boot_size"`
+	RootSize    Size     `toml:"root_size"`
+	DataSize    Size     `toml:"data_size"`
 	// E2fsck is a static e2fsck for the arch, carried to repair the data
 	// partition; "" = found or fetched by ovroot build, E2fsckNone = none.
 	E2fsck string `toml:"e2fsck"`
@@ -433,6 +436,9 @@ func LoadImage(path string) (*Image, error) {
 	for i := range im.Update.TrustedKeys {
 		paths = append(paths, &im.Update.TrustedKeys[i])
 	}
+	for i := range im.Layers {
+		paths = append(paths, &im.Layers[i])
+	}
 	for _, p := range paths {
 		if *p != "" && *p != E2fsckNone && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
@@ -459,6 +465,11 @@ func (im *Image) Validate() error {
 	for _, k := range []struct{ key, val string }{{"kernel", im.Kernel}, {"modules_dir", im.ModulesDir}, {"rootfs", im.Rootfs}} {
 		if k.val == "" {
 			return bad(k.key, "required key missing")
+		}
+	}
+	for i, l := range im.Layers {
+		if strings.TrimSpace(l) == "" {
+			return bad("layers", "entry %d is empty", i+1)
 		}
 	}
 	if !contains(compressions, im.Compression) {

@@ -19,6 +19,7 @@ kernel = "k/vmlinuz"
 modules_dir = "k/modules"
 modules = ["virtio_blk", "squashfs"]
 rootfs = "root.tar.gz"
+layers = ["site.tar", "/abs/backup.tar.gz"]
 cmdline = "console=ttyAMA0 quiet"
 squashfs_compression = "xz"
 boot_size = "64MiB"
@@ -48,6 +49,7 @@ data_label = "data"
 		{"kernel", im.Kernel, filepath.Join(dir, "k/vmlinuz")},
 		{"modules_dir", im.ModulesDir, filepath.Join(dir, "k/modules")},
 		{"rootfs", im.Rootfs, filepath.Join(dir, "root.tar.gz")},
+		{"layers", strings.Join(im.Layers, ","), filepath.Join(dir, "site.tar") + ",/abs/backup.tar.gz"},
 		{"modules", strings.Join(im.Modules, ","), "virtio_blk,squashfs"},
 		{"cmdline", im.Cmdline, "console=ttyAMA0 quiet"},
 		{"compression", im.Compression, "xz"},
@@ -174,6 +176,7 @@ func TestParseImageBad(t *testing.T) {
 		{"version with a v", "arch = \"arm64\"\n" + base + "slots = 2\n[update]\nversion = \"v1.2\"\n", 7, "update.version", `"v1" is not a number`},
 		{"version as a number", "arch = \"arm64\"\n" + base + "slots = 2\n[update]\nversion = 3\n", 7, "update.version", ""},
 		{"update on one slot", "arch = \"arm64\"\n" + base + "[update]\nsign_key = \"k.key\"\n", 5, "update", "two-slot images"},
+		{"empty layer", "arch = \"arm64\"\n" + base + "layers = [\"a.tar\", \" \"]\n", 5, "layers", "entry 2 is empty"},
 		{"empty trusted key", "arch = \"arm64\"\n" + base + "slots = 2\n[update]\ntrusted_keys = [\"a.pub\", \"\"]\n", 7, "update.trusted_keys", "entry 2 is empty"},
 		{"relative ca", "arch = \"arm64\"\n" + base + "slots = 2\n[update]\nca = \"etc/ca.pem\"\n", 7, "update.ca", "not a clean absolute path"},
 		{"ca on one slot", "arch = \"arm64\"\n" + base + "[update]\nca = \"/etc/ca.pem\"\n", 5, "update", "two-slot images"},

@@ -39,8 +39,11 @@ type Spec struct {
 	Loader layout.Loader
 	// LoaderFile is the UEFI loader binary (systemd-boot, a vendor's, a
 	// shim), for LoaderUEFI.
-	LoaderFile    string
-	Rootfs        string // directory, tarball or container image (MakeSquashfsFor)
+	LoaderFile string
+	Rootfs     string // directory, tarball or container image (MakeSquashfsFor)
+	// Layers are OCI layer tarballs applied on top of the rootfs in order
+	// (MakeSquashfsLayers).
+	Layers        []string
 	Compression   string // mksquashfs -comp
 	BootSize      int64
 	RootSize      int64 // 0 = the squashfs rounded up to 1 MiB
@@ -320,12 +323,13 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 			return nil, err
 		}
 	}
-	out, err := CheckOutput(out, []Input{{"kernel", s.Kernel}, {"initramfs", s.Initramfs}, {"rootfs", s.Rootfs}, {"loader file", s.LoaderFile}})
+	inputs := append([]Input{{"kernel", s.Kernel}, {"initramfs", s.Initramfs}, {"rootfs", s.Rootfs}, {"loader file", s.LoaderFile}}, layerInputs(s.Layers)...)
+	out, err := CheckOutput(out, inputs)
 	if err != nil {
 		return nil, err
 	}
 	if s.Bundle != "" {
-		b, err := CheckOutput(s.Bundle, []Input{{"kernel", s.Kernel}, {"initramfs", s.Initramfs}, {"rootfs", s.Rootfs}, {"loader file", s.LoaderFile}, {"image", out}})
+		b, err := CheckOutput(s.Bundle, append(inputs, Input{"image", out}))
 		if err != nil {
 			return nil, fmt.Errorf("update bundle: %w", err)
 		}
@@ -349,7 +353,7 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 	sqfs := filepath.Join(tmp, "root.squashfs")
 	logf("squashfs: making it of %s", s.Rootfs)
 	stop := showProgress(s.Progress, "squashfs", sqfs)
-	entries, rootfsDesc, err := makeSquashfs(ctx, s.Rootfs, s.Arch, sqfs, s.Compression, s.CheckTree, s.Add...)
+	entries, rootfsDesc, err := makeSquashfs(ctx, s.Rootfs, s.Layers, s.Arch, sqfs, s.Compression, s.CheckTree, s.Add...)
 	stop()
 	if err != nil {
 		return nil, err
@@ -576,6 +580,15 @@ func writeImage(ctx context.Context, s Spec, image string, total int64, parts []
 
 // Input is one file or directory a build reads, for CheckOutput.
 type Input struct{ What, Path string }
+
+// layerInputs names each layer tarball as an input ("layer 2").
+func layerInputs(layers []string) []Input {
+	var in []Input
+	for i, l := range layers {
+		in = append(in, Input{fmt.Sprintf("layer %d", i+1), l})
+	}
+	return in
+}
 
 // CheckOutput refuses an image path that would destroy something: one of
 // the inputs, a path inside an input directory (the rootfs), a directory,

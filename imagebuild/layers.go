@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ovroot/ovroot/backup"
 	"golang.org/x/sys/unix"
 )
 
@@ -52,6 +53,71 @@ func readerLayer(r io.Reader) tarLayer {
 				done()
 			}
 			return nil
+		}, nil
+	}}
+}
+
+// fileLayer is a tarball file (compressed or not, detected by magic) as a
+// layer named name; with whiteouts, an OCI layer (a --layer, as
+// ovrootctl backup writes them).
+func fileLayer(name, p string, whiteouts bool) tarLayer {
+	return tarLayer{name: name, whiteouts: whiteouts, open: func(context.Context) (io.Reader, func(bool) error, error) {
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, nil, err
+		}
+		d, done, err := decompress(f)
+		if err != nil {
+			f.Close()
+			return nil, nil, err
+		}
+		closed := false
+		return d, func(bool) error {
+			if !closed {
+				closed = true
+				done()
+				f.Close()
+			}
+			return nil
+		}, nil
+	}}
+}
+
+// dirLayer is a directory rootfs as the bottom layer of a build with
+// layers on top. Layers are applied by unpacking (unpackLayers), and the
+// directory must stay as it is, so it is read as a tar stream, written by
+// package backup's walker (which the host shares with ovrootctl backup)
+// and stored as a directory rootfs is without layers: every entry owned
+// by root (mksquashfs -all-root), modes, times, hard links and xattrs as
+// on disk. The walker's second pass fails the build if the directory
+// changes while it is read. Unlike mksquashfs of the directory, a socket
+// is left out and a character device 0/0 is taken as a whiteout (it is
+// one in an overlayfs upper).
+func dirLayer(dir string) tarLayer {
+	return tarLayer{name: "rootfs directory " + dir, whiteouts: true, open: func(context.Context) (io.Reader, func(bool) error, error) {
+		pr, pw := io.Pipe()
+		done := make(chan error, 1)
+		go func() {
+			err := backup.Write(pw, dir, backup.Options{RootOwned: true, Root: true})
+			pw.CloseWithError(err)
+			done <- err
+		}()
+		finished := false
+		var result error
+		return pr, func(complete bool) error {
+			if finished {
+				return result
+			}
+			finished = true
+			if complete {
+				// The walker checks the tree again after the archive's end.
+				io.Copy(io.Discard, pr)
+			}
+			pr.CloseWithError(errors.New("the build stopped reading the rootfs directory"))
+			if err := <-done; complete && err != nil {
+				result = fmt.Errorf("read the rootfs directory: %w", err)
+			}
+			return result
 		}, nil
 	}}
 }

@@ -91,8 +91,8 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 	}
 	// Refused before anything is built: the image must not replace one of
 	// its own inputs, or land inside the rootfs.
-	if _, err := CheckOutput(out, []Input{{"image spec", im.File()}, {"kernel", im.Kernel}, {"modules directory", im.ModulesDir},
-		{"rootfs", im.Rootfs}, {"e2fsck", e2fsckInput(im.E2fsck)}, {"init binary", o.InitBinary}, {"loader file", im.Boot.LoaderFile}}); err != nil {
+	if _, err := CheckOutput(out, append([]Input{{"image spec", im.File()}, {"kernel", im.Kernel}, {"modules directory", im.ModulesDir},
+		{"rootfs", im.Rootfs}, {"e2fsck", e2fsckInput(im.E2fsck)}, {"init binary", o.InitBinary}, {"loader file", im.Boot.LoaderFile}}, layerInputs(im.Layers)...)); err != nil {
 		return nil, err
 	}
 	if extra := extraModules(im); len(extra) > 0 {
@@ -253,6 +253,7 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		Loader:      im.Loader(),
 		LoaderFile:  loaderFile,
 		Rootfs:      im.Rootfs,
+		Layers:      im.Layers,
 		Compression: im.Compression,
 		BootSize:    int64(im.BootSize),
 		RootSize:    int64(im.RootSize),

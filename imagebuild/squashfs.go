@@ -56,15 +56,24 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 // started); the temporary tree is removed either way.
 // adds are host files added to the root unless it has them (Addition).
 func MakeSquashfsFor(ctx context.Context, rootfs string, arch layout.Arch, out, compression string, adds ...Addition) (int, string, error) {
-	return makeSquashfs(ctx, rootfs, arch, out, compression, nil, adds...)
+	return makeSquashfs(ctx, rootfs, nil, arch, out, compression, nil, adds...)
 }
 
-// makeSquashfs is MakeSquashfsFor with check called on the tree mksquashfs
-// will pack (the directory, or what a tarball or an image unpacked to)
-// before it runs: a check that reads the tree costs a lookup there, where
-// reading the tarball or the image's layers again would cost a pass over
-// all of them.
-func makeSquashfs(ctx context.Context, rootfs string, arch layout.Arch, out, compression string, check func(dir string) error, adds ...Addition) (int, string, error) {
+// MakeSquashfsLayers is MakeSquashfsFor with layer tarballs (OCI layers:
+// .wh. whiteouts and opaque directories, as ovrootctl backup writes them)
+// applied in order on top of the rootfs. With layers, every rootfs is
+// unpacked: a tarball or an image as without them, a directory read as the
+// bottom layer (see dirLayer; it is never written).
+func MakeSquashfsLayers(ctx context.Context, rootfs string, layers []string, arch layout.Arch, out, compression string, adds ...Addition) (int, string, error) {
+	return makeSquashfs(ctx, rootfs, layers, arch, out, compression, nil, adds...)
+}
+
+// makeSquashfs is MakeSquashfsLayers with check called on the tree
+// mksquashfs will pack (the directory, or what a tarball or an image
+// unpacked to) before it runs: a check that reads the tree costs a lookup
+// there, where reading the tarball or the image's layers again would cost
+// a pass over all of them.
+func makeSquashfs(ctx context.Context, rootfs string, layers []string, arch layout.Arch, out, compression string, check func(dir string) error, adds ...Addition) (int, string, error) {
 	if compression == "" {
 		compression = "gzip"
 	}
@@ -91,7 +100,7 @@ func makeSquashfs(ctx context.Context, rootfs string, arch layout.Arch, out, com
 	src := rootfs
 	var entries int
 	var desc string
-	if fi.IsDir() && img == nil {
+	if fi.IsDir() && img == nil && len(layers) == 0 {
 		desc = "directory " + rootfs
 		if entries, err = countEntries(ctx, rootfs); err != nil {
 			return 0, "", err
@@ -112,7 +121,7 @@ func makeSquashfs(ctx context.Context, rootfs string, arch layout.Arch, out, com
 				entries++
 			}
 		}
-	} else if !fi.Mode().IsRegular() && img == nil {
+	} else if !fi.IsDir() && !fi.Mode().IsRegular() && img == nil {
 		return 0, "", fmt.Errorf("rootfs %s is neither a directory nor a tarball (%s)", rootfs, fi.Mode().Type())
 	} else {
 		tmp, done, err := tmpdir.Make("rootfs")
@@ -122,12 +131,26 @@ func makeSquashfs(ctx context.Context, rootfs string, arch layout.Arch, out, com
 		defer done()
 		src = filepath.Join(tmp, "root")
 		var pseudo []string
-		if img != nil {
+		var base []tarLayer
+		switch {
+		case img != nil:
 			defer img.close()
-			desc = img.String()
-			pseudo, entries, err = unpackLayers(ctx, img.layers, src)
-		} else {
-			desc = "tarball " + rootfs
+			desc, base = img.String(), img.layers
+		case fi.IsDir():
+			desc, base = "directory "+rootfs, []tarLayer{dirLayer(rootfs)}
+		default:
+			desc, base = "tarball "+rootfs, []tarLayer{fileLayer("rootfs tarball "+rootfs, rootfs, false)}
+		}
+		switch {
+		case len(layers) > 0:
+			for _, l := range layers {
+				base = append(base, fileLayer("layer "+l, l, true))
+			}
+			desc += fmt.Sprintf(" + %d layers (%s)", len(layers), strings.Join(layers, ", "))
+			pseudo, entries, err = unpackLayers(ctx, base, src)
+		case img != nil:
+			pseudo, entries, err = unpackLayers(ctx, base, src)
+		default:
 			pseudo, entries, err = unpackTarball(ctx, rootfs, src)
 		}
 		if err != nil {

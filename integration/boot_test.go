@@ -89,7 +89,7 @@ func testBoot(t *testing.T, arch layout.Arch) {
 		t.Errorf("ovrootctl status on second boot:\n%s\nwant PERSISTENT and no first-boot line", status)
 	}
 	changes := guest(t, vm, "exec /usr/bin/ovrootctl changes")
-	for _, w := range []string{"added    /etc/persist.txt", "deleted  " + factoryConf} {
+	for _, w := range []string{"A /etc/persist.txt", "D " + factoryConf} {
 		if !strings.Contains(changes, w) {
 			t.Errorf("ovrootctl changes lacks %q:\n%s", w, changes)
 		}

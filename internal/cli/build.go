@@ -29,6 +29,7 @@ type imageFlags struct {
 	noCtl, verity                                                bool
 	signKey, releaseVersion                                      string
 	trustedKeys                                                  stringList
+	layers                                                       pathList
 
 	// defaultKernel gives the kernel and modules of a spec that names
 	// neither (nil: none, they are required).
@@ -43,6 +44,7 @@ func (f *imageFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.modulesDir, "modules", "", "kernel modules tree `DIR`, lib/modules/<release> (image.toml: modules_dir); default: the default kernel's")
 	fs.Var(&f.modules, "module", "`NAMES` of modules to carry, repeatable or comma-separated; replaces the default list (image.toml: modules; default for x86_64: "+strings.Join(d.Modules, ",")+")")
 	fs.StringVar(&f.rootfs, "rootfs", "", "root filesystem `PATH`: a directory, a tarball, or a Docker/OCI image (OCI image layout directory, OCI archive, docker save tarball; the image for --arch is taken) (image.toml: rootfs; required)")
+	fs.Var(&f.layers, "layer", "OCI layer tarball `FILE` to apply on top of the rootfs (whiteouts too), e.g. a device's ovrootctl backup; repeatable, applied in order; replaces the list (image.toml: layers)")
 	fs.StringVar(&f.cmdline, "cmdline", "", "kernel command line `PARAMS` (image.toml: cmdline; default: console=<the arch's serial console> panic=-1)")
 	fs.StringVar(&f.compression, "compression", "", "squashfs compression `ALGO`: gzip, xz, zstd, lz4 or lzo (image.toml: squashfs_compression; default "+d.Compression+")")
 	fs.StringVar(&f.dataSize, "data-size", "", "data partition `SIZE`, e.g. 256MiB (image.toml: data_size; default "+d.DataSize.String()+")")
@@ -123,6 +125,9 @@ func (f *imageFlags) apply(im *config.Image) (*config.Image, error) {
 	if len(f.modules) > 0 {
 		im.Modules = f.modules
 	}
+	if len(f.layers) > 0 {
+		im.Layers = f.layers
+	}
 	for _, s := range []struct {
 		flag string
 		val  string
@@ -158,7 +163,7 @@ func (f *imageFlags) apply(im *config.Image) (*config.Image, error) {
 
 func runBuild(c Context, ctx context.Context, args []string) error {
 	fs := c.flagSet("build", "[-f image.toml] [flags] -o disk.img",
-		"ovroot build --arch arm64 --rootfs rootfs.tar.gz -o disk.img   (Debian's kernel, fetched once)\n  ovroot build --arch arm64 --kernel vmlinuz --modules lib/modules/6.1.0-56-arm64 --rootfs rootfs.tar.gz -o disk.img\n  docker save myapp:1 -o myapp.tar && ovroot build --arch arm64 --rootfs myapp.tar -o disk.img   (also an OCI layout directory or archive: the arm64 image of a multi-arch index)")
+		"ovroot build --arch arm64 --rootfs rootfs.tar.gz -o disk.img   (Debian's kernel, fetched once)\n  ovroot build --arch arm64 --kernel vmlinuz --modules lib/modules/6.1.0-56-arm64 --rootfs rootfs.tar.gz -o disk.img\n  docker save myapp:1 -o myapp.tar && ovroot build --arch arm64 --rootfs myapp.tar -o disk.img   (also an OCI layout directory or archive: the arm64 image of a multi-arch index)\n  ovroot build -f image.toml --layer router-backup.tar.gz -o disk.img   (a device's ovrootctl backup on top of the rootfs)")
 	var f imageFlags
 	f.register(fs)
 	f.defaultKernel = c.defaultKernel(ctx)

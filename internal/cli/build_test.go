@@ -16,8 +16,8 @@ import (
 
 // view is the part of an image spec a build uses, comparable as a string.
 func view(im *config.Image) string {
-	return fmt.Sprintf("arch=%s kernel=%s modules_dir=%s modules=%v rootfs=%s cmdline=%q comp=%s boot=%s root=%s data=%s e2fsck=%s shell=%v init=%+v boot=%+v loader=%s",
-		im.Arch, im.Kernel, im.ModulesDir, im.Modules, im.Rootfs, im.Cmdline, im.Compression,
+	return fmt.Sprintf("arch=%s kernel=%s modules_dir=%s modules=%v rootfs=%s layers=%q cmdline=%q comp=%s boot=%s root=%s data=%s e2fsck=%s shell=%v init=%+v boot=%+v loader=%s",
+		im.Arch, im.Kernel, im.ModulesDir, im.Modules, im.Rootfs, im.Layers, im.Cmdline, im.Compression,
 		im.BootSize, im.RootSize, im.DataSize, im.E2fsck, im.EmergencyShell, im.Init, im.Boot, im.Loader())
 }
 
@@ -67,6 +67,9 @@ func TestFlagsOverFile(t *testing.T) {
 		{"--loader and --loader-file over [boot]", "arch = \"arm64\"\n" + paths + "[boot]\nloader = \"uboot\"\n",
 			[]string{"--loader", "uefi", "--loader-file", "/shim.efi"},
 			"arch = \"arm64\"\n" + paths + "[boot]\nloader = \"uefi\"\nloader_file = \"/shim.efi\"\n"},
+		{"--layer replaces layers, in order", "arch = \"arm64\"\n" + paths + "layers = [\"/site.tar\"]\n",
+			[]string{"--layer", "/backup,1.tar.gz", "--layer", "/fix.tar"},
+			"arch = \"arm64\"\n" + paths + "layers = [\"/backup,1.tar.gz\", \"/fix.tar\"]\n"},
 		{"flags alone equal a full file", "", []string{"--arch", "arm64", "--kernel", "/k/vmlinuz", "--modules", "/m", "--rootfs", "/r.tar"},
 			"arch = \"arm64\"\n" + paths},
 	}

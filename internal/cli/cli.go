@@ -138,6 +138,19 @@ func (l *stringList) Set(v string) error {
 	return nil
 }
 
+// pathList is a repeatable flag of paths, one per use (a path may hold a
+// comma).
+type pathList []string
+
+func (l *pathList) String() string { return strings.Join(*l, " ") }
+func (l *pathList) Set(v string) error {
+	if strings.TrimSpace(v) == "" {
+		return errors.New("empty path")
+	}
+	*l = append(*l, v)
+	return nil
+}
+
 // noArgs refuses positional arguments a command does not take: they
 // were silently ignored (`ovroot build ... x.img` without -o).
 func noArgs(cmd string, pos []string) error {

@@ -76,19 +76,27 @@ func opaque(dir string) bool {
 	return false
 }
 
-func (c Context) changes(args []string) error {
-	fs, asJSON := c.flags("changes", "ovrootctl changes")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	// The running upper: on the data partition, except in failsafe mode,
-	// where it is in RAM (the data partition is mounted read-only then).
+// upper is the running upper: on the data partition, except in failsafe
+// mode, where it is in RAM (the data partition is mounted read-only then).
+func (c Context) upper() (string, error) {
 	upper := c.path(filepath.Join(layout.OverlayDir, layout.UpperName))
 	if st, err := c.readState(); err == nil && st.Mode == layout.ModeFailsafe {
 		upper = c.path(filepath.Join(layout.FailsafeDir, layout.UpperName))
 	}
 	if _, err := os.Stat(upper); errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("no overlay upper at %s: was this system booted by ovroot's init?", upper)
+		return "", fmt.Errorf("no overlay upper at %s: was this system booted by ovroot's init?", upper)
+	}
+	return upper, nil
+}
+
+func (c Context) changes(args []string) error {
+	fs, asJSON := c.flags("changes", "ovrootctl changes")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	upper, err := c.upper()
+	if err != nil {
+		return err
 	}
 	list, err := Changes(upper, c.path(layout.RomDir))
 	if err != nil {
@@ -98,7 +106,19 @@ func (c Context) changes(args []string) error {
 		return json.NewEncoder(c.Stdout).Encode(list)
 	}
 	for _, ch := range list {
-		fmt.Fprintf(c.Stdout, "%-8s %s\n", ch.Kind, ch.Path)
+		fmt.Fprintf(c.Stdout, "%s %s\n", ch.Letter(), ch.Path)
 	}
 	return nil
+}
+
+// Letter is the kind in docker diff's short form: A (added), C (changed:
+// modified, or a directory made opaque), D (deleted).
+func (ch Change) Letter() string {
+	switch ch.Kind {
+	case "added":
+		return "A"
+	case "deleted":
+		return "D"
+	}
+	return "C"
 }

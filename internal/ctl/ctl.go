@@ -39,7 +39,11 @@ const usage = `usage: ovrootctl <command> [flags]
 
 commands:
   status [--json]   how the root was built at boot (persistent or VOLATILE, devices, timings)
-  changes [--json]  what differs from the factory root: added, modified, deleted paths
+  changes [--json]  what differs from the factory root, as docker diff prints
+                    it: A (added), C (changed), D (deleted) and the path
+  backup -o FILE [-z]
+                    write the changes (the overlay upper) as an OCI layer
+                    tarball: for ovroot build --layer, or any OCI tool
   factory-reset [--reboot] [--cancel]
                     erase every change at the next boot (or withdraw the request)
   upgrade BUNDLE [--wipe] [--reboot] [--allow-downgrade] [--progress=json]
@@ -63,6 +67,8 @@ func (c Context) Execute(ctx context.Context) error {
 		return c.status(c.Args[1:])
 	case "changes":
 		return c.changes(c.Args[1:])
+	case "backup":
+		return c.backupCmd(c.Args[1:])
 	case "factory-reset":
 		return c.factoryReset(c.Args[1:])
 	case "upgrade":

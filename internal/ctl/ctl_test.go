@@ -1,8 +1,11 @@
 package ctl
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -195,8 +198,8 @@ func TestChangesFailsafe(t *testing.T) {
 	mk("overlay/upper/etc/on-the-data-partition")
 	mk("run/ovroot/failsafe/upper/etc/written-in-failsafe")
 	for _, tc := range []struct{ state, want string }{
-		{`{"mode":"failsafe","reason":"f pressed on the console","timings_ms":{}}`, "added    /etc/written-in-failsafe\n"},
-		{`{"mode":"persistent","timings_ms":{}}`, "added    /etc/on-the-data-partition\n"},
+		{`{"mode":"failsafe","reason":"f pressed on the console","timings_ms":{}}`, "A /etc/written-in-failsafe\n"},
+		{`{"mode":"persistent","timings_ms":{}}`, "A /etc/on-the-data-partition\n"},
 	} {
 		writeState(t, root, tc.state)
 		var out bytes.Buffer
@@ -278,5 +281,95 @@ func TestFactoryResetVolatile(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "overlay", layout.MetaDir)); err == nil {
 		t.Error("a request was written to the tmpfs upper")
+	}
+}
+
+// The text form is docker diff's short form: one letter, a space, the path.
+func TestChangeLetter(t *testing.T) {
+	for _, tc := range []struct{ kind, want string }{
+		{"added", "A"}, {"modified", "C"}, {"replaced", "C"}, {"deleted", "D"},
+	} {
+		if got := (Change{Path: "/x", Kind: tc.kind}).Letter(); got != tc.want {
+			t.Errorf("Change{Kind: %q}.Letter() = %q, want %q", tc.kind, got, tc.want)
+		}
+	}
+}
+
+// backup -o writes the running upper as a layer tarball (gzip by the
+// name), and -o - streams it to stdout.
+func TestBackup(t *testing.T) {
+	root := t.TempDir()
+	p := filepath.Join(root, "overlay/upper/etc/new.conf")
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writeState(t, root, `{"mode":"persistent","timings_ms":{}}`)
+	names := func(r io.Reader) []string {
+		t.Helper()
+		var out []string
+		tr := tar.NewReader(r)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				return out
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, h.Name)
+		}
+	}
+	want := []string{"etc/", "etc/new.conf"}
+	out := filepath.Join(t.TempDir(), "b.tar.gz")
+	if err := (Context{Stdout: io.Discard, Stderr: io.Discard, Args: []string{"backup", "-o", out}, Root: root}).Execute(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("%s is not gzip: %v", out, err)
+	}
+	if got := names(zr); !reflect.DeepEqual(got, want) {
+		t.Errorf("backup -o %s: entries %q, want %q", out, got, want)
+	}
+	var stdout bytes.Buffer
+	if err := (Context{Stdout: &stdout, Stderr: io.Discard, Args: []string{"backup", "-o", "-"}, Root: root}).Execute(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(&stdout); !reflect.DeepEqual(got, want) {
+		t.Errorf("backup -o -: entries %q, want %q", got, want)
+	}
+	if err := (Context{Stdout: io.Discard, Stderr: io.Discard, Args: []string{"backup"}, Root: root}).Execute(context.Background()); err == nil {
+		t.Error("backup without -o succeeded")
+	}
+}
+
+// An output in the running root (an overlay) would be written into the
+// upper being copied: refused, naming it.
+func TestBackupRefusesTheRunningRoot(t *testing.T) {
+	testenv.RequireRoot(t, "mounting an overlay")
+	root := t.TempDir()
+	for _, d := range []string{"lower", "upper", "work", "merged"} {
+		os.MkdirAll(filepath.Join(root, d), 0o755)
+	}
+	merged := filepath.Join(root, "merged")
+	opts := fmt.Sprintf("lowerdir=%s/lower,upperdir=%s/upper,workdir=%s/work", root, root, root)
+	if err := unix.Mount("overlay", merged, "overlay", 0, opts); err != nil {
+		testenv.Missing(t, "cannot mount an overlay here: "+err.Error())
+	}
+	defer unix.Unmount(merged, 0)
+	os.MkdirAll(filepath.Join(merged, "overlay/upper"), 0o755)
+	out := filepath.Join(merged, "overlay/b.tar")
+	err := (Context{Stdout: io.Discard, Stderr: io.Discard, Args: []string{"backup", "-o", out}, Root: merged}).Execute(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "in the running root") {
+		t.Errorf("backup -o %s (in the overlay root) = %v, want a refusal", out, err)
+	}
+	if _, serr := os.Stat(out); serr == nil {
+		t.Errorf("%s was written", out)
 	}
 }
