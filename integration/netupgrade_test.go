@@ -43,14 +43,18 @@ import (
 // an HTTPS server the test starts on 127.0.0.1 (a certificate of a test CA
 // that the image trusts with [update] ca), reached from the guest through
 // QEMU user networking as 10.0.2.2. On x86_64 and arm64:
-//   - a 404, a plain http:// URL (the image does not allow it) and a
-//     bundle with one bit flipped in its root are refused, and the host
-//     finds slot b and the boot entries byte for byte as before;
+//   - a 404, a plain http:// URL (the image does not allow it), a bundle
+//     with one bit flipped in its root and a server that stops sending
+//     (--stall 2s --retries 1) are refused, and the host finds slot b and
+//     the boot entries byte for byte as before; a path that corrupts one
+//     byte on the write pass only is refused with no entry for slot b;
 //   - the good bundle through a server that cuts the connection at three
 //     seeded offsets: each cut is resumed, the upgrade succeeds, slot b's
 //     bytes equal the bundle's root and the next boot runs release 2;
 //   - on a copy of the factory disk, QEMU killed halfway through the
-//     write pass: the device boots its old slot, release 1.
+//     write pass: the device boots its old slot, release 1; then
+//     `ovroot push` to a registry and `ovrootctl upgrade oci://` from it
+//     give it release 2.
 //
 // OVROOT_NET_SEED replays a run's cut offsets.
 func TestNetUpgrade(t *testing.T) {
@@ -100,7 +104,7 @@ func testNetUpgrade(t *testing.T, c abChain) {
 		seed, _ = strconv.ParseUint(s, 10, 64)
 	}
 	t.Logf("cut offsets from OVROOT_NET_SEED=%d", seed)
-	srv := newBundleServer(t, cert, map[string]string{"good.bundle": good, "bad.bundle": bad, "cut.bundle": good, "slow.bundle": good, "flaky.bundle": good})
+	srv := newBundleServer(t, cert, map[string]string{"good.bundle": good, "bad.bundle": bad, "cut.bundle": good, "slow.bundle": good, "flaky.bundle": good, "stall.bundle": good})
 	size := srv.size("cut.bundle")
 	rng := mrand.New(mrand.NewPCG(seed, 7))
 	for i := 0; i < 3; i++ {
@@ -120,6 +124,9 @@ func testNetUpgrade(t *testing.T, c abChain) {
 		{url("missing.bundle"), "404"},
 		{fmt.Sprintf("http://%s:%d/good.bundle", guestHost, srv.port), "allow_http"},
 		{url("bad.bundle"), "bundle member root.squashfs: sha256"},
+		// A server that stops sending: given up after the stall and the
+		// retries asked for.
+		{"--stall 2s --retries 1 " + url("stall.bundle"), "no data for 2s"},
 	} {
 		out, err := guestErr(vm, "exec /usr/bin/ovrootctl upgrade "+r.url)
 		if err == nil || !strings.Contains(out, r.want) {
@@ -442,6 +449,16 @@ func (s *bundleServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 
+	if name == "stall.bundle" {
+		// The headers and 64 KiB, then nothing until the client leaves.
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		w.Header().Set("ETag", `"stall"`)
+		w.WriteHeader(http.StatusOK)
+		w.Write(data[:64<<10])
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+		return
+	}
 	sum := sha256.Sum256(s.files[name]) // a corrupting path keeps the ETag
 	w.Header().Set("ETag", fmt.Sprintf(`"%x"`, sum[:8]))
 	switch {

@@ -33,6 +33,11 @@ type Context struct {
 	Mounter slot.Mounter
 	// NetSleep replaces the backoff between network retries in tests.
 	NetSleep func(ctx context.Context, d time.Duration) error
+	// NetStall and NetRetries are upgrade's --stall and --retries: how
+	// long a download may go without a byte, and how many times it is
+	// retried (0: netfetch's defaults, 30 s and 8; retries < 0: none).
+	NetStall   time.Duration
+	NetRetries int
 }
 
 const usage = `usage: ovrootctl <command> [flags]

@@ -20,7 +20,7 @@ const NetUpdates = true
 // an oci:// reference is resolved by ocifetch first, and its blob's
 // digest checked as it streams.
 func openURL(ctx context.Context, url string, o netOptions) (io.ReadCloser, error) {
-	no := netfetch.Options{CAFile: o.CAFile, Logf: o.Logf, Sleep: o.Sleep}
+	no := netfetch.Options{CAFile: o.CAFile, Logf: o.Logf, Sleep: o.Sleep, IdleTimeout: o.Stall, MaxResumes: o.Retries}
 	if o.Progress != nil {
 		no.Progress = func(p netfetch.Progress) { o.Progress(p.Done, p.Total, p.Resumes) }
 	}

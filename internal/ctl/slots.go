@@ -29,11 +29,20 @@ func (c Context) upgrade(ctx context.Context, args []string) error {
 	wipe := fs.Bool("wipe", false, "also erase every change at the next boot (a factory reset; the keep-list is honoured)")
 	reboot := fs.Bool("reboot", false, "reboot into the new slot when done")
 	downgrade := fs.Bool("allow-downgrade", false, "install a bundle older than the running root or the highest version confirmed (only if the image was built with [update] allow_downgrade = true)")
+	stall := fs.Duration("stall", 30*time.Second, "a download that gets no byte for `DURATION` is dropped and resumed (URLs)")
+	retries := fs.Int("retries", 8, "`N` resumes and retries of a download before upgrade gives up, 0 for none (URLs)")
 	if err := fs.Parse(reorder(args)); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return fmt.Errorf("upgrade: give one bundle (a file, a block device or a URL), e.g. ovrootctl upgrade /tmp/new.bundle")
+	}
+	if *stall <= 0 || *retries < 0 {
+		return fmt.Errorf("upgrade: --stall %v --retries %d: want a duration above 0 and a number of retries of 0 or more", *stall, *retries)
+	}
+	c.NetStall, c.NetRetries = *stall, *retries
+	if *retries == 0 {
+		c.NetRetries = -1 // netfetch: negative is none
 	}
 	if *progress != "text" && *progress != "json" {
 		return fmt.Errorf("upgrade: --progress=%s: want text or json", *progress)

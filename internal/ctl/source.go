@@ -98,6 +98,8 @@ type netOptions struct {
 	Logf     func(format string, args ...any)
 	Progress func(done, total int64, resumes int)
 	Sleep    func(ctx context.Context, d time.Duration) error
+	Stall    time.Duration // 0: netfetch's default
+	Retries  int           // 0: netfetch's default; < 0: none
 }
 
 // bundleSource is where upgrade reads arg: a file or block device, or an
@@ -131,7 +133,7 @@ func (c Context) bundleSource(ctx context.Context, arg string, pol layout.Update
 	if strings.HasPrefix(arg, "http://") && !pol.AllowHTTP {
 		return slot.BundleSource{}, fmt.Errorf("%s: plain http:// is refused: this image fetches updates over https:// only ([update] allow_http is false)", arg)
 	}
-	o := netOptions{Sleep: c.NetSleep, AllowHTTP: pol.AllowHTTP, Root: c.Root}
+	o := netOptions{Sleep: c.NetSleep, AllowHTTP: pol.AllowHTTP, Root: c.Root, Stall: c.NetStall, Retries: c.NetRetries}
 	if pol.CA != "" {
 		o.CAFile = c.path(layout.RomDir + pol.CA)
 	}

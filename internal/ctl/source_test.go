@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -192,5 +193,59 @@ func TestProgressText(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(lines) != 10 || lines[9] != "upgrade: checking https://u/x.bundle: 100% (50/50 MiB)" {
 		t.Errorf("progress:\n%s", out.String())
+	}
+}
+
+// upgrade's --stall and --retries reach the download: a server that sends
+// its headers and then nothing is given up on after the stall and the
+// retries asked for, with an error that says so; bad values are refused
+// before anything is read.
+func TestUpgradeStallRetries(t *testing.T) {
+	release := make(chan struct{})
+	var requests int
+	var mu sync.Mutex
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requests++
+		mu.Unlock()
+		w.Header().Set("Content-Length", "1000")
+		w.Header().Set("ETag", `"x"`)
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer s.Close()
+	defer close(release)
+	root := t.TempDir()
+	c := Context{Root: root, NetSleep: noSleep, NetStall: 200 * time.Millisecond, NetRetries: 2}
+	src, err := c.bundleSource(context.Background(), s.URL+"/3.bundle", layout.UpdatePolicy{AllowHTTP: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r, err := src.Open()
+	if err == nil {
+		_, err = io.ReadAll(r)
+		r.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "no data for 200ms") {
+		t.Errorf("a stalled server: %v, want an error saying no data for 200ms", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("gave up after %v", d)
+	}
+	mu.Lock()
+	if requests != 3 {
+		t.Errorf("%d requests, want 3 (the first and 2 retries)", requests)
+	}
+	mu.Unlock()
+	for _, args := range [][]string{{"upgrade", "--stall", "0s", s.URL}, {"upgrade", "--retries", "-1", s.URL}} {
+		err := Context{Stdout: io.Discard, Stderr: io.Discard, Args: args, Root: root}.Execute(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "want a duration above 0") {
+			t.Errorf("%v: %v, want refused", args, err)
+		}
 	}
 }
