@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -31,7 +32,7 @@ func (c Context) upgrade(ctx context.Context, args []string) error {
 	downgrade := fs.Bool("allow-downgrade", false, "install a bundle older than the running root or the highest version confirmed (only if the image was built with [update] allow_downgrade = true)")
 	stall := fs.Duration("stall", 30*time.Second, "a download that gets no byte for `DURATION` is dropped and resumed (URLs)")
 	retries := fs.Int("retries", 8, "`N` resumes and retries of a download before upgrade gives up, 0 for none (URLs)")
-	if err := fs.Parse(reorder(args)); err != nil {
+	if err := fs.Parse(reorder(fs, args)); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -103,7 +104,7 @@ func signedBy(id string) string {
 // verify checks a bundle as upgrade would and changes nothing.
 func (c Context) verify(args []string) error {
 	fs, _ := c.flags("verify", "ovrootctl verify /tmp/new.bundle")
-	if err := fs.Parse(reorder(args)); err != nil {
+	if err := fs.Parse(reorder(fs, args)); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -211,18 +212,39 @@ func (c Context) markGood(args []string) error {
 	return nil
 }
 
-// reorder puts flags before the positional arguments (flag stops at the
-// first of those): `upgrade FILE --reboot` works as written.
-func reorder(args []string) []string {
+// reorder puts flags (with their values) before the positional arguments,
+// which follow a "--" (flag stops at the first of those): `upgrade FILE
+// --reboot` and `upgrade URL --stall 2s` work as written.
+func reorder(fs *flag.FlagSet, args []string) []string {
 	var flags, rest []string
-	for _, a := range args {
-		if strings.HasPrefix(a, "-") {
-			flags = append(flags, a)
-		} else {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") || a == "-" {
 			rest = append(rest, a)
+			continue
+		}
+		if a == "--" { // the rest are arguments, whatever they look like
+			rest = append(rest, args[i+1:]...)
+			break
+		}
+		flags = append(flags, a)
+		// A flag that takes a value and has none after "=" takes the
+		// next argument: --stall 2s, --progress json.
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		if f := fs.Lookup(name); f != nil && i+1 < len(args) {
+			if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !ok || !b.IsBoolFlag() {
+				i++
+				flags = append(flags, args[i])
+			}
 		}
 	}
-	return append(flags, rest...)
+	if len(rest) == 0 {
+		return flags
+	}
+	return append(append(flags, "--"), rest...)
 }
 
 // slotLines are the A/B lines of ovrootctl status.
