@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"github.com/ovroot/ovroot/internal/testenv"
 	"io"
 	"math/rand"
 	"net/http"
@@ -22,23 +23,6 @@ import (
 	"github.com/ovroot/ovroot/layout"
 )
 
-// cutWriter lets limit bytes of a response body through, then drops
-// the connection.
-type cutWriter struct {
-	http.ResponseWriter
-	limit int
-}
-
-func (c *cutWriter) Write(p []byte) (int, error) {
-	if len(p) >= c.limit {
-		c.ResponseWriter.Write(p[:c.limit])
-		c.ResponseWriter.(http.Flusher).Flush()
-		panic(http.ErrAbortHandler)
-	}
-	c.limit -= len(p)
-	return c.ResponseWriter.Write(p)
-}
-
 // bundleServer serves data over TLS, cutting the first two responses.
 func bundleServer(t *testing.T, data []byte) *httptest.Server {
 	requests := 0
@@ -47,9 +31,9 @@ func bundleServer(t *testing.T, data []byte) *httptest.Server {
 		var ww http.ResponseWriter = w
 		switch requests {
 		case 1:
-			ww = &cutWriter{ResponseWriter: w, limit: 100_000}
+			ww = &testenv.CutWriter{ResponseWriter: w, Limit: 100_000}
 		case 2:
-			ww = &cutWriter{ResponseWriter: w, limit: 150_000}
+			ww = &testenv.CutWriter{ResponseWriter: w, Limit: 150_000}
 		}
 		w.Header().Set("ETag", `"b1"`)
 		http.ServeContent(ww, r, "", time.Time{}, bytes.NewReader(data))

@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/ovroot/ovroot/internal/testenv"
 	"io"
 	"math/rand"
 	"net/http"
@@ -34,23 +35,6 @@ func serve(w http.ResponseWriter, r *http.Request, data []byte, tag string) {
 		w.Header().Set("ETag", tag)
 	}
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
-}
-
-// cutWriter lets limit bytes of the body through, then drops the
-// connection (ErrAbortHandler: net/http closes it without a log).
-type cutWriter struct {
-	http.ResponseWriter
-	limit int
-}
-
-func (c *cutWriter) Write(p []byte) (int, error) {
-	if len(p) >= c.limit {
-		c.ResponseWriter.Write(p[:c.limit])
-		c.ResponseWriter.(http.Flusher).Flush()
-		panic(http.ErrAbortHandler)
-	}
-	c.limit -= len(p)
-	return c.ResponseWriter.Write(p)
 }
 
 // server counts requests and hands each to handle with its number (0 first).
@@ -142,7 +126,7 @@ func TestResumes(t *testing.T) {
 				starts = append(starts, start)
 				var ww http.ResponseWriter = w
 				if n < len(cuts) {
-					ww = &cutWriter{ResponseWriter: w, limit: cuts[n] - start}
+					ww = &testenv.CutWriter{ResponseWriter: w, Limit: cuts[n] - start}
 				}
 				if tc.tag != "" {
 					w.Header().Set("ETag", tc.tag)
@@ -249,9 +233,9 @@ func TestIgnoresRanges(t *testing.T) {
 		var ww http.ResponseWriter = w
 		switch n {
 		case 0:
-			ww = &cutWriter{ResponseWriter: w, limit: 123_456}
+			ww = &testenv.CutWriter{ResponseWriter: w, Limit: 123_456}
 		case 1: // also cut while the skipped part is being read
-			ww = &cutWriter{ResponseWriter: w, limit: 100_000}
+			ww = &testenv.CutWriter{ResponseWriter: w, Limit: 100_000}
 		}
 		serve(ww, r, data, etag)
 	})
@@ -270,7 +254,7 @@ func TestRefuses(t *testing.T) {
 	other := testData(6, 200_000)
 	const cut = 70_000
 	firstCut := func(w http.ResponseWriter, r *http.Request) {
-		serve(&cutWriter{ResponseWriter: w, limit: cut}, r, data, etag)
+		serve(&testenv.CutWriter{ResponseWriter: w, Limit: cut}, r, data, etag)
 	}
 	partial := func(w http.ResponseWriter, cr string, body []byte, tag string) {
 		w.Header().Set("Content-Range", cr)
@@ -336,7 +320,7 @@ func TestRefuses(t *testing.T) {
 			serve(w, r, data, "")
 		}, `(ETag "v1" → none)`, 2},
 		{"no validator", func(w http.ResponseWriter, r *http.Request, n int) {
-			serve(&cutWriter{ResponseWriter: w, limit: cut}, r, data, "")
+			serve(&testenv.CutWriter{ResponseWriter: w, Limit: cut}, r, data, "")
 		}, "the server sent neither ETag nor Last-Modified", 1},
 		{"404", func(w http.ResponseWriter, r *http.Request, n int) {
 			http.NotFound(w, r)
@@ -390,7 +374,7 @@ func TestRetries(t *testing.T) {
 		case 0:
 			http.Error(w, "starting", http.StatusServiceUnavailable)
 		case 1:
-			serve(&cutWriter{ResponseWriter: w, limit: 5000}, r, data, etag)
+			serve(&testenv.CutWriter{ResponseWriter: w, Limit: 5000}, r, data, etag)
 		case 2:
 			http.Error(w, "oops", http.StatusInternalServerError)
 		default:

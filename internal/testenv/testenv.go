@@ -1,5 +1,6 @@
 // Package testenv holds what the tests of several packages share about
-// their environment: where `make kernels` put Debian's kernels, and the
+// their environment: where `make kernels` put Debian's kernels, a response
+// writer that cuts a download (CutWriter), and the
 // rule that a test missing a tool skips under plain `go test` but fails
 // under `make test` (OVROOT_REQUIRE_TOOLS=1), so CI never passes by
 // skipping. It is for tests only.
