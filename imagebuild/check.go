@@ -410,20 +410,13 @@ func checkModules(ix *kmod.Index, dir string, names []string, arch layout.Arch, 
 // RootfsHas reports whether a rootfs (directory or tarball) holds p, an
 // absolute path in it, following symlinks as the device would: inside the
 // rootfs, absolute ones from its root, never on the host. A container
-// image is refused: RootfsHasFor takes one.
+// image is refused (a build checks an image's init in the tree it
+// unpacked: makeSquashfs).
 func RootfsHas(ctx context.Context, rootfs, p string) (bool, error) {
-	return RootfsHasFor(ctx, rootfs, "", p)
-}
-
-// RootfsHasFor is RootfsHas for a target arch: the rootfs may also be a
-// container image (OCI image layout, OCI archive, docker save tarball),
-// whose image for arch is looked at with its layers applied.
-func RootfsHasFor(ctx context.Context, rootfs string, arch layout.Arch, p string) (bool, error) {
-	t, err := readRootfsTree(ctx, rootfs, arch)
+	t, err := readRootfsTree(ctx, rootfs)
 	if err != nil {
 		return false, err
 	}
-	defer t.close()
 	_, ok := resolveIn(t.lookup, p)
 	return ok, nil
 }
@@ -433,59 +426,57 @@ func RootfsHasFor(ctx context.Context, rootfs string, arch layout.Arch, p string
 type rootfsTree struct {
 	lookup func(rel string) (typ byte, link string, ok bool)
 	// head returns up to n bytes from the start of the regular file rel.
-	head  func(rel string, n int) ([]byte, error)
-	close func()
+	head func(rel string, n int) ([]byte, error)
 }
 
-func readRootfsTree(ctx context.Context, rootfs string, arch layout.Arch) (*rootfsTree, error) {
+// dirTree is the tree of a rootfs directory.
+func dirTree(rootfs string) *rootfsTree {
+	full := func(rel string) string { return filepath.Join(rootfs, filepath.FromSlash(rel)) }
+	return &rootfsTree{
+		lookup: func(rel string) (byte, string, bool) {
+			fi, err := os.Lstat(full(rel))
+			switch {
+			case err != nil:
+				return 0, "", false
+			case fi.Mode()&fs.ModeSymlink != 0:
+				l, err := os.Readlink(full(rel))
+				return tar.TypeSymlink, l, err == nil
+			case fi.IsDir():
+				return tar.TypeDir, "", true
+			}
+			return tar.TypeReg, "", true
+		},
+		head: func(rel string, n int) ([]byte, error) {
+			// rel was resolved inside the tree: no symlink left in it.
+			f, err := os.Open(full(rel))
+			if err != nil {
+				return nil, err
+			}
+			defer f.Close()
+			b := make([]byte, n)
+			k, err := io.ReadFull(f, b)
+			if err == io.ErrUnexpectedEOF || err == io.EOF {
+				err = nil
+			}
+			return b[:k], err
+		},
+	}
+}
+
+func readRootfsTree(ctx context.Context, rootfs string) (*rootfsTree, error) {
 	fi, err := os.Stat(rootfs)
 	if err != nil {
 		return nil, fmt.Errorf("rootfs: %w", err)
 	}
-	img, err := openImage(ctx, rootfs, arch)
-	if err != nil {
+	// An image needs an arch to pick by: openImage refuses it without.
+	if img, err := openImage(ctx, rootfs, ""); err != nil {
 		return nil, err
-	}
-	if img != nil {
-		t, err := imageTree(ctx, img)
-		if err != nil {
-			img.close()
-			return nil, err
-		}
-		return t, nil
+	} else if img != nil {
+		img.close()
+		return nil, fmt.Errorf("rootfs %s is a container image: it is read by the build, for an arch", rootfs)
 	}
 	if fi.IsDir() {
-		full := func(rel string) string { return filepath.Join(rootfs, filepath.FromSlash(rel)) }
-		return &rootfsTree{
-			close: func() {},
-			lookup: func(rel string) (byte, string, bool) {
-				fi, err := os.Lstat(full(rel))
-				switch {
-				case err != nil:
-					return 0, "", false
-				case fi.Mode()&fs.ModeSymlink != 0:
-					l, err := os.Readlink(full(rel))
-					return tar.TypeSymlink, l, err == nil
-				case fi.IsDir():
-					return tar.TypeDir, "", true
-				}
-				return tar.TypeReg, "", true
-			},
-			head: func(rel string, n int) ([]byte, error) {
-				// rel was resolved inside the tree: no symlink left in it.
-				f, err := os.Open(full(rel))
-				if err != nil {
-					return nil, err
-				}
-				defer f.Close()
-				b := make([]byte, n)
-				k, err := io.ReadFull(f, b)
-				if err == io.ErrUnexpectedEOF || err == io.EOF {
-					err = nil
-				}
-				return b[:k], err
-			},
-		}, nil
+		return dirTree(rootfs), nil
 	}
 	// A tarball: one pass for the tree, and one more per file read.
 	walk := func(each func(h *tar.Header, name string, r io.Reader) (stop bool, err error)) error {
@@ -538,7 +529,6 @@ func readRootfsTree(ctx context.Context, rootfs string, arch layout.Arch) (*root
 		return nil, err
 	}
 	return &rootfsTree{
-		close: func() {},
 		lookup: func(rel string) (byte, string, bool) {
 			n, ok := nodes[rel]
 			return n.typ, n.link, ok
@@ -563,62 +553,6 @@ func readRootfsTree(ctx context.Context, rootfs string, arch layout.Arch) (*root
 				return false, err
 			})
 			return out, err
-		},
-	}, nil
-}
-
-// imageTree is the tree of a container image's layers applied in order
-// (mergeLayers, whiteouts and all). A file's start is read from the layer
-// that has its last version.
-func imageTree(ctx context.Context, img *containerImage) (*rootfsTree, error) {
-	entries, content, err := mergeLayers(ctx, img.layers, func(entry, io.Reader) error { return nil })
-	if err != nil {
-		return nil, err
-	}
-	nodes := map[string]entry{}
-	for _, e := range entries {
-		nodes[e.name] = e
-	}
-	implied := map[string]bool{"": true}
-	for _, e := range entries {
-		for d := path.Dir(e.name); d != "." && d != "/"; d = path.Dir(d) {
-			implied[d] = true
-		}
-	}
-	return &rootfsTree{
-		close: img.close,
-		lookup: func(rel string) (byte, string, bool) {
-			if e, ok := nodes[rel]; ok {
-				return e.hdr.Typeflag, e.hdr.Linkname, true
-			}
-			return tar.TypeDir, "", implied[rel]
-		},
-		head: func(rel string, n int) ([]byte, error) {
-			f, ok := content[nodes[rel].seq]
-			if _, named := nodes[rel]; !named || !ok {
-				return nil, nil
-			}
-			l := img.layers[f.layer]
-			r, finish, err := l.open(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", l.name, err)
-			}
-			defer finish(false)
-			tr := tar.NewReader(r)
-			for i := 0; ; i++ {
-				if _, err := tr.Next(); err != nil {
-					return nil, fmt.Errorf("%s: %w", l.name, err)
-				}
-				if i == f.pos {
-					break
-				}
-			}
-			b := make([]byte, n)
-			k, err := io.ReadFull(tr, b)
-			if err == io.ErrUnexpectedEOF || err == io.EOF {
-				err = nil
-			}
-			return b[:k], err
 		},
 	}, nil
 }
@@ -669,19 +603,22 @@ func resolveIn(lookup func(rel string) (byte, string, bool), p string) (string, 
 // busybox in an arm64 rootfs) or missing. Warnings, not errors: a rootfs
 // may start something else through [init] init.
 func initWarnings(ctx context.Context, rootfs, p string, arch layout.Arch) ([]string, error) {
-	return initWarningsAs(ctx, rootfs, rootfs, p, arch)
-}
-
-// initWarningsAs is initWarnings of the tree at rootfs, named name in the
-// warnings: a build checks the tree it unpacked, which it names by the
-// tarball or image the user gave.
-func initWarningsAs(ctx context.Context, rootfs, name, p string, arch layout.Arch) ([]string, error) {
-	t, err := readRootfsTree(ctx, rootfs, arch)
+	t, err := readRootfsTree(ctx, rootfs)
 	if err != nil {
 		return nil, err
 	}
-	defer t.close()
-	rootfs = name
+	return checkInit(t, rootfs, p, arch)
+}
+
+// initWarningsIn is initWarnings of a directory tree, named name in the
+// warnings: a build checks the tree mksquashfs packs (a tarball or an
+// image unpacked), named by what the user gave.
+func initWarningsIn(dir, name, p string, arch layout.Arch) ([]string, error) {
+	return checkInit(dirTree(dir), name, p, arch)
+}
+
+// checkInit is initWarnings of the tree t, named rootfs in the warnings.
+func checkInit(t *rootfsTree, rootfs, p string, arch layout.Arch) ([]string, error) {
 	var warn []string
 	seen := map[string]bool{}
 	var check func(what, p string, depth int) error

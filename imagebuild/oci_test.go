@@ -550,22 +550,33 @@ func TestPlainTarballStaysPlain(t *testing.T) {
 	}
 }
 
-// The checks that read the rootfs (its init, RootfsHasFor) see the image
-// with its layers applied.
+// The init check sees an image with its layers applied: the build runs
+// it on the tree it unpacked (makeSquashfs's check).
 func TestOCIRootfsHas(t *testing.T) {
 	lp := filepath.Join(t.TempDir(), "oci")
 	writeLayout(t, lp, true, ociImage(t, "linux/arm64",
 		[]tarEntry{dir("sbin/"), reg("sbin/init", "#!/bin/sh\n", 0o755), reg("bin/sh", "ELF?", 0o755), reg("gone", "x", 0o644)},
 		[]tarEntry{wh(".wh.gone"), hardlink("bin/ash", "bin/sh")}))
+	img, err := openImage(context.Background(), lp, ovlayout.ARM64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.close()
+	tree := filepath.Join(t.TempDir(), "root")
+	if _, _, err := unpackLayers(context.Background(), img.layers, tree); err != nil {
+		t.Fatal(err)
+	}
 	for p, want := range map[string]bool{"/sbin/init": true, "/gone": false, "/bin/ash": true, "/nothing": false} {
-		got, err := RootfsHasFor(context.Background(), lp, ovlayout.ARM64, p)
-		if err != nil || got != want {
-			t.Errorf("RootfsHasFor(%s) = %v, %v; want %v", p, got, err, want)
+		if _, got := resolveIn(dirTree(tree).lookup, p); got != want {
+			t.Errorf("%s in the unpacked image: %v, want %v", p, got, want)
 		}
 	}
-	w, err := initWarnings(context.Background(), lp, "/sbin/init", ovlayout.ARM64)
+	w, err := initWarningsIn(tree, lp, "/sbin/init", ovlayout.ARM64)
 	if err != nil || len(w) != 0 {
 		t.Errorf("initWarnings = %q, %v; want none (init is a script whose /bin/sh exists)", w, err)
+	}
+	if _, err := RootfsHas(context.Background(), lp, "/sbin/init"); err == nil || !strings.Contains(err.Error(), "container image") {
+		t.Errorf("RootfsHas of an image: %v, want it refused", err)
 	}
 }
 

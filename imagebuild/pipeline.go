@@ -273,7 +273,7 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		// The rootfs's init is checked in the tree mksquashfs packs: a
 		// tarball or an image is not read a second time for it.
 		CheckTree: func(dir string) error {
-			warnings, err := initWarningsAs(bctx, dir, im.Rootfs, im.Init.Init, im.Arch)
+			warnings, err := initWarningsIn(dir, im.Rootfs, im.Init.Init, im.Arch)
 			for _, w := range warnings {
 				logf("warning: %s", w)
 			}
