@@ -172,30 +172,14 @@ func FuzzFlattenLayers(f *testing.F) {
 	defer func(old int64) { maxEntrySize = old }(maxEntrySize)
 	maxEntrySize = 64 << 10
 	f.Fuzz(func(t *testing.T, lower, upper []byte) {
-		base := t.TempDir()
-		outside := filepath.Join(base, "outside")
-		makeOutside(t, outside)
-		root := filepath.Join(base, "u", "root")
-		if err := os.MkdirAll(root, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		before := snapshot(t, base, root)
-		layers := []tarLayer{readerLayer(bytes.NewReader(lower)), readerLayer(bytes.NewReader(upper))}
-		for i := range layers {
-			layers[i].whiteouts = true
-		}
-		pseudo, _, err := unpackLayers(context.Background(), layers, root)
-		if d := diffSnapshots(before, snapshot(t, base, root)); d != "" {
-			t.Fatalf("unpack (err %v) changed the host outside its root:\n%s", err, d)
-		}
-		if err != nil {
-			return
-		}
-		for _, l := range pseudo {
-			if strings.ContainsAny(l, "\n\r") || !strings.HasPrefix(l, "/") {
-				t.Fatalf("pseudo definition %q is not one line naming an absolute path", l)
+		checkContained(t, func(root string) ([]string, error) {
+			layers := []tarLayer{readerLayer(bytes.NewReader(lower)), readerLayer(bytes.NewReader(upper))}
+			for i := range layers {
+				layers[i].whiteouts = true
 			}
-		}
+			pseudo, _, err := unpackLayers(context.Background(), layers, root)
+			return pseudo, err
+		})
 	})
 }
 
