@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -56,6 +57,7 @@ type Boot struct {
 	resetTrigger string          // cmdline or button: asked for on this boot
 	failsafe     string          // why this boot is in failsafe mode; "" = it is not
 	gptChecked   map[string]bool // disks whose GPT repairPartitionTables read
+	lowers       string          // the stacked layers' lowerdir (stackLayers); "" = /rom
 }
 
 // mountItem is one entry of a fixed mount table.
@@ -82,6 +84,7 @@ func (b *Boot) Run() error {
 	start := b.now()
 	b.state = layout.State{}
 	b.gptChecked = nil
+	b.lowers = ""
 	b.mountPseudoFS()
 	b.readCmdline()
 	b.trace("start") // Go start-up, /proc /sys /dev /run, the command line
@@ -360,7 +363,7 @@ func (b *Boot) mountLower(dev BlockDev) error {
 		return fmt.Errorf("mount lower %s on %s: %w", dev, layout.RomDir, err)
 	}
 	b.Logf("mounted %s (squashfs, ro) on %s", src, layout.RomDir)
-	return nil
+	return b.stackLayers(src)
 }
 
 // IntegrityError is a root that failed its dm-verity check at boot (or
@@ -413,7 +416,7 @@ func (b *Boot) mountOverlay() error {
 			return fmt.Errorf("create %s: %w", d, err)
 		}
 	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", layout.RomDir, upper, work)
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", b.lowerDirs(), upper, work)
 	if err := b.Sys.Mount("overlay", layout.NewRootDir, "overlay", 0, opts); err != nil {
 		return fmt.Errorf("mount overlay (%s) on %s: %w", opts, layout.NewRootDir, err)
 	}
@@ -475,6 +478,9 @@ func (b *Boot) cleanup() {
 		layout.NewRootDir, layout.OverlayDir, layout.RomDir,
 	} {
 		b.Sys.Unmount(m)
+	}
+	for _, l := range slices.Backward(b.state.Layers) {
+		b.Sys.Unmount(filepath.Join(layout.LayersDir, l.Name))
 	}
 }
 

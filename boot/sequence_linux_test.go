@@ -48,7 +48,11 @@ type fakeSys struct {
 	// onMount runs after a Mount is recorded, as the kernel's mount
 	// makes a filesystem's files appear (efivarfs's variables).
 	onMount func(source, target, fstype string)
-	mu      sync.Mutex
+	// squashfsBytes is what SquashfsBytes returns (0: an error); mapErr
+	// fails MapLayer for a layer.
+	squashfsBytes int64
+	mapErr        map[string]error
+	mu            sync.Mutex
 }
 
 func (f *fakeSys) rec(format string, args ...any) {
@@ -656,4 +660,18 @@ func TestLoadModulesGraph(t *testing.T) {
 	if e.warned("crc32c") {
 		t.Errorf("crc32c-intel warned about: %q", e.warnings)
 	}
+}
+func (f *fakeSys) SquashfsBytes(dev string) (int64, error) {
+	f.rec("squashfs-bytes %s", dev)
+	if f.squashfsBytes == 0 {
+		return 0, errors.New("no squashfs superblock at byte 0")
+	}
+	return f.squashfsBytes, nil
+}
+func (f *fakeSys) MapLayer(dev, name string, off, size int64) (string, error) {
+	f.rec("map-layer %s %s %d %d", dev, name, off, size)
+	if err := f.mapErr[name]; err != nil {
+		return "", err
+	}
+	return "/dev/mapper/ovroot-layer-" + name, nil
 }

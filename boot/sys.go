@@ -61,6 +61,12 @@ type Sys interface {
 	// reads every block of it (a block that does not match fails), and
 	// returns the mapped device's node.
 	OpenVerity(dev string, v verity.Info) (string, error)
+	// SquashfsBytes is the size of the squashfs at byte 0 of dev (its
+	// superblock's bytes_used).
+	SquashfsBytes(dev string) (int64, error)
+	// MapLayer makes size bytes of dev from byte off a read-only block
+	// device of its own, named for the layer, and returns its node.
+	MapLayer(dev, name string, off, size int64) (string, error)
 	// SwitchRoot makes newRoot the root and executes init in it as PID 1.
 	// It returns only on failure.
 	SwitchRoot(newRoot, init string) error

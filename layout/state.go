@@ -37,7 +37,10 @@ type State struct {
 	// Slot is the root slot booted, in a two-slot image.
 	Slot *SlotState `json:"slot,omitempty"`
 	// Verity says the root was checked through dm-verity at boot.
-	Verity  *VerityState `json:"verity,omitempty"`
+	Verity *VerityState `json:"verity,omitempty"`
+	// Layers are the root's stacked layers, bottom first (a root of
+	// several layers: layers.go); nil for a one-layer root.
+	Layers  []LayerState `json:"layers,omitempty"`
 	Timings Timings      `json:"timings_ms"`
 }
 
