@@ -205,12 +205,16 @@ type Image struct {
 	Rootfs     string      `toml:"rootfs"`
 	// Layers are OCI layer tarballs (ovrootctl backup writes one) applied
 	// in order on top of the rootfs, whiteouts included.
-	Layers      []string `toml:"layers"`
-	Cmdline     string   `toml:"cmdline"`
-	Compression string   `toml:"squashfs_compression"`
-	BootSize    Size     `toml:"boot_size"`
-	RootSize    Size     `toml:"root_size"`
-	DataSize    Size     `toml:"data_size"`
+	Layers []string `toml:"layers"`
+	// Layer, instead of rootfs, is a root of stacked read-only layers,
+	// bottom first ([[layer]] tables): each its own squashfs, stacked by
+	// the init as overlay lowers (layout/layers.go).
+	Layer       []Layer `toml:"layer"`
+	Cmdline     string  `toml:"cmdline"`
+	Compression string  `toml:"squashfs_compression"`
+	BootSize    Size    `toml:"boot_size"`
+	RootSize    Size    `toml:"root_size"`
+	DataSize    Size    `toml:"data_size"`
 	// E2fsck is a static e2fsck for the arch, carried to repair the data
 	// partition; "" = found or fetched by ovroot build, E2fsckNone = none.
 	E2fsck string `toml:"e2fsck"`
@@ -417,6 +421,17 @@ func (im *Image) SetArch(a layout.Arch) {
 	im.applyArchDefaults()
 }
 
+// Layer is one [[layer]] of a stacked root.
+type Layer struct {
+	// Name is the layer's mount point under /run/ovroot/layers.
+	Name string `toml:"name"`
+	// Rootfs is what the layer holds: a directory, a tarball or a
+	// container image, as rootfs; .wh. entries of a tarball (and 0/0
+	// character devices and opaque directories of a directory) are kept
+	// as whiteouts that hide what the layers below hold.
+	Rootfs string `toml:"rootfs"`
+}
+
 // File is the file the spec was read from ("" when built from flags).
 func (im *Image) File() string { return im.file }
 
@@ -439,12 +454,87 @@ func LoadImage(path string) (*Image, error) {
 	for i := range im.Layers {
 		paths = append(paths, &im.Layers[i])
 	}
+	for i := range im.Layer {
+		paths = append(paths, &im.Layer[i].Rootfs)
+	}
 	for _, p := range paths {
 		if *p != "" && *p != E2fsckNone && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
 	}
 	return im, nil
+}
+
+// checkLayers checks rootfs and [[layer]]: one of them, names that can be
+// mount points, each once, at most layout.MaxLayers.
+func (im *Image) checkLayers(bad func(key, format string, args ...any) error) error {
+	if len(im.Layer) == 0 {
+		if im.Rootfs == "" {
+			return bad("rootfs", "required key missing (or [[layer]] tables for a stacked root)")
+		}
+		return nil
+	}
+	if im.Rootfs != "" {
+		return bad("rootfs", "given with [[layer]] tables: a stacked root's bottom layer is its first [[layer]]; drop one")
+	}
+	if len(im.Layers) > 0 {
+		return bad("layers", "given with [[layer]] tables: make each a [[layer]] (a layer tarball's .wh. entries stay whiteouts there)")
+	}
+	if len(im.Layer) < 2 {
+		return bad("layer", "one [[layer]] is a plain root: give it as rootfs, or add the layers that go on top")
+	}
+	if len(im.Layer) > layout.MaxLayers {
+		return bad("layer", "%d [[layer]] tables: at most %d", len(im.Layer), layout.MaxLayers)
+	}
+	var seen []string
+	for i, l := range im.Layer {
+		nth := fmt.Sprintf("[[layer]] number %d", i+1)
+		bad := func(key, format string, args ...any) error {
+			err := bad(key, format, args...)
+			var e *Error
+			if errors.As(err, &e) {
+				e.Line = tableKeyLine(string(im.src), "layer", i, strings.TrimPrefix(key, "layer."))
+			}
+			return err
+		}
+		if l.Name == "" {
+			return bad("layer.name", "%s: required key missing", nth)
+		}
+		if err := layout.CheckLayerName(l.Name); err != nil {
+			return bad("layer.name", "%s: %v", nth, err)
+		}
+		if contains(seen, l.Name) {
+			return bad("layer.name", "%s: the name %q is taken by an earlier layer", nth, l.Name)
+		}
+		seen = append(seen, l.Name)
+		if strings.TrimSpace(l.Rootfs) == "" {
+			return bad("layer.rootfs", "%s (%s): required key missing", nth, l.Name)
+		}
+	}
+	return nil
+}
+
+// tableKeyLine is the line of key in the nth (from 0) [[table]] of src,
+// or of that table's header when the key is not in it; 0 when there is no
+// such table.
+func tableKeyLine(src, table string, nth int, key string) int {
+	header := regexp.MustCompile(`^\s*\[\[\s*` + regexp.QuoteMeta(table) + `\s*\]\]`)
+	keyRe := regexp.MustCompile(`^\s*"?` + regexp.QuoteMeta(key) + `"?\s*=`)
+	n, at := -1, 0
+	for i, l := range strings.Split(src, "\n") {
+		switch {
+		case header.MatchString(l):
+			n++
+			if n == nth {
+				at = i + 1
+			}
+		case n == nth && strings.HasPrefix(strings.TrimSpace(l), "["):
+			return at
+		case n == nth && keyRe.MatchString(l):
+			return i + 1
+		}
+	}
+	return at
 }
 
 // Validate checks the whole spec after flags have been applied.
@@ -462,10 +552,13 @@ func (im *Image) Validate() error {
 	if !im.Arch.Valid() {
 		return bad("arch", "unknown arch %q (want %s)", im.Arch, layout.ArchNames)
 	}
-	for _, k := range []struct{ key, val string }{{"kernel", im.Kernel}, {"modules_dir", im.ModulesDir}, {"rootfs", im.Rootfs}} {
+	for _, k := range []struct{ key, val string }{{"kernel", im.Kernel}, {"modules_dir", im.ModulesDir}} {
 		if k.val == "" {
 			return bad(k.key, "required key missing")
 		}
+	}
+	if err := im.checkLayers(bad); err != nil {
+		return err
 	}
 	for i, l := range im.Layers {
 		if strings.TrimSpace(l) == "" {
