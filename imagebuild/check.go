@@ -613,8 +613,13 @@ func initWarnings(ctx context.Context, rootfs, p string, arch layout.Arch) ([]st
 // initWarningsIn is initWarnings of a directory tree, named name in the
 // warnings: a build checks the tree mksquashfs packs (a tarball or an
 // image unpacked), named by what the user gave.
-func initWarningsIn(dir, name, p string, arch layout.Arch) ([]string, error) {
-	return checkInit(dirTree(dir), name, p, arch)
+// Several directories are the layers of a stacked root, top first
+// (stackTree).
+func initWarningsIn(name, p string, arch layout.Arch, dirs ...string) ([]string, error) {
+	if len(dirs) == 1 {
+		return checkInit(dirTree(dirs[0]), name, p, arch)
+	}
+	return checkInit(stackTree(dirs), name, p, arch)
 }
 
 // checkInit is initWarnings of the tree t, named rootfs in the warnings.

@@ -22,6 +22,7 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/google/uuid"
+	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/internal/tmpdir"
 	"github.com/ovroot/ovroot/layout"
 	"github.com/ovroot/ovroot/slot"
@@ -74,10 +75,14 @@ type Spec struct {
 	buildID  string // set by Build for a two-slot image
 	Log      func(format string, args ...any)
 	Progress io.Writer // a terminal for status lines during long steps; nil = quiet
+	// Stack, instead of Rootfs and Layers, are the layers of a stacked
+	// root, bottom first (makeStack).
+	Stack []config.Layer
 	// CheckTree, when set, is called with the directory mksquashfs will
 	// pack (the rootfs directory, or what its tarball or image unpacked
 	// to) before it runs; an error stops the build.
-	CheckTree func(dir string) error
+	// (the layers' directories, top first, for a stacked root).
+	CheckTree func(dirs ...string) error
 	// Trace, when set, is called at the end of each step of the build with
 	// the step's name (squashfs, verity, initramfs, hash, boot, root, sync,
 	// bundle, rename), for a per-step timeline (ovroot build --trace).
@@ -323,7 +328,7 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 			return nil, err
 		}
 	}
-	inputs := append([]Input{{"kernel", s.Kernel}, {"initramfs", s.Initramfs}, {"rootfs", s.Rootfs}, {"loader file", s.LoaderFile}}, layerInputs(s.Layers)...)
+	inputs := append([]Input{{"kernel", s.Kernel}, {"initramfs", s.Initramfs}, {"rootfs", s.Rootfs}, {"loader file", s.LoaderFile}}, append(layerInputs(s.Layers), stackInputs(s.Stack)...)...)
 	out, err := CheckOutput(out, inputs)
 	if err != nil {
 		return nil, err
@@ -351,9 +356,23 @@ func Build(ctx context.Context, s Spec, out string) (*Result, error) {
 		return nil, err
 	}
 	sqfs := filepath.Join(tmp, "root.squashfs")
-	logf("squashfs: making it of %s", s.Rootfs)
+	if len(s.Stack) > 0 {
+		logf("squashfs: making %d stacked layers", len(s.Stack))
+	} else {
+		logf("squashfs: making it of %s", s.Rootfs)
+	}
 	stop := showProgress(s.Progress, "squashfs", sqfs)
-	entries, rootfsDesc, err := makeSquashfs(ctx, s.Rootfs, s.Layers, s.Arch, sqfs, s.Compression, s.CheckTree, s.Add...)
+	var entries int
+	var rootfsDesc string
+	if len(s.Stack) > 0 {
+		entries, rootfsDesc, err = makeStack(ctx, s, sqfs, s.CheckTree)
+	} else {
+		var check func(string) error
+		if s.CheckTree != nil {
+			check = func(dir string) error { return s.CheckTree(dir) }
+		}
+		entries, rootfsDesc, err = makeSquashfs(ctx, s.Rootfs, s.Arch, sqfs, s.Compression, sqOptions{layers: s.Layers, check: check}, s.Add...)
+	}
 	stop()
 	if err != nil {
 		return nil, err

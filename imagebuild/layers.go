@@ -32,6 +32,15 @@ type tarLayer struct {
 	// whiteouts makes .wh. entries OCI whiteouts (image layers), not
 	// files: a plain tarball is stored as it is.
 	whiteouts bool
+	// keepWhiteouts (with whiteouts) keeps them for overlayfs instead of
+	// applying them: the layer is a stacked layer of the device's root
+	// ([[layer]]), whose whiteouts hide what the layers below it hold
+	// there. .wh.NAME becomes NAME, a 0/0 character device; .wh..wh..opq
+	// marks its directory opaque (trusted.overlay.opaque=y).
+	keepWhiteouts bool
+	// implied, when set, collects the directories the tarball implies
+	// but does not list (stored as root's, 0755).
+	implied *[]string
 	// open returns the layer's uncompressed tar stream and finish, which
 	// closes it: once the tar has been read to its end (complete), for an
 	// image layer it reads what is left and checks the layer's digests.
@@ -126,6 +135,7 @@ func dirLayer(dir string) tarLayer {
 // the lower layers, .wh..wh..opq hides everything the lower layers put in
 // its directory. Other .wh..wh. names are aufs's bookkeeping, not files.
 const (
+	overlayOpaque  = "trusted.overlay.opaque"
 	whiteoutPrefix = ".wh."
 	whiteoutMeta   = ".wh..wh."
 	whiteoutOpaque = ".wh..wh..opq"
@@ -145,6 +155,8 @@ type merger struct {
 	// kids lists the names ever put directly below each directory,
 	// implied ones included, so a whiteout walks only what it removes.
 	kids map[string][]string
+	// opaque lists the directories a kept .wh..wh..opq marks, and where.
+	opaque map[string]string
 }
 
 // mergeLayers reads every layer in order and returns the merged entries.
@@ -158,6 +170,13 @@ func mergeLayers(ctx context.Context, layers []tarLayer, keep func(e entry, cont
 			}
 			return nil, nil, err
 		}
+	}
+	for dir, marker := range m.opaque {
+		i, ok := m.index[dir]
+		if !ok || m.order[i].hdr.Typeflag != tar.TypeDir {
+			return nil, nil, fmt.Errorf("tar entry %q marks %q opaque, which the layer does not hold as a directory", marker, "/"+dir)
+		}
+		m.order[i].opaque = true
 	}
 	var out []entry
 	for _, e := range m.order {
@@ -206,7 +225,14 @@ func (m *merger) read(ctx context.Context, layer int, l tarLayer, keep func(e en
 		default:
 			return fmt.Errorf("tar entry %q: unsupported type %q", h.Name, string(h.Typeflag))
 		}
-		if l.whiteouts {
+		if l.keepWhiteouts {
+			var skip bool
+			if name, skip, err = m.keepWhiteout(name, h); err != nil {
+				return err
+			} else if skip {
+				continue
+			}
+		} else if l.whiteouts {
 			if done, err := m.whiteout(layer, name, h); done || err != nil {
 				if err != nil {
 					return err
@@ -279,6 +305,35 @@ func (m *merger) whiteout(layer int, name string, h *tar.Header) (bool, error) {
 	}
 	m.remove(path.Join(dir, hidden), layer, true)
 	return true, nil
+}
+
+// keepWhiteout turns a whiteout entry of a stacked layer into what
+// overlayfs reads as one (see tarLayer.keepWhiteouts): it returns the
+// entry's new name, or skip for an entry that is not part of the tree (an
+// opaque marker, recorded for its directory; aufs's bookkeeping).
+func (m *merger) keepWhiteout(name string, h *tar.Header) (string, bool, error) {
+	dir, base := path.Split(name)
+	dir = strings.TrimSuffix(dir, "/")
+	if !strings.HasPrefix(base, whiteoutPrefix) {
+		return name, false, nil
+	}
+	switch {
+	case base == whiteoutOpaque:
+		if m.opaque == nil {
+			m.opaque = map[string]string{}
+		}
+		m.opaque[dir] = h.Name
+		return "", true, nil
+	case strings.HasPrefix(base, whiteoutMeta):
+		return "", true, nil
+	}
+	hidden := strings.TrimPrefix(base, whiteoutPrefix)
+	if hidden == "." || hidden == ".." || hidden == "" {
+		return "", false, fmt.Errorf("tar entry %q: a whiteout of %q", h.Name, hidden)
+	}
+	// overlayfs's whiteout: a character device 0/0, owned by root.
+	*h = tar.Header{Name: path.Join(dir, hidden), Typeflag: tar.TypeChar, ModTime: h.ModTime, Format: h.Format}
+	return h.Name, false, nil
 }
 
 // addKid records name below its parents, up to the root.
@@ -522,6 +577,9 @@ func unpackLayers(ctx context.Context, layers []tarLayer, dir string) ([]string,
 	if err != nil {
 		return nil, 0, err
 	}
+	if p := layers[len(layers)-1].implied; p != nil {
+		*p = append(*p, implied...)
+	}
 	// Times last (creating entries touches their directories), so the same
 	// tarball gives the same image: the tar's for what it lists, the epoch
 	// for the directories it only implies and the mount points.
@@ -655,7 +713,7 @@ func entryXattrs(h *tar.Header) (map[string]string, error) {
 // error naming it: an xattr is never dropped.
 func setXattrs(td *treeDirs, e entry) error {
 	x, err := entryXattrs(e.hdr)
-	if err != nil || len(x) == 0 {
+	if err != nil || (len(x) == 0 && !e.opaque) {
 		return err
 	}
 	names := make([]string, 0, len(x))
@@ -683,6 +741,11 @@ func setXattrs(td *treeDirs, e entry) error {
 			}
 			if err := unix.Lsetxattr(p, n, []byte(x[n]), 0); err != nil {
 				return fmt.Errorf("xattr %s cannot be set on the unpacked tree (%w); the image would lack it (security.* and trusted.* need a build as root)", n, err)
+			}
+		}
+		if e.opaque {
+			if err := unix.Lsetxattr(p, overlayOpaque, []byte("y"), 0); err != nil {
+				return fmt.Errorf("an opaque directory of a stacked layer is the xattr %s, which cannot be set on the unpacked tree (%w): build as root", overlayOpaque, err)
 			}
 		}
 		return nil

@@ -571,7 +571,7 @@ func TestOCIRootfsHas(t *testing.T) {
 			t.Errorf("%s in the unpacked image: %v, want %v", p, got, want)
 		}
 	}
-	w, err := initWarningsIn(tree, lp, "/sbin/init", ovlayout.ARM64)
+	w, err := initWarningsIn(lp, "/sbin/init", ovlayout.ARM64, tree)
 	if err != nil || len(w) != 0 {
 		t.Errorf("initWarnings = %q, %v; want none (init is a script whose /bin/sh exists)", w, err)
 	}

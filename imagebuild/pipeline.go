@@ -92,7 +92,7 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 	// Refused before anything is built: the image must not replace one of
 	// its own inputs, or land inside the rootfs.
 	if _, err := CheckOutput(out, append([]Input{{"image spec", im.File()}, {"kernel", im.Kernel}, {"modules directory", im.ModulesDir},
-		{"rootfs", im.Rootfs}, {"e2fsck", e2fsckInput(im.E2fsck)}, {"init binary", o.InitBinary}, {"loader file", im.Boot.LoaderFile}}, layerInputs(im.Layers)...)); err != nil {
+		{"rootfs", im.Rootfs}, {"e2fsck", e2fsckInput(im.E2fsck)}, {"init binary", o.InitBinary}, {"loader file", im.Boot.LoaderFile}}, append(layerInputs(im.Layers), stackInputs(im.Layer)...)...)); err != nil {
 		return nil, err
 	}
 	if extra := extraModules(im); len(extra) > 0 {
@@ -272,8 +272,9 @@ func BuildImage(ctx context.Context, im *config.Image, out string, o Options) (*
 		Trace:       o.Trace,
 		// The rootfs's init is checked in the tree mksquashfs packs: a
 		// tarball or an image is not read a second time for it.
-		CheckTree: func(dir string) error {
-			warnings, err := initWarningsIn(dir, im.Rootfs, im.Init.Init, im.Arch)
+		Stack: im.Layer,
+		CheckTree: func(dirs ...string) error {
+			warnings, err := initWarningsIn(rootfsName(im), im.Init.Init, im.Arch, dirs...)
 			for _, w := range warnings {
 				logf("warning: %s", w)
 			}

@@ -46,6 +46,11 @@ func extraModules(im *config.Image) []string {
 	if im.Verity {
 		mods = append(mods, VerityModules...)
 	}
+	if len(im.Layer) > 0 {
+		// The layers above the bottom one are device-mapper linear
+		// mappings of the root (boot.MapLayer).
+		mods = append(mods, "dm_mod")
+	}
 	return mods
 }
 

@@ -56,7 +56,7 @@ func MakeSquashfs(ctx context.Context, rootfs, out, compression string, adds ...
 // started); the temporary tree is removed either way.
 // adds are host files added to the root unless it has them (Addition).
 func MakeSquashfsFor(ctx context.Context, rootfs string, arch layout.Arch, out, compression string, adds ...Addition) (int, string, error) {
-	return makeSquashfs(ctx, rootfs, nil, arch, out, compression, nil, adds...)
+	return makeSquashfs(ctx, rootfs, arch, out, compression, sqOptions{}, adds...)
 }
 
 // MakeSquashfsLayers is MakeSquashfsFor with layer tarballs (OCI layers:
@@ -65,15 +65,37 @@ func MakeSquashfsFor(ctx context.Context, rootfs string, arch layout.Arch, out, 
 // unpacked: a tarball or an image as without them, a directory read as the
 // bottom layer (see dirLayer; it is never written).
 func MakeSquashfsLayers(ctx context.Context, rootfs string, layers []string, arch layout.Arch, out, compression string, adds ...Addition) (int, string, error) {
-	return makeSquashfs(ctx, rootfs, layers, arch, out, compression, nil, adds...)
+	return makeSquashfs(ctx, rootfs, arch, out, compression, sqOptions{layers: layers}, adds...)
 }
 
-// makeSquashfs is MakeSquashfsLayers with check called on the tree
-// mksquashfs will pack (the directory, or what a tarball or an image
-// unpacked to) before it runs: a check that reads the tree costs a lookup
-// there, where reading the tarball or the image's layers again would cost
-// a pass over all of them.
-func makeSquashfs(ctx context.Context, rootfs string, layers []string, arch layout.Arch, out, compression string, check func(dir string) error, adds ...Addition) (int, string, error) {
+// sqOptions are makeSquashfs's options.
+type sqOptions struct {
+	// layers are layer tarballs applied on top of the rootfs
+	// (MakeSquashfsLayers).
+	layers []string
+	// keepWhiteouts makes the rootfs a stacked layer above the bottom
+	// one ([[layer]]): a tarball's .wh. entries are kept as overlayfs
+	// whiteouts (tarLayer.keepWhiteouts); a directory's 0/0 character
+	// devices and opaque directories are stored as they are anyway, and
+	// it gets no mount points.
+	keepWhiteouts bool
+	// check is called on the tree mksquashfs will pack (the directory, or
+	// what a tarball or an image unpacked to) before it runs: a check that
+	// reads the tree costs a lookup there, where reading the tarball or
+	// the image's layers again would cost a pass over all of them.
+	check func(dir string) error
+	// tree, when set, is where a tarball or an image is unpacked (a
+	// directory that does not exist yet, in a temporary directory of the
+	// caller's, which removes it); "" = a temporary directory of its own.
+	tree string
+	// implied, with keepWhiteouts, collects the directories a tarball
+	// implies but does not list.
+	implied *[]string
+}
+
+// makeSquashfs is MakeSquashfsLayers with options.
+func makeSquashfs(ctx context.Context, rootfs string, arch layout.Arch, out, compression string, o sqOptions, adds ...Addition) (int, string, error) {
+	layers, keepWhiteouts, check := o.layers, o.keepWhiteouts, o.check
 	if compression == "" {
 		compression = "gzip"
 	}
@@ -115,6 +137,9 @@ func makeSquashfs(ctx context.Context, rootfs string, layers []string, arch layo
 		// upper (where they would show up as changes, and where a factory
 		// reset would not find an empty upper).
 		for _, m := range mountPoints {
+			if keepWhiteouts {
+				break // the bottom layer has them
+			}
 			if _, err := os.Lstat(filepath.Join(rootfs, m)); errors.Is(err, fs.ErrNotExist) {
 				// D: with a timestamp; "d" would take the build's clock.
 				args = append(args, "-p", "/"+m+" D 0 755 0 0")
@@ -130,6 +155,9 @@ func makeSquashfs(ctx context.Context, rootfs string, layers []string, arch layo
 		}
 		defer done()
 		src = filepath.Join(tmp, "root")
+		if o.tree != "" {
+			src = o.tree
+		}
 		var pseudo []string
 		var base []tarLayer
 		switch {
@@ -138,6 +166,10 @@ func makeSquashfs(ctx context.Context, rootfs string, layers []string, arch layo
 			desc, base = img.String(), img.layers
 		case fi.IsDir():
 			desc, base = "directory "+rootfs, []tarLayer{dirLayer(rootfs)}
+		case keepWhiteouts:
+			l := fileLayer("layer tarball "+rootfs, rootfs, true)
+			l.keepWhiteouts, l.implied = true, o.implied
+			desc, base = "tarball "+rootfs, []tarLayer{l}
 		default:
 			desc, base = "tarball "+rootfs, []tarLayer{fileLayer("rootfs tarball "+rootfs, rootfs, false)}
 		}
@@ -148,7 +180,7 @@ func makeSquashfs(ctx context.Context, rootfs string, layers []string, arch layo
 			}
 			desc += fmt.Sprintf(" + %d layers (%s)", len(layers), strings.Join(layers, ", "))
 			pseudo, entries, err = unpackLayers(ctx, base, src)
-		case img != nil:
+		case img != nil, keepWhiteouts:
 			pseudo, entries, err = unpackLayers(ctx, base, src)
 		default:
 			pseudo, entries, err = unpackTarball(ctx, rootfs, src)
@@ -262,6 +294,10 @@ type entry struct {
 	// every entry read, so a regular file's content can be kept aside
 	// under that number until the tree is made.
 	layer, pos, seq int
+	// opaque marks a directory of a stacked layer that hides what the
+	// layers below hold in it (trusted.overlay.opaque=y, from a
+	// .wh..wh..opq entry: keepWhiteouts).
+	opaque bool
 }
 
 // regular reports whether the entry has content on disk (GNU sparse files
