@@ -163,4 +163,5 @@ func testImageRootfs(t *testing.T, arch ovlayout.Arch) {
 		}
 	}
 	powerOff(t, vm)
+	t.Run("stacked", func(t *testing.T) { testStackedLayers(t, arch, rootfs) })
 }

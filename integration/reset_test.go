@@ -298,12 +298,12 @@ var mergedRootSkips = []string{"proc", "sys", "dev", "run", "tmp", "rom", "overl
 // rootfs tarball: not with the guest's own /rom, which a build that lost
 // an owner or a link would match just as well. A mismatch prints the
 // differing lines (-want +got).
-func checkFactoryFull(t *testing.T, vm *qemu.VM, factory []manifest.Entry) {
+func checkFactoryFull(t *testing.T, vm *qemu.VM, factory []manifest.Entry, skip ...string) {
 	t.Helper()
 	var want []manifest.Entry
 	for _, e := range factory {
 		skipped := false
-		for _, s := range mergedRootSkips {
+		for _, s := range append(mergedRootSkips, skip...) {
 			if e.Path == s || strings.HasPrefix(e.Path, s+"/") {
 				skipped = true
 			}
@@ -312,7 +312,7 @@ func checkFactoryFull(t *testing.T, vm *qemu.VM, factory []manifest.Entry) {
 			want = append(want, e)
 		}
 	}
-	args := "/ " + strings.TrimPrefix(keptDir, "/")
+	args := "/ " + strings.Join(append([]string{strings.TrimPrefix(keptDir, "/")}, skip...), " ")
 	// Kernel messages may be mixed into the console output: only the
 	// manifest line counts.
 	out := guest(t, vm, "manifest-v2 "+args)

@@ -1,0 +1,152 @@
+package integration
+
+import (
+	"archive/tar"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/ovroot/ovroot/config"
+	"github.com/ovroot/ovroot/internal/manifest"
+	ovlayout "github.com/ovroot/ovroot/layout"
+)
+
+// The layers a stacked test image puts on top of its container image
+// (image.toml [[layer]]: base, app, config). app deletes a file of the
+// base with a whiteout and hides a directory's base files with an opaque
+// marker; config overrides a file app overrides too, and deletes one app
+// added: each whiteout hides what the layers below hold, and the top layer
+// wins.
+var (
+	// Each lists the directories it puts files in, as docker's layers do:
+	// on the device a directory's owner and mode are the top layer's
+	// that has it (an implied one would be root's, 0755: the build
+	// warns).
+	stackApp = []layerEntry{
+		{h: tar.Header{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755}},
+		{h: tar.Header{Name: "usr/", Typeflag: tar.TypeDir, Mode: 0o755}},
+		{h: tar.Header{Name: "usr/bin/", Typeflag: tar.TypeDir, Mode: 0o755}},
+		{h: tar.Header{Name: "home/", Typeflag: tar.TypeDir, Mode: 0o755}},
+		{h: tar.Header{Name: "etc/.wh.labelled", Typeflag: tar.TypeReg}},
+		{h: tar.Header{Name: "home/alice/", Typeflag: tar.TypeDir, Mode: 0o750, Uid: 1000, Gid: 1000}},
+		{h: tar.Header{Name: "home/alice/.wh..wh..opq", Typeflag: tar.TypeReg}},
+		{h: tar.Header{Name: "home/alice/app-only", Typeflag: tar.TypeReg, Mode: 0o640, Uid: 1000, Gid: 1000}, body: "app's\n"},
+		{h: tar.Header{Name: strings.TrimPrefix(factoryConf, "/"), Typeflag: tar.TypeReg, Mode: 0o644}, body: "app=1\n"},
+		{h: tar.Header{Name: "etc/app.conf", Typeflag: tar.TypeReg, Mode: 0o644}, body: "from app\n"},
+		{h: tar.Header{Name: "etc/app.old", Typeflag: tar.TypeReg, Mode: 0o644}, body: "old\n"},
+		{h: tar.Header{Name: "usr/bin/app-tool", Typeflag: tar.TypeReg, Mode: 0o4755,
+			PAXRecords: map[string]string{"SCHILY.xattr.user.layer": "app"}}, body: "#!/bin/sh\n"},
+	}
+	stackConfig = []layerEntry{
+		{h: tar.Header{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o750, Gid: 10}},
+		{h: tar.Header{Name: strings.TrimPrefix(factoryConf, "/"), Typeflag: tar.TypeReg, Mode: 0o600}, body: "config=1\n"},
+		{h: tar.Header{Name: "etc/.wh.app.old", Typeflag: tar.TypeReg}},
+	}
+)
+
+// layerTarball writes a layer's entries as a tarball file.
+func layerTarball(t *testing.T, entries []layerEntry) string {
+	t.Helper()
+	rc, err := tarLayer(t, entries).Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	p := filepath.Join(t.TempDir(), "layer.tar")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.ReadFrom(rc); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// testStackedLayers boots an image of three [[layer]]s, the bottom one
+// the container image (rootfs) testImageRootfs made: the guest's /rom is a
+// read-only overlay of the three layer squashfs, each mounted from its
+// bytes of the root partition, and its merged root equals the flatten
+// go-containerregistry computes on the host of the image with the two
+// layers appended. Then ovrootctl changes reads the stacked /rom.
+func testStackedLayers(t *testing.T, arch ovlayout.Arch, rootfs string) {
+	img := containerImage(t, arch)
+	stacked, err := mutate.AppendLayers(img, tarLayer(t, stackApp), tarLayer(t, stackConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := mutate.Extract(stacked)
+	factory, err := manifest.FromTar(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	im := buildImage(t, arch, "", func(im *config.Image) {
+		im.Layer = []config.Layer{
+			{Name: "base", Rootfs: rootfs},
+			{Name: "app", Rootfs: layerTarball(t, stackApp)},
+			{Name: "config", Rootfs: layerTarball(t, stackConfig)},
+		}
+	})
+	vm := boot(t, im)
+	expect(t, vm, "GUEST: ready")
+	checkFactoryFull(t, vm, factory, strings.TrimPrefix("/"+ovlayout.LayersFile, "/"))
+	for _, c := range []struct{ cmd, want string }{
+		{"cat " + factoryConf, "config=1\n"},
+		{"exists /etc/labelled", "/etc/labelled exists=false\n"},
+		{"exists /etc/app.old", "/etc/app.old exists=false\n"},
+		{"cat /etc/app.conf", "from app\n"},
+		{"exists /home/alice/fresh", "/home/alice/fresh exists=false\n"},
+		{"cat /home/alice/app-only", "app's\n"},
+		{"getxattr /usr/bin/app-tool user.layer", "app\n"},
+	} {
+		if got := guest(t, vm, c.cmd); got != c.want {
+			t.Errorf("%s = %q, want %q", c.cmd, got, c.want)
+		}
+	}
+	var table ovlayout.LayerTable
+	if err := json.Unmarshal([]byte(guest(t, vm, "cat /"+ovlayout.LayersFile)), &table); err != nil || len(table.Layers) != 3 ||
+		table.Layers[0].Name != "base" || table.Layers[1].Name != "app" || table.Layers[2].Name != "config" {
+		t.Errorf("/%s = %+v (%v), want base, app, config", ovlayout.LayersFile, table, err)
+	}
+	mounts := guest(t, vm, "mounts")
+	lowers := "lowerdir=/run/ovroot/layers/config:/run/ovroot/layers/app:/run/ovroot/layers/base"
+	for _, name := range []string{"base", "app", "config"} {
+		// Each from a device-mapper mapping of its bytes of the root.
+		if !regexp.MustCompile(`(?m)^/dev/dm-\d+ /run/ovroot/layers/` + name + ` squashfs ro,`).MatchString(mounts) {
+			t.Errorf("layer %s is not mounted read-only from a mapping:\n%s", name, mounts)
+		}
+	}
+	var rom, root bool
+	for _, l := range strings.Split(mounts, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 4 || f[2] != "overlay" || !strings.Contains(f[3], lowers+",") && !strings.HasSuffix(f[3], lowers) {
+			continue
+		}
+		switch f[1] {
+		case "/rom":
+			rom = strings.HasPrefix(f[3], "ro,")
+		case "/":
+			root = strings.Contains(f[3], "upperdir=")
+		}
+	}
+	if !rom || !root {
+		t.Errorf("want /rom a read-only overlay and / an overlay with an upper, both of %s:\n%s", lowers, mounts)
+	}
+	// ovrootctl changes reads the stacked /rom as the factory tree.
+	guest(t, vm, "write /etc/added by-hand")
+	guest(t, vm, "rm /etc/app.conf")
+	changes := guest(t, vm, "exec /usr/bin/ovrootctl changes")
+	for _, w := range []string{"A /etc/added", "D /etc/app.conf"} {
+		if !strings.Contains(changes, w) {
+			t.Errorf("ovrootctl changes = %q, want %q in it", changes, w)
+		}
+	}
+	powerOff(t, vm)
+}
