@@ -186,4 +186,3 @@ func TestMakeStackLeavesInputs(t *testing.T) {
 		t.Errorf("the inputs changed:\nbefore\n%s\nafter\n%s", before, after)
 	}
 }
-
