@@ -24,8 +24,8 @@ const (
 	// (privileged) overlay mount (overlayfs.rst, "whiteouts and opaque
 	// directories").
 	overlayOpaque = "trusted.overlay.opaque"
-	paxXattr    = "SCHILY.xattr."
-	blockSize   = 4096 // for the estimate of the room a layer takes unpacked
+	paxXattr      = "SCHILY.xattr."
+	blockSize     = 4096 // for the estimate of the room a layer takes unpacked
 )
 
 // LayerSummary is what a backup layer holds, as its check counts it.
