@@ -426,6 +426,12 @@ func TestRestore(t *testing.T) {
 	}
 	// From stdin, over a pending factory reset, then reboot.
 	run(nil, "factory-reset")
+	if out, _ = run(nil, "restore", "--cancel"); !strings.Contains(out, "no restore is pending, but a factory reset is") {
+		t.Errorf("restore --cancel with a factory reset pending: %s", out)
+	}
+	if p, _ := reset.Pending(data); p == nil || p.Trigger != reset.TriggerCtl {
+		t.Errorf("restore --cancel withdrew the factory reset: %+v", p)
+	}
 	out, err = run(bytes.NewReader(layer.Bytes()), "restore", "-", "--reboot")
 	if err != nil || !strings.Contains(out, "restore staged: stdin, 3 entries") || !strings.Contains(out, "replaces the pending factory reset") || !rebooted {
 		t.Errorf("restore - --reboot: %v (rebooted %v)\n%s", err, rebooted, out)
