@@ -20,7 +20,8 @@
 // Freezing the data filesystem (FIFREEZE) would stop the running system's
 // writes instead, which is why it is not used.
 //
-// It only reads the upper; it mounts nothing and does not restore.
+// It only reads the upper; it mounts nothing and does not restore (package
+// reset does, at boot: ovrootctl restore).
 package backup
 
 import (

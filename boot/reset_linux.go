@@ -53,9 +53,10 @@ func (b *Boot) watchResetButton() {
 }
 
 // factoryReset stores a reset asked for on this boot (so a power cut cannot
-// lose it) and performs any pending reset on the data filesystem mounted at
-// /overlay, before the overlay is stacked. An error leaves the request in
-// place for the next boot.
+// lose it) and performs any pending reset or restore (ovrootctl restore)
+// on the data filesystem mounted at /overlay, before the overlay is
+// stacked. An error leaves the request in place for the next boot, except
+// a restore whose backup is unreadable, which is dropped with a warning.
 func (b *Boot) factoryReset() error {
 	dir := b.path(layout.OverlayDir)
 	if b.resetTrigger != "" {
@@ -68,13 +69,24 @@ func (b *Boot) factoryReset() error {
 		return fmt.Errorf("factory reset: read the request: %w", err)
 	}
 	if req == nil {
+		// A backup staged for a restore whose request is gone (a power
+		// cut in ovrootctl restore, or after a restore's last step).
+		if had, err := reset.RemoveStaleRestore(dir); err != nil {
+			b.Warnf("remove a staged backup no restore names: %v", err)
+		} else if had {
+			b.Logf("removed a staged backup no restore names")
+		}
 		return nil
 	}
-	b.Warnf("factory reset (trigger=%s): starting", req.Trigger)
+	what := "factory reset"
+	if req.Restore != "" {
+		what = "restore"
+	}
+	b.Warnf("%s (trigger=%s): starting", what, req.Trigger)
 	r := &reset.Resetter{Dir: dir, Keep: b.cfg.Reset.Keep, Now: b.now}
 	if d := b.cmdline.ResetStepDelay; d > 0 {
 		r.Before = func(step string) error {
-			b.Logf("factory reset step %s (delayed %s)", step, d)
+			b.Logf("%s step %s (delayed %s)", what, step, d)
 			b.sleep(d)
 			return nil
 		}
@@ -84,19 +96,33 @@ func (b *Boot) factoryReset() error {
 		// Nothing was changed. Going volatile would keep the person from
 		// deleting files or withdrawing the request: boot the data as it
 		// is, loudly, and try again next boot.
-		msg := fmt.Sprintf("factory reset (trigger=%s) postponed: %v; delete files, or withdraw it with ovrootctl factory-reset --cancel", req.Trigger, err)
+		msg := fmt.Sprintf("%s (trigger=%s) postponed: %v; delete files, or withdraw it with ovrootctl factory-reset --cancel", what, req.Trigger, err)
 		b.Warnf("%s", msg)
 		b.state.Warnings = append(b.state.Warnings, msg)
 		return nil
 	}
+	if errors.Is(err, reset.ErrRestoreDropped) {
+		// The backup is unreadable: retrying cannot help, and failing
+		// here would send every boot to the fallback. The old upper is
+		// untouched; say so loudly, in the log and in the boot's record.
+		msg := fmt.Sprintf("RESTORE FAILED, nothing changed: %v; the request was dropped, take a new backup and restore again", err)
+		b.Warnf("%s", msg)
+		b.state.Warnings = append(b.state.Warnings, msg)
+		b.state.Reset = rec
+		return nil
+	}
 	if err != nil {
-		return fmt.Errorf("factory reset (trigger=%s) failed: %w; the request stays and the next boot tries again", req.Trigger, err)
+		return fmt.Errorf("%s (trigger=%s) failed: %w; the request stays and the next boot tries again", what, req.Trigger, err)
 	}
 	resumed := ""
 	if rec.Resumed {
-		resumed = ", finishing an interrupted reset"
+		resumed = ", finishing an interrupted " + what
 	}
-	b.Warnf("factory reset (trigger=%s, kept %d paths%s) in %d ms", rec.Trigger, len(rec.Kept), resumed, rec.DurationMS)
+	if rec.Restored {
+		b.Warnf("restore of a backup (trigger=%s%s) in %d ms", rec.Trigger, resumed, rec.DurationMS)
+	} else {
+		b.Warnf("factory reset (trigger=%s, kept %d paths%s) in %d ms", rec.Trigger, len(rec.Kept), resumed, rec.DurationMS)
+	}
 	b.state.Reset = rec
 	return nil
 }

@@ -1,6 +1,8 @@
 package boot
 
 import (
+	"archive/tar"
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -317,5 +319,59 @@ func usedDataWithRequest(t *testing.T, root, trigger string) {
 		if err := reset.Schedule(filepath.Join(root, "overlay"), trigger, time.Unix(5, 0)); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// A restore ovrootctl staged is performed like a reset, and logged as a
+// restore; a staged backup found cut short at boot leaves the upper as it
+// was, drops the request and boots persistent, saying so loudly.
+func TestBootRestore(t *testing.T) {
+	var layer bytes.Buffer
+	tw := tar.NewWriter(&layer)
+	tw.WriteHeader(&tar.Header{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755})
+	tw.WriteHeader(&tar.Header{Name: "etc/hostname", Typeflag: tar.TypeReg, Mode: 0o644, Size: 5})
+	tw.Write([]byte("mine\n"))
+	tw.WriteHeader(&tar.Header{Name: "etc/.wh.motd", Typeflag: tar.TypeReg, Mode: 0o600})
+	tw.Close()
+	for _, tc := range []struct {
+		name       string
+		cut        bool
+		wantUpper  string
+		wantWarned []string
+	}{
+		{"restored", false, ". etc etc/hostname etc/motd", []string{"restore (trigger=restore): starting", "restore of a backup (trigger=restore) in"}},
+		{"cut short on the flash", true, ". etc etc/dropbear etc/dropbear/key etc/passwd root root/.ssh root/.ssh/id", []string{"restore (trigger=restore): starting", "RESTORE FAILED, nothing changed", "the request was dropped"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &bootEnv{sys: &fakeSys{devs: standardDisk(), probe: map[string]Content{"/dev/vda3": ContentExt4}}, setup: func(root string) {
+				usedData(t, root)
+				data := filepath.Join(root, "overlay")
+				if _, err := reset.ScheduleRestore(data, bytes.NewReader(layer.Bytes()), time.Unix(5, 0)); err != nil {
+					t.Fatal(err)
+				}
+				if tc.cut {
+					os.Truncate(layout.Meta(data, layout.RestoreFile), 700)
+				}
+			}}
+			b, err := e.run(t)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := b.State()
+			if st.Mode != layout.ModePersistent || st.Reset == nil || st.Reset.Trigger != reset.TriggerRestore || st.Reset.Restored == tc.cut || (st.Reset.Failed != "") != tc.cut {
+				t.Errorf("state mode %s, reset %+v", st.Mode, st.Reset)
+			}
+			if got := upperList(t, e.root); got != tc.wantUpper {
+				t.Errorf("upper = %q, want %q", got, tc.wantUpper)
+			}
+			if p, _ := reset.Pending(filepath.Join(e.root, "overlay")); p != nil {
+				t.Errorf("request still pending: %+v", p)
+			}
+			for _, w := range tc.wantWarned {
+				if !e.warned(w) {
+					t.Errorf("no warning containing %q; warnings:\n%s", w, strings.Join(e.warnings, "\n"))
+				}
+			}
+		})
 	}
 }

@@ -12,8 +12,10 @@ import "path/filepath"
 //	.ovroot/reserve         ReserveBytes held back for a full partition
 //	.ovroot/reset-request   JSON ResetRequest: a pending factory reset
 //	.ovroot/last-reset      JSON ResetRecord: the last completed reset
-//	.ovroot/keep.new/       kept paths being copied (discarded if a crash interrupts)
-//	.ovroot/keep/           kept paths, copied and synced: the future upper
+//	.ovroot/restore.tar.new a backup being staged by ovrootctl restore (removed if incomplete)
+//	.ovroot/restore.tar     the staged backup (OCI layer tarball) a restore request names
+//	.ovroot/keep.new/       kept paths being copied, or the backup being unpacked (discarded if a crash interrupts)
+//	.ovroot/keep/           kept paths or the unpacked backup, synced: the future upper
 //	.ovroot/trash/          retired uppers and workdirs, deleted in the background
 //	.ovroot/upper-build, slot-log, highest-version   two-slot images (slot.go)
 const (
@@ -22,6 +24,8 @@ const (
 	ResetRequestFile = "reset-request"
 	LastResetFile    = "last-reset"
 	KeepNewDir       = "keep.new"
+	RestoreFile      = "restore.tar"
+	RestoreNewFile   = RestoreFile + ".new"
 	KeepDir          = "keep"
 	TrashDir         = "trash"
 	SpaceProbeFile   = ".ovroot-space-probe"

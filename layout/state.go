@@ -73,6 +73,10 @@ type VerityState struct {
 type ResetRequest struct {
 	Trigger string    `json:"trigger"`
 	Time    time.Time `json:"time"`
+	// Restore makes the reset a restore: the name in MetaDir of the
+	// staged backup (RestoreFile) that becomes the new upper, in place of
+	// the keep-list's copies.
+	Restore string `json:"restore,omitempty"`
 }
 
 // ResetRecord is a completed factory reset (MetaDir/LastResetFile, and
@@ -84,6 +88,12 @@ type ResetRecord struct {
 	Kept        []string  `json:"kept,omitempty"` // keep-list paths that existed and were carried over
 	DurationMS  int64     `json:"duration_ms"`
 	Resumed     bool      `json:"resumed,omitempty"` // finished a reset a power cut interrupted
+	// Restored says the new upper is a backup (ovrootctl restore), not
+	// the keep-list.
+	Restored bool `json:"restored,omitempty"`
+	// Failed says the request was dropped and nothing changed, and why: a
+	// staged backup found unreadable at boot (the old upper stays).
+	Failed string `json:"failed,omitempty"`
 }
 
 // SlotState is what the init knows at boot about the slot it booted

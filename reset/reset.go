@@ -1,4 +1,5 @@
-// Package reset is the factory reset of an ovroot data partition: a
+// Package reset is the factory reset of an ovroot data partition, and the
+// restore of a backup, which is a reset whose new upper is the backup: a
 // durable request (written by ovrootctl, or by the init for the cmdline and
 // button triggers), and the reset itself, which the init performs on the
 // mounted data filesystem before it stacks the overlay.
@@ -11,15 +12,28 @@
 // idempotent and the state is read back from what exists, so a power cut at
 // any moment leaves a request that the next boot finishes:
 //
-//	request present, no keep/      copy the keep-list out of the upper into keep.new/,
+//	request present, no keep/      copy the keep-list out of the upper into keep.new/
+//	                                (a restore: unpack the staged backup there instead),
 //	                                sync, rename keep.new/ -> keep/
 //	upper/ or work/ present         rename them into trash/
 //	keep/ present, no upper/        rename keep/ -> upper/, create work/
-//	then                            write last-reset, remove the request
+//	then                            write last-reset, remove the request, then the
+//	                                staged backup
 //
 // A reset interrupted after keep/ became upper/ runs again from the top on
 // the next boot; it copies the kept paths out of the new upper, which holds
-// only them, so the result is the same.
+// only them, so the result is the same. A restore interrupted there unpacks
+// the staged backup again, which is still there: it is removed only after
+// the request, and a staged backup no request names is removed (a cut
+// between the two; RemoveStaleRestore).
+//
+// A restore replaces the upper entirely: the keep-list does not apply (the
+// backup is what the owner asked to have; a key or identity it lacks is
+// made again as on a first boot). A backup that turns out unreadable at
+// boot (damaged on the flash since ovrootctl checked it) fails before
+// anything is retired: keep.new/ is discarded, the old upper stays, and
+// the request is dropped with a record saying why (ErrRestoreDropped),
+// rather than kept to fail, and send the boot to its fallback, every time.
 package reset
 
 import (
@@ -66,6 +80,11 @@ func Schedule(dir, trigger string, now time.Time) error {
 			err = WriteAtomic(meta(dir), layout.ResetRequestFile, data)
 		}
 	}
+	if err != nil {
+		return err
+	}
+	// A restore this request replaced: its backup is no longer named.
+	_, err = removeRestore(dir)
 	return err
 }
 
@@ -83,16 +102,24 @@ func releaseReserve(dir string) (bool, error) {
 	return true, syncDir(meta(dir))
 }
 
-// Cancel withdraws a pending request; it reports whether there was one.
+// Cancel withdraws a pending request and removes a staged backup; it
+// reports whether there was a request. The request goes first: a staged
+// backup without a request is nothing, a request without its backup would
+// be a restore that cannot be done.
 func Cancel(dir string) (bool, error) {
 	err := os.Remove(filepath.Join(meta(dir), layout.ResetRequestFile))
 	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
+		_, err := removeRestore(dir)
+		return false, err
 	}
 	if err != nil {
 		return false, err
 	}
-	return true, syncDir(meta(dir))
+	if err := syncDir(meta(dir)); err != nil {
+		return true, err
+	}
+	_, err = removeRestore(dir)
+	return true, err
 }
 
 // Pending returns the pending request, or nil.
@@ -192,7 +219,11 @@ var ErrNoRoom = errors.New("no room on the data partition for the factory reset"
 func (r *Resetter) perform(untouched *bool) (*layout.ResetRecord, error) {
 	start := r.now()
 	req, err := Pending(r.Dir)
-	if err != nil || req == nil {
+	if err != nil {
+		return nil, err
+	}
+	if req == nil {
+		_, err := removeRestore(r.Dir)
 		return nil, err
 	}
 	if err := checkKeep(r.Keep); err != nil {
@@ -233,9 +264,21 @@ func (r *Resetter) perform(untouched *bool) (*layout.ResetRecord, error) {
 		if err := os.Mkdir(keepNew, 0o755); err != nil {
 			return nil, err
 		}
-		for _, k := range r.Keep {
-			if err := stageKept(upper, keepNew, strings.TrimPrefix(k, "/")); err != nil {
-				return nil, fmt.Errorf("keep %s: %w", k, err)
+		if req.Restore != "" {
+			// The backup is the new upper; the keep-list does not apply.
+			err := stageRestore(m, req.Restore, keepNew)
+			var bad *BadLayerError
+			if errors.As(err, &bad) {
+				return r.dropRestore(req, start, err)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("unpack the backup %s: %w", req.Restore, err)
+			}
+		} else {
+			for _, k := range r.Keep {
+				if err := stageKept(upper, keepNew, strings.TrimPrefix(k, "/")); err != nil {
+					return nil, fmt.Errorf("keep %s: %w", k, err)
+				}
 			}
 		}
 		if err := syncTree(keepNew); err != nil {
@@ -291,8 +334,11 @@ func (r *Resetter) perform(untouched *bool) (*layout.ResetRecord, error) {
 		return nil, err
 	}
 
-	rec := &layout.ResetRecord{Trigger: req.Trigger, RequestedAt: req.Time, Resumed: resumed}
+	rec := &layout.ResetRecord{Trigger: req.Trigger, RequestedAt: req.Time, Resumed: resumed, Restored: req.Restore != ""}
 	for _, k := range r.Keep {
+		if rec.Restored {
+			break
+		}
 		if _, err := os.Lstat(filepath.Join(upper, k)); err == nil {
 			rec.Kept = append(rec.Kept, k)
 		}

@@ -10,7 +10,7 @@ import (
 )
 
 func main() {
-	err := ctl.Context{Stdout: os.Stdout, Stderr: os.Stderr, Args: os.Args[1:]}.Execute(context.Background())
+	err := ctl.Context{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Args: os.Args[1:]}.Execute(context.Background())
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ovrootctl: %v\n", err)
 		os.Exit(1)

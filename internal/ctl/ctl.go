@@ -23,7 +23,9 @@ import (
 // Context is one invocation of ovrootctl.
 type Context struct {
 	Stdout, Stderr io.Writer
-	Args           []string
+	// Stdin is read by restore -; nil is os.Stdin.
+	Stdin io.Reader
+	Args  []string
 	// Root prefixes every path read (tests use a temp dir); "" is "/".
 	Root string
 	// Now and Reboot replace the clock and the reboot in tests.
@@ -51,6 +53,9 @@ commands:
                     tarball: for ovroot build --layer, or any OCI tool
   factory-reset [--reboot] [--cancel]
                     erase every change at the next boot (or withdraw the request)
+  restore FILE|- [--reboot], restore --cancel
+                    replace every change with a backup (ovrootctl backup's
+                    layer tarball) at the next boot, crash-safely
   upgrade BUNDLE [--wipe] [--reboot] [--allow-downgrade] [--progress=json]
                     write an update bundle (a file, a block device, an
                     https:// URL, resumed if the link drops, or an OCI registry
@@ -76,6 +81,8 @@ func (c Context) Execute(ctx context.Context) error {
 		return c.backupCmd(c.Args[1:])
 	case "factory-reset":
 		return c.factoryReset(c.Args[1:])
+	case "restore":
+		return c.restore(c.Args[1:])
 	case "upgrade":
 		return c.upgrade(ctx, c.Args[1:])
 	case "mark-good":

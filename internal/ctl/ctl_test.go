@@ -373,3 +373,100 @@ func TestBackupRefusesTheRunningRoot(t *testing.T) {
 		t.Errorf("%s was written", out)
 	}
 }
+
+// restore FILE checks and stages a backup and says what the next boot
+// does; --cancel withdraws it; a bad file changes nothing.
+func TestRestore(t *testing.T) {
+	root := t.TempDir()
+	writeState(t, root, `{"mode":"persistent","root_device":"/dev/vda2","data_device":"/dev/vda3","timings_ms":{}}`)
+	os.MkdirAll(filepath.Join(root, "overlay/upper"), 0o755)
+	data := filepath.Join(root, "overlay")
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	rebooted := false
+	run := func(stdin io.Reader, args ...string) (string, error) {
+		var out bytes.Buffer
+		err := Context{Stdin: stdin, Stdout: &out, Stderr: &out, Args: args, Root: root, Now: func() time.Time { return now },
+			Reboot: func() error { rebooted = true; return nil }}.Execute(context.Background())
+		return out.String(), err
+	}
+	var layer bytes.Buffer
+	tw := tar.NewWriter(&layer)
+	tw.WriteHeader(&tar.Header{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755})
+	tw.WriteHeader(&tar.Header{Name: "etc/hostname", Typeflag: tar.TypeReg, Mode: 0o644, Size: 5})
+	tw.Write([]byte("mine\n"))
+	tw.WriteHeader(&tar.Header{Name: "etc/.wh.motd", Typeflag: tar.TypeReg, Mode: 0o600})
+	tw.Close()
+	file := filepath.Join(t.TempDir(), "router.tar")
+	os.WriteFile(file, layer.Bytes(), 0o600)
+
+	for _, bad := range [][]string{{"restore"}, {"restore", "a", "b"}, {"restore", "--cancel", "a"}, {"restore", "--bogus", "a"}} {
+		if out, err := run(nil, bad...); err == nil || !strings.Contains(out, "usage: ovrootctl restore") {
+			t.Errorf("%q: %v, want the usage:\n%s", bad, err, out)
+		}
+	}
+	out, err := run(nil, "restore", file)
+	if err != nil || !strings.Contains(out, "restore staged: "+file+", 3 entries, 5 bytes of file data, copied to /overlay/.ovroot/restore.tar") ||
+		!strings.Contains(out, "at the next boot the backup replaces every change") || rebooted {
+		t.Fatalf("restore: %v (rebooted %v)\n%s", err, rebooted, out)
+	}
+	if p, _ := reset.Pending(data); p == nil || p.Trigger != reset.TriggerRestore || p.Restore != layout.RestoreFile || !p.Time.Equal(now) {
+		t.Errorf("request = %+v", p)
+	}
+	if out, _ = run(nil, "status"); !strings.Contains(out, "PENDING restore of a backup (/overlay/.ovroot/restore.tar, requested 2026-11-23T10:00:00Z)") {
+		t.Errorf("status lacks the pending restore:\n%s", out)
+	}
+	if out, err = run(nil, "restore", "--cancel"); err != nil || !strings.Contains(out, "restore cancelled") {
+		t.Errorf("cancel: %v %s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(data, layout.MetaDir, layout.RestoreFile)); err == nil {
+		t.Error("the staged backup is still there after --cancel")
+	}
+	if out, _ = run(nil, "restore", "--cancel"); !strings.Contains(out, "no restore was pending") {
+		t.Errorf("second cancel: %s", out)
+	}
+	// From stdin, over a pending factory reset, then reboot.
+	run(nil, "factory-reset")
+	if out, _ = run(nil, "restore", "--cancel"); !strings.Contains(out, "no restore is pending, but a factory reset is") {
+		t.Errorf("restore --cancel with a factory reset pending: %s", out)
+	}
+	if p, _ := reset.Pending(data); p == nil || p.Trigger != reset.TriggerCtl {
+		t.Errorf("restore --cancel withdrew the factory reset: %+v", p)
+	}
+	out, err = run(bytes.NewReader(layer.Bytes()), "restore", "-", "--reboot")
+	if err != nil || !strings.Contains(out, "restore staged: stdin, 3 entries") || !strings.Contains(out, "replaces the pending factory reset") || !rebooted {
+		t.Errorf("restore - --reboot: %v (rebooted %v)\n%s", err, rebooted, out)
+	}
+	if out, _ = run(nil, "factory-reset", "--cancel"); !strings.Contains(out, "restore cancelled") {
+		t.Errorf("factory-reset --cancel of a restore: %s", out)
+	}
+	// A bad backup: refused naming the entry, nothing pending.
+	var evil bytes.Buffer
+	tw = tar.NewWriter(&evil)
+	tw.WriteHeader(&tar.Header{Name: "../x", Typeflag: tar.TypeReg, Mode: 0o644})
+	tw.Close()
+	if _, err = run(bytes.NewReader(evil.Bytes()), "restore", "-"); err == nil || !strings.Contains(err.Error(), `the backup's entry "../x"`) || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Errorf("restore of a bad layer: %v", err)
+	}
+	if p, _ := reset.Pending(data); p != nil {
+		t.Errorf("a bad layer left a request: %+v", p)
+	}
+	// The records of restores the init performed or dropped.
+	last := filepath.Join(data, layout.MetaDir, layout.LastResetFile)
+	os.WriteFile(last, []byte(`{"trigger":"restore","done_at":"2026-11-23T09:00:00Z","restored":true,"duration_ms":40}`), 0o600)
+	if out, _ = run(nil, "status"); !strings.Contains(out, "last reset: 2026-11-23T09:00:00Z restored a backup (40 ms)") {
+		t.Errorf("status lacks the restore:\n%s", out)
+	}
+	os.WriteFile(last, []byte(`{"trigger":"restore","done_at":"2026-11-23T09:00:00Z","failed":"the backup is cut short"}`), 0o600)
+	if out, _ = run(nil, "status"); !strings.Contains(out, "last reset: 2026-11-23T09:00:00Z FAILED, nothing changed (trigger=restore): the backup is cut short") {
+		t.Errorf("status lacks the failed restore:\n%s", out)
+	}
+}
+
+func TestRestoreVolatile(t *testing.T) {
+	root := t.TempDir()
+	writeState(t, root, `{"mode":"volatile","reason":"no partition labelled rootfs_data","timings_ms":{}}`)
+	err := Context{Stdout: io.Discard, Stderr: io.Discard, Args: []string{"restore", "-"}, Stdin: strings.NewReader(""), Root: root}.Execute(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "not in use (VOLATILE") {
+		t.Errorf("error = %v", err)
+	}
+}

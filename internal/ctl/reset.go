@@ -29,11 +29,17 @@ func (c Context) factoryReset(args []string) error {
 	}
 	dir := c.path(layout.OverlayDir)
 	if *cancel {
+		p, err := reset.Pending(dir)
+		if err != nil {
+			return err
+		}
 		had, err := reset.Cancel(dir)
 		if err != nil {
 			return fmt.Errorf("cancel the factory reset: %w", err)
 		}
-		if had {
+		if had && p != nil && p.Restore != "" {
+			fmt.Fprintln(c.Stdout, "restore cancelled")
+		} else if had {
 			fmt.Fprintln(c.Stdout, "factory reset cancelled")
 		} else {
 			fmt.Fprintln(c.Stdout, "no factory reset was pending")
@@ -105,10 +111,16 @@ func (c Context) readResetStatus(st layout.State) (resetStatus, error) {
 
 func (rs resetStatus) lines() []string {
 	var out []string
-	if p := rs.Pending; p != nil {
+	if p := rs.Pending; p != nil && p.Restore != "" {
+		out = append(out, fmt.Sprintf("reset:     PENDING restore of a backup (%s, requested %s): replaces the upper at the next boot", layout.Meta(layout.OverlayDir, p.Restore), p.Time.Format(time.RFC3339)))
+	} else if p != nil {
 		out = append(out, fmt.Sprintf("reset:     PENDING factory reset (trigger=%s, requested %s): runs at the next boot", p.Trigger, p.Time.Format(time.RFC3339)))
 	}
-	if l := rs.Last; l != nil {
+	if l := rs.Last; l != nil && l.Failed != "" {
+		out = append(out, fmt.Sprintf("last reset: %s FAILED, nothing changed (trigger=%s): %s", l.DoneAt.Format(time.RFC3339), l.Trigger, l.Failed))
+	} else if l != nil && l.Restored {
+		out = append(out, fmt.Sprintf("last reset: %s restored a backup (%d ms)", l.DoneAt.Format(time.RFC3339), l.DurationMS))
+	} else if l != nil {
 		kept := "none"
 		if len(l.Kept) > 0 {
 			kept = strings.Join(l.Kept, ", ")
