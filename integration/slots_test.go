@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"archive/tar"
 	"bytes"
 	"crypto/sha256"
 	"fmt"
@@ -513,11 +514,16 @@ func testUpgrade(t *testing.T, c abChain) {
 	autoConfirm := arch != layout.X86_64
 	// Release 2 trusts key b besides a (the keyring rotates with the
 	// root); release 3 is signed by b alone.
+	// Release 2 is a stacked root (issue 19's [[layer]]): its bundle's
+	// root member carries both layers, through verity on x86_64.
 	good := buildBundle(t, c, withHealth(t, abRootfs(t, arch, "2", false), "ok"), release("2"), func(im *config.Image) {
 		im.Update.TrustedKeys = []string{testKey("a") + ".pub", testKey("b") + ".pub"}
 		if autoConfirm {
 			im.Init.ConfirmAfter = config.OffDuration(5 * time.Second)
 		}
+		im.Layer = []config.Layer{{Name: "base", Rootfs: im.Rootfs}, {Name: "site", Rootfs: layerTarball(t, []layerEntry{
+			{h: tar.Header{Name: "etc/ovroot-test/site", Typeflag: tar.TypeReg, Mode: 0o644}, body: "site layer\n"}})}}
+		im.Rootfs = ""
 	})
 	broken := buildBundle(t, c, abRootfs(t, arch, "3-init-exits", true), release("3"), func(im *config.Image) {
 		im.Update.SignKey = testKey("b") + ".key"
@@ -630,6 +636,12 @@ func testUpgrade(t *testing.T, c abChain) {
 	}
 	if v := guest(t, vm, "cat /etc/ovroot-test/version"); v != "2\n" {
 		t.Errorf("slot b's root says version %q, want 2", v)
+	}
+	if v := guest(t, vm, "cat /etc/ovroot-test/site"); v != "site layer\n" {
+		t.Errorf("slot b's site layer: /etc/ovroot-test/site = %q", v)
+	}
+	if m := guest(t, vm, "mounts"); !regexp.MustCompile(`(?m)^/dev/dm-\d+ /run/ovroot/layers/site squashfs ro,`).MatchString(m) {
+		t.Errorf("slot b's site layer is not mounted from a mapping:\n%s", m)
 	}
 	if v := guest(t, vm, "cat /root/kept.txt"); strings.TrimSpace(v) != "made-on-v1" {
 		t.Errorf("the upper was not kept across the upgrade: /root/kept.txt = %q", v)

@@ -3,13 +3,19 @@ package integration
 import (
 	"archive/tar"
 	"encoding/json"
+	"math/rand"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/ovroot/ovroot/internal/testenv"
+	"github.com/ovroot/ovroot/qemu"
 
 	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/internal/manifest"
@@ -96,7 +102,7 @@ func testStackedLayers(t *testing.T, arch ovlayout.Arch, rootfs string) {
 	})
 	vm := boot(t, im)
 	expect(t, vm, "GUEST: ready")
-	checkFactoryFull(t, vm, factory, strings.TrimPrefix("/"+ovlayout.LayersFile, "/"))
+	checkFactoryFull(t, vm, factory, path.Dir(ovlayout.LayersFile)) // etc/ovroot: ovroot's own
 	for _, c := range []struct{ cmd, want string }{
 		{"cat " + factoryConf, "config=1\n"},
 		{"exists /etc/labelled", "/etc/labelled exists=false\n"},
@@ -147,6 +153,65 @@ func testStackedLayers(t *testing.T, arch ovlayout.Arch, rootfs string) {
 		if !strings.Contains(changes, w) {
 			t.Errorf("ovrootctl changes = %q, want %q in it", changes, w)
 		}
+	}
+	backupResetRestore(t, vm, im, factory)
+}
+
+// backupResetRestore: the device's changes (a file added, one of a layer
+// deleted, an xattr) are backed up with ovrootctl backup, a factory reset
+// gives the factory tree, and ovrootctl restore, cut by a power cut at a
+// seeded moment of its boot-time steps, gives on the next boot exactly
+// the tree that was backed up (host-compared manifests: never a mix).
+func backupResetRestore(t *testing.T, vm *qemu.VM, im image, factory []manifest.Entry) {
+	seed := testenv.Int(t, "OVROOT_RESTORE_SEED", time.Now().UnixNano(), 0)
+	rng := rand.New(rand.NewSource(seed))
+	guest(t, vm, "mkdir /etc/custom")
+	guest(t, vm, "write /etc/custom/site.conf customer's")
+	guest(t, vm, "setxattr /etc/custom/site.conf user.site yes")
+	skips := []string{"proc", "sys", "dev", "run", "tmp", "rom", "overlay", "etc/ovroot"}
+	rootManifest := func(vm *qemu.VM) string {
+		t.Helper()
+		out := guest(t, vm, "manifest-v2 / "+strings.Join(skips, " "))
+		return regexp.MustCompile(`manifest-v2 entries=\d+ digest=[0-9a-f]+`).FindString(out)
+	}
+	before := rootManifest(vm)
+	if out := guest(t, vm, "exec /usr/bin/ovrootctl backup -o /overlay/backup.tar"); strings.Contains(out, "rror") {
+		t.Fatalf("ovrootctl backup: %s", out)
+	}
+	guest(t, vm, "exec /usr/bin/ovrootctl factory-reset")
+	powerOff(t, vm)
+
+	vm = boot(t, im)
+	expect(t, vm, "GUEST: ready")
+	checkFactoryFull(t, vm, factory, "etc/ovroot")
+	if out := guest(t, vm, "exec /usr/bin/ovrootctl restore /overlay/backup.tar"); !strings.Contains(out, "next boot") {
+		t.Errorf("ovrootctl restore said %q", out)
+	}
+	powerOff(t, vm)
+
+	// The restore's steps slowed down; the power cut somewhere in them.
+	vm = boot(t, im, withCmdline("ovroot.reset_step_delay="+stepDelay.String()))
+	expect(t, vm, "restore (trigger=")
+	at := time.Duration(rng.Int63n(int64(11 * stepDelay)))
+	time.Sleep(at)
+	vm.Kill()
+	vm.Wait(time.Minute)
+	last := "before the first step"
+	if m := regexp.MustCompile(`restore step (\S+)`).FindAllStringSubmatch(vm.Console(), -1); len(m) > 0 {
+		last = "in or after step " + m[len(m)-1][1]
+	}
+	t.Logf("power cut %s into the restore: %s (replay: OVROOT_RESTORE_SEED=%d)", at, last, seed)
+
+	vm = boot(t, im)
+	expect(t, vm, "GUEST: ready")
+	if got := rootManifest(vm); got != before {
+		t.Errorf("after the restore (power cut %s in, %s), the root is %q, want the backed-up %q; seed %d", at, last, got, before, seed)
+	}
+	if got := guest(t, vm, "getxattr /etc/custom/site.conf user.site"); got != "yes\n" {
+		t.Errorf("restored xattr = %q", got)
+	}
+	if got := guest(t, vm, "exists /etc/app.conf"); got != "/etc/app.conf exists=false\n" {
+		t.Errorf("the restored whiteout: %q", got)
 	}
 	powerOff(t, vm)
 }
