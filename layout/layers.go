@@ -66,6 +66,10 @@ func LayersStart(bottomBytes int64) int64 {
 	return (bottomBytes + LayerAlign - 1) / LayerAlign * LayerAlign
 }
 
+// maxLayerBytes bounds a layer's offset and size (1 PiB): their sum
+// cannot overflow.
+const maxLayerBytes = 1 << 50
+
 var layerName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
 
 // CheckLayerName refuses a name that cannot be a mount point's name or a
@@ -105,6 +109,8 @@ func ParseLayerTable(data []byte) (LayerTable, error) {
 			continue
 		}
 		switch {
+		case l.Size > maxLayerBytes || l.Offset > maxLayerBytes:
+			return t, fmt.Errorf("%s: layer %q at offset %d, size %d: past any disk", LayersFile, l.Name, l.Offset, l.Size)
 		case l.Size <= 0:
 			return t, fmt.Errorf("%s: layer %q has size %d", LayersFile, l.Name, l.Size)
 		case l.Offset < end || l.Offset%LayerAlign != 0:

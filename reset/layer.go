@@ -105,6 +105,13 @@ func newLayerReader(r io.Reader) (*layerReader, error) {
 
 // next returns the next header, or io.EOF after a complete archive.
 func (lr *layerReader) next() (*tar.Header, error) {
+	// The rest of the current entry first: where its data ends is where
+	// the end-of-archive marker must start, whatever the caller read of
+	// it (an unpack reads nothing of a directory's or a link's claimed
+	// data).
+	if _, err := io.Copy(io.Discard, lr.tr); err != nil {
+		return nil, badArchive(err)
+	}
 	lr.before = lr.count.n
 	h, err := lr.tr.Next()
 	if err == io.EOF {

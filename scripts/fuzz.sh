@@ -36,6 +36,8 @@ targets=(
   "./boot/ FuzzParseUndo 1"
   "./layout/ FuzzParseState 1"
   "./layout/ FuzzParseVersion 1"
+  "./layout/ FuzzParseLayerTable 1"
+  "./reset/ FuzzRestoreLayer 1"
   "./verity/ FuzzParseParam 1"
 )
 # scale multiplies a one-unit Go duration such as 4s, 500ms or 5m.
