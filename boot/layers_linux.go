@@ -51,11 +51,16 @@ func (b *Boot) stackLayers(src string) (err error) {
 	if err := b.Sys.Unmount(layout.RomDir); err != nil {
 		return fmt.Errorf("root %s: unmount the bottom layer from %s to map it: %w", src, layout.RomDir, err)
 	}
-	var mounted []string // layer mount points, to undo on an error
+	// What was mapped and mounted is undone on an error: a mapping left
+	// would hold the partition, and the next attempt could not mount it.
+	var mapped, mounted []string
 	defer func() {
 		if err != nil {
 			for _, m := range slices.Backward(mounted) {
 				b.Sys.Unmount(m)
+			}
+			for _, name := range slices.Backward(mapped) {
+				b.Sys.UnmapLayer(name)
 			}
 			b.state.Layers = nil
 			b.lowers = ""
@@ -72,6 +77,7 @@ func (b *Boot) stackLayers(src string) (err error) {
 		if err != nil {
 			return fmt.Errorf("layer %s (bytes %d to %d of root %s): %w", l.Name, off, off+size, src, err)
 		}
+		mapped = append(mapped, l.Name)
 		dir := filepath.Join(layout.LayersDir, l.Name)
 		b.mkdir(dir)
 		if err := b.Sys.Mount(node, dir, "squashfs", unix.MS_RDONLY, ""); err != nil {
@@ -130,6 +136,20 @@ func (LinuxSys) SquashfsBytes(dev string) (int64, error) {
 	}
 	defer f.Close()
 	return squashfsBytesUsed(f)
+}
+
+// UnmapLayer removes a layer's mapping (MapLayer); a mapping that is not
+// there is not an error.
+func (LinuxSys) UnmapLayer(name string) error {
+	c, err := dm.Open()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.RemoveDevice(layerDMPrefix + name); err != nil && !errors.Is(err, unix.ENXIO) {
+		return err
+	}
+	return nil
 }
 
 // layerDMPrefix starts the device-mapper name of each mapped layer.

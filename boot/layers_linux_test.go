@@ -122,6 +122,16 @@ func TestStackedLayersErrors(t *testing.T) {
 			if indexOf(sys.calls, "switch_root /newroot /sbin/init") >= 0 {
 				t.Error("switched root after a layer failed")
 			}
+			// Whatever of the stack was mapped is unmapped again (a
+			// mapping would hold the partition: the next attempt could
+			// not mount it).
+			for i, c := range sys.calls {
+				if f := strings.Fields(c); len(f) > 2 && f[0] == "map-layer" && sys.mapErr[f[2]] == nil {
+					if indexOf(sys.calls[i:], "unmap-layer "+f[2]) < 0 {
+						t.Errorf("layer %s stays mapped:\n%s", f[2], strings.Join(sys.calls, "\n"))
+					}
+				}
+			}
 			// Whatever of the stack was mounted is unmounted again.
 			for i, c := range sys.calls {
 				if f := strings.Fields(c); len(f) > 2 && f[0] == "mount" && strings.HasPrefix(f[2], layout.LayersDir) && sys.mountErr[f[2]] == nil {

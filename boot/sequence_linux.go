@@ -481,6 +481,7 @@ func (b *Boot) cleanup() {
 	}
 	for _, l := range slices.Backward(b.state.Layers) {
 		b.Sys.Unmount(filepath.Join(layout.LayersDir, l.Name))
+		b.Sys.UnmapLayer(l.Name)
 	}
 }
 

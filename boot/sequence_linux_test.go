@@ -668,6 +668,10 @@ func (f *fakeSys) SquashfsBytes(dev string) (int64, error) {
 	}
 	return f.squashfsBytes, nil
 }
+func (f *fakeSys) UnmapLayer(name string) error {
+	f.rec("unmap-layer %s", name)
+	return nil
+}
 func (f *fakeSys) MapLayer(dev, name string, off, size int64) (string, error) {
 	f.rec("map-layer %s %s %d %d", dev, name, off, size)
 	if err := f.mapErr[name]; err != nil {

@@ -67,6 +67,8 @@ type Sys interface {
 	// MapLayer makes size bytes of dev from byte off a read-only block
 	// device of its own, named for the layer, and returns its node.
 	MapLayer(dev, name string, off, size int64) (string, error)
+	// UnmapLayer removes the layer's mapping (none: not an error).
+	UnmapLayer(name string) error
 	// SwitchRoot makes newRoot the root and executes init in it as PID 1.
 	// It returns only on failure.
 	SwitchRoot(newRoot, init string) error

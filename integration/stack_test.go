@@ -2,6 +2,7 @@ package integration
 
 import (
 	"archive/tar"
+	"encoding/binary"
 	"encoding/json"
 	"math/rand"
 	"os"
@@ -155,6 +156,17 @@ func testStackedLayers(t *testing.T, arch ovlayout.Arch, rootfs string) {
 		}
 	}
 	backupResetRestore(t, vm, im, factory)
+
+	// The app layer's superblock zeroed on the disk: the init names the
+	// layer and tries again, as for a root that does not mount, with
+	// nothing of the stack left mounted between the attempts.
+	sb := readPart(t, im, ovlayout.RootLabel, 0, 48)
+	appAt := ovlayout.LayersStart(int64(binary.LittleEndian.Uint64(sb[40:])))
+	writePart(t, im, ovlayout.RootLabel, appAt, make([]byte, 4096))
+	vm = boot(t, im)
+	expect(t, vm, "ovroot: cannot build a root (attempt 1): layer app: mount /dev/dm-")
+	expect(t, vm, "ovroot: cannot build a root (attempt 2): layer app")
+	vm.Kill()
 }
 
 // backupResetRestore: the device's changes (a file added, one of a layer

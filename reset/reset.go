@@ -343,22 +343,30 @@ func (r *Resetter) perform(untouched *bool) (*layout.ResetRecord, error) {
 			rec.Kept = append(rec.Kept, k)
 		}
 	}
-	rec.DoneAt = r.now().UTC()
-	rec.DurationMS = rec.DoneAt.Sub(start).Milliseconds()
-	if err := r.step("record"); err != nil {
-		return nil, err
-	}
-	data, _ := json.Marshal(rec)
-	if err := WriteAtomic(m, layout.LastResetFile, data); err != nil {
-		return nil, err
-	}
-	if err := r.step("clear-request"); err != nil {
-		return nil, err
-	}
-	if _, err := Cancel(r.Dir); err != nil {
+	if err := r.finish(rec, start); err != nil {
 		return nil, err
 	}
 	return rec, nil
+}
+
+// finish writes the record of a reset (or a restore) done or dropped,
+// then removes the request: in that order, so a cut between them runs
+// the request again rather than losing its record.
+func (r *Resetter) finish(rec *layout.ResetRecord, start time.Time) error {
+	rec.DoneAt = r.now().UTC()
+	rec.DurationMS = rec.DoneAt.Sub(start).Milliseconds()
+	if err := r.step("record"); err != nil {
+		return err
+	}
+	data, _ := json.Marshal(rec)
+	if err := WriteAtomic(meta(r.Dir), layout.LastResetFile, data); err != nil {
+		return err
+	}
+	if err := r.step("clear-request"); err != nil {
+		return err
+	}
+	_, err := Cancel(r.Dir)
+	return err
 }
 
 // trashName picks an unused name in the trash.

@@ -192,19 +192,7 @@ func (r *Resetter) dropRestore(req *layout.ResetRequest, start time.Time, bad er
 		return nil, err
 	}
 	rec := &layout.ResetRecord{Trigger: req.Trigger, RequestedAt: req.Time, Failed: bad.Error()}
-	rec.DoneAt = r.now().UTC()
-	rec.DurationMS = rec.DoneAt.Sub(start).Milliseconds()
-	if err := r.step("record"); err != nil {
-		return nil, err
-	}
-	data, _ := json.Marshal(rec)
-	if err := WriteAtomic(m, layout.LastResetFile, data); err != nil {
-		return nil, err
-	}
-	if err := r.step("clear-request"); err != nil {
-		return nil, err
-	}
-	if _, err := Cancel(r.Dir); err != nil {
+	if err := r.finish(rec, start); err != nil {
 		return nil, err
 	}
 	return rec, fmt.Errorf("%w: %v", ErrRestoreDropped, bad)
