@@ -146,6 +146,9 @@ func testStackedLayers(t *testing.T, arch ovlayout.Arch, rootfs string) {
 	if !rom || !root {
 		t.Errorf("want /rom a read-only overlay and / an overlay with an upper, both of %s:\n%s", lowers, mounts)
 	}
+	if st := guest(t, vm, "exec /usr/bin/ovrootctl status"); !strings.Contains(st, "layers:    config, app, base (top first") {
+		t.Errorf("ovrootctl status does not list the layers:\n%s", st)
+	}
 	// ovrootctl changes reads the stacked /rom as the factory tree.
 	guest(t, vm, "write /etc/added by-hand")
 	guest(t, vm, "rm /etc/app.conf")

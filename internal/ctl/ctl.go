@@ -179,6 +179,13 @@ func (c Context) status(args []string) error {
 		fmt.Fprintf(w, "%s\n", strings.ToUpper(string(st.Mode)))
 	}
 	fmt.Fprintf(w, "root:      %s on %s (read-only)\n", st.RootDevice, layout.RomDir)
+	if n := len(st.Layers); n > 0 {
+		names := make([]string, n)
+		for i, l := range st.Layers {
+			names[n-1-i] = l.Name
+		}
+		fmt.Fprintf(w, "layers:    %s (top first; each read-only at %s/NAME, stacked on %s)\n", strings.Join(names, ", "), layout.LayersDir, layout.RomDir)
+	}
 	if v := st.Verity; v != nil {
 		fmt.Fprintf(w, "verity:    on, root hash %s; all %d blocks checked at boot in %d ms; mounted through %s\n", v.RootHash, v.Blocks, v.CheckMS, v.Device)
 	} else {

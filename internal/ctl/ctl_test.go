@@ -35,6 +35,11 @@ func TestStatus(t *testing.T) {
 			want:  []string{"PERSISTENT\n", "root:      /dev/vda2 on /rom", "first boot: the data partition was blank", "root ready in 812 ms (modules 100 ms, devices 20 ms, mounts 300 ms)"},
 		},
 		{
+			name:  "stacked layers",
+			state: `{"mode":"persistent","root_device":"/dev/vda2","data_device":"/dev/vda3","layers":[{"name":"base","device":"/dev/dm-0","offset":0,"size":4096},{"name":"app","device":"/dev/dm-1","offset":4096,"size":4096}],"timings_ms":{}}`,
+			want:  []string{"layers:    app, base (top first; each read-only at /run/ovroot/layers/NAME, stacked on /rom)\n"},
+		},
+		{
 			name:  "volatile",
 			state: `{"mode":"volatile","reason":"no partition labelled rootfs_data","root_device":"/dev/vda2","timings_ms":{}}`,
 			want:  []string{"VOLATILE: no partition labelled rootfs_data\n", "lost at power-off"},
