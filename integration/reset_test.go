@@ -300,10 +300,21 @@ var mergedRootSkips = []string{"proc", "sys", "dev", "run", "tmp", "rom", "overl
 // differing lines (-want +got).
 func checkFactoryFull(t *testing.T, vm *qemu.VM, factory []manifest.Entry, skip ...string) {
 	t.Helper()
+	checkTreeFull(t, vm, "/", factory, skip...)
+}
+
+// checkTreeFull is checkFactoryFull of the guest's tree at dir (a stacked
+// root's /rom, the merged layers).
+func checkTreeFull(t *testing.T, vm *qemu.VM, dir string, factory []manifest.Entry, skip ...string) {
+	t.Helper()
 	var want []manifest.Entry
+	skips := mergedRootSkips
+	if dir != "/" {
+		skips = nil // no mount points below dir: the caller lists what is there
+	}
 	for _, e := range factory {
 		skipped := false
-		for _, s := range append(mergedRootSkips, skip...) {
+		for _, s := range append(skips, skip...) {
 			if e.Path == s || strings.HasPrefix(e.Path, s+"/") {
 				skipped = true
 			}
@@ -312,7 +323,10 @@ func checkFactoryFull(t *testing.T, vm *qemu.VM, factory []manifest.Entry, skip 
 			want = append(want, e)
 		}
 	}
-	args := "/ " + strings.Join(append([]string{strings.TrimPrefix(keptDir, "/")}, skip...), " ")
+	args := dir + " " + strings.Join(append([]string{strings.TrimPrefix(keptDir, "/")}, skip...), " ")
+	if dir != "/" {
+		args = dir + " " + strings.Join(skip, " ")
+	}
 	// Kernel messages may be mixed into the console output: only the
 	// manifest line counts.
 	out := guest(t, vm, "manifest-v2 "+args)
@@ -340,8 +354,8 @@ func checkFactoryFull(t *testing.T, vm *qemu.VM, factory []manifest.Entry, skip 
 		diff = append(diff, "+"+l)
 	}
 	sort.Strings(diff)
-	t.Errorf("merged root is not the factory root the host computed from the rootfs: %q, want %q\n(-want +got, %d lines):\n%s",
-		got, wantLine, len(diff), strings.Join(diff, "\n"))
+	t.Errorf("the guest's %s is not the factory root the host computed from the rootfs: %q, want %q\n(-want +got, %d lines):\n%s",
+		dir, got, wantLine, len(diff), strings.Join(diff, "\n"))
 }
 
 // afterResetMarker is written after a reset; the boot after must keep it.
