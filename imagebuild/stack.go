@@ -37,7 +37,8 @@ func makeStack(ctx context.Context, s Spec, out string, checkTree func(dirs ...s
 	files := make([]string, n)
 	trees := make([]string, n)
 	table := layout.LayerTable{Layers: make([]layout.LayerEntry, n)}
-	var own []Addition // files only ovroot writes: no layer may hold them
+	// Files only ovroot writes: no layer above the bottom may hold them.
+	own := []Addition{{Path: "/" + layout.LayersFile}}
 	for _, a := range s.Add {
 		if a.Own {
 			own = append(own, a)

@@ -131,6 +131,13 @@ func TestMakeStack(t *testing.T) {
 	if _, _, err := makeStack(context.Background(), s, filepath.Join(dir, "evil.squashfs"), nil); err == nil || !strings.Contains(err.Error(), "layer config: the layer has /etc/ovroot/trusted-keys/image.pub") {
 		t.Errorf("a layer with the image's trusted key = %v, want refused naming it", err)
 	}
+	// Nor a layer table of its own: /rom would show it, not the one the
+	// init reads.
+	writeTree(t, filepath.Join(dir, "evil3"), map[string]string{layout.LayersFile: "{}"})
+	s.Stack[2].Rootfs, s.Add = filepath.Join(dir, "evil3"), nil
+	if _, _, err := makeStack(context.Background(), s, filepath.Join(dir, "evil3.squashfs"), nil); err == nil || !strings.Contains(err.Error(), "layer config: the layer has /"+layout.LayersFile) {
+		t.Errorf("a layer with a layer table = %v, want refused naming it", err)
+	}
 }
 
 // squashfsBytes is bytes_used of a squashfs superblock.
