@@ -16,7 +16,7 @@ GO=${GO:-go}
 FUZZTIME=${FUZZTIME:-4s}
 FUZZ_MIN_EXECS=${FUZZ_MIN_EXECS:-1000}
 # package, target, and how many times FUZZTIME it runs: FuzzFlatten (and
-# FuzzFlattenLayers, FuzzImageArchive, about as fast) unpacks each input on disk (about 500 a second, against tens of
+# FuzzFlattenLayers, FuzzImageArchive and FuzzRestoreLayer, about as fast) unpacks each input on disk (about 500 a second, against tens of
 # thousands for the parsers in memory), so it gets five times as long (657 execs in 4 s on a slow CI machine).
 targets=(
   "./imagebuild/ FuzzFlatten 5"
@@ -37,7 +37,7 @@ targets=(
   "./layout/ FuzzParseState 1"
   "./layout/ FuzzParseVersion 1"
   "./layout/ FuzzParseLayerTable 1"
-  "./reset/ FuzzRestoreLayer 1"
+  "./reset/ FuzzRestoreLayer 5"
   "./verity/ FuzzParseParam 1"
 )
 # scale multiplies a one-unit Go duration such as 4s, 500ms or 5m.
