@@ -19,18 +19,34 @@ import (
 )
 
 // stackLayers turns the root mounted at /rom into the stack of layers it
-// holds (layout/layers.go), when it holds a layer table: the bottom
-// squashfs moves to LayersDir/<name>, every other layer is mapped from its
-// bytes of src (the root partition, or its dm-verity device: the layers are
-// checked with the root) and mounted read-only beside it, and /rom becomes
-// a read-only overlay of them, top layer first: the merged factory tree.
-// A root without a table is left as it is. On an error nothing of the
-// stack stays mounted and the error names the layer.
+// holds (layout/layers.go), when it holds a layer table: every layer, the
+// bottom one too, is mapped from its bytes of src (the root partition, or
+// its dm-verity device: the layers are checked with the root) and mounted
+// read-only at LayersDir/<name>, and /rom becomes a read-only overlay of
+// them, top layer first: the merged factory tree. A root without a table
+// is left as it is. On an error nothing of the stack stays mounted or
+// mapped, /rom included, and the error names the layer.
 func (b *Boot) stackLayers(src string) (err error) {
 	data, err := os.ReadFile(b.path(filepath.Join(layout.RomDir, layout.LayersFile)))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
+	// What was mapped and mounted is undone on an error: a mapping left
+	// would hold the partition, and the next attempt could not mount it.
+	var mapped, mounted []string
+	defer func() {
+		if err != nil {
+			b.Sys.Unmount(layout.RomDir)
+			for _, m := range slices.Backward(mounted) {
+				b.Sys.Unmount(m)
+			}
+			for _, name := range slices.Backward(mapped) {
+				b.Sys.UnmapLayer(name)
+			}
+			b.state.Layers = nil
+			b.lowers = ""
+		}
+	}()
 	if err != nil {
 		return fmt.Errorf("root %s: read its layer table /%s: %w", src, layout.LayersFile, err)
 	}
@@ -51,21 +67,6 @@ func (b *Boot) stackLayers(src string) (err error) {
 	if err := b.Sys.Unmount(layout.RomDir); err != nil {
 		return fmt.Errorf("root %s: unmount the bottom layer from %s to map it: %w", src, layout.RomDir, err)
 	}
-	// What was mapped and mounted is undone on an error: a mapping left
-	// would hold the partition, and the next attempt could not mount it.
-	var mapped, mounted []string
-	defer func() {
-		if err != nil {
-			for _, m := range slices.Backward(mounted) {
-				b.Sys.Unmount(m)
-			}
-			for _, name := range slices.Backward(mapped) {
-				b.Sys.UnmapLayer(name)
-			}
-			b.state.Layers = nil
-			b.lowers = ""
-		}
-	}()
 	var lowers []string
 	var states []layout.LayerState
 	for i, l := range t.Layers {
@@ -90,7 +91,6 @@ func (b *Boot) stackLayers(src string) (err error) {
 	b.lowers = strings.Join(lowers, ":")
 	// No upper: overlayfs mounts the lowers read-only, merged.
 	if err := b.Sys.Mount("overlay", layout.RomDir, "overlay", unix.MS_RDONLY, "lowerdir="+b.lowers); err != nil {
-		b.Sys.Unmount(layout.RomDir)
 		return fmt.Errorf("stack the layers on %s (lowerdir=%s): %w", layout.RomDir, b.lowers, err)
 	}
 	b.state.Layers = states

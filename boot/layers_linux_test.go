@@ -132,6 +132,10 @@ func TestStackedLayersErrors(t *testing.T) {
 					}
 				}
 			}
+			// /rom (the bottom squashfs, or the stack) is not left.
+			if i := lastIndex(sys.calls, "mount /dev/vda2 /rom"); i < 0 || indexOf(sys.calls[i:], "umount /rom") < 0 {
+				t.Errorf("/rom stays mounted after the failed attempt:\n%s", strings.Join(sys.calls, "\n"))
+			}
 			// Whatever of the stack was mounted is unmounted again.
 			for i, c := range sys.calls {
 				if f := strings.Fields(c); len(f) > 2 && f[0] == "mount" && strings.HasPrefix(f[2], layout.LayersDir) && sys.mountErr[f[2]] == nil {
@@ -160,4 +164,14 @@ func TestSquashfsBytesUsed(t *testing.T) {
 	if _, err := squashfsBytesUsed(strings.NewReader("hsqs")); err == nil || !errors.Is(err, err) {
 		t.Error("short: no error")
 	}
+}
+
+// lastIndex is the position of the last call starting with prefix, or -1.
+func lastIndex(calls []string, prefix string) int {
+	for i := len(calls) - 1; i >= 0; i-- {
+		if strings.HasPrefix(calls[i], prefix) {
+			return i
+		}
+	}
+	return -1
 }
