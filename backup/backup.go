@@ -42,11 +42,30 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// OCI whiteout names (image-spec layer.md, "Whiteouts").
+// The layer format this package writes and imagebuild and reset read:
+// OCI whiteout names (image-spec layer.md, "Whiteouts"; other .wh..wh.
+// names are aufs's bookkeeping), the PAX records of xattrs, and what an
+// overlayfs upper has for them (overlayfs.rst, "whiteouts and opaque
+// directories").
 const (
 	WhiteoutPrefix = ".wh."
+	WhiteoutMeta   = ".wh..wh."
 	WhiteoutOpaque = ".wh..wh..opq"
+	PAXXattr       = "SCHILY.xattr."
+	OverlayOpaque  = "trusted.overlay.opaque"
 )
+
+// IsWhiteout reports whether st is an overlayfs whiteout: a character
+// device 0/0.
+func IsWhiteout(st *unix.Stat_t) bool {
+	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
+}
+
+// OverlayOwn reports whether an xattr is overlayfs's own bookkeeping
+// (trusted.overlay.*, or user.overlay.* under userxattr), not the file's.
+func OverlayOwn(name string) bool {
+	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.")
+}
 
 // Attempts is how many times WriteFile copies an upper that changes while
 // it is read before it gives up.
@@ -286,7 +305,7 @@ func writeEntry(tw *tar.Writer, rel, p string, st *unix.Stat_t, links map[inode]
 	ft := st.Mode & unix.S_IFMT
 	// A whiteout first: overlayfs may share one whiteout inode among many
 	// names (a hard link each), which are not hard links of the layer.
-	if ft == unix.S_IFCHR && st.Rdev == 0 {
+	if IsWhiteout(st) {
 		dir, base := path.Split(rel)
 		h.Name = dir + WhiteoutPrefix + base
 		h.Typeflag = tar.TypeReg
@@ -306,7 +325,7 @@ func writeEntry(tw *tar.Writer, rel, p string, st *unix.Stat_t, links map[inode]
 		if h.PAXRecords == nil {
 			h.PAXRecords = map[string]string{}
 		}
-		h.PAXRecords["SCHILY.xattr."+k] = v
+		h.PAXRecords[PAXXattr+k] = v
 	}
 	if ft != unix.S_IFDIR && st.Nlink > 1 {
 		id := inode{uint64(st.Dev), st.Ino}
@@ -381,8 +400,7 @@ func xattrs(p, name string) (map[string]string, bool, error) {
 		if err != nil {
 			return nil, false, fmt.Errorf("xattr %s: %w", n, err)
 		}
-		own := strings.HasPrefix(n, "trusted.overlay.") || strings.HasPrefix(n, "user.overlay.")
-		if !own {
+		if !OverlayOwn(n) {
 			if out == nil {
 				out = map[string]string{}
 			}

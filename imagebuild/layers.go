@@ -134,11 +134,12 @@ func dirLayer(dir string) tarLayer {
 // OCI whiteouts (image-spec layer.md, "Whiteouts"): .wh.NAME hides NAME of
 // the lower layers, .wh..wh..opq hides everything the lower layers put in
 // its directory. Other .wh..wh. names are aufs's bookkeeping, not files.
+// The names are package backup's, which writes such layers.
 const (
-	overlayOpaque  = "trusted.overlay.opaque"
-	whiteoutPrefix = ".wh."
-	whiteoutMeta   = ".wh..wh."
-	whiteoutOpaque = ".wh..wh..opq"
+	overlayOpaque  = backup.OverlayOpaque
+	whiteoutPrefix = backup.WhiteoutPrefix
+	whiteoutMeta   = backup.WhiteoutMeta
+	whiteoutOpaque = backup.WhiteoutOpaque
 )
 
 // merger is the merged view of the layers read so far: the last entry of
@@ -670,7 +671,7 @@ func placeContent(entries []entry, content map[int]entry) []entry {
 // PAX records carrying extended attributes: star's and GNU tar's (the
 // value as it is), bsdtar's (the name URL-encoded, the value base64).
 const (
-	paxSchilyXattr     = "SCHILY.xattr."
+	paxSchilyXattr     = backup.PAXXattr
 	paxLibarchiveXattr = "LIBARCHIVE.xattr."
 	paxSchilyACL       = "SCHILY.acl."
 )

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ovroot/ovroot/backup"
 	"github.com/ovroot/ovroot/config"
 	"github.com/ovroot/ovroot/internal/tmpdir"
 	"github.com/ovroot/ovroot/layout"
@@ -166,7 +167,7 @@ func stackTree(dirs []string) *rootfsTree {
 			if err := unix.Lstat(filepath.Join(d, filepath.FromSlash(rel)), &st); err != nil {
 				continue
 			}
-			if st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0 {
+			if backup.IsWhiteout(&st) {
 				return -1
 			}
 			return i

@@ -11,20 +11,21 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/ovroot/ovroot/backup"
 )
 
 // A restore's backup is an OCI layer tarball as package backup writes it
 // (image-spec layer.md): whiteouts as empty files .wh.NAME, an opaque
 // directory as DIR/.wh..wh..opq, xattrs as PAX SCHILY.xattr.* records.
 // This file reads and checks one; unpack.go turns it into an upper.
+// The names are package backup's, which writes them.
 const (
-	whiteoutPrefix = ".wh."
-	whiteoutOpaque = ".wh..wh..opq"
+	whiteoutPrefix = backup.WhiteoutPrefix
+	whiteoutOpaque = backup.WhiteoutOpaque
 	// overlayOpaque marks an opaque directory in the upper of the init's
-	// (privileged) overlay mount (overlayfs.rst, "whiteouts and opaque
-	// directories").
-	overlayOpaque = "trusted.overlay.opaque"
-	paxXattr      = "SCHILY.xattr."
+	// (privileged) overlay mount.
+	overlayOpaque = backup.OverlayOpaque
 	blockSize     = 4096 // for the estimate of the room a layer takes unpacked
 )
 
@@ -362,8 +363,8 @@ func CheckLayer(r io.Reader) (LayerSummary, error) {
 func layerXattrs(h *tar.Header) map[string]string {
 	var x map[string]string
 	for k, v := range h.PAXRecords {
-		n, ok := strings.CutPrefix(k, paxXattr)
-		if !ok || n == "" || strings.HasPrefix(n, "trusted.overlay.") || strings.HasPrefix(n, "user.overlay.") {
+		n, ok := strings.CutPrefix(k, backup.PAXXattr)
+		if !ok || n == "" || backup.OverlayOwn(n) {
 			continue
 		}
 		if x == nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/ovroot/ovroot/backup"
 	"github.com/ovroot/ovroot/layout"
 	"golang.org/x/sys/unix"
 )
@@ -43,7 +44,7 @@ func Changes(upper, lower string) ([]Change, error) {
 			return err
 		}
 		switch {
-		case st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0:
+		case backup.IsWhiteout(&st):
 			out = append(out, Change{name, "deleted"})
 		case d.IsDir() && opaque(p):
 			out = append(out, Change{name, "replaced"})
@@ -68,7 +69,7 @@ func Changes(upper, lower string) ([]Change, error) {
 
 func opaque(dir string) bool {
 	buf := make([]byte, 8)
-	for _, attr := range []string{"trusted.overlay.opaque", "user.overlay.opaque"} {
+	for _, attr := range []string{backup.OverlayOpaque, "user.overlay.opaque"} {
 		if n, err := unix.Lgetxattr(dir, attr, buf); err == nil && string(buf[:n]) == "y" {
 			return true
 		}
