@@ -285,27 +285,47 @@ func (m *merger) read(ctx context.Context, layer int, l tarLayer, keep func(e en
 	return finish(true)
 }
 
+// A layer entry's name, as OCI whiteouts read it (parseWhiteout).
+type whiteoutKind int
+
+const (
+	notWhiteout         whiteoutKind = iota
+	whiteoutName                     // .wh.NAME: hides NAME of the lower layers
+	whiteoutDir                      // .wh..wh..opq: hides what they put in its directory
+	whiteoutBookkeeping              // another .wh..wh. name: aufs's, not part of the tree
+)
+
+// parseWhiteout reads a clean entry name as a whiteout: its kind, its
+// directory and, for whiteoutName, the name it hides, which must be one.
+func parseWhiteout(name string, h *tar.Header) (kind whiteoutKind, dir, hidden string, err error) {
+	dir, base := path.Split(name)
+	dir = strings.TrimSuffix(dir, "/")
+	switch {
+	case !strings.HasPrefix(base, whiteoutPrefix):
+		return notWhiteout, dir, "", nil
+	case base == whiteoutOpaque:
+		return whiteoutDir, dir, "", nil
+	case strings.HasPrefix(base, whiteoutMeta):
+		return whiteoutBookkeeping, dir, "", nil
+	}
+	hidden = strings.TrimPrefix(base, whiteoutPrefix)
+	if hidden == "." || hidden == ".." || hidden == "" {
+		return 0, "", "", fmt.Errorf("tar entry %q: a whiteout of %q", h.Name, hidden)
+	}
+	return whiteoutName, dir, hidden, nil
+}
+
 // whiteout applies a whiteout entry of an image layer, reporting whether
 // the entry was one (it is then not part of the image).
 func (m *merger) whiteout(layer int, name string, h *tar.Header) (bool, error) {
-	dir, base := path.Split(name)
-	dir = strings.TrimSuffix(dir, "/")
-	if !strings.HasPrefix(base, whiteoutPrefix) {
-		return false, nil
-	}
-	switch {
-	case base == whiteoutOpaque:
+	kind, dir, hidden, err := parseWhiteout(name, h)
+	switch kind {
+	case whiteoutDir:
 		m.remove(dir, layer, false)
-		return true, nil
-	case strings.HasPrefix(base, whiteoutMeta):
-		return true, nil
+	case whiteoutName:
+		m.remove(path.Join(dir, hidden), layer, true)
 	}
-	hidden := strings.TrimPrefix(base, whiteoutPrefix)
-	if hidden == "." || hidden == ".." {
-		return false, fmt.Errorf("tar entry %q: a whiteout of %q", h.Name, hidden)
-	}
-	m.remove(path.Join(dir, hidden), layer, true)
-	return true, nil
+	return kind != notWhiteout, err
 }
 
 // keepWhiteout turns a whiteout entry of a stacked layer into what
@@ -313,24 +333,20 @@ func (m *merger) whiteout(layer int, name string, h *tar.Header) (bool, error) {
 // entry's new name, or skip for an entry that is not part of the tree (an
 // opaque marker, recorded for its directory; aufs's bookkeeping).
 func (m *merger) keepWhiteout(name string, h *tar.Header) (string, bool, error) {
-	dir, base := path.Split(name)
-	dir = strings.TrimSuffix(dir, "/")
-	if !strings.HasPrefix(base, whiteoutPrefix) {
-		return name, false, nil
-	}
+	kind, dir, hidden, err := parseWhiteout(name, h)
 	switch {
-	case base == whiteoutOpaque:
+	case err != nil:
+		return "", false, err
+	case kind == notWhiteout:
+		return name, false, nil
+	case kind == whiteoutDir:
 		if m.opaque == nil {
 			m.opaque = map[string]string{}
 		}
 		m.opaque[dir] = h.Name
 		return "", true, nil
-	case strings.HasPrefix(base, whiteoutMeta):
+	case kind == whiteoutBookkeeping:
 		return "", true, nil
-	}
-	hidden := strings.TrimPrefix(base, whiteoutPrefix)
-	if hidden == "." || hidden == ".." || hidden == "" {
-		return "", false, fmt.Errorf("tar entry %q: a whiteout of %q", h.Name, hidden)
 	}
 	// overlayfs's whiteout: a character device 0/0, owned by root.
 	*h = tar.Header{Name: path.Join(dir, hidden), Typeflag: tar.TypeChar, ModTime: h.ModTime, Format: h.Format}

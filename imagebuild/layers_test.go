@@ -228,3 +228,22 @@ func TestXattrSecurityNotRoot(t *testing.T) {
 		t.Errorf("unpack = %v, want %q", err, want)
 	}
 }
+
+// A whiteout must name what it hides: ".wh." alone is refused, whether the
+// whiteout is applied (an image's layers) or kept (a stacked layer); when
+// applied it used to remove its own directory.
+func TestWhiteoutOfNothing(t *testing.T) {
+	lower := tarBytes([]tarEntry{dir("d/"), reg("d/x", "x", 0o644)})
+	upper := tarBytes([]tarEntry{wh("d/.wh.")})
+	for _, keep := range []bool{false, true} {
+		layers := []tarLayer{readerLayer(bytes.NewReader(lower)), readerLayer(bytes.NewReader(upper))}
+		for i := range layers {
+			layers[i].whiteouts = true
+		}
+		layers[1].keepWhiteouts = keep
+		_, _, err := unpackLayers(context.Background(), layers, filepath.Join(t.TempDir(), "root"))
+		if err == nil || !strings.Contains(err.Error(), `tar entry "d/.wh.": a whiteout of ""`) {
+			t.Errorf("keepWhiteouts=%v: unpack = %v, want the whiteout of nothing refused", keep, err)
+		}
+	}
+}
