@@ -46,7 +46,6 @@ func makeStack(ctx context.Context, s Spec, out string, checkTree func(dirs ...s
 		}
 	}
 	entries, off := 0, int64(0)
-	var descs []string
 	build := func(i int, adds []Addition) error {
 		l := s.Stack[i]
 		files[i] = filepath.Join(tmp, "layer-"+l.Name+".squashfs")
@@ -77,7 +76,6 @@ func makeStack(ctx context.Context, s Spec, out string, checkTree func(dirs ...s
 			s.Log("warning: layer %s does not list the directories %s: they are stored as root's, 0755, and on the device hide the owner and mode the layers below give them; list them in the tarball (docker's layers do)", l.Name, strings.Join(implied, ", "))
 		}
 		table.Layers[i] = layout.LayerEntry{Name: l.Name, Source: desc}
-		descs = append(descs, l.Name+": "+desc)
 		return nil
 	}
 	for i := 1; i < n; i++ {
@@ -108,7 +106,6 @@ func makeStack(ctx context.Context, s Spec, out string, checkTree func(dirs ...s
 		return 0, "", err
 	}
 	copy(s.Add, adds) // their notes
-	descs = append(descs[len(descs)-1:], descs[:len(descs)-1]...)
 	if checkTree != nil {
 		top := make([]string, n)
 		for i := range trees {
@@ -135,6 +132,10 @@ func makeStack(ctx context.Context, s Spec, out string, checkTree func(dirs ...s
 	last := table.Layers[n-1]
 	if err := os.Truncate(out, layout.LayersStart(start+last.Offset+last.Size)); err != nil {
 		return 0, "", err
+	}
+	descs := make([]string, n)
+	for i, l := range table.Layers {
+		descs[i] = l.Name + ": " + l.Source
 	}
 	return entries, fmt.Sprintf("%d stacked layers, bottom first: %s", n, strings.Join(descs, "; ")), nil
 }

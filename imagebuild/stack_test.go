@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -66,6 +67,9 @@ func TestMakeStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d entries: %s", n, desc)
+	if want := regexp.MustCompile(`^3 stacked layers, bottom first: base: directory \S+; app: tarball \S+; config: directory \S+$`); !want.MatchString(desc) {
+		t.Errorf("rootfs description %q, want the layers bottom first", desc)
+	}
 	if len(checked) != 3 || checked[0] != cfg || checked[2] != base {
 		t.Errorf("init check got %q, want the three trees top first", checked)
 	}
