@@ -33,18 +33,10 @@ func (b *Boot) stackLayers(src string) (err error) {
 	}
 	// What was mapped and mounted is undone on an error: a mapping left
 	// would hold the partition, and the next attempt could not mount it.
-	var mapped, mounted []string
 	defer func() {
 		if err != nil {
 			b.Sys.Unmount(layout.RomDir)
-			for _, m := range slices.Backward(mounted) {
-				b.Sys.Unmount(m)
-			}
-			for _, name := range slices.Backward(mapped) {
-				b.Sys.UnmapLayer(name)
-			}
-			b.state.Layers = nil
-			b.lowers = ""
+			b.undoLayers()
 		}
 	}()
 	if err != nil {
@@ -68,7 +60,6 @@ func (b *Boot) stackLayers(src string) (err error) {
 		return fmt.Errorf("root %s: unmount the bottom layer from %s to map it: %w", src, layout.RomDir, err)
 	}
 	var lowers []string
-	var states []layout.LayerState
 	for i, l := range t.Layers {
 		off, size := start+l.Offset, l.Size
 		if i == 0 {
@@ -78,28 +69,37 @@ func (b *Boot) stackLayers(src string) (err error) {
 		if err != nil {
 			return fmt.Errorf("layer %s (bytes %d to %d of root %s): %w", l.Name, off, off+size, src, err)
 		}
-		mapped = append(mapped, l.Name)
+		b.state.Layers = append(b.state.Layers, layout.LayerState{Name: l.Name, Device: node, Offset: off, Size: size})
 		dir := filepath.Join(layout.LayersDir, l.Name)
 		b.mkdir(dir)
 		if err := b.Sys.Mount(node, dir, "squashfs", unix.MS_RDONLY, ""); err != nil {
 			return fmt.Errorf("layer %s: mount %s (bytes %d to %d of root %s) on %s: %w", l.Name, node, off, off+size, src, dir, err)
 		}
-		mounted = append(mounted, dir)
 		lowers = append([]string{dir}, lowers...)
-		states = append(states, layout.LayerState{Name: l.Name, Device: node, Offset: off, Size: size})
 	}
 	b.lowers = strings.Join(lowers, ":")
 	// No upper: overlayfs mounts the lowers read-only, merged.
 	if err := b.Sys.Mount("overlay", layout.RomDir, "overlay", unix.MS_RDONLY, "lowerdir="+b.lowers); err != nil {
 		return fmt.Errorf("stack the layers on %s (lowerdir=%s): %w", layout.RomDir, b.lowers, err)
 	}
-	b.state.Layers = states
 	names := make([]string, len(t.Layers))
 	for i, l := range slices.Backward(t.Layers) {
 		names[len(t.Layers)-1-i] = l.Name
 	}
 	b.Logf("stacked %d layers on %s (top first): %s", len(t.Layers), layout.RomDir, strings.Join(names, ", "))
 	return nil
+}
+
+// undoLayers unmounts and unmaps the layers of b.state.Layers, top first
+// (a layer mapped but not mounted: its unmount is a no-op), and forgets
+// them.
+func (b *Boot) undoLayers() {
+	for _, l := range slices.Backward(b.state.Layers) {
+		b.Sys.Unmount(filepath.Join(layout.LayersDir, l.Name))
+		b.Sys.UnmapLayer(l.Name)
+	}
+	b.state.Layers = nil
+	b.lowers = ""
 }
 
 // lowerDirs is the overlay root's lowerdir: the stacked layers, or /rom.

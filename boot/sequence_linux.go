@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -479,10 +478,7 @@ func (b *Boot) cleanup() {
 	} {
 		b.Sys.Unmount(m)
 	}
-	for _, l := range slices.Backward(b.state.Layers) {
-		b.Sys.Unmount(filepath.Join(layout.LayersDir, l.Name))
-		b.Sys.UnmapLayer(l.Name)
-	}
+	b.undoLayers()
 }
 
 // State is the record of this boot (valid after Run).
